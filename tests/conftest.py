@@ -1,0 +1,53 @@
+"""Shared fixtures: a real Redis for the whole session (unless REDIS_URL is given) and real Celery worker
+processes started per test."""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from stack.redis import start_redis
+from tests.processes import celery_worker_process
+
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "csaw"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Start the session's redis-server before any test; pytest-django has loaded settings by now, so the
+    URL is written both to the environment (for worker processes) and to the settings object."""
+    if os.environ.get("REDIS_URL"):
+        return
+    data_dir = Path(tempfile.mkdtemp(prefix="prunelab-test-redis-"))
+    server = start_redis(data_dir)
+    config.stash[REDIS_KEY] = server
+    os.environ["REDIS_URL"] = server.url
+    from django.conf import settings
+
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = server.url
+
+
+def pytest_unconfigure(config):
+    server = config.stash.get(REDIS_KEY, None)
+    if server is not None:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+REDIS_KEY = pytest.StashKey()
+
+
+@pytest.fixture
+def celery_worker():
+    """A real `celery worker` process on queues cpu and gpu; yields its handle, kills it afterwards."""
+    with celery_worker_process() as worker:
+        yield worker
+
+
+@pytest.fixture(scope="session")
+def csaw_fixtures() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"The CSAW fixtures are missing: expected them in {FIXTURES} (shared/ beside the project)")
+    return FIXTURES

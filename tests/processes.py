@@ -1,0 +1,69 @@
+"""Real worker processes for integration tests (no eager mode, no mocks)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from workers.celery_app import app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen
+    name: str
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool children, as an out-of-memory kill or a power cut would."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+
+def wait_for_worker(name: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = app.control.ping(destination=[name], timeout=0.5)
+        if any(name in reply for reply in replies):
+            return
+    raise TimeoutError(f"worker {name} did not answer a ping within {timeout:.0f}s")
+
+
+@contextmanager
+def celery_worker_process(queues: str = "cpu,gpu", extra_env: dict | None = None):
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="webapp.settings.test", PYTHONUNBUFFERED="1")
+    env.update(extra_env or {})
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        "1",
+        "-n",
+        name,
+        "--loglevel",
+        "INFO",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+    worker = WorkerProcess(process=process, name=name)
+    try:
+        wait_for_worker(name)
+        yield worker
+    finally:
+        if process.poll() is None:
+            worker.kill()

@@ -1,0 +1,19 @@
+"""The queue works end to end: a task travels through the real Redis to a real worker process and back."""
+
+import pytest
+
+from workers.tasks import echo
+
+pytestmark = pytest.mark.slow
+
+
+def test_task_round_trip_through_redis_and_worker(celery_worker):
+    result = echo.apply_async(args=[{"seed": 7, "values": [0.8, 1.0]}], queue="cpu")
+    answer = result.get(timeout=60)
+    assert answer["payload"] == {"seed": 7, "values": [0.8, 1.0]}
+    assert result.status == "SUCCESS"
+
+
+def test_gpu_queue_reaches_a_worker_serving_it(celery_worker):
+    result = echo.apply_async(args=[{"queue": "gpu"}], queue="gpu")
+    assert result.get(timeout=60)["payload"] == {"queue": "gpu"}

@@ -1,0 +1,8 @@
+"""WSGI entry point (gunicorn in docker/)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.production")
+application = get_wsgi_application()

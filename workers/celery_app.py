@@ -1,0 +1,15 @@
+"""The Celery application: Redis as broker and result store, configured from Django settings (CELERY_*).
+
+Workers are started with `celery -A workers.celery_app worker -Q cpu` (or `-Q gpu` on a GPU machine).
+TensorFlow is imported inside tasks only: CUDA does not survive a fork of a process that initialised it.
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
+
+app = Celery("prunelab")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["workers"])
