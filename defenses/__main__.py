@@ -1,0 +1,5 @@
+import sys
+
+from defenses.cli import main
+
+sys.exit(main())

@@ -1,0 +1,244 @@
+"""`python -m defenses`: inspect, classify, evaluate, fine-prune and draw prune-only curves from a shell.
+
+Exit codes: 0 done, 2 refused input (a model that fails the safety checks, a bad dataset or image),
+1 anything else. Every refusal prints one line saying what was wrong and what to do.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from defenses.data import DataError, inspect_dataset, load_dataset, load_image
+from defenses.modelcheck import ModelRefused
+
+SCALES = {"255": 255.0, "1": 1.0}
+
+
+def add_model_args(parser: argparse.ArgumentParser, scale: bool = True) -> None:
+    parser.add_argument("--model", required=True, type=Path, help="BadNet: .h5 (full or weights-only) or .keras")
+    parser.add_argument("--arch", help="architecture preset for a weights-only file (deepid-csaw)")
+    if scale:
+        parser.add_argument("--scale", choices=SCALES, default="255",
+                            help="divide pixels by 255 (default) or feed raw 0..255 pixels (1)")  # fmt: skip
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--test", "--clean", dest="clean", required=True, type=Path, help="clean test set (.h5)")
+    parser.add_argument("--poisoned", action="append", default=[], metavar="NAME=PATH",
+                        help="poisoned test set with the attacker's target labels; repeat per trigger")  # fmt: skip
+
+
+def parse_floats(text: str) -> list[float]:
+    return [float(item) for item in text.split(",") if item.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m defenses", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    inspect = commands.add_parser("inspect", help="layers, input shape and class count of a model file")
+    inspect.add_argument("model", type=Path)
+    inspect.add_argument("--arch", help="architecture preset for a weights-only file")
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    classify = commands.add_parser("classify", help="class of each image; with --repaired the GoodNet's answer")
+    add_model_args(classify)
+    classify.add_argument("--repaired", type=Path, help="repaired network: answer N when the two disagree")
+    classify.add_argument("--repaired-arch", help="architecture preset for a weights-only repaired file")
+    classify.add_argument("images", nargs="+", type=Path)
+
+    evaluate = commands.add_parser("evaluate", help="CA, ASR per poisoned set and score")
+    add_model_args(evaluate)
+    add_data_args(evaluate)
+
+    fineprune = commands.add_parser("fineprune", help="threshold pruning then fine-tuning; writes the GoodNet")
+    add_model_args(fineprune)
+    fineprune.add_argument("--valid", required=True, type=Path, help="clean validation set: the defender's data")
+    add_data_args(fineprune)
+    fineprune.add_argument("--threshold", type=float, required=True, help="pruning threshold T (0 prunes nothing)")
+    fineprune.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 0.001)")
+    fineprune.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (0: prune only)")
+    fineprune.add_argument("--layers", help="comma-separated conv layers to prune (default: every Conv2D)")
+    fineprune.add_argument("--seed", type=int, default=0)
+    fineprune.add_argument("--out", required=True, type=Path, help="folder for the repaired model and bundle")
+
+    curve = commands.add_parser("prune-curve", help="prune-only CA/ASR against T and against fraction pruned")
+    add_model_args(curve)
+    curve.add_argument("--valid", required=True, type=Path)
+    add_data_args(curve)
+    curve.add_argument("--thresholds", default=",".join(f"{t / 10:.1f}" for t in range(21)), type=parse_floats,
+                       help="comma-separated T values (default 0,0.1,...,2)")  # fmt: skip
+    curve.add_argument("--layers", help="comma-separated conv layers for the threshold curve (default: all)")
+    curve.add_argument("--incremental-layer", help="layer for the incremental curve (default: last Conv2D)")
+    curve.add_argument("--max-drop", type=float, default=4.0, help="incremental stop: validation accuracy drop")
+    curve.add_argument("--out", type=Path, help="write the curves as JSON here")
+    return parser
+
+
+def load_checked_model(path: Path, arch: str | None):
+    from defenses.models import load_model
+
+    return load_model(path, arch)
+
+
+def load_sets(args, n_classes: int, image_shape) -> tuple:
+    clean_info = inspect_dataset(args.clean, image_shape, n_classes)
+    clean = load_dataset(clean_info)
+    poisoned = {}
+    for item in args.poisoned:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise DataError(f"--poisoned {item!r}: write NAME=PATH, e.g. --poisoned sunglasses=bd_test.h5")
+        poisoned[name] = load_dataset(inspect_dataset(Path(path), image_shape, n_classes))
+    return clean, poisoned
+
+
+def cmd_inspect(args) -> int:
+    from defenses.models import verify_model_file
+
+    report = verify_model_file(args.model, args.arch)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    print(f"{args.model.name}: {report.kind}, input {report.input_shape}, N = {report.n_classes} classes, "
+          f"{report.params:,} parameters")  # fmt: skip
+    for name, cls, params in report.layers:
+        print(f"  {name:<16} {cls:<20} {params:>10,}")
+    print(f"Conv2D layers (prunable): {', '.join(report.conv_layers)}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    import numpy as np
+
+    from defenses.goodnet import GoodNet
+    from defenses.metrics import predict_labels
+
+    bad, report = load_checked_model(args.model, args.arch)
+    size = report.input_shape[:2]
+    images = [load_image(path, size) for path in args.images]
+    pixels = np.stack([image.pixels for image in images])
+    divisor = SCALES[args.scale]
+    if args.repaired:
+        repaired, _ = load_checked_model(args.repaired, args.repaired_arch)
+        answers = GoodNet(bad, repaired, divisor).labels(pixels)
+    else:
+        answers = predict_labels(bad, pixels, divisor)
+    for path, image, answer in zip(args.images, images, answers, strict=True):
+        note = f"\t# {image.note}" if image.note else ""
+        print(f"{path}\t{int(answer)}{note}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from defenses.metrics import evaluate
+
+    model, report = load_checked_model(args.model, args.arch)
+    clean, poisoned = load_sets(args, report.n_classes, report.input_shape)
+    metrics = evaluate(model, SCALES[args.scale], clean, poisoned)
+    print(json.dumps(metrics.as_dict(), indent=2))
+    return 0
+
+
+def cmd_fineprune(args) -> int:
+    from defenses.finetune import FineTuneSettings, fine_tune, save_atomically, seed_everything
+    from defenses.goodnet import GoodNet, export_bundle
+    from defenses.metrics import evaluate
+    from defenses.pruning import activation_profile, apply_masks, pruned_counts, threshold_masks
+
+    seed_everything(args.seed)
+    divisor = SCALES[args.scale]
+    bad, report = load_checked_model(args.model, args.arch)
+    repaired, _ = load_checked_model(args.model, args.arch)
+    valid = load_dataset(inspect_dataset(args.valid, report.input_shape, report.n_classes))
+    clean, poisoned = load_sets(args, report.n_classes, report.input_shape)
+    layers = args.layers.split(",") if args.layers else list(report.conv_layers)
+    profile = activation_profile(repaired, valid[0], divisor, layers)
+    masks = threshold_masks(profile, args.threshold, layers)
+    apply_masks(repaired, masks)
+    before = evaluate(bad, divisor, clean, poisoned)
+    pruned = evaluate(repaired, divisor, clean, poisoned)
+    progress = make_progress(args.epochs)
+    history = fine_tune(
+        repaired, valid, divisor, FineTuneSettings(learning_rate=args.lr, epochs=args.epochs),
+        evaluate_epoch=lambda model: evaluate(model, divisor, clean, poisoned),
+        on_epoch=lambda record: progress(record),
+    ) if args.epochs > 0 else []  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_atomically(repaired, args.out / "repaired_net.keras")
+    goodnet = GoodNet(bad, repaired, divisor)
+    export_bundle(goodnet, args.out / "goodnet", {"threshold": args.threshold, "lr": args.lr, "epochs": args.epochs})
+    result = {
+        "settings": {"threshold": args.threshold, "lr": args.lr, "epochs": args.epochs, "layers": layers,
+                     "seed": args.seed, "divisor": divisor},
+        "pruned": pruned_counts(masks),
+        "before": before.as_dict(),
+        "after_pruning": pruned.as_dict(),
+        "epochs": [record.as_dict() for record in history],
+        "after": (history[-1].metrics if history else pruned).as_dict(),
+        "goodnet": goodnet.evaluate(clean, poisoned).as_dict(),
+    }  # fmt: skip
+    (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({key: result[key] for key in ("pruned", "before", "after", "goodnet")}, indent=2))
+    return 0
+
+
+def make_progress(total: int):
+    """A tqdm bar on a terminal, one line per epoch otherwise (logs, CI)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="epoch", disable=not sys.stderr.isatty())
+
+    def report(record) -> None:
+        bar.update(1)
+        text = f"CA {record.metrics.ca:.2f}%" if record.metrics else f"loss {record.loss:.4f}"
+        bar.set_postfix_str(text)
+        if bar.disable:
+            print(f"epoch {record.epoch}/{total}: loss {record.loss:.4f}, {text}", file=sys.stderr)
+
+    return report
+
+
+def cmd_prune_curve(args) -> int:
+    from defenses.pruning import activation_profile, incremental_prune, threshold_curve
+
+    divisor = SCALES[args.scale]
+    model, report = load_checked_model(args.model, args.arch)
+    valid = load_dataset(inspect_dataset(args.valid, report.input_shape, report.n_classes))
+    clean, poisoned = load_sets(args, report.n_classes, report.input_shape)
+    layers = args.layers.split(",") if args.layers else list(report.conv_layers)
+    profile = activation_profile(model, valid[0], divisor)
+    by_threshold = threshold_curve(model, divisor, profile, args.thresholds, valid, clean, poisoned, layers)
+    incremental = incremental_prune(model, divisor, profile, valid, args.max_drop, args.incremental_layer,
+                                    clean, poisoned)  # fmt: skip
+    result = {
+        "threshold_curve": [point.__dict__ for point in by_threshold],
+        "incremental": {"layer": incremental.layer, "order": incremental.order, "stop": incremental.stop,
+                        "max_drop": args.max_drop, "steps": [point.__dict__ for point in incremental.steps]},
+    }  # fmt: skip
+    for point in by_threshold:
+        asr = ", ".join(f"{name} {value:.2f}%" for name, value in point.asr.items())
+        print(f"T={point.threshold:<4} pruned {point.fraction:6.1%}  CA {point.ca:6.2f}%  ASR {asr}")
+    print(f"incremental on {incremental.layer}: stopped after {incremental.stop} channels "
+          f"(validation accuracy drop > {args.max_drop} points)")  # fmt: skip
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+COMMANDS = {"inspect": cmd_inspect, "classify": cmd_classify, "evaluate": cmd_evaluate,
+            "fineprune": cmd_fineprune, "prune-curve": cmd_prune_curve}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ModelRefused, DataError) as refusal:
+        print(f"refused: {refusal}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as missing:
+        print(f"refused: no such file: {missing.filename}. Check the path.", file=sys.stderr)
+        return 2

@@ -1,0 +1,172 @@
+"""Datasets in the CSAW-HackML-2020 HDF5 layout, images, and the one input-scaling rule.
+
+A dataset file holds `data` (N, 3, H, W) channels-first as published, or (N, H, W, 3), pixel values 0..255
+as float or uint8, and `label` (N,) integers. Everything here returns channels-last float32 pixels 0..255;
+`scale_pixels` is the only place where pixels become network inputs.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import h5py
+import numpy as np
+
+IMAGE_SHAPE = (55, 47, 3)  # height, width, channels of a CSAW-HackML-2020 face crop
+DEFAULT_BATCH = 1024
+MAX_IMAGE_PIXELS = 4096 * 4096  # a face crop is 55x47; anything near this cap is a bomb, not a photo
+IMAGE_FORMATS = ("PNG", "JPEG")
+
+
+class DataError(ValueError):
+    """A dataset or image a user gave cannot be used; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    path: Path
+    count: int
+    image_shape: tuple[int, int, int]  # height, width, channels
+    channels_first: bool
+    labels: np.ndarray
+
+
+def scale_pixels(pixels: np.ndarray, divisor: float) -> np.ndarray:
+    """Network input from 0..255 pixels: divide by 255 for models trained on 0..1, by 1 for raw models.
+
+    The single scaling rule of Prunelab: upload checks, training, the image form and the exported eval.py
+    all call this function, so a PNG and a JPEG of one picture reach the network identically.
+    """
+    return np.asarray(pixels, dtype=np.float32) / np.float32(divisor)
+
+
+def _layout(shape: tuple[int, ...], path: Path) -> tuple[bool, tuple[int, int, int]]:
+    if len(shape) != 4:
+        raise DataError(f"{path.name}: 'data' has shape {shape}; expected 4 dimensions (N, 3, H, W) or (N, H, W, 3).")
+    if shape[3] == 3:
+        return False, (shape[1], shape[2], 3)
+    if shape[1] == 3:
+        return True, (shape[2], shape[3], 3)
+    raise DataError(f"{path.name}: 'data' has shape {shape}; neither axis 1 nor axis 3 holds the 3 colour channels.")
+
+
+def inspect_dataset(
+    path: str | Path, image_shape: tuple[int, int, int] | None = IMAGE_SHAPE, n_classes: int | None = None
+) -> DatasetInfo:
+    """Validate a dataset file's structure and labels without reading its pixels.
+
+    Raises DataError naming the file and the problem: not HDF5, missing keys, wrong rank or image size,
+    empty, label count mismatch, non-integer labels or labels outside 0..n_classes-1.
+    """
+    path = Path(path)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise DataError(f"{path.name} is not a readable HDF5 file ({error}). Upload the .h5 dataset file.") from None
+    with handle:
+        missing = [key for key in ("data", "label") if key not in handle or not isinstance(handle[key], h5py.Dataset)]
+        if missing:
+            raise DataError(
+                f"{path.name} has no dataset {' or '.join(map(repr, missing))}; a CSAW dataset has "
+                f"'data' (N, 3, 55, 47) and 'label' (N,). Keys found: {sorted(handle.keys())}."
+            )
+        data, label = handle["data"], handle["label"]
+        channels_first, shape = _layout(data.shape, path)
+        count = data.shape[0]
+        if count == 0:
+            raise DataError(f"{path.name} holds no images.")
+        if image_shape is not None and shape != tuple(image_shape):
+            raise DataError(
+                f"{path.name}: images are {shape[0]}x{shape[1]}x{shape[2]}; "
+                f"the model expects {image_shape[0]}x{image_shape[1]}x{image_shape[2]}."
+            )
+        if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+            raise DataError(f"{path.name}: 'data' has type {data.dtype}; expected uint8 or float pixels.")
+        labels = _read_labels(label, count, path)
+    if n_classes is not None and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(
+            f"{path.name}: labels range {labels.min()}..{labels.max()}, outside the model's classes 0..{n_classes - 1}."
+        )
+    return DatasetInfo(path=path, count=count, image_shape=shape, channels_first=channels_first, labels=labels)
+
+
+def _read_labels(label: h5py.Dataset, count: int, path: Path) -> np.ndarray:
+    if label.shape not in ((count,), (count, 1)):
+        raise DataError(f"{path.name}: 'label' has shape {label.shape}; expected ({count},), one per image.")
+    values = np.asarray(label[()]).reshape(-1)
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+            raise DataError(f"{path.name}: 'label' holds non-integer values; labels are class numbers.")
+    elif not np.issubdtype(values.dtype, np.integer):
+        raise DataError(f"{path.name}: 'label' has type {values.dtype}; labels are class numbers.")
+    return values.astype(np.int64)
+
+
+def iter_batches(info: DatasetInfo, batch_size: int = DEFAULT_BATCH) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (pixels NHWC float32 0..255, labels) batches, reading the file slice by slice (bounded memory).
+
+    Raises DataError on NaN, infinite or out-of-range pixels, naming the first bad row.
+    """
+    with h5py.File(info.path, "r") as handle:
+        data = handle["data"]
+        for start in range(0, info.count, batch_size):
+            batch = np.asarray(data[start : start + batch_size], dtype=np.float32)
+            if info.channels_first:
+                batch = batch.transpose(0, 2, 3, 1)
+            _check_pixels(batch, start, info.path)
+            yield np.ascontiguousarray(batch), info.labels[start : start + batch_size]
+
+
+def _check_pixels(batch: np.ndarray, start: int, path: Path) -> None:
+    bad = ~np.isfinite(batch) | (batch < 0) | (batch > 255)
+    if bad.any():
+        row = start + int(np.argwhere(bad.reshape(len(batch), -1).any(axis=1))[0][0])
+        raise DataError(f"{path.name}: image {row} has pixel values that are NaN, infinite or outside 0..255.")
+
+
+def load_dataset(info: DatasetInfo, batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """The whole set in memory as (pixels NHWC float32 0..255, labels): for fine-tuning on the clean
+    validation set, which Keras shuffles each epoch."""
+    pixels = np.empty((info.count, *info.image_shape), dtype=np.float32)
+    for start, (batch, _) in zip(range(0, info.count, batch_size), iter_batches(info, batch_size), strict=True):
+        pixels[start : start + len(batch)] = batch
+    return pixels, info.labels.copy()
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    pixels: np.ndarray  # height x width x 3, float32 0..255
+    note: str  # what was done to fit the model ("" when nothing)
+
+
+def load_image(source: str | Path | BinaryIO, size: tuple[int, int] = IMAGE_SHAPE[:2]) -> LoadedImage:
+    """A PNG or JPEG as RGB pixels of `size` (height, width), resized when needed (the note says so).
+
+    Only the PNG and JPEG decoders are tried; images over MAX_IMAGE_PIXELS are refused before decoding.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = getattr(source, "name", str(source))
+    try:
+        image = Image.open(source, formats=IMAGE_FORMATS)
+    except UnidentifiedImageError:
+        raise DataError(f"{Path(name).name} is not a PNG or JPEG image. Upload a .png or .jpg file.") from None
+    with image:
+        if image.width * image.height > MAX_IMAGE_PIXELS:
+            raise DataError(
+                f"{Path(name).name} declares {image.width}x{image.height} pixels; "
+                f"images over {MAX_IMAGE_PIXELS:,} pixels are refused. Upload the face crop itself."
+            )
+        notes = []
+        if getattr(image, "n_frames", 1) > 1:
+            notes.append("animated image: first frame used")
+        try:
+            rgb = image.convert("RGB")
+        except (OSError, ValueError) as error:
+            raise DataError(f"{Path(name).name} could not be decoded ({error}); is the file complete?") from None
+    height, width = size
+    if rgb.size != (width, height):
+        notes.append(f"resized from {rgb.width}x{rgb.height} to {width}x{height}")
+        rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
+    return LoadedImage(pixels=np.asarray(rgb, dtype=np.float32), note="; ".join(notes))

@@ -1,0 +1,397 @@
+"""The allow-list parser that reads an uploaded model file before Keras may see it.
+
+A model file comes from an untrusted party, and neither HDF5, TensorFlow nor Keras promises that loading
+one is safe. This module reads only structure: HDF5 links, dataset layouts and attributes with h5py, and
+the model config as JSON. It accepts a small set of layer classes with known config keys and refuses the
+rest with a reason (ModelRefused). Nothing in a file is ever imported, called or deserialised as code.
+"""
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_bytes: int = 512 * 2**20
+    max_params: int = 50_000_000
+    max_dataset_elements: int = 50_000_000
+    max_layers: int = 256
+    max_config_bytes: int = 4 * 2**20
+    max_dim: int = 4096  # any declared size: units, filters, image side
+    max_input_elements: int = 2**22
+
+
+class ModelRefused(ValueError):
+    """The model file is not accepted; the message names the file and the reason."""
+
+
+# Layer classes a Fine-Pruning classifier of the CSAW kind may use, with the config keys each may carry.
+_BASE_KEYS = {"name", "trainable", "dtype", "batch_input_shape", "batch_size", "input_shape"}
+_CONV_KEYS = {
+    "filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "groups", "activation",
+    "use_bias", "kernel_initializer", "bias_initializer", "kernel_regularizer", "bias_regularizer",
+    "activity_regularizer", "kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha",
+}  # fmt: skip
+_POOL_KEYS = {"pool_size", "strides", "padding", "data_format"}
+ALLOWED_LAYERS: dict[str, set[str]] = {
+    "InputLayer": {"batch_shape", "sparse", "ragged", "optional"},
+    "Conv2D": _CONV_KEYS,
+    "MaxPooling2D": _POOL_KEYS,
+    "AveragePooling2D": _POOL_KEYS,
+    "GlobalMaxPooling2D": {"data_format", "keepdims"},
+    "GlobalAveragePooling2D": {"data_format", "keepdims"},
+    "ZeroPadding2D": {"padding", "data_format"},
+    "Dense": _CONV_KEYS - {"filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "groups"}
+    | {"units"},
+    "Flatten": {"data_format"},
+    "Add": set(),
+    "Concatenate": {"axis"},
+    "Activation": {"activation"},
+    "ReLU": {"max_value", "negative_slope", "threshold"},
+    "Softmax": {"axis"},
+    "Dropout": {"rate", "noise_shape", "seed"},
+    "BatchNormalization": {
+        "axis", "momentum", "epsilon", "center", "scale", "beta_initializer", "gamma_initializer",
+        "moving_mean_initializer", "moving_variance_initializer", "beta_regularizer", "gamma_regularizer",
+        "beta_constraint", "gamma_constraint", "synchronized", "renorm", "renorm_clipping", "renorm_momentum",
+        "fused", "virtual_batch_size", "adjustment",
+    },
+}  # fmt: skip
+MODEL_CLASSES = {"Functional", "Model", "Sequential"}
+# Objects that may appear inside a layer config: initializers, regularizers, constraints, dtype policies.
+NESTED_CLASSES = {
+    "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal",
+    "RandomUniform", "RandomNormal", "TruncatedNormal", "Zeros", "Ones", "Constant", "Orthogonal",
+    "L1", "L2", "L1L2", "MaxNorm", "NonNeg", "UnitNorm", "MinMaxNorm", "DTypePolicy", "Policy",
+}  # fmt: skip
+ALLOWED_MODULES = {None, "keras", "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints"}
+ACTIVATIONS = {
+    "linear", "relu", "softmax", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign", "swish", "silu",
+    "gelu", "relu6", "leaky_relu", "hard_sigmoid", "exponential",
+}  # fmt: skip
+
+
+@dataclass
+class ModelFileFacts:
+    """What the parser learned: the file kind, the model config (None for weights-only files) and the
+    weight arrays' shapes by path."""
+
+    kind: str  # "keras-h5", "weights-h5" or "keras-zip"
+    config: dict | None
+    weight_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def check_model_file(path: str | Path, limits: Limits = Limits()) -> ModelFileFacts:
+    """Read a model or weights file's structure and refuse anything outside the allow-list.
+
+    Accepts a Keras 2/3 full-model `.h5`, a weights-only `.h5` and a Keras 3 `.keras` zip. Raises
+    ModelRefused with the reason: size over the cap, unknown container, HDF5 soft or external links at any
+    depth, external or virtual datasets, oversized datasets, unknown layer classes (Lambda, custom or
+    TFSMLayer), module or registered-name references outside Keras' own layers, unknown config keys,
+    declared sizes or parameter counts over the caps.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        raise ModelRefused(
+            f"{path.name} is {size / 2**20:.0f} MiB; model files over "
+            f"{limits.max_file_bytes / 2**20:.0f} MiB are refused."
+        )
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head == HDF5_SIGNATURE:
+        with h5py.File(path, "r") as h5:
+            return _check_h5(h5, path.name, limits)
+    if head.startswith(ZIP_SIGNATURE):
+        return _check_keras_zip(path, limits)
+    raise ModelRefused(
+        f"{path.name} is neither an HDF5 file (.h5) nor a Keras zip (.keras). "
+        "Upload a model saved by Keras (model.save) or weights saved by model.save_weights."
+    )
+
+
+def _check_h5(h5: h5py.File, name: str, limits: Limits) -> ModelFileFacts:
+    shapes = _walk_h5(h5, "/", name, limits)
+    total = sum(int(np.prod(shape)) for shape in shapes.values())
+    if total > limits.max_params:
+        raise ModelRefused(f"{name} stores {total:,} weights; the cap is {limits.max_params:,}.")
+    raw_config = h5.attrs.get("model_config")
+    if raw_config is None:
+        return ModelFileFacts(kind="weights-h5", config=None, weight_shapes=shapes)
+    config = _parse_json(raw_config, name, limits)
+    check_config(config, name, limits)
+    return ModelFileFacts(kind="keras-h5", config=config, weight_shapes=shapes)
+
+
+def _walk_h5(group: h5py.Group, prefix: str, name: str, limits: Limits) -> dict[str, tuple[int, ...]]:
+    """Every link must be a hard link and every dataset a plain in-file array under the size cap."""
+    shapes = {}
+    for key in group:
+        where = f"{prefix}{key}"
+        link = group.get(key, getlink=True)
+        if isinstance(link, h5py.SoftLink):
+            raise ModelRefused(
+                f"{name} has a soft link at {where} (to {link.path}); model files may not contain links."
+            )
+        if isinstance(link, h5py.ExternalLink):
+            raise ModelRefused(
+                f"{name} has an external link at {where} (to {link.filename}:{link.path}); "
+                "model files may not point at other files."
+            )
+        if not isinstance(link, h5py.HardLink):
+            raise ModelRefused(f"{name} has an unsupported link type at {where}.")
+        item = group[key]
+        if isinstance(item, h5py.Group):
+            shapes.update(_walk_h5(item, f"{where}/", name, limits))
+        elif isinstance(item, h5py.Dataset):
+            shapes[where] = _check_dataset(item, where, name, limits)
+        else:
+            raise ModelRefused(f"{name} holds an object of unknown type at {where}.")
+    return shapes
+
+
+def _check_dataset(dataset: h5py.Dataset, where: str, name: str, limits: Limits) -> tuple[int, ...]:
+    if dataset.is_virtual:
+        raise ModelRefused(f"{name} has a virtual dataset at {where}; it could read other files.")
+    if dataset.external:
+        raise ModelRefused(f"{name} stores {where} in external files; model files must be self-contained.")
+    if dataset.shape is None:
+        return ()
+    elements = int(np.prod(dataset.shape, dtype=np.float64))
+    if elements > limits.max_dataset_elements:
+        raise ModelRefused(
+            f"{name} declares {elements:,} values at {where}; the cap is "
+            f"{limits.max_dataset_elements:,} (a compressed 'shape bomb' looks like this)."
+        )
+    if not (np.issubdtype(dataset.dtype, np.number) or np.issubdtype(dataset.dtype, np.bool_)):
+        raise ModelRefused(f"{name} has a non-numeric dataset at {where} ({dataset.dtype}).")
+    return tuple(dataset.shape)
+
+
+def _parse_json(raw: bytes | str, name: str, limits: Limits) -> dict:
+    if isinstance(raw, bytes | np.bytes_):
+        raw = bytes(raw).decode("utf-8", errors="strict")
+    if len(raw) > limits.max_config_bytes:
+        raise ModelRefused(f"{name}: the model config is {len(raw):,} bytes; the cap is {limits.max_config_bytes:,}.")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ModelRefused(f"{name}: the model config is not valid JSON ({error}).") from None
+    if not isinstance(config, dict):
+        raise ModelRefused(f"{name}: the model config is not a JSON object.")
+    return config
+
+
+def _check_keras_zip(path: Path, limits: Limits) -> ModelFileFacts:
+    allowed_members = {"config.json", "metadata.json", "model.weights.h5"}
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise ModelRefused(f"{path.name} is a damaged zip archive.") from None
+    with archive:
+        members = {info.filename: info for info in archive.infolist()}
+        unknown = sorted(set(members) - allowed_members)
+        if unknown:
+            raise ModelRefused(
+                f"{path.name} contains {unknown[:5]}; a .keras file may hold only "
+                f"{sorted(allowed_members)} (no assets, no extra code)."
+            )
+        if "config.json" not in members or "model.weights.h5" not in members:
+            raise ModelRefused(f"{path.name} lacks config.json or model.weights.h5; it is not a Keras 3 model.")
+        for info in members.values():
+            if info.file_size > limits.max_file_bytes:
+                raise ModelRefused(f"{path.name}: {info.filename} unpacks to {info.file_size:,} bytes; over the cap.")
+        config = _parse_json(archive.read("config.json"), path.name, limits)
+        check_config(config, path.name, limits)
+        with archive.open("model.weights.h5") as weights, h5py.File(weights, "r") as h5:
+            shapes = _walk_h5(h5, "/", f"{path.name}:model.weights.h5", limits)
+    return ModelFileFacts(kind="keras-zip", config=config, weight_shapes=shapes)
+
+
+def check_config(config: dict, name: str, limits: Limits = Limits()) -> None:
+    """Refuse a model config that names anything outside the allow-list, or declares sizes over the caps."""
+    _check_object_ref(
+        config, name, "the model", MODEL_CLASSES, {None, "keras", "keras.models", "keras.src.models.functional"}
+    )
+    inner = config.get("config")
+    if not isinstance(inner, dict) or not isinstance(inner.get("layers"), list):
+        raise ModelRefused(f"{name}: the model config has no layer list.")
+    layers = inner["layers"]
+    if not layers or len(layers) > limits.max_layers:
+        raise ModelRefused(f"{name} has {len(layers)} layers; between 1 and {limits.max_layers} are accepted.")
+    for layer in layers:
+        _check_layer(layer, name, limits)
+    declared = declared_parameter_count(config)
+    if declared > limits.max_params:
+        raise ModelRefused(f"{name} declares {declared:,} parameters; the cap is {limits.max_params:,}.")
+
+
+def _check_object_ref(obj: dict, name: str, what: str, classes: set[str], modules: set) -> None:
+    class_name = obj.get("class_name")
+    if class_name not in classes:
+        raise ModelRefused(
+            f"{name}: {what} is of class {class_name!r}, which is not accepted "
+            f"(accepted: {', '.join(sorted(classes))})."
+        )
+    if obj.get("module") not in modules:
+        raise ModelRefused(f"{name}: {what} refers to module {obj.get('module')!r}; only Keras' own are accepted.")
+    if obj.get("registered_name") not in (None, class_name):
+        raise ModelRefused(
+            f"{name}: {what} refers to registered object {obj.get('registered_name')!r}; "
+            "custom registered objects are refused."
+        )
+
+
+def _check_layer(layer: dict, name: str, limits: Limits) -> None:
+    if not isinstance(layer, dict):
+        raise ModelRefused(f"{name}: a layer entry is not an object.")
+    config = layer.get("config")
+    layer_name = config.get("name", "?") if isinstance(config, dict) else "?"
+    what = f"layer {layer_name!r}"
+    if layer.get("class_name") == "Lambda":
+        raise ModelRefused(f"{name}: {what} is a Lambda layer, which carries code; Lambda layers are refused.")
+    _check_object_ref(layer, name, what, set(ALLOWED_LAYERS), ALLOWED_MODULES)
+    if not isinstance(config, dict):
+        raise ModelRefused(f"{name}: {what} has no config object.")
+    unknown = set(config) - _BASE_KEYS - ALLOWED_LAYERS[layer["class_name"]]
+    if unknown:
+        raise ModelRefused(f"{name}: {what} ({layer['class_name']}) has unknown config keys {sorted(unknown)}.")
+    for key, value in config.items():
+        _check_value(value, name, f"{what} key {key!r}", limits)
+    if (
+        layer["class_name"] == "InputLayer"
+        and int(np.prod([d or 1 for d in _input_shape(config)])) > limits.max_input_elements
+    ):
+        raise ModelRefused(f"{name}: {what} declares an input of {_input_shape(config)}; over the size cap.")
+    activation = config.get("activation")
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ModelRefused(f"{name}: {what} uses activation {activation!r}; only Keras' built-in ones are accepted.")
+    _check_inbound(layer.get("inbound_nodes", []), name, what)
+
+
+def _check_value(value, name: str, where: str, limits: Limits) -> None:
+    """Nested objects may only be Keras initializers, regularizers, constraints or dtype policies; numbers
+    must stay under the size cap."""
+    if isinstance(value, dict):
+        if "class_name" in value:
+            _check_object_ref(value, name, where, NESTED_CLASSES, ALLOWED_MODULES)
+        for key, item in value.items():
+            if key in {"function", "function_type", "fn"}:
+                raise ModelRefused(f"{name}: {where} carries a {key!r}; code in configs is refused.")
+            _check_value(item, name, where, limits)
+    elif isinstance(value, list):
+        for item in value:
+            _check_value(item, name, where, limits)
+    elif (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value > limits.max_dim
+        and "seed" not in where
+    ):
+        raise ModelRefused(f"{name}: {where} declares {value}; sizes over {limits.max_dim} are refused.")
+
+
+def _check_inbound(nodes, name: str, what: str) -> None:
+    """Inbound nodes may only name other layers' outputs: Keras 2 lists or Keras 3 `__keras_tensor__`s."""
+    if isinstance(nodes, dict):
+        if "class_name" in nodes and (
+            nodes["class_name"] != "__keras_tensor__"
+            or set(nodes.get("config", {})) - {"shape", "dtype", "keras_history"}
+        ):
+            raise ModelRefused(f"{name}: {what} has an inbound node that is not a layer output.")
+        for item in nodes.values():
+            _check_inbound(item, name, what)
+    elif isinstance(nodes, list):
+        for item in nodes:
+            _check_inbound(item, name, what)
+
+
+def inbound_layer_names(layer: dict) -> list[str]:
+    """Names of the layers feeding `layer`, from a Keras 2 or Keras 3 config entry."""
+    names: list[str] = []
+
+    def visit(node) -> None:
+        if isinstance(node, dict):
+            history = (
+                node.get("config", {}).get("keras_history") if node.get("class_name") == "__keras_tensor__" else None
+            )
+            if history:
+                names.append(history[0])
+                return
+            for item in node.values():
+                visit(item)
+        elif isinstance(node, list):
+            if len(node) >= 3 and isinstance(node[0], str) and isinstance(node[1], int):
+                names.append(node[0])  # Keras 2: [layer_name, node_index, tensor_index, kwargs]
+                return
+            for item in node:
+                visit(item)
+
+    visit(layer.get("inbound_nodes", []))
+    return names
+
+
+def declared_parameter_count(config: dict) -> int:
+    """Parameters the config would allocate, by shape inference over the accepted layer classes."""
+    layers = config["config"]["layers"]
+    sequential = config.get("class_name") == "Sequential"
+    shapes: dict[str, tuple] = {}
+    total, previous = 0, None
+    for layer in layers:
+        cfg = layer["config"]
+        inputs = [shapes[n] for n in inbound_layer_names(layer) if n in shapes]
+        if sequential and previous is not None:
+            inputs = [shapes[previous]]
+        shape, params = _infer(layer["class_name"], cfg, inputs)
+        shapes[cfg.get("name", str(len(shapes)))] = shape
+        previous = cfg.get("name", str(len(shapes) - 1))
+        total += params
+    return total
+
+
+def _input_shape(cfg: dict) -> tuple:
+    shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+    return tuple(shape[1:]) if shape else ()
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _infer(class_name: str, cfg: dict, inputs: list[tuple]) -> tuple[tuple, int]:
+    """(output shape without batch, parameter count) of one layer; unknown sizes count as 1."""
+    if class_name == "InputLayer" or not inputs:
+        return _input_shape(cfg), 0
+    shape = inputs[0]
+    if class_name == "Conv2D" and len(shape) == 3:
+        kh, kw = _pair(cfg["kernel_size"])
+        sh, sw = _pair(cfg.get("strides", 1))
+        valid = cfg.get("padding", "valid") == "valid"
+        h = (shape[0] - (kh - 1 if valid else 0) + sh - 1) // sh
+        w = (shape[1] - (kw - 1 if valid else 0) + sw - 1) // sw
+        return (h, w, cfg["filters"]), kh * kw * shape[2] * cfg["filters"] + cfg["filters"]
+    if class_name in {"MaxPooling2D", "AveragePooling2D"} and len(shape) == 3:
+        ph, pw = _pair(cfg.get("pool_size", 2))
+        sh, sw = _pair(cfg.get("strides") or (ph, pw))
+        valid = cfg.get("padding", "valid") == "valid"
+        return ((shape[0] - (ph - 1 if valid else 0) + sh - 1) // sh,
+                (shape[1] - (pw - 1 if valid else 0) + sw - 1) // sw, shape[2]), 0  # fmt: skip
+    if class_name in {"GlobalMaxPooling2D", "GlobalAveragePooling2D"}:
+        return (shape[-1],), 0
+    if class_name == "Flatten":
+        return (int(np.prod(shape)),), 0
+    if class_name == "Dense":
+        return (*shape[:-1], cfg["units"]), shape[-1] * cfg["units"] + cfg["units"]
+    if class_name == "BatchNormalization":
+        return shape, 4 * shape[-1]
+    if class_name == "Concatenate":
+        return (*shape[:-1], sum(s[-1] for s in inputs)), 0
+    return shape, 0
