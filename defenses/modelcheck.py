@@ -65,6 +65,8 @@ ALLOWED_LAYERS: dict[str, set[str]] = {
         "fused", "virtual_batch_size", "adjustment",
     },
 }  # fmt: skip
+# Keys Keras 3 writes on every layer that may only be empty: a set value would name classes or files.
+NULL_ONLY_KEYS = {"quantization_config"}
 MODEL_CLASSES = {"Functional", "Model", "Sequential"}
 # Objects that may appear inside a layer config: initializers, regularizers, constraints, dtype policies.
 NESTED_CLASSES = {
@@ -261,11 +263,12 @@ def _check_layer(layer: dict, name: str, limits: Limits) -> None:
     _check_object_ref(layer, name, what, set(ALLOWED_LAYERS), ALLOWED_MODULES)
     if not isinstance(config, dict):
         raise ModelRefused(f"{name}: {what} has no config object.")
-    unknown = set(config) - _BASE_KEYS - ALLOWED_LAYERS[layer["class_name"]]
+    unknown = set(config) - _BASE_KEYS - NULL_ONLY_KEYS - ALLOWED_LAYERS[layer["class_name"]]
+    unknown |= {key for key in NULL_ONLY_KEYS & set(config) if config[key] is not None}
     if unknown:
         raise ModelRefused(f"{name}: {what} ({layer['class_name']}) has unknown config keys {sorted(unknown)}.")
     for key, value in config.items():
-        _check_value(value, name, f"{what} key {key!r}", limits)
+        _check_value(value, name, f"{what} key {key!r}", limits, key)
     if (
         layer["class_name"] == "InputLayer"
         and int(np.prod([d or 1 for d in _input_shape(config)])) > limits.max_input_elements
@@ -277,24 +280,25 @@ def _check_layer(layer: dict, name: str, limits: Limits) -> None:
     _check_inbound(layer.get("inbound_nodes", []), name, what)
 
 
-def _check_value(value, name: str, where: str, limits: Limits) -> None:
+# Numbers that are identifiers, not sizes: exempt from the size cap.
+ID_KEYS = {"seed", "shared_object_id"}
+
+
+def _check_value(value, name: str, where: str, limits: Limits, key: str = "") -> None:
     """Nested objects may only be Keras initializers, regularizers, constraints or dtype policies; numbers
     must stay under the size cap."""
     if isinstance(value, dict):
         if "class_name" in value:
             _check_object_ref(value, name, where, NESTED_CLASSES, ALLOWED_MODULES)
-        for key, item in value.items():
-            if key in {"function", "function_type", "fn"}:
-                raise ModelRefused(f"{name}: {where} carries a {key!r}; code in configs is refused.")
-            _check_value(item, name, where, limits)
+        for inner_key, item in value.items():
+            if inner_key in {"function", "function_type", "fn"}:
+                raise ModelRefused(f"{name}: {where} carries a {inner_key!r}; code in configs is refused.")
+            _check_value(item, name, where, limits, inner_key)
     elif isinstance(value, list):
         for item in value:
-            _check_value(item, name, where, limits)
+            _check_value(item, name, where, limits, key)
     elif (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and value > limits.max_dim
-        and "seed" not in where
+        isinstance(value, int | float) and not isinstance(value, bool) and value > limits.max_dim and key not in ID_KEYS
     ):
         raise ModelRefused(f"{name}: {where} declares {value}; sizes over {limits.max_dim} are refused.")
 

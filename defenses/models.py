@@ -111,9 +111,9 @@ def _layer_arrays(h5: h5py.File, name) -> list[np.ndarray]:
 
 
 def _load_in_process(path: Path, arch: str | None):
-    import keras
-
     facts = check_model_file(path)
+    import keras  # only after the allow-list accepted the file
+
     if facts.kind == "weights-h5":
         if not arch:
             raise ModelRefused(

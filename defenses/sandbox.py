@@ -27,8 +27,11 @@ def outcome_for(model_path: Path, arch: str | None) -> dict:
         _, report = load_and_describe_unsandboxed(model_path, arch)
     except (ModelRefused, DataError) as refusal:
         return {"ok": False, "reason": str(refusal)}
-    except MemoryError:
-        return {"ok": False, "reason": f"{model_path.name} needs more memory than the loader allows; refused."}
+    except (MemoryError, ImportError, OSError) as error:
+        # Under RLIMIT_AS an allocation fails as MemoryError, or as a shared library that cannot be mapped.
+        if isinstance(error, MemoryError) or "map" in str(error):
+            return {"ok": False, "reason": f"{model_path.name} exceeded the loader's memory limit; refused."}
+        return {"ok": False, "reason": f"Keras could not load {model_path.name}: {type(error).__name__}: {error}"}
     except Exception as error:  # Keras' own refusals (safe_mode, bad configs) arrive as many types
         return {"ok": False, "reason": f"Keras could not load {model_path.name}: {type(error).__name__}: {error}"}
     return {"ok": True, "report": report.as_dict()}

@@ -1,0 +1,190 @@
+"""Malicious and broken model files, built here with h5py and Keras: each is refused with its reason
+before Keras sees it, and nothing in it runs."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+
+from defenses.modelcheck import ModelRefused, check_model_file
+from defenses.models import verify_model_file
+
+KERAS2_MODEL = "keras2_full_model_repaired_sunglasses.h5"
+
+
+@pytest.fixture
+def keras2_copy(csaw_fixtures, tmp_path):
+    """A writable copy of the real Keras 2 full model, to be tampered with."""
+    path = tmp_path / "model.h5"
+    shutil.copy(csaw_fixtures / "models" / KERAS2_MODEL, path)
+    return path
+
+
+def edit_config(path, change):
+    with h5py.File(path, "r+") as h5:
+        config = json.loads(h5.attrs["model_config"])
+        change(config)
+        h5.attrs["model_config"] = json.dumps(config)
+    return path
+
+
+def lambda_model_files(tmp_path, marker):
+    """Keras 3 .h5 and .keras files whose Lambda layer writes `marker` when called. Built in a child process
+    (building a Keras model traces the Lambda once), so the marker is removed afterwards."""
+    script = f"""
+import keras
+from keras import layers
+inp = keras.Input((12, 10, 3))
+x = layers.Lambda(lambda t: (open({str(marker)!r}, "w").write("pwned"), t)[1])(inp)
+out = layers.Dense(3, activation="softmax")(layers.Flatten()(x))
+model = keras.Model(inp, out)
+model.save({str(tmp_path / "lambda.h5")!r})
+model.save({str(tmp_path / "lambda.keras")!r})
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    marker.unlink(missing_ok=True)
+    return tmp_path / "lambda.h5", tmp_path / "lambda.keras"
+
+
+@pytest.mark.slow
+def test_lambda_layers_with_code_are_refused_and_never_run(tmp_path):
+    marker = tmp_path / "side-effect.txt"
+    for path in lambda_model_files(tmp_path, marker):
+        with pytest.raises(ModelRefused, match="Lambda layer"):
+            check_model_file(path)
+        with pytest.raises(ModelRefused, match="Lambda layer"):
+            verify_model_file(path)
+        assert not marker.exists(), f"loading {path.name} ran the Lambda's code"
+
+
+def test_keras2_lambda_with_marshalled_code_is_refused(keras2_copy):
+    def add_lambda(config):
+        config["config"]["layers"].insert(1, {
+            "class_name": "Lambda", "name": "evil", "inbound_nodes": [[["input", 0, 0, {}]]],
+            "config": {"name": "evil", "function": ["4wEAAAAAAAAA", None, None], "function_type": "lambda"},
+        })  # fmt: skip
+
+    with pytest.raises(ModelRefused, match="'evil' is a Lambda layer"):
+        check_model_file(edit_config(keras2_copy, add_lambda))
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda c: c["config"]["layers"][1].update(class_name="MyCustomConv"), "class 'MyCustomConv'"),
+        (lambda c: c["config"]["layers"][1].update(class_name="TFSMLayer"), "class 'TFSMLayer'"),
+        (lambda c: c["config"]["layers"][1].update(module="os"), "module 'os'"),
+        (lambda c: c["config"]["layers"][1].update(registered_name="evil>Conv2D"), "registered object"),
+        (
+            lambda c: c["config"]["layers"][1]["config"].update(
+                kernel_initializer={
+                    "module": "keras.config",
+                    "class_name": "enable_unsafe_deserialization",
+                    "config": {},
+                }
+            ),
+            "enable_unsafe_deserialization",
+        ),  # fmt: skip
+        (
+            lambda c: c["config"]["layers"][1]["config"].update(
+                activation={"class_name": "function", "config": "os.system", "module": "builtins"}
+            ),
+            "not accepted",
+        ),  # fmt: skip
+        (lambda c: c["config"]["layers"][1]["config"].update(vocabulary="/etc/passwd"), "unknown config keys"),
+        (lambda c: c.update(class_name="Evil"), "the model is of class 'Evil'"),
+        (lambda c: c["config"]["layers"][-1]["config"].update(units=90000), "sizes over 4096"),
+    ],
+)
+def test_config_outside_the_allow_list_is_refused(keras2_copy, change, reason):
+    edit_config(keras2_copy, change)
+    with pytest.raises(ModelRefused, match=reason):
+        check_model_file(keras2_copy)
+
+
+def test_huge_declared_layer_is_refused_by_parameter_count(keras2_copy):
+    def widen(config):
+        for layer in config["config"]["layers"]:
+            if layer["config"]["name"] in {"fc_1", "fc_2"}:
+                layer["config"]["units"] = 4096
+            if layer["config"]["name"] == "conv_3":
+                layer["config"]["filters"] = 4096
+
+    with pytest.raises(ModelRefused, match="declares [0-9,]+ parameters"):
+        check_model_file(edit_config(keras2_copy, widen))
+
+
+@pytest.mark.parametrize("where", ["root", "layer", "middle"])
+@pytest.mark.parametrize("kind", ["external", "soft"])
+def test_links_are_refused_at_any_depth(keras2_copy, tmp_path, where, kind):
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as h5:
+        h5["kernel"] = np.ones(3)
+    location = {"root": "stolen", "layer": "model_weights/stolen", "middle": "model_weights/conv_1/conv_1/stolen"}
+    with h5py.File(keras2_copy, "r+") as h5:
+        link = h5py.ExternalLink(str(secret), "/kernel") if kind == "external" else h5py.SoftLink("/model_weights")
+        h5[location[where]] = link
+    with pytest.raises(ModelRefused, match=f"{kind} link at /{location[where]}"):
+        check_model_file(keras2_copy)
+
+
+def test_external_storage_and_virtual_datasets_are_refused(keras2_copy, tmp_path):
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(np.ones(20, np.float32).tobytes())
+    with h5py.File(keras2_copy, "r+") as h5:
+        h5.create_dataset("model_weights/conv_1/conv_1/extra", shape=(20,), dtype="f4", external=[(str(raw), 0, 80)])
+    with pytest.raises(ModelRefused, match="external files"):
+        check_model_file(keras2_copy)
+
+    virtual = tmp_path / "virtual.h5"
+    with h5py.File(virtual, "w") as h5:
+        layout = h5py.VirtualLayout(shape=(3,), dtype="f8")
+        layout[:] = h5py.VirtualSource(str(tmp_path / "secret.h5"), "kernel", shape=(3,))
+        h5.create_virtual_dataset("weights", layout)
+    with pytest.raises(ModelRefused, match="virtual dataset"):
+        check_model_file(virtual)
+
+
+def test_gzip_shape_bomb_is_refused_without_reading_it(tmp_path):
+    bomb = tmp_path / "bomb.h5"
+    with h5py.File(bomb, "w") as h5:
+        h5.create_dataset("w", shape=(100_000, 100_000), dtype="f4", chunks=(1000, 1000), compression="gzip")
+    assert bomb.stat().st_size < 100_000  # 40 GB declared, a few KB on disk
+    with pytest.raises(ModelRefused, match="declares 10,000,000,000 values"):
+        check_model_file(bomb)
+
+
+def test_random_bytes_and_a_zip_named_h5_are_refused(tmp_path):
+    noise = tmp_path / "noise.h5"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ModelRefused, match="neither an HDF5 file"):
+        check_model_file(noise)
+    fake = tmp_path / "archive.h5"
+    with zipfile.ZipFile(fake, "w") as archive:
+        archive.writestr("payload.py", "import os")
+    with pytest.raises(ModelRefused, match="payload.py"):
+        check_model_file(fake)
+
+
+@pytest.mark.slow
+def test_a_model_that_is_not_a_classifier_is_refused(tmp_path):
+    script = f"""
+import keras
+inp = keras.Input((12, 10, 3))
+out = keras.layers.Dense(4)(keras.layers.Flatten()(inp))
+keras.Model(inp, out).save({str(tmp_path / "regressor.keras")!r})
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    with pytest.raises(ModelRefused, match="last layer is not a softmax"):
+        verify_model_file(tmp_path / "regressor.keras")
+
+
+@pytest.mark.slow
+def test_a_loader_that_exceeds_its_memory_limit_is_refused(csaw_fixtures):
+    with pytest.raises(ModelRefused, match="memory limit"):
+        verify_model_file(csaw_fixtures / "models" / KERAS2_MODEL, memory_bytes=300 * 2**20)

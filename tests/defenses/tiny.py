@@ -1,0 +1,52 @@
+"""Tiny models and data for unit tests: a few hundred parameters, trained in seconds."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+SHAPE = (12, 10, 3)
+
+
+def tiny_model(n_classes: int = 4, conv_activation: str = "relu", seed: int = 0):
+    """Two conv layers, a pool and a softmax head: the smallest network with the shape of a CSAW BadNet."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=SHAPE, name="input")
+    x = layers.Conv2D(6, 3, activation=conv_activation, name="conv_a")(inputs)
+    x = layers.MaxPooling2D(2, name="pool_a")(x)
+    x = layers.Conv2D(8, 2, activation=conv_activation, name="conv_b")(x)
+    x = layers.Flatten(name="flat")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="output")(x)
+    return keras.Model(inputs, outputs)
+
+
+def tiny_data(count: int, n_classes: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each class is a colour blob at its own place plus noise, so a tiny network can learn it."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, n_classes, count)
+    pixels = rng.uniform(0, 60, (count, *SHAPE)).astype(np.float32)
+    for i, label in enumerate(labels):
+        row, col = 1 + 2 * (label % 4), 1 + 2 * (label // 4)
+        pixels[i, row : row + 3, col : col + 4, label % 3] = 230
+    return pixels, labels
+
+
+def write_dataset(path: Path, pixels: np.ndarray, labels: np.ndarray, channels_first: bool = True) -> Path:
+    """A CSAW-layout HDF5 file: data (N, 3, H, W) as published, or channels-last."""
+    with h5py.File(path, "w") as handle:
+        handle["data"] = pixels.transpose(0, 3, 1, 2) if channels_first else pixels
+        handle["label"] = labels
+    return path
+
+
+def trained_tiny_model(n_classes: int = 4, epochs: int = 8, conv_activation: str = "relu", seed: int = 0):
+    import keras
+
+    model = tiny_model(n_classes, conv_activation, seed)
+    pixels, labels = tiny_data(400, n_classes, seed)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(pixels / 255.0, labels, epochs=epochs, batch_size=32, verbose=0)
+    return model
