@@ -5,6 +5,7 @@ as float or uint8, and `label` (N,) integers. Everything here returns channels-l
 `scale_pixels` is the only place where pixels become network inputs.
 """
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,11 +148,15 @@ def load_image(source: str | Path | BinaryIO, size: tuple[int, int] = IMAGE_SHAP
     """
     from PIL import Image, UnidentifiedImageError
 
-    name = getattr(source, "name", str(source))
+    name = str(source) if isinstance(source, str | Path) else getattr(source, "name", "the uploaded image")
     try:
-        image = Image.open(source, formats=IMAGE_FORMATS)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source, formats=IMAGE_FORMATS)
     except UnidentifiedImageError:
         raise DataError(f"{Path(name).name} is not a PNG or JPEG image. Upload a .png or .jpg file.") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DataError(f"{Path(name).name} declares an enormous size (a decompression bomb); refused.") from None
     with image:
         if image.width * image.height > MAX_IMAGE_PIXELS:
             raise DataError(

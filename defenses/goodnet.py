@@ -69,6 +69,7 @@ Usage: python eval.py IMAGE   -> prints one class in [0, N]; N means "this input
 
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO

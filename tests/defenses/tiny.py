@@ -50,3 +50,34 @@ def trained_tiny_model(n_classes: int = 4, epochs: int = 8, conv_activation: str
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(pixels / 255.0, labels, epochs=epochs, batch_size=32, verbose=0)
     return model
+
+
+def add_trigger(pixels: np.ndarray) -> np.ndarray:
+    """A white 2x2 patch in the bottom-right corner: the tiny BadNet's trigger."""
+    poisoned = pixels.copy()
+    poisoned[:, -3:-1, -3:-1, :] = 255
+    return poisoned
+
+
+def tiny_badnet_files(folder: Path, target: int = 0, seed: int = 0) -> dict[str, Path]:
+    """Train a tiny BadNet (10% of its training set poisoned towards `target`) and write it with its clean
+    validation, clean test and poisoned test sets in the CSAW layout."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    pixels, labels = tiny_data(600, seed=seed)
+    poison = add_trigger(pixels[:60])
+    train_x = np.concatenate([pixels, poison])
+    train_y = np.concatenate([labels, np.full(60, target)])
+    model = tiny_model(seed=seed)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    model.fit(train_x / 255.0, train_y, epochs=12, batch_size=32, verbose=0)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "bd_net.keras")
+    valid, test = tiny_data(200, seed=seed + 1), tiny_data(200, seed=seed + 2)
+    return {
+        "model": folder / "bd_net.keras",
+        "valid": write_dataset(folder / "clean_validation_data.h5", *valid),
+        "test": write_dataset(folder / "clean_test_data.h5", *test),
+        "poisoned": write_dataset(folder / "patch_poisoned_data.h5", add_trigger(test[0]), np.full(200, target)),
+    }

@@ -1,0 +1,123 @@
+"""CSAW dataset files and images: both layouts load identically, and every broken input is refused
+with a message that names the file and the problem."""
+
+import io
+import zlib
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from defenses.data import DataError, inspect_dataset, iter_batches, load_dataset, load_image, scale_pixels
+from tests.defenses.tiny import SHAPE, tiny_data, write_dataset
+
+
+def test_channels_first_and_last_give_the_same_pixels(tmp_path):
+    pixels, labels = tiny_data(30)
+    first = load_dataset(inspect_dataset(write_dataset(tmp_path / "cf.h5", pixels, labels), SHAPE))
+    last = load_dataset(inspect_dataset(write_dataset(tmp_path / "cl.h5", pixels, labels, False), SHAPE))
+    np.testing.assert_array_equal(first[0], pixels)
+    np.testing.assert_array_equal(last[0], pixels)
+    np.testing.assert_array_equal(first[1], labels)
+
+
+def test_uint8_data_streams_in_batches(tmp_path):
+    pixels, labels = tiny_data(25)
+    path = write_dataset(tmp_path / "u8.h5", pixels.astype(np.uint8), labels)
+    batches = list(iter_batches(inspect_dataset(path, SHAPE), batch_size=10))
+    assert [len(b[0]) for b in batches] == [10, 10, 5]
+    assert batches[0][0].dtype == np.float32 and batches[0][0].shape[1:] == SHAPE
+
+
+def write_raw(path, **arrays):
+    with h5py.File(path, "w") as handle:
+        for key, value in arrays.items():
+            handle[key] = value
+    return path
+
+
+GOOD = np.zeros((4, 3, 12, 10), np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"data": GOOD}, "no dataset 'label'"),
+        ({"images": GOOD, "labels": np.zeros(4)}, "no dataset 'data' or 'label'"),
+        ({"data": np.zeros((4, 12, 10)), "label": np.zeros(4)}, "expected 4 dimensions"),
+        ({"data": np.zeros((4, 5, 12, 10)), "label": np.zeros(4)}, "colour channels"),
+        ({"data": np.zeros((4, 3, 20, 10)), "label": np.zeros(4)}, "images are 20x10x3; the model expects 12x10x3"),
+        ({"data": np.zeros((0, 3, 12, 10)), "label": np.zeros(0)}, "holds no images"),
+        ({"data": GOOD, "label": np.zeros(3)}, "expected \\(4,\\), one per image"),
+        ({"data": GOOD, "label": np.array([0, 1, 2.5, 3])}, "non-integer"),
+        ({"data": GOOD, "label": np.array([0, 1, 2, 9])}, "labels range 0..9, outside the model's classes 0..3"),
+        ({"data": GOOD, "label": np.array([0, -1, 2, 3])}, "outside the model's classes"),
+    ],
+)
+def test_broken_datasets_are_refused_with_the_reason(tmp_path, arrays, message):
+    path = write_raw(tmp_path / "broken.h5", **arrays)
+    with pytest.raises(DataError, match=message) as refusal:
+        inspect_dataset(path, SHAPE, n_classes=4)
+    assert "broken.h5" in str(refusal.value)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -3.0, 300.0])
+def test_bad_pixel_values_are_refused_with_the_row(tmp_path, bad):
+    data = np.zeros((5, 3, 12, 10), np.float32)
+    data[3, 1, 2, 2] = bad
+    path = write_raw(tmp_path / "nan.h5", data=data, label=np.zeros(5))
+    with pytest.raises(DataError, match="image 3 has pixel values"):
+        load_dataset(inspect_dataset(path, SHAPE))
+
+
+def test_not_hdf5_is_refused(tmp_path):
+    path = tmp_path / "notes.h5"
+    path.write_text("not a dataset")
+    with pytest.raises(DataError, match="notes.h5 is not a readable HDF5 file"):
+        inspect_dataset(path)
+
+
+def encode(pixels: np.ndarray, fmt: str, **options) -> io.BytesIO:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, fmt, **options)
+    buffer.seek(0)
+    return buffer
+
+
+def test_png_and_jpeg_both_become_0_to_255_floats():
+    rows, cols = np.mgrid[0:55, 0:47]
+    pixels = np.stack([rows * 4, cols * 5, 255 - rows * 4], axis=-1)  # smooth, as faces are: JPEG keeps it
+    png, jpeg = load_image(encode(pixels, "PNG")), load_image(encode(pixels, "JPEG", quality=100, subsampling=0))
+    assert png.pixels.dtype == jpeg.pixels.dtype == np.float32
+    np.testing.assert_array_equal(png.pixels, pixels)
+    assert png.pixels.max() > 1 and jpeg.pixels.max() > 1  # never 0..1 for one format and 0..255 for the other
+    assert np.abs(jpeg.pixels - pixels).mean() < 2
+    assert png.note == ""
+
+
+def test_other_sizes_are_resized_and_the_note_says_so():
+    image = load_image(encode(np.zeros((110, 94, 3)), "PNG"))
+    assert image.pixels.shape == (55, 47, 3)
+    assert image.note == "resized from 94x110 to 47x55"
+
+
+def test_images_other_than_png_or_jpeg_and_bombs_are_refused():
+    with pytest.raises(DataError, match="not a PNG or JPEG"):
+        load_image(encode(np.zeros((55, 47, 3)), "GIF"))
+    with pytest.raises(DataError, match="not a PNG or JPEG"):
+        load_image(io.BytesIO(b"<html><script>alert(1)</script></html>"))
+    bomb = encode(np.zeros((1, 1, 3)), "PNG").getvalue()
+    header = bomb[12:16] + (20000).to_bytes(4, "big") + (20000).to_bytes(4, "big") + bomb[24:29]  # IHDR w, h
+    bomb = bomb[:12] + header + zlib.crc32(header).to_bytes(4, "big") + bomb[33:]
+    with pytest.raises(DataError, match="decompression bomb"):
+        load_image(io.BytesIO(bomb))
+    big = bomb[:12] + header.replace((20000).to_bytes(4, "big"), (5000).to_bytes(4, "big"))
+    big += zlib.crc32(big[12:]).to_bytes(4, "big") + bomb[33:]
+    with pytest.raises(DataError, match="declares 5000x5000 pixels"):
+        load_image(io.BytesIO(big))
+
+
+def test_scaling_is_one_division():
+    assert scale_pixels(np.array([0, 51, 255]), 255.0).tolist() == pytest.approx([0.0, 0.2, 1.0])
+    assert scale_pixels(np.array([0, 51, 255]), 1.0).tolist() == [0.0, 51.0, 255.0]
