@@ -332,7 +332,7 @@ def inbound_layer_names(layer: dict) -> list[str]:
                 return
             for item in node.values():
                 visit(item)
-        elif isinstance(node, list):
+        elif isinstance(node, list | tuple):  # JSON gives lists; a live get_config() gives tuples too
             if len(node) >= 3 and isinstance(node[0], str) and isinstance(node[1], int):
                 names.append(node[0])  # Keras 2: [layer_name, node_index, tensor_index, kwargs]
                 return

@@ -96,7 +96,8 @@ class MaskedPredictor:
     The activations at the first pruned layer (and the side inputs its descendants read) are computed once
     per dataset; each mask set then runs only the layers after that cut. This is valid because a pruned
     channel of a ReLU or linear conv layer outputs exactly zero, so zeroing cached outputs equals zeroing
-    the kernel. When the cache would exceed CACHE_BUDGET_BYTES the full (masked) network runs instead.
+    the kernel. When the cut is bigger than the input image, or the cache would exceed CACHE_BUDGET_BYTES,
+    the full (masked) network runs instead.
     """
 
     def __init__(self, model, divisor: float, first_layer: str, batch: int = EVAL_BATCH):
@@ -115,10 +116,13 @@ class MaskedPredictor:
         self.cache: dict[int, list[np.ndarray]] = {}
 
     def _cached(self, pixels: np.ndarray) -> list[np.ndarray] | None:
-        key = id(pixels)
+        key = id(pixels)  # the caller keeps its arrays alive for the predictor's life
         if key not in self.cache:
             per_image = sum(int(np.prod(t.shape[1:])) for t in self.head.outputs) * 4
-            if not self.cacheable or per_image * len(pixels) > CACHE_BUDGET_BYTES:
+            input_size = int(np.prod(self.model.inputs[0].shape[1:])) * 4
+            # Early conv layers output more bytes than the image itself: reading such a cache back costs as
+            # much as recomputing it, so only cuts no larger than the input are cached.
+            if not self.cacheable or per_image > input_size or per_image * len(pixels) > CACHE_BUDGET_BYTES:
                 return None
             parts = [self.head.predict_on_batch(scale_pixels(pixels[i : i + self.batch], self.divisor))
                      for i in range(0, len(pixels), self.batch)]  # fmt: skip

@@ -124,3 +124,20 @@ def test_incremental_stop_never_reads_the_test_sets(trained):
     assert honest.stop == swapped.stop == without.stop
     assert np.array_equal(honest.masks["conv_b"], swapped.masks["conv_b"])
     assert [s.ca for s in honest.steps] != [s.ca for s in swapped.steps]
+
+
+def test_cut_of_a_branching_network_takes_the_other_branch_along():
+    from defenses.models import build_deepid_csaw
+    from defenses.pruning import downstream_side_inputs
+
+    model = build_deepid_csaw(n_classes=10)
+    assert downstream_side_inputs(model, "conv_4") == ["fc_1"]  # fc_1 reads pool_3, not conv_4
+    assert downstream_side_inputs(model, "conv_3") == []
+    pixels = np.random.default_rng(0).uniform(0, 255, (64, 55, 47, 3)).astype(np.float32)
+    profile = activation_profile(model, pixels, 255.0)
+    masks = threshold_masks(profile, 1.0, ["conv_4"])
+    reference = build_deepid_csaw(n_classes=10)
+    reference.set_weights(model.get_weights())
+    apply_masks(reference, masks)
+    predictor = MaskedPredictor(model, 255.0, first_layer="conv_4")
+    np.testing.assert_array_equal(predictor.labels(masks, pixels), predict_labels(reference, pixels, 255.0))
