@@ -11,7 +11,10 @@ import pytest
 from stack.redis import start_redis
 from tests.processes import celery_worker_process
 
-FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "csaw"
+# The real CSAW-HackML-2020 files live in shared/ beside the project (never copied into it).
+FIXTURES = Path(
+    os.environ.get("PRUNELAB_CSAW_FIXTURES", Path(__file__).resolve().parent.parent.parent / "shared/fixtures/csaw")
+)
 
 
 @pytest.hookimpl(tryfirst=True)
