@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--incremental-layer", help="layer for the incremental curve (default: last Conv2D)")
     curve.add_argument("--max-drop", type=float, default=4.0, help="incremental stop: validation accuracy drop")
     curve.add_argument("--out", type=Path, help="write the curves as JSON here")
+
+    synth = commands.add_parser("synth", help="write the synthetic face benchmark and its BadNets (CSAW layout)")
+    synth.add_argument("--preset", choices=["tiny", "demo", "full"], default="tiny")
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--seed", type=int, help="default: the preset's own seed")
     return parser
 
 
@@ -228,8 +233,32 @@ def cmd_prune_curve(args) -> int:
     return 0
 
 
+def cmd_synth(args) -> int:
+    from tqdm import tqdm
+
+    from defenses.synthetic import build_benchmark
+
+    bar = tqdm(unit="epoch", disable=not sys.stderr.isatty())
+    last = [""]
+
+    def progress(what: str, done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.set_description(what)
+        if bar.disable and what != last[0]:
+            print(f"{what} ({done}/{total} epochs)", file=sys.stderr)
+        last[0] = what
+
+    record = build_benchmark(args.preset, args.out, args.seed, progress=progress)
+    bar.close()
+    for name, entry in record["badnets"].items():
+        asr = ", ".join(f"{trigger} {value:.1f}%" for trigger, value in entry["asr"].items())
+        print(f"{name:<28} CA {entry['ca']:5.1f}%  ASR {asr}")
+    print(f"written to {args.out} in {record['seconds']:.0f}s")
+    return 0
+
+
 COMMANDS = {"inspect": cmd_inspect, "classify": cmd_classify, "evaluate": cmd_evaluate,
-            "fineprune": cmd_fineprune, "prune-curve": cmd_prune_curve}  # fmt: skip
+            "fineprune": cmd_fineprune, "prune-curve": cmd_prune_curve, "synth": cmd_synth}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
