@@ -1,5 +1,6 @@
 """`make run`: start Redis (unless REDIS_URL is set), migrate, create the demo login, start one Celery
-worker and the Django server, print the URL, and stop all of them on Ctrl-C.
+worker and the Django server, generate the demo data on first start (var/demo), print the URL, and stop
+all of them on Ctrl-C.
 
 Each child runs in its own process group so that stopping it also stops what it started (Celery's pool
 processes); a file lock (released by the kernel when this process dies) stops a second stack on the same
@@ -129,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         web_command = [python, "manage.py", "runserver", f"{args.host}:{args.port}", "--noreload"]
         children.append(spawn(web_command, env))
         cleanup.callback(stop_process_group, children[1])
+
+        demo_dir = var / "demo"
+        if not (demo_dir / "synth.json").exists():  # written last: its absence means "not finished"
+            print(f"Generating the demo data (synthetic faces, four BadNets) into {demo_dir}: a few minutes, "
+                  "once.", flush=True)  # fmt: skip
+            demo = spawn([python, "-m", "defenses", "synth", "--preset", "demo", "--out", str(demo_dir)], env)
+            cleanup.callback(stop_process_group, demo)
 
         url = f"http://{args.host}:{args.port}/"
         if wait_until_healthy(url, children, stop):
