@@ -51,8 +51,9 @@ def main() -> None:
         if not (out / "metrics.json").exists():
             poisoned = [f"--poisoned={t}={data / name / f'{t}_poisoned_data.h5'}" for t in entry["triggers"]]
             sets = data / "data"
-            cli("fineprune", "--model", data / name / f"{name}_bd_net.h5",
-                "--valid", sets / "clean_validation_data.h5", "--test", sets / "clean_test_data.h5", *poisoned, "--threshold", args.threshold, "--lr", args.lr, "--epochs", args.epochs, "--out", out)  # fmt: skip
+            settings = ["--threshold", args.threshold, "--lr", args.lr, "--epochs", args.epochs, "--out", out]
+            cli("fineprune", "--model", data / name / f"{name}_bd_net.h5", "--valid", sets / "clean_validation_data.h5",
+                "--test", sets / "clean_test_data.h5", *poisoned, *settings)  # fmt: skip
         rows.append((name, json.loads((out / "metrics.json").read_text())))
 
     print(f"\nTable 3 on the synthetic '{args.preset}' preset (T {args.threshold}, LR {args.lr}, {args.epochs} "
