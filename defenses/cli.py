@@ -89,15 +89,10 @@ def load_checked_model(path: Path, arch: str | None):
 
 
 def load_sets(args, n_classes: int, image_shape) -> tuple:
-    clean_info = inspect_dataset(args.clean, image_shape, n_classes)
-    clean = load_dataset(clean_info)
-    poisoned = {}
-    for item in args.poisoned:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise DataError(f"--poisoned {item!r}: write NAME=PATH, e.g. --poisoned sunglasses=bd_test.h5")
-        poisoned[name] = load_dataset(inspect_dataset(Path(path), image_shape, n_classes))
-    return clean, poisoned
+    def read(path: Path):
+        return load_dataset(inspect_dataset(path, image_shape, n_classes))
+
+    return read(args.clean), {name: read(path) for name, path in parse_poisoned(args.poisoned).items()}
 
 
 def cmd_inspect(args) -> int:
@@ -147,44 +142,52 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def parse_poisoned(items: list[str]) -> dict[str, Path]:
+    poisoned = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise DataError(f"--poisoned {item!r}: write NAME=PATH, e.g. --poisoned sunglasses=bd_test.h5")
+        poisoned[name] = Path(path)
+    return poisoned
+
+
+def runner_inputs(args):
+    from defenses.runner import Inputs
+
+    return Inputs(model=args.model, arch=args.arch, divisor=SCALES[args.scale], valid=args.valid, test=args.clean,
+                  poisoned=parse_poisoned(args.poisoned))  # fmt: skip
+
+
 def cmd_fineprune(args) -> int:
-    from defenses.finetune import FineTuneSettings, fine_tune, save_atomically, seed_everything
     from defenses.goodnet import GoodNet, export_bundle
     from defenses.metrics import evaluate
-    from defenses.pruning import activation_profile, apply_masks, pruned_counts, threshold_masks
+    from defenses.runner import load_inputs, run_finetune
 
-    seed_everything(args.seed)
-    divisor = SCALES[args.scale]
-    bad, report = load_checked_model(args.model, args.arch)
-    repaired, _ = load_checked_model(args.model, args.arch)
-    valid = load_dataset(inspect_dataset(args.valid, report.input_shape, report.n_classes))
-    clean, poisoned = load_sets(args, report.n_classes, report.input_shape)
-    layers = args.layers.split(",") if args.layers else list(report.conv_layers)
-    profile = activation_profile(repaired, valid[0], divisor, layers)
-    masks = threshold_masks(profile, args.threshold, layers)
-    apply_masks(repaired, masks)
-    before = evaluate(bad, divisor, clean, poisoned)
-    pruned = evaluate(repaired, divisor, clean, poisoned)
+    loaded = load_inputs(runner_inputs(args))
+    layers = args.layers.split(",") if args.layers else list(loaded.report.conv_layers)
+    config = {"threshold": args.threshold, "lr": args.lr, "epochs": args.epochs, "layers": layers, "seed": args.seed}
+    rows: list[dict] = []
     progress = make_progress(args.epochs)
-    history = fine_tune(
-        repaired, valid, divisor, FineTuneSettings(learning_rate=args.lr, epochs=args.epochs),
-        evaluate_epoch=lambda model: evaluate(model, divisor, clean, poisoned),
-        on_epoch=lambda record: progress(record),
-    ) if args.epochs > 0 else []  # fmt: skip
+
+    def report_point(position: int, metrics: dict) -> None:
+        rows.append(metrics)
+        if position:
+            progress(metrics)
+
     args.out.mkdir(parents=True, exist_ok=True)
-    save_atomically(repaired, args.out / "repaired_net.keras")
-    goodnet = GoodNet(bad, repaired, divisor)
-    export_bundle(goodnet, args.out / "goodnet", {"threshold": args.threshold, "lr": args.lr, "epochs": args.epochs})
+    repaired = run_finetune(loaded, config, report_point, artifact_dir=args.out)
+    goodnet = GoodNet(loaded.bad, repaired, loaded.divisor)
+    export_bundle(goodnet, args.out / "goodnet", {key: config[key] for key in ("threshold", "lr", "epochs")})
     result = {
-        "settings": {"threshold": args.threshold, "lr": args.lr, "epochs": args.epochs, "layers": layers,
-                     "seed": args.seed, "divisor": divisor},
-        "pruned": pruned_counts(masks),
-        "before": before.as_dict(),
-        "after_pruning": pruned.as_dict(),
-        "epochs": [record.as_dict() for record in history],
-        "after": (history[-1].metrics if history else pruned).as_dict(),
-        "goodnet": goodnet.evaluate(clean, poisoned).as_dict(),
-    }  # fmt: skip
+        "settings": config | {"divisor": loaded.divisor},
+        "pruned": rows[0]["pruned"],
+        "before": evaluate(loaded.bad, loaded.divisor, loaded.clean, loaded.poisoned).as_dict(),
+        "after_pruning": {key: rows[0][key] for key in ("ca", "asr", "score")},
+        "epochs": rows[1:],
+        "after": {key: rows[-1][key] for key in ("ca", "asr", "score")},
+        "goodnet": goodnet.evaluate(loaded.clean, loaded.poisoned).as_dict(),
+    }
     (args.out / "metrics.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({key: result[key] for key in ("pruned", "before", "after", "goodnet")}, indent=2))
     return 0
@@ -196,12 +199,12 @@ def make_progress(total: int):
 
     bar = tqdm(total=total, unit="epoch", disable=not sys.stderr.isatty())
 
-    def report(record) -> None:
+    def report(row: dict) -> None:
         bar.update(1)
-        text = f"CA {record.metrics.ca:.2f}%" if record.metrics else f"loss {record.loss:.4f}"
+        text = f"loss {row['loss']:.4f}, CA {row['ca']:.2f}%"
         bar.set_postfix_str(text)
         if bar.disable:
-            print(f"epoch {record.epoch}/{total}: loss {record.loss:.4f}, {text}", file=sys.stderr)
+            print(f"epoch {row['epoch']}/{total}: {text}", file=sys.stderr)
 
     return report
 

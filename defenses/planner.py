@@ -1,0 +1,124 @@
+"""Turn a parameter space into the least work (DESIGN.md, "Studies").
+
+A fine-tuning job trains one (T, LR, layers, seed) configuration to the largest epoch count requested and
+reports every epoch, so it serves every epoch value; prune-only points (epochs = 0) of a threshold list come
+from one prune-curve job on cached activations, without training. Jobs have a stable key, so the same
+configuration asked for twice, in one study or in two, is computed once.
+"""
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+
+DEFENSES = ("fine-prune", "fine-tune", "prune-only", "incremental")
+
+
+@dataclass(frozen=True)
+class ParameterSpace:
+    """Values or lists for each knob; the grid is their cartesian product."""
+
+    defense: str = "fine-prune"
+    thresholds: tuple[float, ...] = (1.0,)
+    learning_rates: tuple[float, ...] = (0.001,)
+    epochs: tuple[int, ...] = (10,)
+    layers: tuple[str, ...] = ()  # empty: every Conv2D layer
+    seed: int = 0
+    max_drop: float = 4.0  # incremental pruning's stop rule
+
+    def __post_init__(self):
+        if self.defense not in DEFENSES:
+            raise ValueError(f"unknown defense {self.defense!r}; choose one of {', '.join(DEFENSES)}")
+        if any(t < 0 for t in self.thresholds) or any(lr <= 0 for lr in self.learning_rates):
+            raise ValueError("thresholds must be >= 0 and learning rates > 0")
+        if any(e < 0 for e in self.epochs):
+            raise ValueError("epochs must be >= 0")
+
+    def points(self) -> list[tuple[float, float, int]]:
+        """Every (T, LR, epochs) the user asked for, with the defense's fixed values applied."""
+        thresholds = (0.0,) if self.defense == "fine-tune" else self.thresholds
+        epochs = (0,) if self.defense == "prune-only" else self.epochs
+        learning_rates = self.learning_rates if any(epochs) else (0.0,)
+        return sorted(set(itertools.product(thresholds, learning_rates, epochs)))
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str  # "finetune", "prune-curve" or "incremental"
+    config: dict = field(hash=False)
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the work: equal configs, equal keys (the reuse rule)."""
+        return hashlib.sha256(json.dumps([self.kind, self.config], sort_keys=True).encode()).hexdigest()[:32]
+
+    @property
+    def training_epochs(self) -> int:
+        return int(self.config.get("epochs", 0))
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    # point (T, LR, epochs) -> (index in jobs, position within the job's results)
+    points: dict[tuple[float, float, int], tuple[int, int]]
+
+    @property
+    def training_epochs(self) -> int:
+        return sum(job.training_epochs for job in self.jobs)
+
+
+def plan(space: ParameterSpace) -> Plan:
+    """The fewest jobs that produce every point of `space`."""
+    layers = list(space.layers)
+    jobs: list[Job] = []
+    index: dict[str, int] = {}
+    points: dict[tuple[float, float, int], tuple[int, int]] = {}
+
+    def add(job: Job) -> int:
+        if job.key not in index:
+            index[job.key] = len(jobs)
+            jobs.append(job)
+        return index[job.key]
+
+    if space.defense == "incremental":
+        job = add(Job("incremental", {"layer": layers[-1] if layers else None, "max_drop": space.max_drop}))
+        return Plan(jobs, {(0.0, 0.0, 0): (job, 0)})
+
+    grid = space.points()
+    longest: dict[tuple[float, float], int] = {}
+    for threshold, lr, epochs in grid:
+        if epochs:
+            longest[(threshold, lr)] = max(longest.get((threshold, lr), 0), epochs)
+    prune_only = sorted({t for t, lr, e in grid if e == 0})
+    curve = None
+    if prune_only:
+        curve = add(Job("prune-curve", {"thresholds": prune_only, "layers": layers}))
+    for threshold, lr, epochs in grid:
+        if epochs == 0:
+            points[(threshold, lr, epochs)] = (curve, prune_only.index(threshold))
+            continue
+        config = {"threshold": threshold, "lr": lr, "epochs": longest[(threshold, lr)], "layers": layers,
+                  "seed": space.seed}  # fmt: skip
+        points[(threshold, lr, epochs)] = (add(Job("finetune", config)), epochs)
+    return Plan(jobs, points)
+
+
+def naive_training_epochs(space: ParameterSpace) -> int:
+    """Epochs trained when every point runs separately from scratch, as the seed report did."""
+    return sum(epochs for _, _, epochs in space.points())
+
+
+SEED_STUDY = {
+    "figure-2-threshold": ParameterSpace(thresholds=tuple(round(t / 10, 1) for t in range(21)),
+                                         learning_rates=(0.001,), epochs=(10,)),
+    "figure-3-learning-rate": ParameterSpace(thresholds=(1.0,), epochs=(10,),
+                                             learning_rates=(1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1)),
+    "figure-4-epochs": ParameterSpace(thresholds=(1.0,), learning_rates=(0.001,),
+                                      epochs=(4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 30, 35, 40)),
+    "table-1-grid": ParameterSpace(thresholds=(0.8, 1.0, 1.2), learning_rates=(0.001, 0.003, 0.005),
+                                   epochs=(30, 33, 35)),
+    "table-2-with-pruning": ParameterSpace(thresholds=(0.8,), learning_rates=(0.001,), epochs=(30,)),
+    "table-2-without-pruning": ParameterSpace(defense="fine-tune", learning_rates=(0.001,), epochs=(30,)),
+}  # fmt: skip
+"""The seed report's whole study (its Figures 2-4 and Tables 1-2), as parameter spaces."""
