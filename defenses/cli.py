@@ -242,14 +242,13 @@ def cmd_synth(args) -> int:
     from defenses.synthetic import build_benchmark
 
     bar = tqdm(unit="epoch", disable=not sys.stderr.isatty())
-    last = [""]
 
     def progress(what: str, done: int, total: int) -> None:
         bar.total, bar.n = total, done
         bar.set_description(what)
-        if bar.disable and what != last[0]:
-            print(f"{what} ({done}/{total} epochs)", file=sys.stderr)
-        last[0] = what
+        bar.refresh()
+        if bar.disable:
+            print(f"{what} ({done}/{total} epochs)", file=sys.stderr, flush=True)
 
     record = build_benchmark(args.preset, args.out, args.seed, progress=progress)
     bar.close()

@@ -31,6 +31,7 @@ class ModelReport:
     input_shape: tuple[int, int, int]
     n_classes: int
     conv_layers: tuple[str, ...]
+    conv_channels: tuple[int, ...]  # channels of each conv layer, in conv_layers' order
     layers: tuple[tuple[str, str, int], ...]  # (name, class, parameter count)
     params: int
 
@@ -44,6 +45,7 @@ class ModelReport:
             input_shape=tuple(data["input_shape"]),
             n_classes=int(data["n_classes"]),
             conv_layers=tuple(data["conv_layers"]),
+            conv_channels=tuple(int(c) for c in data["conv_channels"]),
             layers=tuple(tuple(layer) for layer in data["layers"]),
             params=int(data["params"]),
         )
@@ -148,6 +150,7 @@ def describe(model, kind: str = "keras") -> ModelReport:
         input_shape=input_shape,
         n_classes=int(output_shape[1]),
         conv_layers=tuple(name for name, cls, _ in layers if cls == "Conv2D"),
+        conv_channels=tuple(int(layer.filters) for layer in model.layers if type(layer).__name__ == "Conv2D"),
         layers=layers,
         params=int(model.count_params()),
     )

@@ -44,9 +44,31 @@ REDIS_KEY = pytest.StashKey()
 
 @pytest.fixture
 def celery_worker():
-    """A real `celery worker` process on queues cpu and gpu; yields its handle, kills it afterwards."""
-    with celery_worker_process() as worker:
+    """A real `celery worker` process on queues cpu and gpu, on the test database; killed afterwards."""
+    with celery_worker_process(extra_env=test_database_env()) as worker:
         yield worker
+
+
+def test_database_env() -> dict:
+    """Environment that points a worker process at the database this test uses."""
+    from django.db import connection
+
+    return {"DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}"}
+
+
+@pytest.fixture
+def restart_redis(request):
+    """Restart the session's redis-server in place (same port, same append-only file)."""
+    server = request.config.stash.get(REDIS_KEY, None)
+    if server is None:
+        pytest.skip("REDIS_URL names an outside Redis; this test restarts the suite's own")
+
+    def restart():
+        current = request.config.stash[REDIS_KEY]
+        current.stop()
+        request.config.stash[REDIS_KEY] = start_redis(current.data_dir, port=current.port)
+
+    return restart
 
 
 @pytest.fixture(scope="session")

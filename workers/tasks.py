@@ -1,11 +1,60 @@
-"""Celery tasks. Each is thin: load inputs, call `defenses/`, store results through Django models."""
+"""Celery tasks. Each is thin: load inputs, call `defenses/`, store results through Django models.
+TensorFlow is imported inside the task body only (the worker's parent process never imports it)."""
 
+import logging
 import socket
 
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
 from workers.celery_app import app
+
+log = logging.getLogger(__name__)
 
 
 @app.task(name="prunelab.echo")
 def echo(payload: dict) -> dict:
     """Round-trip check for the queue: returns the payload with the answering host's name."""
     return {"payload": payload, "host": socket.gethostname()}
+
+
+@app.task(
+    name="prunelab.execute_run",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.LONGEST_RUN_SECONDS,
+    time_limit=settings.LONGEST_RUN_SECONDS + 300,
+)
+def execute_run(self, run_id: int) -> str:
+    """Run one planned job and store every point. Safe to deliver twice: `Run.claim` lets one delivery
+    work, and points are upserted by position, so a re-run never duplicates rows."""
+    from webapp.lab.models import Run
+
+    run = Run.claim(run_id, worker=self.request.hostname or socket.gethostname(),
+                    stale_after=settings.RUN_STALE_SECONDS)  # fmt: skip
+    if run is None:
+        return "skipped"
+    from defenses.data import DataError
+    from defenses.finetune import Cancelled
+    from defenses.modelcheck import ModelRefused
+    from defenses.runner import Inputs, load_inputs, run_job
+
+    try:
+        inputs = Inputs(**{**run.inputs, "poisoned": dict(run.inputs["poisoned"])})
+        run_job(run.kind, run.config, load_inputs(inputs), run.record_point, run.should_stop, run.artifact_dir())
+    except Cancelled:
+        run.finish(Run.CANCELLED, "Cancelled by a user.")
+        return "cancelled"
+    except (ModelRefused, DataError, FileNotFoundError) as refusal:
+        run.finish(Run.FAILED, f"Bad input: {refusal}")
+        return "failed"
+    except SoftTimeLimitExceeded:
+        run.finish(Run.FAILED, f"Stopped at the time limit of {settings.LONGEST_RUN_SECONDS} s.")
+        return "failed"
+    except Exception as error:  # a bug or a resource problem: the user sees it, an operator finds the trace
+        log.exception("run %s failed", run_id)
+        run.finish(Run.FAILED, f"{type(error).__name__}: {error}")
+        return "failed"
+    run.finish(Run.DONE)
+    return "done"

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "webapp.core",
+    "webapp.lab",
 ]
 
 MIDDLEWARE = [
@@ -118,6 +119,8 @@ LOGIN_URL = "/admin/login/"
 # Queue: Redis is broker and result store. `make run` and the tests start one when REDIS_URL is unset.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 LONGEST_RUN_SECONDS = int(os.environ.get("PRUNELAB_LONGEST_RUN_SECONDS", 6 * 3600))
+# A running run whose heartbeat (written between batches) is older than this lost its worker: re-queued.
+RUN_STALE_SECONDS = float(os.environ.get("PRUNELAB_RUN_STALE_SECONDS", 120))
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL

@@ -1,0 +1,125 @@
+"""Experiments through the real queue: real Redis, real worker processes, the test database on disk."""
+
+import time
+
+import pytest
+
+from defenses.runner import Inputs, load_inputs, run_finetune
+from tests.defenses.tiny import tiny_badnet_files
+from tests.lab.factories import experiment_row, team_with_user
+from tests.processes import celery_worker_process
+from webapp.lab.models import Point, Run
+from webapp.lab.services import cancel, experiment_points, submit
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    return tiny_badnet_files(tmp_path_factory.mktemp("lab-badnet"))
+
+
+def wait_for(runs, statuses=(Run.DONE, Run.FAILED, Run.CANCELLED), timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [Run.objects.get(pk=run.pk) for run in runs]
+        if all(run.status in statuses for run in fresh):
+            return fresh
+        time.sleep(0.5)
+    raise AssertionError(f"runs not finished in {timeout}s: {[(r.pk, r.status, r.progress) for r in fresh]}")
+
+
+def strip(metrics: dict) -> dict:
+    return {key: value for key, value in metrics.items() if key != "seconds"}
+
+
+def test_experiment_runs_on_a_worker_and_matches_a_direct_library_call(celery_worker, files):
+    team, user = team_with_user()
+    space = {"thresholds": [0.5, 1.0], "learning_rates": [0.01], "epochs": [1, 2], "seed": 4}
+    experiment = experiment_row(team, user, files, space)
+    runs = submit(experiment)
+    assert len(runs) == 2  # (T, LR) pairs; each trains to 2 epochs and serves epochs 1 and 2
+    done = wait_for(runs)
+    assert [run.status for run in done] == [Run.DONE, Run.DONE], [run.error for run in done]
+    assert all(run.worker == celery_worker.name and run.attempts == 1 for run in done)
+
+    loaded = load_inputs(Inputs(model=files["model"], arch=None, divisor=255.0, valid=files["valid"],
+                                test=files["test"], poisoned={"patch": files["poisoned"]}))  # fmt: skip
+    direct = {}
+    run_finetune(loaded, {"threshold": 1.0, "lr": 0.01, "epochs": 2, "layers": [], "seed": 4},
+                 lambda position, metrics: direct.__setitem__(position, metrics))  # fmt: skip
+    points = {row["epochs"]: row["metrics"] for row in experiment_points(experiment) if row["threshold"] == 1.0}
+    assert strip(points[2]) == strip(direct[2]) and strip(points[1]) == strip(direct[1])
+    assert Point.objects.count() == 2 * 3  # epochs 0, 1, 2 of each run, once
+
+
+def test_a_second_experiment_reuses_finished_runs(celery_worker, files):
+    team, user = team_with_user()
+    first = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [1]})
+    wait_for(submit(first))
+    second = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [1]}, "b")
+    assert submit(second)[0].pk == first.runs.get().pk
+    assert Run.objects.count() == 1
+
+
+def test_shared_epochs_equal_separate_runs_to_the_last_digit(celery_worker, files):
+    team, user = team_with_user()
+    shared = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [1, 2, 3]})
+    alone = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [2]}, "b")
+    wait_for(submit(shared) + submit(alone))
+    shared_points = {row["epochs"]: row["metrics"] for row in experiment_points(shared)}
+    alone_points = {row["epochs"]: row["metrics"] for row in experiment_points(alone)}
+    assert Run.objects.count() == 2
+    assert strip(shared_points[2]) == strip(alone_points[2])
+
+
+def test_cancel_stops_the_runs_and_a_bad_dataset_fails_with_its_reason(celery_worker, files, tmp_path):
+    team, user = team_with_user()
+    long = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [60]})
+    runs = submit(long)
+    wait_for(runs, statuses=(Run.RUNNING,), timeout=120)
+    cancel(long)
+    cancelled = wait_for(runs, timeout=120)[0]
+    assert cancelled.status == Run.CANCELLED
+    assert cancelled.points.count() < 61
+
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"this is not HDF5")
+    bad = experiment_row(team, user, {**files, "valid": broken}, {"thresholds": [1.0], "learning_rates": [0.01],
+                                                                  "epochs": [1]}, "bad")  # fmt: skip
+    failed = wait_for(submit(bad))[0]
+    assert failed.status == Run.FAILED
+    assert failed.error.startswith("Bad input:") and "is not a readable HDF5 file" in failed.error
+
+
+def test_sigkill_mid_run_then_a_new_worker_completes_it_once(files):
+    from tests.conftest import test_database_env
+
+    team, user = team_with_user()
+    experiment = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [8]})
+    env = test_database_env() | {"PRUNELAB_RUN_STALE_SECONDS": "3"}
+    with celery_worker_process(extra_env=env) as first:
+        runs = submit(experiment)
+        deadline = time.monotonic() + 180
+        while Point.objects.filter(run=runs[0], position__gte=2).count() == 0:
+            assert time.monotonic() < deadline, "the run never reached epoch 2"
+            time.sleep(0.2)
+        first.kill()
+    assert Run.objects.get(pk=runs[0].pk).status == Run.RUNNING
+    time.sleep(3)
+    with celery_worker_process(extra_env=env):
+        run = wait_for(runs)[0]
+    assert run.status == Run.DONE, run.error
+    assert run.attempts == 2
+    assert sorted(Point.objects.filter(run=run).values_list("position", flat=True)) == list(range(9))
+
+
+def test_redis_restart_between_two_runs_loses_nothing(celery_worker, files, restart_redis):
+    team, user = team_with_user()
+    first = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [1]})
+    assert wait_for(submit(first))[0].status == Run.DONE
+    restart_redis()
+    second = experiment_row(team, user, files, {"thresholds": [0.5], "learning_rates": [0.01], "epochs": [1]}, "b")
+    assert wait_for(submit(second))[0].status == Run.DONE
+    assert Run.objects.filter(status=Run.DONE).count() == 2
+    assert Point.objects.count() == 2 * 2

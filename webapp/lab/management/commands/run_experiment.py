@@ -1,0 +1,30 @@
+"""Run an experiment's pending runs in this process, for scripts: `manage.py run_experiment ID`."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from webapp.lab.models import Experiment, Run
+from webapp.lab.services import describe_plan, submit
+from workers.tasks import execute_run
+
+
+class Command(BaseCommand):
+    help = "Plan an experiment and run its pending runs synchronously (no worker needed)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("experiment", type=int)
+
+    def handle(self, *args, **options):
+        experiment = Experiment.objects.filter(pk=options["experiment"]).first()
+        if experiment is None:
+            raise CommandError(f"No experiment {options['experiment']}; `manage.py queue` lists the runs.")
+        summary = describe_plan(experiment)
+        self.stdout.write(f"{summary['points']} points -> {summary['jobs']} runs, "
+                          f"{summary['training_epochs']} training epochs")  # fmt: skip
+        for run in submit(experiment, enqueue=False):
+            if run.status == Run.DONE:
+                self.stdout.write(f"run {run.pk}: already done (shared)")
+                continue
+            Run.objects.filter(pk=run.pk).update(status=Run.QUEUED, cancel_requested=False)
+            outcome = execute_run(run.pk)
+            run.refresh_from_db()
+            self.stdout.write(f"run {run.pk} ({run.kind}): {outcome}{': ' + run.error if run.error else ''}")

@@ -1,0 +1,221 @@
+"""Prunelab's records: teams, BadNets, datasets, experiments, runs and their result points.
+
+Our rows are the source of truth; a Celery task id is only noted on the run. A run is one planned job
+(defenses.planner.Job) on one BadNet and its data; experiments share runs whose work is identical.
+"""
+
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from defenses.planner import Job
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="teams")
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.name
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE)
+    is_admin = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_membership_per_team")]
+
+    def __str__(self):
+        return f"{self.user} in {self.team}{' (admin)' if self.is_admin else ''}"
+
+
+def stored_name(instance, filename: str) -> str:
+    """team/kind/uuid.ext: an uploaded file's own name is kept as data, never used as a path."""
+    suffix = Path(filename).suffix.lower()[:8]
+    return f"team-{instance.team_id}/{type(instance).__name__.lower()}/{uuid.uuid4().hex}{suffix}"
+
+
+class BadNet(models.Model):
+    SCALES = [(255.0, "divide by 255"), (1.0, "raw 0..255")]
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="badnets")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    name = models.CharField(max_length=100)
+    file = models.FileField(upload_to=stored_name)
+    original_name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    arch = models.CharField(max_length=40, blank=True)
+    divisor = models.FloatField(choices=SCALES, default=255.0)
+    n_classes = models.PositiveIntegerField()
+    report = models.JSONField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.name
+
+
+class Dataset(models.Model):
+    CLEAN_VALID, CLEAN_TEST, POISONED_TEST, POISONED_VALID = (
+        "clean-valid",
+        "clean-test",
+        "poisoned-test",
+        "poisoned-valid",
+    )
+    ROLES = [(CLEAN_VALID, "clean validation (the defender's data)"), (CLEAN_TEST, "clean test"),
+             (POISONED_TEST, "poisoned test"), (POISONED_VALID, "poisoned validation")]  # fmt: skip
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="datasets")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    name = models.CharField(max_length=100)
+    role = models.CharField(max_length=20, choices=ROLES)
+    trigger = models.CharField(max_length=60, blank=True, help_text="poisoned sets: the trigger's name")
+    target = models.IntegerField(null=True, blank=True, help_text="poisoned sets: the attacker's target label")
+    file = models.FileField(upload_to=stored_name)
+    original_name = models.CharField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    count = models.PositiveIntegerField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"{self.name} ({self.get_role_display()})"
+
+
+class Experiment(models.Model):
+    QUEUES = [("cpu", "CPU workers"), ("gpu", "GPU workers")]
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="experiments")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    name = models.CharField(max_length=100)
+    badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="experiments")
+    valid = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="+")
+    test = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="+")
+    poisoned = models.ManyToManyField(Dataset, blank=True, related_name="+")
+    space = models.JSONField(help_text="defenses.planner.ParameterSpace fields")
+    queue = models.CharField(max_length=3, choices=QUEUES, default="cpu")
+    runs = models.ManyToManyField("Run", related_name="experiments", blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.name
+
+    def data_fingerprint(self) -> dict:
+        """What makes two experiments' data the same: file hashes, not names or rows."""
+        return {"badnet": [self.badnet.sha256, self.badnet.arch, self.badnet.divisor],
+                "valid": self.valid.sha256, "test": self.test.sha256,
+                "poisoned": sorted([d.trigger or d.name, d.sha256] for d in self.poisoned.all())}  # fmt: skip
+
+
+class Run(models.Model):
+    QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)]
+    MAX_ATTEMPTS = 3
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="runs")
+    badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="runs")
+    key = models.CharField(max_length=64, unique=True, help_text="job key + data fingerprint: the reuse rule")
+    kind = models.CharField(max_length=20)
+    config = models.JSONField()
+    inputs = models.JSONField(help_text="paths and scaling the worker loads")
+    queue = models.CharField(max_length=3, default="cpu")
+    status = models.CharField(max_length=10, choices=STATUSES, default=QUEUED)
+    cancel_requested = models.BooleanField(default=False)
+    progress = models.FloatField(default=0.0)
+    attempts = models.PositiveIntegerField(default=0)
+    task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    artifact = models.CharField(max_length=500, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
+
+    def __str__(self):
+        return f"run {self.pk} ({self.kind} {json.dumps(self.config, sort_keys=True)})"
+
+    @staticmethod
+    def key_for(job: Job, fingerprint: dict) -> str:
+        return hashlib.sha256(json.dumps([job.key, fingerprint], sort_keys=True).encode()).hexdigest()
+
+    @property
+    def total_positions(self) -> int:
+        if self.kind == "finetune":
+            return int(self.config["epochs"]) + 1
+        if self.kind == "prune-curve":
+            return len(self.config["thresholds"])
+        channels = dict(zip(self.badnet.report["conv_layers"], self.badnet.report["conv_channels"], strict=True))
+        return channels[self.config.get("layer") or self.badnet.report["conv_layers"][-1]] + 1
+
+    @classmethod
+    def claim(cls, run_id: int, worker: str, stale_after: float) -> "Run | None":
+        """Take the run for this worker, or None when another live worker holds it, it is finished, or it
+        has already killed its worker MAX_ATTEMPTS times (then it is marked failed)."""
+        now = timezone.now()
+        with transaction.atomic():
+            run = cls.objects.select_for_update().filter(pk=run_id).first()
+            if run is None or run.status in (cls.DONE, cls.FAILED, cls.CANCELLED):
+                return None
+            fresh = run.heartbeat_at and now - run.heartbeat_at < timedelta(seconds=stale_after)
+            if run.status == cls.RUNNING and fresh:
+                return None  # a second delivery of a run that is alive elsewhere
+            if run.cancel_requested:
+                run.status, run.finished_at = cls.CANCELLED, now
+                run.save(update_fields=["status", "finished_at"])
+                return None
+            if run.attempts >= cls.MAX_ATTEMPTS:
+                run.status, run.finished_at = cls.FAILED, now
+                run.error = f"The run stopped its worker {run.attempts} times (out of memory?) and was given up."
+                run.save(update_fields=["status", "finished_at", "error"])
+                return None
+            run.status, run.worker, run.heartbeat_at, run.started_at = cls.RUNNING, worker, now, now
+            run.attempts += 1
+            run.error = ""
+            run.save(update_fields=["status", "worker", "heartbeat_at", "started_at", "attempts", "error"])
+            return run
+
+    def record_point(self, position: int, metrics: dict) -> None:
+        """Store one result point; a redelivered run overwrites its own rows instead of duplicating them."""
+        with transaction.atomic():
+            Point.objects.update_or_create(run=self, position=position, defaults={"metrics": metrics})
+            self.progress = min(1.0, (position + 1) / max(self.total_positions, 1))
+            self.heartbeat_at = timezone.now()
+            self.save(update_fields=["progress", "heartbeat_at"])
+
+    def should_stop(self) -> bool:
+        """Checked between batches: beats the heart and reads the cancel flag."""
+        Run.objects.filter(pk=self.pk).update(heartbeat_at=timezone.now())
+        return Run.objects.filter(pk=self.pk, cancel_requested=True).exists()
+
+    def finish(self, status: str, error: str = "") -> None:
+        self.status, self.error, self.finished_at = status, error[:5000], timezone.now()
+        if status == self.DONE:
+            self.progress = 1.0
+        self.save(update_fields=["status", "error", "finished_at", "progress"])
+
+    def artifact_dir(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / f"team-{self.team_id}" / "runs" / str(self.pk)
+
+
+class Point(models.Model):
+    """One result: a fine-tuning epoch (0 = pruned, not yet trained), a threshold of a prune-only curve,
+    or a step of incremental pruning. Metrics are percent: ca, asr {trigger: value}, score, valid_acc."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="points")
+    position = models.PositiveIntegerField()
+    metrics = models.JSONField()
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="one_point_per_position")]
+
+    def __str__(self):
+        return f"run {self.run_id} point {self.position}"

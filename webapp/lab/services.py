@@ -1,0 +1,92 @@
+"""What the views, the API and the management commands do with experiments: one place for each rule."""
+
+from dataclasses import asdict
+
+from django.db import transaction
+
+from defenses.planner import ParameterSpace, Plan, plan
+from webapp.lab.models import Experiment, Run
+
+
+def space_of(experiment: Experiment) -> ParameterSpace:
+    fields = dict(experiment.space)
+    for name in ("thresholds", "learning_rates", "epochs", "layers"):
+        if name in fields:
+            fields[name] = tuple(fields[name])
+    return ParameterSpace(**fields)
+
+
+def run_inputs(experiment: Experiment) -> dict:
+    """File paths and scaling a worker needs to load this experiment's BadNet and data."""
+    return {
+        "model": experiment.badnet.file.path,
+        "arch": experiment.badnet.arch or None,
+        "divisor": experiment.badnet.divisor,
+        "valid": experiment.valid.file.path,
+        "test": experiment.test.file.path,
+        "poisoned": {d.trigger or d.name: d.file.path for d in experiment.poisoned.all()},
+    }
+
+
+def plan_for(experiment: Experiment) -> Plan:
+    return plan(space_of(experiment))
+
+
+@transaction.atomic
+def submit(experiment: Experiment, enqueue: bool = True) -> list[Run]:
+    """Create (or reuse) the runs the planner asks for and queue the ones not done yet (on Celery, unless
+    `enqueue` is False: the caller then runs them itself)."""
+    fingerprint = experiment.data_fingerprint()
+    runs = []
+    for job in plan_for(experiment).jobs:
+        run, _ = Run.objects.get_or_create(
+            key=Run.key_for(job, fingerprint),
+            defaults={
+                "team": experiment.team,
+                "badnet": experiment.badnet,
+                "kind": job.kind,
+                "config": job.config,
+                "inputs": run_inputs(experiment),
+                "queue": experiment.queue,
+            },  # fmt: skip
+        )
+        runs.append(run)
+    experiment.runs.add(*runs)
+    for run in runs:
+        if enqueue and run.status in (Run.QUEUED, Run.FAILED, Run.CANCELLED):
+            requeue(run)
+    return runs
+
+
+def requeue(run: Run) -> None:
+    """Queue a run (again): failed or cancelled points re-run in place, without a new experiment."""
+    from workers.tasks import execute_run
+
+    Run.objects.filter(pk=run.pk).update(status=Run.QUEUED, cancel_requested=False, error="", progress=0.0)
+    transaction.on_commit(lambda: Run.objects.filter(pk=run.pk).update(
+        task_id=execute_run.apply_async(args=[run.pk], queue=run.queue).id))  # fmt: skip
+
+
+def cancel(experiment: Experiment) -> int:
+    """Ask every unfinished run of the experiment to stop; running ones stop at their next batch check."""
+    return experiment.runs.filter(status__in=[Run.QUEUED, Run.RUNNING]).update(cancel_requested=True)
+
+
+def experiment_points(experiment: Experiment) -> list[dict]:
+    """Every (T, LR, epochs) point of the experiment with its metrics, read from the shared runs."""
+    the_plan = plan_for(experiment)
+    keys = [Run.key_for(job, experiment.data_fingerprint()) for job in the_plan.jobs]
+    runs = {run.key: run for run in Run.objects.filter(key__in=keys).prefetch_related("points")}
+    rows = []
+    for (threshold, lr, epochs), (job_index, position) in sorted(the_plan.points.items()):
+        run = runs.get(keys[job_index])
+        point = next((p for p in run.points.all() if p.position == position), None) if run else None
+        rows.append({"threshold": threshold, "lr": lr, "epochs": epochs, "run": run.pk if run else None,
+                     "status": run.status if run else None, "metrics": point.metrics if point else None})  # fmt: skip
+    return rows
+
+
+def describe_plan(experiment: Experiment) -> dict:
+    the_plan = plan_for(experiment)
+    return {"points": len(the_plan.points), "jobs": len(the_plan.jobs), "training_epochs": the_plan.training_epochs,
+            "space": asdict(space_of(experiment))}  # fmt: skip
