@@ -70,7 +70,15 @@ class Plan:
 
 def plan(space: ParameterSpace) -> Plan:
     """The fewest jobs that produce every point of `space`."""
-    layers = list(space.layers)
+    if space.defense == "incremental":
+        job = Job("incremental", {"layer": space.layers[-1] if space.layers else None, "max_drop": space.max_drop})
+        return Plan([job], {(0.0, 0.0, 0): (0, 0)})
+    return plan_points(space.points(), list(space.layers), space.seed)
+
+
+def plan_points(grid: list[tuple[float, float, int]], layers: list[str], seed: int) -> Plan:
+    """The fewest jobs for any set of (T, LR, epochs) points: one training run per (T, LR) to its largest
+    epoch count, one prune-curve job for every epochs = 0 point."""
     jobs: list[Job] = []
     index: dict[str, int] = {}
     points: dict[tuple[float, float, int], tuple[int, int]] = {}
@@ -81,27 +89,29 @@ def plan(space: ParameterSpace) -> Plan:
             jobs.append(job)
         return index[job.key]
 
-    if space.defense == "incremental":
-        job = add(Job("incremental", {"layer": layers[-1] if layers else None, "max_drop": space.max_drop}))
-        return Plan(jobs, {(0.0, 0.0, 0): (job, 0)})
-
-    grid = space.points()
     longest: dict[tuple[float, float], int] = {}
     for threshold, lr, epochs in grid:
         if epochs:
             longest[(threshold, lr)] = max(longest.get((threshold, lr), 0), epochs)
     prune_only = sorted({t for t, lr, e in grid if e == 0})
-    curve = None
-    if prune_only:
-        curve = add(Job("prune-curve", {"thresholds": prune_only, "layers": layers}))
-    for threshold, lr, epochs in grid:
+    curve = add(Job("prune-curve", {"thresholds": prune_only, "layers": layers})) if prune_only else None
+    for threshold, lr, epochs in sorted(set(grid)):
         if epochs == 0:
             points[(threshold, lr, epochs)] = (curve, prune_only.index(threshold))
             continue
         config = {"threshold": threshold, "lr": lr, "epochs": longest[(threshold, lr)], "layers": layers,
-                  "seed": space.seed}  # fmt: skip
+                  "seed": seed}  # fmt: skip
         points[(threshold, lr, epochs)] = (add(Job("finetune", config)), epochs)
     return Plan(jobs, points)
+
+
+def plan_study(spaces: list[ParameterSpace]) -> Plan:
+    """One plan for several spaces of one BadNet and data (e.g. the seed's whole study): points they share
+    are computed once, and a (T, LR) pair trained for one space serves the others' epoch values."""
+    if len({(tuple(s.layers), s.seed) for s in spaces}) != 1:
+        raise ValueError("a study plan needs one layer choice and one seed")
+    grid = sorted({point for space in spaces for point in space.points()})
+    return plan_points(grid, list(spaces[0].layers), spaces[0].seed)
 
 
 def naive_training_epochs(space: ParameterSpace) -> int:
