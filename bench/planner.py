@@ -30,10 +30,10 @@ def main() -> None:
     data = ROOT / "var" / "bench-planner"
     if not (data / "synth.json").exists():
         build_benchmark("tiny", data, badnets=(BADNETS[0],))
-    loaded = load_inputs(Inputs(model=data / "sunglasses" / "sunglasses_bd_net.h5", arch=None, divisor=255.0,
-                                valid=data / "data" / "clean_validation_data.h5",
-                                test=data / "data" / "clean_test_data.h5",
-                                poisoned={"sunglasses": data / "sunglasses" / "sunglasses_poisoned_data.h5"}))  # fmt: skip
+    badnet, sets = data / "sunglasses", data / "data"
+    loaded = load_inputs(Inputs(model=badnet / "sunglasses_bd_net.h5", arch=None, divisor=255.0,
+                                valid=sets / "clean_validation_data.h5", test=sets / "clean_test_data.h5",
+                                poisoned={"sunglasses": badnet / "sunglasses_poisoned_data.h5"}))  # fmt: skip
     the_plan = plan_study(REDUCED_STUDY)
     started = time.perf_counter()
     results = []
