@@ -18,6 +18,13 @@ def echo(payload: dict) -> dict:
     return {"payload": payload, "host": socket.gethostname()}
 
 
+def with_user_names(message: str, names: dict[str, str]) -> str:
+    """Stored files are team/kind/uuid.ext; say the names the user uploaded them under instead."""
+    for stored, original in names.items():
+        message = message.replace(stored, original)
+    return message
+
+
 @app.task(
     name="prunelab.execute_run",
     bind=True,
@@ -41,13 +48,14 @@ def execute_run(self, run_id: int) -> str:
     from defenses.runner import Inputs, load_inputs, run_job
 
     try:
-        inputs = Inputs(**{**run.inputs, "poisoned": dict(run.inputs["poisoned"])})
-        run_job(run.kind, run.config, load_inputs(inputs), run.record_point, run.should_stop, run.artifact_dir())
+        paths = {key: value for key, value in run.inputs.items() if key != "names"}
+        run_job(run.kind, run.config, load_inputs(Inputs(**paths)), run.record_point, run.should_stop,
+                run.artifact_dir())  # fmt: skip
     except Cancelled:
         run.finish(Run.CANCELLED, "Cancelled by a user.")
         return "cancelled"
     except (ModelRefused, DataError, FileNotFoundError) as refusal:
-        run.finish(Run.FAILED, f"Bad input: {refusal}")
+        run.finish(Run.FAILED, f"Bad input: {with_user_names(str(refusal), run.inputs.get('names', {}))}")
         return "failed"
     except SoftTimeLimitExceeded:
         run.finish(Run.FAILED, f"Stopped at the time limit of {settings.LONGEST_RUN_SECONDS} s.")

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from defenses.runner import Inputs, load_inputs, run_finetune
-from tests.defenses.tiny import tiny_badnet_files
+from tests.defenses.tiny import tiny_badnet_files, tiny_data, write_dataset
 from tests.lab.factories import experiment_row, team_with_user
 from tests.processes import celery_worker_process
 from webapp.lab.models import Point, Run
@@ -83,13 +83,14 @@ def test_cancel_stops_the_runs_and_a_bad_dataset_fails_with_its_reason(celery_wo
     assert cancelled.status == Run.CANCELLED
     assert cancelled.points.count() < 61
 
-    broken = tmp_path / "broken.h5"
-    broken.write_bytes(b"this is not HDF5")
-    bad = experiment_row(team, user, {**files, "valid": broken}, {"thresholds": [1.0], "learning_rates": [0.01],
-                                                                  "epochs": [1]}, "bad")  # fmt: skip
+    pixels, labels = tiny_data(50)
+    wrong = write_dataset(tmp_path / "wrong_labels.h5", pixels, labels + 7)  # a valid file, labels for 11 classes
+    bad = experiment_row(team, user, {**files, "valid": wrong}, {"thresholds": [1.0], "learning_rates": [0.01],
+                                                                 "epochs": [1]}, "bad")  # fmt: skip
     failed = wait_for(submit(bad))[0]
     assert failed.status == Run.FAILED
-    assert failed.error.startswith("Bad input:") and "is not a readable HDF5 file" in failed.error
+    assert failed.error.startswith("Bad input: wrong_labels.h5: labels range")
+    assert "outside the model's classes 0..3" in failed.error
 
 
 def test_sigkill_mid_run_then_a_new_worker_completes_it_once(files):

@@ -1,11 +1,35 @@
 """What the views, the API and the management commands do with experiments: one place for each rule."""
 
 from dataclasses import asdict
+from pathlib import Path
 
+from django.core.files import File
 from django.db import transaction
 
+from defenses.data import inspect_dataset
+from defenses.models import file_digest, verify_model_file
 from defenses.planner import ParameterSpace, Plan, plan
-from webapp.lab.models import Experiment, Run
+from webapp.lab.models import BadNet, Dataset, Experiment, Run
+
+
+def add_badnet(team, user, path: Path, name: str, arch: str = "", divisor: float = 255.0) -> BadNet:
+    """Verify a model file in the sandbox (ModelRefused says why not), then store it; nothing is stored
+    for a refused file."""
+    report = verify_model_file(path, arch or None)
+    with open(path, "rb") as handle:
+        return BadNet.objects.create(team=team, owner=user, name=name, file=File(handle, name=Path(path).name),
+                                     original_name=Path(path).name, sha256=file_digest(path), arch=arch,
+                                     divisor=divisor, n_classes=report.n_classes, report=report.as_dict())  # fmt: skip
+
+
+def add_dataset(team, user, path: Path, name: str, role: str, trigger: str = "", target: int | None = None,
+                n_classes: int | None = None) -> Dataset:  # fmt: skip
+    """Validate a CSAW dataset file (DataError says why not), then store it."""
+    info = inspect_dataset(path, image_shape=None, n_classes=n_classes)
+    with open(path, "rb") as handle:
+        return Dataset.objects.create(team=team, owner=user, name=name, role=role, trigger=trigger, target=target,
+                                      file=File(handle, name=Path(path).name), original_name=Path(path).name,
+                                      sha256=file_digest(path), count=info.count)  # fmt: skip
 
 
 def space_of(experiment: Experiment) -> ParameterSpace:
@@ -17,7 +41,9 @@ def space_of(experiment: Experiment) -> ParameterSpace:
 
 
 def run_inputs(experiment: Experiment) -> dict:
-    """File paths and scaling a worker needs to load this experiment's BadNet and data."""
+    """File paths and scaling a worker needs to load this experiment's BadNet and data, and the names the
+    user gave those files (for error messages)."""
+    files = [experiment.badnet, experiment.valid, experiment.test, *experiment.poisoned.all()]
     return {
         "model": experiment.badnet.file.path,
         "arch": experiment.badnet.arch or None,
@@ -25,6 +51,7 @@ def run_inputs(experiment: Experiment) -> dict:
         "valid": experiment.valid.file.path,
         "test": experiment.test.file.path,
         "poisoned": {d.trigger or d.name: d.file.path for d in experiment.poisoned.all()},
+        "names": {Path(row.file.name).name: row.original_name for row in files},
     }
 
 
