@@ -39,6 +39,14 @@ class Loaded:
     valid: LabelledSet
     clean: LabelledSet
     poisoned: dict[str, LabelledSet]
+    profiles: dict[tuple[str, ...], dict] = field(default_factory=dict)  # the BadNet's, per layer choice
+
+    def profile(self, layers: list[str]) -> dict:
+        """The BadNet's activation profile on the validation set, computed once per layer choice."""
+        key = tuple(layers)
+        if key not in self.profiles:
+            self.profiles[key] = activation_profile(self.bad, self.valid[0], self.divisor, layers)
+        return self.profiles[key]
 
 
 def load_inputs(inputs: Inputs) -> Loaded:
@@ -66,8 +74,7 @@ def run_finetune(loaded: Loaded, config: dict, report_point: ReportPoint, should
     seed_everything(int(config.get("seed", 0)))
     layers = list(config.get("layers") or loaded.report.conv_layers)
     repaired = fresh_copy(loaded.bad)
-    profile = activation_profile(repaired, loaded.valid[0], loaded.divisor, layers)
-    masks = threshold_masks(profile, float(config["threshold"]), layers)
+    masks = threshold_masks(loaded.profile(layers), float(config["threshold"]), layers)
     apply_masks(repaired, masks)
     pruned = pruned_counts(masks)
 
@@ -91,16 +98,16 @@ def run_finetune(loaded: Loaded, config: dict, report_point: ReportPoint, should
 def run_prune_curve(loaded: Loaded, config: dict, report_point: ReportPoint) -> None:
     """Prune-only CA and ASR for each threshold, from cached activations (no training)."""
     layers = list(config.get("layers") or loaded.report.conv_layers)
-    profile = activation_profile(loaded.bad, loaded.valid[0], loaded.divisor)
-    points = threshold_curve(loaded.bad, loaded.divisor, profile, list(config["thresholds"]), loaded.valid,
-                             loaded.clean, loaded.poisoned, layers)  # fmt: skip
+    profile, thresholds = loaded.profile(layers), list(config["thresholds"])
+    points = threshold_curve(loaded.bad, loaded.divisor, profile, thresholds, loaded.valid, loaded.clean,
+                             loaded.poisoned, layers)  # fmt: skip
     for position, point in enumerate(points):
         report_point(position, curve_point_dict(point))
 
 
 def run_incremental(loaded: Loaded, config: dict, report_point: ReportPoint) -> int:
     """Liu et al.'s incremental pruning; reports every step and returns where the validation rule stopped."""
-    profile = activation_profile(loaded.bad, loaded.valid[0], loaded.divisor)
+    profile = loaded.profile(list(loaded.report.conv_layers))
     result = incremental_prune(loaded.bad, loaded.divisor, profile, loaded.valid, float(config["max_drop"]),
                                config.get("layer"), loaded.clean, loaded.poisoned)  # fmt: skip
     for position, step in enumerate(result.steps):
