@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from workers.launch import worker_command
+
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench-workers"
 
@@ -22,8 +24,7 @@ VAR = ROOT / "var" / "bench-workers"
 def start_workers(count: int) -> list[subprocess.Popen]:
     workers = []
     for index in range(count):
-        command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "cpu", "-c", "1",
-                   "-n", f"bench-{index}@%h", "--loglevel", "WARNING"]  # fmt: skip
+        command = worker_command("cpu", f"bench-{index}@%h", "WARNING")
         workers.append(subprocess.Popen(command, cwd=ROOT, env=os.environ.copy(), start_new_session=True))
     return workers
 

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from stack.redis import start_redis
-from workers.gpu import default_queues
+from workers.launch import default_queues, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_SECONDS = 15
@@ -109,23 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([python, "manage.py", "ensure_demo_user"], cwd=ROOT, env=env, check=True)
 
         queues = default_queues()
-        worker_command = [
-            python,
-            "-m",
-            "celery",
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "-Q",
-            queues,
-            "-c",
-            "1",
-            "-n",
-            f"worker-{queues.replace(',', '-')}@%h",
-            "--loglevel",
-            "INFO",
-        ]
-        children = [spawn(worker_command, env)]
+        worker = worker_command(queues, f"worker-{queues.replace(',', '-')}@%h")
+        children = [spawn(worker, env)]
         cleanup.callback(stop_process_group, children[0])
         web_command = [python, "manage.py", "runserver", f"{args.host}:{args.port}", "--noreload"]
         children.append(spawn(web_command, env))

@@ -3,14 +3,17 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import kombu.exceptions
+import redis
+
 from workers.celery_app import app
+from workers.launch import worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,7 +33,10 @@ class WorkerProcess:
 def wait_for_worker(name: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        replies = app.control.ping(destination=[name], timeout=0.5)
+        try:
+            replies = app.control.ping(destination=[name], timeout=0.5)
+        except (redis.ConnectionError, kombu.exceptions.OperationalError):
+            continue  # a pooled connection from before a Redis restart: the next try reconnects
         if any(name in reply for reply in replies):
             return
     raise TimeoutError(f"worker {name} did not answer a ping within {timeout:.0f}s")
@@ -41,24 +47,7 @@ def celery_worker_process(queues: str = "cpu,gpu", extra_env: dict | None = None
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="webapp.settings.test", PYTHONUNBUFFERED="1")
     env.update(extra_env or {})
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.celery_app",
-        "worker",
-        "-Q",
-        queues,
-        "-c",
-        "1",
-        "-n",
-        name,
-        "--loglevel",
-        "INFO",
-        "--without-mingle",
-        "--without-gossip",
-    ]
+    command = worker_command(queues, name, extra=("--without-mingle", "--without-gossip"))
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     worker = WorkerProcess(process=process, name=name)
     try:
