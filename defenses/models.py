@@ -123,12 +123,12 @@ def _load_in_process(path: Path, arch: str | None):
                 f"({', '.join(sorted(ARCHITECTURES))}) or upload the full model."
             )
         return _preset_from_weights(path, arch), facts.kind
-    suffix_ok = path.suffix in {".h5", ".keras"}
-    source = path
-    if not suffix_ok:  # Keras picks its reader from the suffix; give it one that matches the container
-        source = Path(tempfile.mkdtemp()) / ("model.keras" if facts.kind == "keras-zip" else "model.h5")
+    if path.suffix in {".h5", ".keras"}:
+        return keras.models.load_model(path, safe_mode=True, compile=False), facts.kind
+    with tempfile.TemporaryDirectory() as scratch:  # Keras picks its reader from the suffix: give it the right one
+        source = Path(scratch) / ("model.keras" if facts.kind == "keras-zip" else "model.h5")
         source.symlink_to(path.resolve())
-    return keras.models.load_model(source, safe_mode=True, compile=False), facts.kind
+        return keras.models.load_model(source, safe_mode=True, compile=False), facts.kind
 
 
 def describe(model, kind: str = "keras") -> ModelReport:
