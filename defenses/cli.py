@@ -15,12 +15,11 @@ from defenses.modelcheck import ModelRefused
 SCALES = {"255": 255.0, "1": 1.0}
 
 
-def add_model_args(parser: argparse.ArgumentParser, scale: bool = True) -> None:
+def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="BadNet: .h5 (full or weights-only) or .keras")
     parser.add_argument("--arch", help="architecture preset for a weights-only file (deepid-csaw)")
-    if scale:
-        parser.add_argument("--scale", choices=SCALES, default="255",
-                            help="divide pixels by 255 (default) or feed raw 0..255 pixels (1)")  # fmt: skip
+    parser.add_argument("--scale", choices=SCALES, default="255",
+                        help="divide pixels by 255 (default) or feed raw 0..255 pixels (1)")  # fmt: skip
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -210,17 +209,16 @@ def make_progress(total: int):
 
 
 def cmd_prune_curve(args) -> int:
-    from defenses.pruning import activation_profile, incremental_prune, threshold_curve
+    from defenses.pruning import incremental_prune, threshold_curve
+    from defenses.runner import load_inputs
 
-    divisor = SCALES[args.scale]
-    model, report = load_checked_model(args.model, args.arch)
-    valid = load_dataset(inspect_dataset(args.valid, report.input_shape, report.n_classes))
-    clean, poisoned = load_sets(args, report.n_classes, report.input_shape)
-    layers = args.layers.split(",") if args.layers else list(report.conv_layers)
-    profile = activation_profile(model, valid[0], divisor)
-    by_threshold = threshold_curve(model, divisor, profile, args.thresholds, valid, clean, poisoned, layers)
-    incremental = incremental_prune(model, divisor, profile, valid, args.max_drop, args.incremental_layer,
-                                    clean, poisoned)  # fmt: skip
+    loaded = load_inputs(runner_inputs(args))
+    layers = args.layers.split(",") if args.layers else list(loaded.report.conv_layers)
+    profile = loaded.profile(list(loaded.report.conv_layers))
+    by_threshold = threshold_curve(loaded.bad, loaded.divisor, profile, args.thresholds, loaded.valid, loaded.clean,
+                                   loaded.poisoned, layers)  # fmt: skip
+    incremental = incremental_prune(loaded.bad, loaded.divisor, profile, loaded.valid, args.max_drop,
+                                    args.incremental_layer, loaded.clean, loaded.poisoned)  # fmt: skip
     result = {
         "threshold_curve": [point.__dict__ for point in by_threshold],
         "incremental": {"layer": incremental.layer, "order": incremental.order, "stop": incremental.stop,

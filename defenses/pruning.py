@@ -4,6 +4,7 @@ A mask maps a Conv2D layer's name to a boolean array over its channels: True kee
 channel has its kernel slice and bias set to zero, and a constraint keeps them zero through fine-tuning.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -106,7 +107,9 @@ class MaskedPredictor:
         self.divisor, self.batch, self.first_layer = divisor, batch, first_layer
         self.model = keras.models.clone_model(model)
         self.model.set_weights(model.get_weights())
-        self.original = {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in self.model.layers}
+        self.original = {name: [np.asarray(w) for w in self.model.get_layer(name).get_weights()]
+                         for name in conv_layer_names(self.model)}  # fmt: skip
+        self.touched: list[str] = []
         cut = [first_layer, *downstream_side_inputs(self.model, first_layer)]
         cut_tensors = [self.model.get_layer(name).output for name in cut]
         self.head = keras.Model(self.model.inputs, cut_tensors)
@@ -131,13 +134,13 @@ class MaskedPredictor:
         return self.cache[key]
 
     def _set_masks(self, masks: Mapping[str, np.ndarray], skip: str | None) -> None:
-        for name, weights in self.original.items():
-            if weights:
-                self.model.get_layer(name).set_weights(weights)
-        for name, keep in masks.items():
-            if name != skip:
-                layer = self.model.get_layer(name)
-                layer.set_weights([w * keep.astype("float32") for w in self.original[name]])
+        """Mask the clone's weights; only layers a mask touched are ever changed, so only they are reset."""
+        for name in self.touched:
+            self.model.get_layer(name).set_weights(self.original[name])
+        self.touched = [name for name in masks if name != skip]
+        for name in self.touched:
+            keep = masks[name].astype("float32")
+            self.model.get_layer(name).set_weights([w * keep for w in self.original[name]])
 
     def labels(self, masks: Mapping[str, np.ndarray], pixels: np.ndarray) -> np.ndarray:
         cached = self._cached(pixels)
@@ -203,7 +206,7 @@ def threshold_curve(
         key = b"".join(masks[name].tobytes() for name in layers)
         if key not in seen:
             seen[key] = _point(predictor, masks, threshold, valid, clean, poisoned or {})
-        points.append(CurvePoint(**{**seen[key].__dict__, "threshold": threshold}))
+        points.append(dataclasses.replace(seen[key], threshold=threshold))
     return points
 
 

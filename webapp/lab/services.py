@@ -102,7 +102,8 @@ def cancel(experiment: Experiment) -> int:
 def experiment_points(experiment: Experiment) -> list[dict]:
     """Every (T, LR, epochs) point of the experiment with its metrics, read from the shared runs."""
     the_plan = plan_for(experiment)
-    keys = [Run.key_for(job, experiment.data_fingerprint()) for job in the_plan.jobs]
+    fingerprint = experiment.data_fingerprint()
+    keys = [Run.key_for(job, fingerprint) for job in the_plan.jobs]
     runs = {run.key: run for run in Run.objects.filter(key__in=keys).prefetch_related("points")}
     rows = []
     for (threshold, lr, epochs), (job_index, position) in sorted(the_plan.points.items()):
