@@ -175,3 +175,23 @@ def load_image(source: str | Path | BinaryIO, size: tuple[int, int] = IMAGE_SHAP
         notes.append(f"resized from {rgb.width}x{rgb.height} to {width}x{height}")
         rgb = rgb.resize((width, height), Image.Resampling.BILINEAR)
     return LoadedImage(pixels=np.asarray(rgb, dtype=np.float32), note="; ".join(notes))
+
+
+def sample_pixels(info: DatasetInfo, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` images (uint8 NHWC) and labels, read without loading the rest of the file."""
+    with h5py.File(info.path, "r") as handle:
+        batch = np.asarray(handle["data"][:count], dtype=np.float32)
+    batch = batch.transpose(0, 2, 3, 1) if info.channels_first else batch
+    _check_pixels(batch, 0, info.path)
+    return np.ascontiguousarray(batch.round().astype(np.uint8)), info.labels[:count].copy()
+
+
+def tile(pixels: np.ndarray, columns: int = 8, gap: int = 2) -> np.ndarray:
+    """Images (N, H, W, 3) uint8 laid out in a grid with white gaps: a dataset's preview."""
+    count, height, width, _ = pixels.shape
+    rows = max(1, -(-count // columns))
+    grid = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap, 3), 255, np.uint8)
+    for index, image in enumerate(pixels):
+        top, left = (index // columns) * (height + gap), (index % columns) * (width + gap)
+        grid[top : top + height, left : left + width] = image
+    return grid

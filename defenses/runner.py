@@ -40,6 +40,13 @@ class Loaded:
     clean: LabelledSet
     poisoned: dict[str, LabelledSet]
     profiles: dict[tuple[str, ...], dict] = field(default_factory=dict)  # the BadNet's, per layer choice
+    before: dict | None = None
+
+    def baseline(self) -> dict:
+        """The BadNet's own CA, ASR and score (before any defense), computed once."""
+        if self.before is None:
+            self.before = evaluate(self.bad, self.divisor, self.clean, self.poisoned).as_dict()
+        return self.before
 
     def profile(self, layers: list[str]) -> dict:
         """The BadNet's activation profile on the validation set, computed once per layer choice."""
@@ -78,17 +85,17 @@ def run_finetune(loaded: Loaded, config: dict, report_point: ReportPoint, should
     apply_masks(repaired, masks)
     pruned = pruned_counts(masks)
 
-    def measure(model) -> dict:
-        metrics = evaluate(model, loaded.divisor, loaded.clean, loaded.poisoned).as_dict()
-        return metrics | {"valid_acc": percent_equal(predict_labels(model, loaded.valid[0], loaded.divisor),
-                                                     loaded.valid[1]), "pruned": pruned}  # fmt: skip
+    def valid_acc() -> float:  # every point carries it: selections are made on validation data only
+        return percent_equal(predict_labels(repaired, loaded.valid[0], loaded.divisor), loaded.valid[1])
 
-    report_point(0, measure(repaired) | {"epoch": 0})
+    metrics = evaluate(repaired, loaded.divisor, loaded.clean, loaded.poisoned).as_dict()
+    report_point(0, metrics | {"valid_acc": valid_acc(), "pruned": pruned, "epoch": 0, "before": loaded.baseline()})
     settings = FineTuneSettings(learning_rate=float(config["lr"]), epochs=int(config["epochs"]))
     if settings.epochs:
         fine_tune(repaired, loaded.valid, loaded.divisor, settings,
                   evaluate_epoch=lambda model: evaluate(model, loaded.divisor, loaded.clean, loaded.poisoned),
-                  on_epoch=lambda record: report_point(record.epoch, record.as_dict() | {"pruned": pruned}),
+                  on_epoch=lambda record: report_point(record.epoch, record.as_dict() | {"pruned": pruned,
+                                                                                         "valid_acc": valid_acc()}),
                   should_stop=should_stop)  # fmt: skip
     if artifact_dir:
         save_atomically(repaired, Path(artifact_dir) / "repaired_net.keras")
@@ -102,7 +109,7 @@ def run_prune_curve(loaded: Loaded, config: dict, report_point: ReportPoint) -> 
     points = threshold_curve(loaded.bad, loaded.divisor, profile, thresholds, loaded.valid, loaded.clean,
                              loaded.poisoned, layers)  # fmt: skip
     for position, point in enumerate(points):
-        report_point(position, curve_point_dict(point))
+        report_point(position, curve_point_dict(point) | ({"before": loaded.baseline()} if position == 0 else {}))
 
 
 def run_incremental(loaded: Loaded, config: dict, report_point: ReportPoint) -> int:

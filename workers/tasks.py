@@ -3,6 +3,7 @@ TensorFlow is imported inside the task body only (the worker's parent process ne
 
 import logging
 import socket
+from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -66,3 +67,28 @@ def execute_run(self, run_id: int) -> str:
         return "failed"
     run.finish(Run.DONE)
     return "done"
+
+
+@app.task(name="prunelab.compute_profile", acks_late=True, reject_on_worker_lost=True)
+def compute_profile(profile_id: int) -> str:
+    """A BadNet's activation profile on a clean dataset (for its detail page), stored on the Profile row."""
+    from webapp.lab.models import Profile
+
+    profile = Profile.objects.select_related("badnet", "dataset").get(pk=profile_id)
+    from defenses.data import DataError, inspect_dataset, load_dataset
+    from defenses.modelcheck import ModelRefused
+    from defenses.models import load_model
+    from defenses.pruning import activation_profile
+
+    badnet, dataset = profile.badnet, profile.dataset
+    try:
+        model, report = load_model(badnet.file.path, badnet.arch or None)
+        pixels, _ = load_dataset(inspect_dataset(dataset.file.path, report.input_shape, report.n_classes))
+        means = activation_profile(model, pixels, badnet.divisor)
+    except (ModelRefused, DataError) as refusal:
+        names = {Path(badnet.file.name).name: badnet.original_name, Path(dataset.file.name).name: dataset.original_name}
+        profile.status, profile.error = "failed", with_user_names(str(refusal), names)
+    else:
+        profile.status, profile.means = "done", {name: values.tolist() for name, values in means.items()}
+    profile.save(update_fields=["status", "error", "means"])
+    return profile.status

@@ -86,6 +86,12 @@ class Dataset(models.Model):
     def __str__(self):
         return f"{self.name} ({self.get_role_display()})"
 
+    @property
+    def metric_name(self) -> str:
+        """The key of this set's ASR in a run's metrics; validation sets are told apart from test sets."""
+        name = self.trigger or self.name
+        return f"{name} (validation)" if self.role == self.POISONED_VALID else name
+
 
 class Experiment(models.Model):
     QUEUES = [("cpu", "CPU workers"), ("gpu", "GPU workers")]
@@ -108,7 +114,10 @@ class Experiment(models.Model):
         """What makes two experiments' data the same: file hashes, not names or rows."""
         return {"badnet": [self.badnet.sha256, self.badnet.arch, self.badnet.divisor],
                 "valid": self.valid.sha256, "test": self.test.sha256,
-                "poisoned": sorted([d.trigger or d.name, d.sha256] for d in self.poisoned.all())}  # fmt: skip
+                "poisoned": sorted([d.metric_name, d.sha256] for d in self.poisoned.all())}  # fmt: skip
+
+    def is_finished(self) -> bool:
+        return not self.runs.filter(status__in=[Run.QUEUED, Run.RUNNING]).exists()
 
 
 class Run(models.Model):
@@ -219,3 +228,43 @@ class Point(models.Model):
 
     def __str__(self):
         return f"run {self.run_id} point {self.position}"
+
+
+class Profile(models.Model):
+    """A BadNet's activation profile on one clean dataset (mean activation per channel of each conv layer),
+    computed by a worker and kept: it depends only on the two files."""
+
+    badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="profiles")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=10, default="queued")
+    error = models.TextField(blank=True)
+    means = models.JSONField(default=dict, help_text="conv layer -> mean activation of each channel")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["badnet", "dataset"], name="one_profile_per_data")]
+
+    def __str__(self):
+        return f"profile of {self.badnet} on {self.dataset}"
+
+
+class GoodNet(models.Model):
+    """A BadNet and its repaired network answering together (defenses.goodnet). The repaired network is an
+    experiment run's output or a file the user uploaded, loaded through the same safe path as a BadNet."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="goodnets")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    name = models.CharField(max_length=100)
+    badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="goodnets")
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="goodnets")
+    file = models.FileField(upload_to=stored_name, blank=True)
+    original_name = models.CharField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def repaired_path(self) -> Path:
+        return Path(self.file.path) if self.file else self.run.artifact_dir() / "repaired_net.keras"

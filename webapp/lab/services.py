@@ -9,7 +9,7 @@ from django.db import transaction
 from defenses.data import inspect_dataset
 from defenses.models import file_digest, verify_model_file
 from defenses.planner import ParameterSpace, Plan, plan
-from webapp.lab.models import BadNet, Dataset, Experiment, Run
+from webapp.lab.models import BadNet, Dataset, Experiment, Profile, Run
 
 
 def add_badnet(team, user, path: Path, name: str, arch: str = "", divisor: float = 255.0) -> BadNet:
@@ -50,7 +50,7 @@ def run_inputs(experiment: Experiment) -> dict:
         "divisor": experiment.badnet.divisor,
         "valid": experiment.valid.file.path,
         "test": experiment.test.file.path,
-        "poisoned": {d.trigger or d.name: d.file.path for d in experiment.poisoned.all()},
+        "poisoned": {d.metric_name: d.file.path for d in experiment.poisoned.all()},
         "names": {Path(row.file.name).name: row.original_name for row in files},
     }
 
@@ -118,3 +118,33 @@ def describe_plan(experiment: Experiment) -> dict:
     the_plan = plan_for(experiment)
     return {"points": len(the_plan.points), "jobs": len(the_plan.jobs), "training_epochs": the_plan.training_epochs,
             "space": asdict(space_of(experiment))}  # fmt: skip
+
+
+def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
+    """The BadNet's activation profile on a clean set: the stored one, or a new one queued on a worker."""
+    from workers.tasks import compute_profile
+
+    profile, created = Profile.objects.get_or_create(badnet=badnet, dataset=dataset)
+    if created or profile.status == "failed":
+        Profile.objects.filter(pk=profile.pk).update(status="queued", error="")
+        transaction.on_commit(lambda: compute_profile.apply_async(args=[profile.pk], queue="cpu"))
+    return profile
+
+
+def rerun_failed(experiment: Experiment) -> int:
+    """Queue the experiment's failed and cancelled runs again, in place."""
+    runs = list(experiment.runs.filter(status__in=[Run.FAILED, Run.CANCELLED]))
+    for run in runs:
+        requeue(run)
+    return len(runs)
+
+
+@transaction.atomic
+def create_experiment(team, user, data: dict) -> Experiment:
+    """Store an experiment from a validated form or API payload and queue its runs."""
+    experiment = Experiment.objects.create(team=team, owner=user, name=data["name"], badnet=data["badnet"],
+                                           valid=data["valid"], test=data["test"], queue=data["queue"],
+                                           space=asdict(data["space"]))  # fmt: skip
+    experiment.poisoned.set(data["poisoned"])
+    submit(experiment)
+    return experiment

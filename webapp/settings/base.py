@@ -44,6 +44,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_htmx",
     "webapp.core",
     "webapp.lab",
 ]
@@ -57,6 +61,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -110,11 +115,43 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_FINDERS = [
+    "django.contrib.staticfiles.finders.FileSystemFinder",
+    "django.contrib.staticfiles.finders.AppDirectoriesFinder",
+    "webapp.core.staticfinders.VendorFinder",
+]
 # Without collectstatic (make run, tests) whitenoise serves straight from the apps' static folders.
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(os.environ.get("PRUNELAB_MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/login/"
+
+# Uploads: model and dataset files are streamed to a temporary file (never held in memory) and refused
+# above this size; CSAW's largest published set (12830 images) is about 100 MB as uint8.
+MAX_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_UPLOAD_BYTES", 512 * 2**20))
+MAX_IMAGE_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_IMAGE_UPLOAD_BYTES", 8 * 2**20))
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
+DATA_UPLOAD_MAX_NUMBER_FILES = 32
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: an anonymous API call gets 401 with a WWW-Authenticate header, not 403.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Prunelab API",
+    "DESCRIPTION": "BadNets, datasets, experiments, results, GoodNets and image classification, per team.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
 
 # Queue: Redis is broker and result store. `make run` and the tests start one when REDIS_URL is unset.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

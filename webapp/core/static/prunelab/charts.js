@@ -1,0 +1,51 @@
+// Draws Prunelab's charts with plotly.js. Figures are built server-side by plotly.py (webapp/lab/charts.py);
+// Plotly.react redraws in place and the figures' uirevision keeps the user's zoom and legend choices.
+"use strict";
+
+function chartBox(container, slug, chart) {
+  let plot = document.getElementById("chart-" + slug);
+  if (plot) return plot;
+  const box = document.createElement("section");
+  box.className = "chart-box";
+  const tools = document.createElement("div");
+  tools.className = "tools";
+  if (container.dataset.csv) {
+    const link = document.createElement("a");
+    link.href = container.dataset.csv.replace("SLUG", slug);
+    link.textContent = "CSV";
+    tools.appendChild(link);
+  }
+  plot = document.createElement("div");
+  plot.className = "chart";
+  plot.id = "chart-" + slug;
+  const note = document.createElement("p");
+  note.className = "muted note";
+  box.append(tools, plot, note);
+  container.appendChild(box);
+  return plot;
+}
+
+function drawCharts(container, charts) {
+  for (const [slug, chart] of Object.entries(charts)) {
+    const plot = chartBox(container, slug, chart);
+    plot.parentElement.querySelector(".note").textContent = chart.note || "";
+    Plotly.react(plot, chart.figure.data, chart.figure.layout, {responsive: true, displaylogo: false});
+    plot.dataset.drawn = "true";
+  }
+}
+
+function loadCharts(container) {
+  return fetch(container.dataset.figures, {credentials: "same-origin"})
+    .then((response) => response.json())
+    .then((body) => drawCharts(container, body.charts));
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const container of document.querySelectorAll("[data-charts-json]")) {
+    drawCharts(container, JSON.parse(document.getElementById(container.dataset.chartsJson).textContent));
+  }
+  for (const container of document.querySelectorAll("[data-figures]")) {
+    loadCharts(container);
+    document.body.addEventListener("charts-changed", () => loadCharts(container));
+  }
+});

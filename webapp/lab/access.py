@@ -1,0 +1,51 @@
+"""Who sees what: every row belongs to a team and only its members see it. Views fetch rows through these
+functions, so a user of another team gets 404 (not 403: the row's existence is not revealed)."""
+
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect
+
+from webapp.lab.models import Membership, Team
+
+SESSION_KEY = "team_id"
+
+
+def teams_of(user):
+    return Team.objects.filter(membership__user=user).order_by("name")
+
+
+def owned_or_404(queryset, user, **lookup):
+    """One row of `queryset` whose team the user belongs to, else 404."""
+    return get_object_or_404(queryset.filter(team__membership__user=user), **lookup)
+
+
+def current_team(request) -> Team | None:
+    """The team the user works in now: the one chosen in the session, else their first."""
+    teams = teams_of(request.user)
+    return teams.filter(pk=request.session.get(SESSION_KEY)).first() or teams.first()
+
+
+def choose_team(request, team: Team) -> None:
+    if not Membership.objects.filter(user=request.user, team=team).exists():
+        raise Http404("No such team.")
+    request.session[SESSION_KEY] = team.pk
+
+
+def team_required(view):
+    """Signed in and a member of a team; sets request.team. A user without a team is sent to create one."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        request.team = current_team(request)
+        if request.team is None:
+            return redirect("teams")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def is_team_admin(user, team: Team) -> bool:
+    return Membership.objects.filter(user=user, team=team, is_admin=True).exists()

@@ -1,0 +1,209 @@
+"""The JSON API (token or session auth): the same objects and rules as the pages. Input is validated by the
+pages' own forms and stored by the same services, so a rule lives in one place; serializers only shape
+output. Every query is limited to the caller's teams: another team's row is a 404."""
+
+from django.db.models import QuerySet
+from django.http import QueryDict
+from django.shortcuts import get_object_or_404
+from django.urls import path
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action, api_view
+from rest_framework.response import Response
+from rest_framework.routers import DefaultRouter
+
+from defenses.data import DataError
+from defenses.modelcheck import ModelRefused
+from webapp.lab import inference
+from webapp.lab.access import teams_of
+from webapp.lab.forms import BadNetForm, ClassifyForm, DatasetForm, ExperimentForm, as_text
+from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run
+from webapp.lab.results import experiment_rows, progress, selection_rule
+from webapp.lab.services import add_badnet, add_dataset, cancel, create_experiment
+from webapp.lab.uploads import local_copy
+
+
+class BadNetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = BadNet
+        fields = ["id", "team", "name", "original_name", "sha256", "arch", "divisor", "n_classes", "report", "created"]
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Dataset
+        fields = ["id", "team", "name", "role", "trigger", "target", "original_name", "sha256", "count", "created"]
+
+
+class RunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Run
+        fields = ["id", "kind", "config", "queue", "status", "progress", "attempts", "worker", "error",
+                  "started_at", "finished_at"]  # fmt: skip
+
+
+class ExperimentSerializer(serializers.ModelSerializer):
+    runs = RunSerializer(many=True, read_only=True)
+    owner = serializers.CharField(source="owner.username", read_only=True)
+
+    class Meta:
+        model = Experiment
+        fields = ["id", "team", "owner", "name", "badnet", "valid", "test", "poisoned", "space", "queue", "runs",
+                  "created"]  # fmt: skip
+
+
+class GoodNetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = GoodNet
+        fields = ["id", "team", "name", "badnet", "run", "original_name", "sha256", "created"]
+
+
+def form_error(form) -> Response:
+    return Response({"errors": form.errors.get_json_data()}, status=status.HTTP_400_BAD_REQUEST)
+
+
+class TeamScoped(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    def get_queryset(self) -> QuerySet:
+        return self.queryset.filter(team__in=teams_of(self.request.user)).order_by("-pk")
+
+    def team(self):
+        """The team named by the request's `team` field, else the caller's first team; 404 if not theirs."""
+        teams = teams_of(self.request.user)
+        wanted = self.request.data.get("team")
+        return get_object_or_404(teams, pk=wanted) if wanted else get_object_or_404(teams[:1])
+
+
+@extend_schema(parameters=[OpenApiParameter("team", int, description="upload into this team (default: first)")])
+class BadNetViewSet(mixins.CreateModelMixin, TeamScoped):
+    """BadNets. POST multipart: name, file, arch ('' or 'deepid-csaw'), divisor (255 or 1)."""
+
+    queryset = BadNet.objects.all()
+    serializer_class = BadNetSerializer
+
+    def create(self, request, *args, **kwargs):
+        team, form = self.team(), BadNetForm(request.data, request.FILES)
+        if not form.is_valid():
+            return form_error(form)
+        data = form.cleaned_data
+        try:
+            with local_copy(data["file"]) as path:
+                badnet = add_badnet(team, request.user, path, data["name"], data["arch"], data["divisor"])
+        except ModelRefused as refusal:
+            return Response({"errors": {"file": [{"message": f"Refused: {refusal}"}]}}, status=400)
+        return Response(BadNetSerializer(badnet).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
+    """Datasets. POST multipart: name, file, role, trigger, target."""
+
+    queryset = Dataset.objects.all()
+    serializer_class = DatasetSerializer
+
+    def create(self, request, *args, **kwargs):
+        team, form = self.team(), DatasetForm(request.data, request.FILES)
+        if not form.is_valid():
+            return form_error(form)
+        data = form.cleaned_data
+        try:
+            with local_copy(data["file"]) as path:
+                dataset = add_dataset(team, request.user, path, data["name"], data["role"], data["trigger"],
+                                      data["target"])  # fmt: skip
+        except DataError as refusal:
+            return Response({"errors": {"file": [{"message": f"Refused: {refusal}"}]}}, status=400)
+        return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
+
+
+def experiment_form_data(payload) -> QueryDict:
+    """API JSON (lists for thresholds, learning_rates, epochs, layers) as the page form's text fields."""
+    data = {key: payload.get(key) for key in ("name", "badnet", "valid", "test", "defense", "seed", "max_drop",
+                                              "queue") if payload.get(key) is not None}  # fmt: skip
+    data.setdefault("defense", "fine-prune")
+    data.setdefault("seed", 0)
+    data.setdefault("max_drop", 4.0)
+    data.setdefault("queue", "cpu")
+    for key in ("thresholds", "learning_rates", "epochs", "layers"):
+        value = payload.get(key, [] if key == "layers" else None)
+        data[key] = as_text(value) if isinstance(value, list | tuple) else str(value if value is not None else "")
+    form_data = QueryDict(mutable=True)
+    form_data.update(data)
+    poisoned = payload.get("poisoned") or []
+    form_data.setlist("poisoned", [str(pk) for pk in (poisoned if isinstance(poisoned, list) else [poisoned])])
+    return form_data
+
+
+class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
+    """Experiments. POST JSON: name, badnet, valid, test, poisoned [ids], defense, thresholds [..],
+    learning_rates [..], epochs [..], layers [..], seed, max_drop, queue; the runs are queued at once."""
+
+    queryset = Experiment.objects.prefetch_related("runs")
+    serializer_class = ExperimentSerializer
+
+    def create(self, request, *args, **kwargs):
+        team = self.team()
+        form = ExperimentForm(team, experiment_form_data(request.data))
+        if not form.is_valid():
+            return form_error(form)
+        experiment = create_experiment(team, request.user, form.cleaned_data)
+        return Response(ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=inline_serializer("Results", {"rule": serializers.CharField(),
+                                                           "finished": serializers.BooleanField(),
+                                                           "points": serializers.ListField()}))  # fmt: skip
+    @action(detail=True)
+    def results(self, request, pk=None):
+        """Every (T, LR, epochs) point with CA, ASR per trigger, score and the validation-only selection."""
+        experiment = self.get_object()
+        return Response({"rule": selection_rule(experiment), "finished": progress(experiment)["finished"],
+                         "points": experiment_rows(experiment)})  # fmt: skip
+
+    @extend_schema(request=None, responses=inline_serializer("Cancelled", {"cancelled": serializers.IntegerField()}))
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        return Response({"cancelled": cancel(self.get_object())})
+
+
+class GoodNetViewSet(TeamScoped):
+    queryset = GoodNet.objects.all()
+    serializer_class = GoodNetSerializer
+
+
+@extend_schema(
+    request={"multipart/form-data": inline_serializer("Classify", {
+        "network": serializers.CharField(help_text="goodnet-ID or badnet-ID"),
+        "images": serializers.ListField(child=serializers.FileField()),
+        "sample_dataset": serializers.IntegerField(required=False),
+        "sample_indices": serializers.CharField(required=False)})},
+    responses=inline_serializer("Answers", {"answers": serializers.ListField()}),
+)  # fmt: skip
+@api_view(["POST"])
+def classify(request):
+    """Classes in [0, N] for uploaded images (N: "poisoned" when a GoodNet answers)."""
+    teams = teams_of(request.user)
+    team = get_object_or_404(teams, pk=request.data.get("team")) if request.data.get("team") else teams.first()
+    form = ClassifyForm(team, request.data, request.FILES)
+    if not form.is_valid():
+        return form_error(form)
+    data = form.cleaned_data
+    try:
+        images = [(image.name, image) for image in data["images"]]
+        if data["sample_dataset"]:
+            images += inference.sample_images(data["sample_dataset"], data["sample_indices"] or (0,))
+        answers = inference.classify(data["badnet"], data["goodnet"], images)
+    except (DataError, ModelRefused) as refusal:
+        return Response({"errors": {"__all__": [{"message": f"Refused: {refusal}"}]}}, status=400)
+    return Response({"answers": [answer_json(a) for a in answers]})
+
+
+def answer_json(answer: inference.Answer) -> dict:
+    repaired = {"label": answer.repaired.label, "top": answer.repaired.top} if answer.repaired else None
+    return {"image": answer.image, "label": answer.label, "poisoned": answer.poisoned, "note": answer.note,
+            "bad": {"label": answer.bad.label, "top": answer.bad.top}, "repaired": repaired}  # fmt: skip
+
+
+router = DefaultRouter()
+router.register("badnets", BadNetViewSet)
+router.register("datasets", DatasetViewSet)
+router.register("experiments", ExperimentViewSet)
+router.register("goodnets", GoodNetViewSet)
+
+urlpatterns = [path("classify/", classify, name="api-classify"), *router.urls]

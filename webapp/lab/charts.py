@@ -1,0 +1,207 @@
+"""Plotly figures built from result rows (webapp.lab.results). Each chart keeps the rows it drew, so its
+CSV download is exactly its data. Pages draw `figure` with Plotly.react; `uirevision` keeps a user's zoom
+and legend choices across live refreshes."""
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+
+import plotly.graph_objects as go
+
+from webapp.lab.results import best_row, pareto_front
+
+CA_COLOUR, ASR_COLOURS = "#1f6feb", ["#d1242f", "#bf8700", "#8250df", "#cf222e", "#9a6700"]
+PARAMETERS = {"threshold": "pruning threshold T", "lr": "learning rate", "epochs": "fine-tuning epochs"}
+
+
+@dataclass
+class Chart:
+    slug: str
+    title: str
+    figure: go.Figure
+    rows: list[dict] = field(default_factory=list)
+    note: str = ""
+
+    def figure_json(self) -> dict:
+        return json.loads(self.figure.to_json())
+
+    def csv(self) -> str:
+        columns = list(dict.fromkeys(key for row in self.rows for key in row))
+        out = io.StringIO()
+        writer = csv.DictWriter(out, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return out.getvalue()
+
+
+def layout(title: str, x: str, y: str = "percent", **extra) -> dict:
+    return {"title": {"text": title}, "xaxis": {"title": {"text": x}}, "yaxis": {"title": {"text": y}},
+            "uirevision": "keep", "legend": {"orientation": "h", "y": -0.25}, "margin": {"t": 50, "r": 20},
+            "template": "plotly_white", **extra}  # fmt: skip
+
+
+def label(key: str, value) -> str:
+    return {"threshold": f"T {value}", "lr": f"LR {value:g}", "epochs": f"{value} ep"}[key]
+
+
+def versus(rows: list[dict], parameter: str, triggers: list[str]) -> Chart | None:
+    """CA and ASR (one line per trigger) against one parameter; one line per value of the other two."""
+    done = [r for r in rows if r["ca"] is not None]
+    if len({r[parameter] for r in rows}) < 2 or not done:
+        return None
+    others = [p for p in PARAMETERS if p != parameter]
+    groups = sorted({tuple(r[p] for p in others) for r in done})
+    figure = go.Figure()
+    for group in groups:
+        members = sorted((r for r in done if tuple(r[p] for p in others) == group), key=lambda r: r[parameter])
+        suffix = ", ".join(label(p, v) for p, v in zip(others, group, strict=True))
+        x = [r[parameter] for r in members]
+        figure.add_scatter(x=x, y=[r["ca"] for r in members], name=f"CA · {suffix}", mode="lines+markers",
+                           line={"color": CA_COLOUR})  # fmt: skip
+        for colour, trigger in zip(ASR_COLOURS * 4, triggers, strict=False):
+            figure.add_scatter(x=x, y=[r[f"asr {trigger}"] for r in members], name=f"ASR {trigger} · {suffix}",
+                               mode="lines+markers", line={"color": colour, "dash": "dash"})  # fmt: skip
+    axis = {"type": "log"} if parameter == "lr" else {}
+    title = f"CA and ASR against the {PARAMETERS[parameter]}"
+    figure.update_layout(**layout(title, PARAMETERS[parameter], xaxis={"title": {"text": PARAMETERS[parameter]},
+                                                                       **axis}))  # fmt: skip
+    return Chart(f"vs-{parameter}", title, figure, done)
+
+
+def score_grid(rows: list[dict], rule: str) -> Chart | None:
+    """The T x LR grid as a heatmap of the seed's score (best epochs per cell), the selected cell marked."""
+    done = [r for r in rows if r["score"] is not None]
+    thresholds, rates = sorted({r["threshold"] for r in done}), sorted({r["lr"] for r in done})
+    if len(thresholds) < 2 or len(rates) < 2:
+        return None
+    cells = {}
+    for row in done:
+        key = (row["threshold"], row["lr"])
+        if key not in cells or row["score"] > cells[key]["score"]:
+            cells[key] = row
+    z = [[cells[(t, lr)]["score"] if (t, lr) in cells else None for lr in rates] for t in thresholds]
+    text = [[f"{cells[(t, lr)]['score']:.1f} ({cells[(t, lr)]['epochs']} ep)" if (t, lr) in cells else ""
+             for lr in rates] for t in thresholds]  # fmt: skip
+    heatmap = go.Heatmap(
+        z=z,
+        x=[f"{lr:g}" for lr in rates],
+        y=[str(t) for t in thresholds],
+        text=text,
+        texttemplate="%{text}",
+        colorscale="Viridis",
+        colorbar={"title": {"text": "score"}},
+    )
+    figure = go.Figure(heatmap)
+    best = best_row(rows)
+    note = ""
+    if best is not None:
+        figure.add_scatter(x=[f"{best['lr']:g}"], y=[str(best["threshold"])], mode="markers", name=f"best ({rule})",
+                           marker={"symbol": "star", "size": 22, "color": "white", "line": {"width": 2}})  # fmt: skip
+        note = f"Best: T {best['threshold']}, LR {best['lr']:g}, {best['epochs']} epochs, {rule}."
+    title = "Score (CA + 100 - ASR) / 2 over the T x LR grid"
+    figure.update_layout(**layout(title, "learning rate", "pruning threshold T"))
+    return Chart("grid", title, figure, sorted(cells.values(), key=lambda r: (r["threshold"], r["lr"])), note)
+
+
+def with_and_without_pruning(rows: list[dict]) -> Chart | None:
+    """The seed's Table 2: fine-tuning alone (T = 0) beside fine-pruning at each other T, same LR/epochs."""
+    done = [r for r in rows if r["ca"] is not None and r["epochs"] > 0]
+    alone = {(r["lr"], r["epochs"]): r for r in done if r["threshold"] == 0}
+    pairs = [r for r in done if r["threshold"] > 0 and (r["lr"], r["epochs"]) in alone]
+    if not pairs:
+        return None
+    chosen = [alone[(r["lr"], r["epochs"])] for r in pairs]
+    chosen = list({id(r): r for r in chosen}.values()) + pairs
+    names = [f"{'fine-tune only' if r['threshold'] == 0 else 'fine-prune T ' + str(r['threshold'])} · "
+             f"{label('lr', r['lr'])}, {r['epochs']} ep" for r in chosen]  # fmt: skip
+    figure = go.Figure()
+    figure.add_bar(name="CA", x=names, y=[r["ca"] for r in chosen], marker_color=CA_COLOUR)
+    figure.add_bar(name="ASR", x=names, y=[r["asr"] for r in chosen], marker_color=ASR_COLOURS[0])
+    title = "Fine-tuning with and without pruning"
+    figure.update_layout(**layout(title, "", barmode="group"))
+    return Chart("pruning-vs-none", title, figure, chosen)
+
+
+def incremental(rows: list[dict], triggers: list[str]) -> Chart | None:
+    """Liu et al.'s curve: CA, validation accuracy and ASR against the fraction of channels pruned."""
+    if not rows:
+        return None
+    x = [r["fraction"] for r in rows]
+    figure = go.Figure()
+    figure.add_scatter(x=x, y=[r["ca"] for r in rows], name="CA (test)", line={"color": CA_COLOUR})
+    figure.add_scatter(x=x, y=[r["valid_acc"] for r in rows], name="accuracy (validation)",
+                       line={"color": CA_COLOUR, "dash": "dot"})  # fmt: skip
+    for colour, trigger in zip(ASR_COLOURS * 4, triggers, strict=False):
+        figure.add_scatter(x=x, y=[r[f"asr {trigger}"] for r in rows], name=f"ASR {trigger}", line={"color": colour})
+    stop = next((r for r in rows if r["stop"]), None)
+    if stop is not None:
+        figure.add_vline(x=stop["fraction"], line_dash="dash", annotation_text="stopped (validation rule)")
+    title = "Incremental pruning of the last conv layer"
+    figure.update_layout(**layout(title, "fraction of channels pruned"))
+    return Chart("incremental", title, figure, rows)
+
+
+def experiment_charts(rows: list[dict], triggers: list[str], rule: str, steps: list[dict] | None = None) -> list[Chart]:
+    """Every chart that the experiment's points can fill, in the seed report's order."""
+    if steps is not None:
+        charts = [incremental(steps, triggers)]
+    else:
+        charts = [versus(rows, p, triggers) for p in PARAMETERS]
+        charts += [score_grid(rows, rule), with_and_without_pruning(rows)]
+    return [chart for chart in charts if chart is not None]
+
+
+def ca_asr_scatter(rows: list[dict]) -> Chart | None:
+    """Compare: every chosen run as a point of CA against ASR, with the Pareto front drawn through."""
+    points = [r for r in rows if r["ca"] is not None and r["asr"] is not None]
+    if not points:
+        return None
+    front = pareto_front(points)
+    figure = go.Figure()
+    figure.add_scatter(x=[r["asr"] for r in points], y=[r["ca"] for r in points], mode="markers", name="runs",
+                       text=[f"run {r['run']} · {r['experiment']} · {r['badnet']}" for r in points],
+                       marker={"size": 11, "color": CA_COLOUR})  # fmt: skip
+    figure.add_scatter(x=[r["asr"] for r in front], y=[r["ca"] for r in front], mode="lines", name="Pareto front",
+                       line={"color": ASR_COLOURS[1], "shape": "hv"})  # fmt: skip
+    title = "Clean accuracy against attack success rate"
+    figure.update_layout(**layout(title, "ASR (percent, lower is better)", "CA (percent, higher is better)"))
+    return Chart("pareto", title, figure, points)
+
+
+def parallel(rows: list[dict]) -> Chart | None:
+    """Compare: parameters to results as parallel coordinates (drag on an axis to brush)."""
+    points = [r for r in rows if r["score"] is not None and r["threshold"] is not None]
+    if len(points) < 2:
+        return None
+    dimensions = [{"label": "T", "values": [r["threshold"] for r in points]},
+                  {"label": "log10 LR", "values": [math.log10(r["lr"]) if r["lr"] else 0 for r in points]},
+                  {"label": "epochs", "values": [r["epochs"] or 0 for r in points]},
+                  {"label": "CA", "values": [r["ca"] for r in points], "range": [0, 100]},
+                  {"label": "ASR", "values": [r["asr"] for r in points], "range": [0, 100]},
+                  {"label": "score", "values": [r["score"] for r in points], "range": [0, 100]}]  # fmt: skip
+    figure = go.Figure(go.Parcoords(line={"color": [r["score"] for r in points], "colorscale": "Viridis",
+                                          "showscale": True}, dimensions=dimensions))  # fmt: skip
+    title = "Parameters to results"
+    figure.update_layout(**layout(title, ""))
+    return Chart("parallel", title, figure, points)
+
+
+def activation_profiles(means: dict[str, list[float]], dataset: str) -> list[Chart]:
+    """One bar chart per conv layer: each channel's mean activation, with the layer mean (T = 1) drawn."""
+    charts = []
+    for layer, values in means.items():
+        layer_mean = sum(values) / len(values)
+        figure = go.Figure(go.Bar(x=list(range(len(values))), y=values, marker_color=CA_COLOUR, name="channel mean"))
+        figure.add_hline(y=layer_mean, line_dash="dash", annotation_text="layer mean: T = 1 prunes below")
+        title = f"{layer}: mean activation per channel on {dataset}"
+        figure.update_layout(**layout(title, "channel", "mean activation"))
+        rows = [{"layer": layer, "channel": c, "mean": v} for c, v in enumerate(values)]
+        charts.append(Chart(f"profile-{layer}", title, figure, rows))
+    return charts
+
+
+def figures_payload(charts: list[Chart]) -> dict:
+    """What charts.js draws: slug -> figure, title and note."""
+    return {chart.slug: {"title": chart.title, "figure": chart.figure_json(), "note": chart.note} for chart in charts}

@@ -1,0 +1,148 @@
+"""Answers from stored networks in the web process: the image-test form, GoodNet composition and bundles.
+
+TensorFlow is imported on first use only. Loaded networks are kept in a small cache keyed by the file's
+sha256 (a file's content, not its name, is what a network is), so a second image costs one forward pass.
+"""
+
+import io
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from django.core.files import File
+from django.db import transaction
+
+from webapp.lab.models import BadNet, GoodNet, Run
+
+TOP_CLASSES = 3
+
+
+@lru_cache(maxsize=6)
+def _cached_model(path: str, sha256: str, arch: str | None):
+    from defenses.models import load_model
+
+    return load_model(path, arch)
+
+
+def badnet_model(badnet: BadNet):
+    return _cached_model(badnet.file.path, badnet.sha256, badnet.arch or None)[0]
+
+
+def repaired_model(goodnet: GoodNet):
+    return _cached_model(str(goodnet.repaired_path), goodnet.sha256, None)[0]
+
+
+@dataclass(frozen=True)
+class Vote:
+    label: int
+    top: list[tuple[int, float]]  # (class, probability), most likely first
+
+
+@dataclass(frozen=True)
+class Answer:
+    image: str
+    note: str  # what was done to the image to fit the network ("" when nothing)
+    label: int  # in 0..N; N means "poisoned" for a GoodNet
+    n_classes: int
+    bad: Vote
+    repaired: Vote | None  # None when a BadNet alone answered
+
+    @property
+    def poisoned(self) -> bool:
+        return self.label == self.n_classes
+
+
+def vote(probabilities) -> Vote:
+    order = probabilities.argsort()[::-1][:TOP_CLASSES]
+    return Vote(label=int(order[0]), top=[(int(c), float(probabilities[c])) for c in order])
+
+
+def classify(badnet: BadNet, goodnet: GoodNet | None, images: list[tuple[str, object]]) -> list[Answer]:
+    """The class of each (name, file or path) image: the GoodNet's answer in [0, N] when one is given, else
+    the BadNet's own. Raises defenses.data.DataError naming the first image that cannot be read."""
+    import numpy as np
+
+    from defenses.data import load_image
+    from defenses.goodnet import goodnet_labels
+    from defenses.metrics import predict_probabilities
+
+    height, width = badnet.report["input_shape"][:2]
+    loaded = [(name, load_image(source, (height, width))) for name, source in images]
+    pixels = np.stack([image.pixels for _, image in loaded])
+    bad = predict_probabilities(badnet_model(badnet), pixels, badnet.divisor)
+    repaired = predict_probabilities(repaired_model(goodnet), pixels, badnet.divisor) if goodnet else None
+    labels = goodnet_labels(bad, repaired) if goodnet else bad.argmax(axis=1)
+    return [Answer(image=name, note=image.note, label=int(labels[i]), n_classes=badnet.n_classes,
+                   bad=vote(bad[i]), repaired=vote(repaired[i]) if goodnet else None)
+            for i, (name, image) in enumerate(loaded)]  # fmt: skip
+
+
+def sample_images(dataset, indices) -> list[tuple[str, object]]:
+    """Images of a stored dataset as PNG files in memory, named after the set, number and label."""
+    from PIL import Image
+
+    from defenses.data import DataError, inspect_dataset, sample_pixels
+
+    pixels, labels = sample_pixels(inspect_dataset(dataset.file.path, image_shape=None), max(indices) + 1)
+    images = []
+    for index in indices:
+        if index >= len(pixels):
+            raise DataError(f"{dataset.name} has {len(pixels)} images; there is no image {index}.")
+        buffer = io.BytesIO()
+        Image.fromarray(pixels[index]).save(buffer, format="PNG")
+        buffer.seek(0)
+        images.append((f"{dataset.name} #{index} (label {labels[index]})", buffer))
+    return images
+
+
+def compose_from_run(run: Run, name: str, user) -> GoodNet:
+    """A GoodNet from a finished fine-tuning run's repaired network."""
+    from defenses.models import file_digest
+
+    path = run.artifact_dir() / "repaired_net.keras"
+    if run.kind != "finetune" or run.status != Run.DONE or not path.exists():
+        raise ValueError(f"Run {run.pk} has no repaired network: only finished fine-tuning runs have one.")
+    return GoodNet.objects.create(team=run.team, owner=user, name=name, badnet=run.badnet, run=run,
+                                  sha256=file_digest(path))  # fmt: skip
+
+
+def compose_from_upload(badnet: BadNet, path: Path, original_name: str, name: str, user) -> GoodNet:
+    """A GoodNet from a BadNet and a repaired network made elsewhere, checked in the sandbox like any
+    upload (ModelRefused says why not) and required to have the BadNet's input shape and classes."""
+    from defenses.modelcheck import ModelRefused
+    from defenses.models import file_digest, verify_model_file
+
+    report = verify_model_file(path)
+    if report.n_classes != badnet.n_classes or list(report.input_shape) != list(badnet.report["input_shape"]):
+        raise ModelRefused(
+            f"{original_name} answers {report.n_classes} classes for inputs {tuple(report.input_shape)}; the BadNet "
+            f"{badnet.name!r} has {badnet.n_classes} classes for {tuple(badnet.report['input_shape'])}. "
+            "Upload the repaired version of this BadNet."
+        )
+    with open(path, "rb") as handle, transaction.atomic():
+        return GoodNet.objects.create(team=badnet.team, owner=user, name=name, badnet=badnet,
+                                      file=File(handle, name=Path(path).name), original_name=original_name,
+                                      sha256=file_digest(path))  # fmt: skip
+
+
+def bundle_zip(goodnet: GoodNet) -> Path:
+    """The GoodNet's standalone bundle (both networks, bundle.json, eval.py) as a zip file in a temporary
+    folder; the caller removes the folder."""
+    from defenses.goodnet import GoodNet as Pair
+    from defenses.goodnet import export_bundle
+
+    scratch = Path(tempfile.mkdtemp(prefix="prunelab-bundle-"))
+    try:
+        pair = Pair(badnet_model(goodnet.badnet), repaired_model(goodnet), goodnet.badnet.divisor)
+        folder = export_bundle(pair, scratch / "goodnet", {"name": goodnet.name, "badnet": goodnet.badnet.name})
+        archive = scratch / f"goodnet-{goodnet.pk}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+            for item in sorted(folder.iterdir()):
+                out.write(item, f"goodnet-{goodnet.pk}/{item.name}")
+        return archive
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise

@@ -1,0 +1,32 @@
+from django.urls import path
+
+from webapp.lab.views import compare, experiments, files, goodnets, teams
+
+urlpatterns = [
+    path("teams/", teams.teams, name="teams"),
+    path("teams/<int:team_id>/", teams.team, name="team"),
+    path("teams/<int:team_id>/switch", teams.switch_team, name="switch-team"),
+    path("teams/<int:team_id>/members/<int:user_id>/remove", teams.remove_member, name="remove-member"),
+    path("token/", teams.api_token, name="api-token"),
+    path("badnets/", files.badnets, name="badnets"),
+    path("badnets/<int:pk>/", files.badnet, name="badnet"),
+    path("badnets/<int:pk>/profile", files.badnet_profile, name="badnet-profile"),
+    path("datasets/", files.datasets, name="datasets"),
+    path("datasets/<int:pk>/", files.dataset, name="dataset"),
+    path("datasets/<int:pk>/preview.png", files.dataset_preview, name="dataset-preview"),
+    path("experiments/", experiments.experiments, name="dashboard"),
+    path("experiments/new/", experiments.new_experiment, name="new-experiment"),
+    path("experiments/plan", experiments.plan_preview, name="plan-preview"),
+    path("experiments/<int:pk>/", experiments.experiment, name="experiment"),
+    path("experiments/<int:pk>/progress", experiments.experiment_progress, name="experiment-progress"),
+    path("experiments/<int:pk>/figures", experiments.experiment_figures, name="experiment-figures"),
+    path("experiments/<int:pk>/charts/<slug:slug>.csv", experiments.chart_csv, name="chart-csv"),
+    path("experiments/<int:pk>/cancel", experiments.experiment_cancel, name="experiment-cancel"),
+    path("experiments/<int:pk>/rerun", experiments.experiment_rerun, name="experiment-rerun"),
+    path("compare/", compare.compare, name="compare"),
+    path("goodnets/", goodnets.goodnets, name="goodnets"),
+    path("goodnets/from-run", goodnets.goodnet_from_run, name="goodnet-from-run"),
+    path("goodnets/upload", goodnets.goodnet_upload, name="goodnet-upload"),
+    path("goodnets/<int:pk>/bundle.zip", goodnets.goodnet_bundle, name="goodnet-bundle"),
+    path("classify/", goodnets.classify, name="classify"),
+]

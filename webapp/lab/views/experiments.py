@@ -1,0 +1,115 @@
+"""Experiments: the new-experiment form with the planner's preview, the live page, charts and CSV."""
+
+from django.contrib import messages
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from defenses.planner import naive_training_epochs
+from webapp.lab.access import owned_or_404, team_required
+from webapp.lab.charts import experiment_charts, figures_payload
+from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm
+from webapp.lab.models import Experiment
+from webapp.lab.results import best_row, experiment_rows, incremental_rows, progress, selection_rule, triggers
+from webapp.lab.services import cancel, create_experiment, rerun_failed
+
+
+@team_required
+def experiments(request):
+    rows = Experiment.objects.filter(team=request.team).select_related("badnet", "owner").order_by("-created")
+    return render(request, "lab/experiments.html", {"experiments": rows, "templates": STUDY_TEMPLATES})
+
+
+@team_required
+def new_experiment(request):
+    initial = ExperimentForm.initial_for(request.GET.get("template", "")) | {"badnet": request.GET.get("badnet")}
+    form = ExperimentForm(request.team, request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        experiment = create_experiment(request.team, request.user, form.cleaned_data)
+        messages.success(request, f"{experiment.name}: {experiment.runs.count()} runs queued.")
+        return redirect("experiment", experiment.pk)
+    context = {"form": form, "templates": STUDY_TEMPLATES, "chosen": request.GET.get("template", "")}
+    return render(request, "lab/experiment_new.html", context, status=400 if form.errors else 200)
+
+
+@team_required
+@require_POST
+def plan_preview(request):
+    """htmx partial: what the planner will run for the form as it stands."""
+    form = ExperimentForm(request.team, request.POST)
+    form.is_valid()
+    data = form.cleaned_data
+    if "plan" not in data:
+        return render(request, "lab/_plan.html", {"errors": form.non_field_errors() or [
+            f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name != "__all__"]})  # fmt: skip
+    the_plan = data["plan"]
+    return render(request, "lab/_plan.html", {"plan": the_plan, "points": len(the_plan.points),
+                                              "naive": naive_training_epochs(data["space"])})  # fmt: skip
+
+
+def experiment_context(experiment: Experiment) -> dict:
+    test = triggers(experiment)
+    incremental = experiment.space.get("defense") == "incremental"
+    rows = [] if incremental else experiment_rows(experiment)
+    steps = incremental_rows(experiment) if incremental else None
+    rule, best = selection_rule(experiment), best_row(rows)
+    table = [row | {"asr_values": [row[f"asr {name}"] for name in test], "is_best": row is best} for row in rows]
+    return {"rows": rows, "table": table, "steps": steps, "triggers": test, "rule": rule, "best": best,
+            "charts": experiment_charts(rows, test, rule, steps)}  # fmt: skip
+
+
+@team_required
+def experiment(request, pk: int):
+    experiment = owned_or_404(Experiment.objects.select_related("badnet", "valid", "test"), request.user, pk=pk)
+    context = experiment_context(experiment) | {"experiment": experiment, "progress": progress(experiment)}
+    return render(request, "lab/experiment.html", context)
+
+
+@team_required
+def experiment_progress(request, pk: int):
+    """htmx partial polled by the page; tells the page to redraw its charts, and stops polling when done."""
+    experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
+    state = progress(experiment)
+    response = render(request, "lab/_progress.html", {"experiment": experiment, "progress": state})
+    if state["finished"]:
+        stop = HttpResponseStopPolling(response.content)
+        stop["HX-Trigger"] = "charts-changed"
+        return stop
+    response["HX-Trigger"] = "charts-changed"
+    return response
+
+
+@team_required
+def experiment_figures(request, pk: int):
+    """Every chart's figure as JSON, for Plotly.react on the page."""
+    experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
+    context = experiment_context(experiment)
+    return JsonResponse({"charts": figures_payload(context["charts"])})
+
+
+@team_required
+def chart_csv(request, pk: int, slug: str):
+    experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
+    chart = next((c for c in experiment_context(experiment)["charts"] if c.slug == slug), None)
+    if chart is None:
+        raise Http404("This experiment has no such chart (yet).")
+    response = HttpResponse(chart.csv(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="experiment-{experiment.pk}-{slug}.csv"'
+    return response
+
+
+@team_required
+@require_POST
+def experiment_cancel(request, pk: int):
+    experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
+    messages.info(request, f"{cancel(experiment)} runs asked to stop; running ones stop at their next batch.")
+    return redirect("experiment", experiment.pk)
+
+
+@team_required
+@require_POST
+def experiment_rerun(request, pk: int):
+    experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
+    messages.info(request, f"{rerun_failed(experiment)} failed or cancelled runs queued again.")
+    return redirect("experiment", experiment.pk)

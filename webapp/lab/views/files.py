@@ -1,0 +1,102 @@
+"""BadNets and datasets: upload (checked before anything is stored), list, detail, previews."""
+
+import io
+
+from django.contrib import messages
+from django.db.models import Count
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_POST
+
+from defenses.data import DataError, inspect_dataset, sample_pixels, tile
+from defenses.modelcheck import ModelRefused
+from webapp.lab.access import owned_or_404, team_required
+from webapp.lab.charts import activation_profiles, figures_payload
+from webapp.lab.forms import BadNetForm, DatasetForm
+from webapp.lab.models import BadNet, Dataset, Profile
+from webapp.lab.services import add_badnet, add_dataset, request_profile
+from webapp.lab.uploads import local_copy
+
+PREVIEW_IMAGES = 24
+
+
+@team_required
+def badnets(request):
+    form = BadNetForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            with local_copy(data["file"]) as path:
+                badnet = add_badnet(request.team, request.user, path, data["name"], data["arch"], data["divisor"])
+        except ModelRefused as refusal:
+            form.add_error("file", f"Refused: {refusal}")
+        else:
+            messages.success(request, f"{badnet.name}: {badnet.n_classes} classes, checked and stored.")
+            return redirect("badnet", badnet.pk)
+    rows = BadNet.objects.filter(team=request.team).annotate(n_experiments=Count("experiments")).order_by("-created")
+    return render(request, "lab/badnets.html", {"badnets": rows, "form": form}, status=400 if form.errors else 200)
+
+
+@team_required
+def badnet(request, pk: int):
+    badnet = owned_or_404(BadNet.objects, request.user, pk=pk)
+    profiles = Profile.objects.filter(badnet=badnet).select_related("dataset")
+    done = next((p for p in profiles if p.status == "done"), None)
+    context = {"badnet": badnet, "profiles": profiles,
+               "figures": figures_payload(activation_profiles(done.means, done.dataset.name)) if done else {},
+               "clean_sets": Dataset.objects.filter(team=badnet.team, role=Dataset.CLEAN_VALID),
+               "datasets": Dataset.objects.filter(team=badnet.team).order_by("role", "name"),
+               "experiments": badnet.experiments.order_by("-created")}  # fmt: skip
+    return render(request, "lab/badnet.html", context)
+
+
+@team_required
+@require_POST
+def badnet_profile(request, pk: int):
+    badnet = owned_or_404(BadNet.objects, request.user, pk=pk)
+    dataset = owned_or_404(Dataset.objects, request.user, pk=request.POST.get("dataset") or 0, team=badnet.team)
+    request_profile(badnet, dataset)
+    messages.info(request, f"The activation profile on {dataset.name} is being computed by a worker.")
+    return redirect("badnet", badnet.pk)
+
+
+@team_required
+def datasets(request):
+    form = DatasetForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            with local_copy(data["file"]) as path:
+                dataset = add_dataset(request.team, request.user, path, data["name"], data["role"], data["trigger"],
+                                      data["target"])  # fmt: skip
+        except DataError as refusal:
+            form.add_error("file", f"Refused: {refusal}")
+        else:
+            messages.success(request, f"{dataset.name}: {dataset.count} images, checked and stored.")
+            return redirect("dataset", dataset.pk)
+    rows = Dataset.objects.filter(team=request.team).order_by("role", "name")
+    return render(request, "lab/datasets.html", {"datasets": rows, "form": form}, status=400 if form.errors else 200)
+
+
+@team_required
+def dataset(request, pk: int):
+    dataset = owned_or_404(Dataset.objects, request.user, pk=pk)
+    info = inspect_dataset(dataset.file.path, image_shape=None)
+    _, labels = sample_pixels(info, PREVIEW_IMAGES)
+    return render(request, "lab/dataset.html", {"dataset": dataset, "labels": labels.tolist(), "info": info})
+
+
+@team_required
+@cache_control(private=True, max_age=3600)
+def dataset_preview(request, pk: int):
+    """The first images of the set as one PNG grid."""
+    from PIL import Image
+
+    dataset = owned_or_404(Dataset.objects, request.user, pk=pk)
+    pixels, _ = sample_pixels(inspect_dataset(dataset.file.path, image_shape=None), PREVIEW_IMAGES)
+    picture = Image.fromarray(tile(pixels))
+    picture = picture.resize((picture.width * 2, picture.height * 2), Image.Resampling.NEAREST)
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    return HttpResponse(out.getvalue(), content_type="image/png")

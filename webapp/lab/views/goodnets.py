@@ -1,0 +1,91 @@
+"""GoodNets (compose from a run or an upload, download the bundle) and the image-test form."""
+
+import shutil
+
+from django.contrib import messages
+from django.http import FileResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from defenses.data import DataError
+from defenses.modelcheck import ModelRefused
+from webapp.lab import inference
+from webapp.lab.access import owned_or_404, team_required
+from webapp.lab.forms import ClassifyForm, GoodNetFromRunForm, GoodNetUploadForm
+from webapp.lab.models import GoodNet
+from webapp.lab.uploads import local_copy
+
+
+@team_required
+def goodnets(request):
+    from_run = GoodNetFromRunForm(request.team, prefix="run")
+    upload = GoodNetUploadForm(request.team, prefix="upload")
+    context = {"goodnets": GoodNet.objects.filter(team=request.team).select_related("badnet", "run")
+               .order_by("-created"), "from_run": from_run, "upload": upload}  # fmt: skip
+    return render(request, "lab/goodnets.html", context)
+
+
+@team_required
+@require_POST
+def goodnet_from_run(request):
+    form = GoodNetFromRunForm(request.team, request.POST, prefix="run")
+    if form.is_valid():
+        try:
+            goodnet = inference.compose_from_run(form.cleaned_data["run"], form.cleaned_data["name"], request.user)
+        except ValueError as refusal:
+            form.add_error("run", str(refusal))
+        else:
+            messages.success(request, f"GoodNet {goodnet.name} composed.")
+            return redirect("goodnets")
+    upload = GoodNetUploadForm(request.team, prefix="upload")
+    return render(request, "lab/goodnets.html", {"goodnets": GoodNet.objects.filter(team=request.team),
+                                                 "from_run": form, "upload": upload}, status=400)  # fmt: skip
+
+
+@team_required
+@require_POST
+def goodnet_upload(request):
+    form = GoodNetUploadForm(request.team, request.POST, request.FILES, prefix="upload")
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            with local_copy(data["file"]) as path:
+                goodnet = inference.compose_from_upload(data["badnet"], path, data["file"].name, data["name"],
+                                                        request.user)  # fmt: skip
+        except ModelRefused as refusal:
+            form.add_error("file", f"Refused: {refusal}")
+        else:
+            messages.success(request, f"GoodNet {goodnet.name} composed from {goodnet.original_name}.")
+            return redirect("goodnets")
+    from_run = GoodNetFromRunForm(request.team, prefix="run")
+    return render(request, "lab/goodnets.html", {"goodnets": GoodNet.objects.filter(team=request.team),
+                                                 "from_run": from_run, "upload": form}, status=400)  # fmt: skip
+
+
+@team_required
+def goodnet_bundle(request, pk: int):
+    """The standalone bundle: both networks, bundle.json and eval.py, zipped."""
+    goodnet = owned_or_404(GoodNet.objects.select_related("badnet", "run"), request.user, pk=pk)
+    archive = inference.bundle_zip(goodnet)
+    handle = open(archive, "rb")  # noqa: SIM115 - FileResponse closes it; the folder goes once it is read
+    shutil.rmtree(archive.parent, ignore_errors=True)  # POSIX: the open file stays readable
+    return FileResponse(handle, as_attachment=True, filename=archive.name)
+
+
+@team_required
+def classify(request):
+    form = ClassifyForm(
+        request.team, request.POST or None, request.FILES or None, initial={"network": request.GET.get("network")}
+    )
+    answers = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        images = [(image.name, image) for image in data["images"]]
+        try:
+            if data["sample_dataset"]:
+                images += inference.sample_images(data["sample_dataset"], data["sample_indices"] or (0,))
+            answers = inference.classify(data["badnet"], data["goodnet"], images)
+        except (DataError, ModelRefused) as refusal:
+            form.add_error(None, f"Refused: {refusal}")
+    status = 400 if form.errors else 200
+    return render(request, "lab/classify.html", {"form": form, "answers": answers}, status=status)

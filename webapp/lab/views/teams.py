@@ -1,0 +1,89 @@
+"""Teams: create, choose the current one, invite and remove members (team admins)."""
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+from rest_framework.authtoken.models import Token
+
+from webapp.lab.access import choose_team, current_team, is_team_admin, teams_of
+from webapp.lab.forms import InviteForm, TeamForm
+from webapp.lab.models import Membership, Team
+
+
+@login_required
+def teams(request):
+    form = TeamForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if Team.objects.filter(name=form.cleaned_data["name"]).exists():
+            form.add_error("name", "That name is taken; choose another.")
+        else:
+            with transaction.atomic():
+                team = Team.objects.create(name=form.cleaned_data["name"])
+                Membership.objects.create(user=request.user, team=team, is_admin=True)
+            choose_team(request, team)
+            return redirect("team", team.pk)
+    return render(request, "lab/teams.html", {"teams": teams_of(request.user), "form": form,
+                                              "current": current_team(request)})  # fmt: skip
+
+
+def member_team_or_404(request, team_id: int) -> Team:
+    return get_object_or_404(teams_of(request.user), pk=team_id)
+
+
+@login_required
+def team(request, team_id: int):
+    team = member_team_or_404(request, team_id)
+    admin = is_team_admin(request.user, team)
+    form = InviteForm(request.POST or None)
+    if request.method == "POST":
+        if not admin:
+            raise Http404("Only a team admin invites members.")
+        if form.is_valid():
+            user = get_user_model().objects.filter(username=form.cleaned_data["username"]).first()
+            if user is None:
+                form.add_error("username", "No account has that name; staff create accounts in the admin.")
+            else:
+                Membership.objects.get_or_create(user=user, team=team)
+                messages.success(request, f"{user.username} is now a member of {team.name}.")
+                return redirect("team", team.pk)
+    members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
+    return render(request, "lab/team.html", {"team": team, "members": members, "form": form, "admin": admin})
+
+
+@login_required
+@require_POST
+def remove_member(request, team_id: int, user_id: int):
+    team = member_team_or_404(request, team_id)
+    if not is_team_admin(request.user, team):
+        raise Http404("Only a team admin removes members.")
+    membership = get_object_or_404(Membership, team=team, user_id=user_id)
+    if membership.is_admin and not Membership.objects.filter(team=team, is_admin=True).exclude(pk=membership.pk):
+        messages.error(request, "A team keeps at least one admin: make someone else admin first.")
+    else:
+        membership.delete()
+        messages.success(request, f"{membership.user.username} was removed from {team.name}.")
+    return redirect("team", team.pk)
+
+
+@login_required
+@require_POST
+def switch_team(request, team_id: int):
+    choose_team(request, member_team_or_404(request, team_id))
+    target = request.POST.get("next", "")
+    return redirect(target if url_has_allowed_host_and_scheme(target, {request.get_host()}) else "dashboard")
+
+
+@login_required
+def api_token(request):
+    """The user's API token: shown, created or replaced."""
+    if request.method == "POST":
+        Token.objects.filter(user=request.user).delete()
+        Token.objects.create(user=request.user)
+        messages.success(request, "A new token was made; the old one no longer works.")
+        return redirect("api-token")
+    return render(request, "lab/api_token.html", {"token": Token.objects.filter(user=request.user).first()})
