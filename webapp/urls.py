@@ -12,6 +12,6 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/", include("webapp.lab.api")),
+    path("api/", include(("webapp.lab.api", "api"))),
     path("", include("webapp.lab.urls")),
 ]

@@ -1,10 +1,66 @@
-"""Shared base for view tests (one test file per view, as in healthchecks)."""
+"""Shared base for view tests (one test file per view, as in healthchecks): two teams, and rows made
+quickly for pages to show. Uploads and their checks are tested through the upload views themselves; here a
+BadNet row is made directly so that access and chart tests need no model loading."""
+
+import tempfile
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
 from django.test import TestCase
+
+from tests.defenses.tiny import tiny_data, write_dataset
+from webapp.lab.models import BadNet, Dataset, Experiment, Membership, Point, Run, Team
+from webapp.lab.services import submit
+
+TINY_REPORT = {"kind": "keras-h5", "input_shape": [12, 10, 3], "n_classes": 4, "conv_layers": ["conv_a", "conv_b"],
+               "conv_channels": [6, 8], "layers": [["conv_a", "Conv2D", 168], ["conv_b", "Conv2D", 200]],
+               "params": 700}  # fmt: skip
 
 
 class BaseTestCase(TestCase):
     def setUp(self):
         super().setUp()
-        self.alice = get_user_model().objects.create_user("alice", password="password-alice")
+        users = get_user_model().objects
+        self.alice = users.create_user("alice", password="password-alice")
+        self.bob = users.create_user("bob", password="password-bob")
+        self.blue = Team.objects.create(name="blue")
+        self.red = Team.objects.create(name="red")
+        Membership.objects.create(user=self.alice, team=self.blue, is_admin=True)
+        Membership.objects.create(user=self.bob, team=self.red, is_admin=True)
+
+    def badnet(self, team=None, name="sunglasses") -> BadNet:
+        return BadNet.objects.create(team=team or self.blue, owner=self.alice, name=name, original_name=f"{name}.h5",
+                                     file=ContentFile(b"not read by these tests", name="bd.h5"), sha256=name * 2,
+                                     n_classes=4, report=TINY_REPORT)  # fmt: skip
+
+    def dataset(self, role=Dataset.CLEAN_VALID, team=None, name=None, trigger="", count=30) -> Dataset:
+        pixels, labels = tiny_data(count, seed=len(name or role))
+        folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        path = write_dataset(folder / f"{name or role}.h5", pixels, labels)
+        return Dataset.objects.create(team=team or self.blue, owner=self.alice, name=name or role, role=role,
+                                      trigger=trigger, target=0 if trigger else None, count=count,
+                                      file=ContentFile(path.read_bytes(), name=path.name), original_name=path.name,
+                                      sha256=(name or role).ljust(64, "0"))  # fmt: skip
+
+    def experiment(self, space: dict, team=None, triggers=("sunglasses",), with_poisoned_valid=False) -> Experiment:
+        team = team or self.blue
+        badnet = self.badnet(team, f"{team.name}-badnet")
+        experiment = Experiment.objects.create(team=team, owner=self.alice, name=f"{team.name}-study", badnet=badnet,
+                                               valid=self.dataset(team=team, name=f"{team.name}-valid"), space=space,
+                                               test=self.dataset(Dataset.CLEAN_TEST, team, f"{team.name}-test"))  # fmt: skip
+        for trigger in triggers:
+            experiment.poisoned.add(self.dataset(Dataset.POISONED_TEST, team, f"{team.name}-{trigger}", trigger))
+        if with_poisoned_valid:
+            experiment.poisoned.add(self.dataset(Dataset.POISONED_VALID, team, f"{team.name}-pv", triggers[0]))
+        return experiment
+
+    def finish(self, experiment: Experiment, metrics_for) -> list[Run]:
+        """Create the experiment's runs (not queued) and store the points `metrics_for(run, position)` gives,
+        as a worker would."""
+        runs = submit(experiment, enqueue=False)
+        for run in runs:
+            for position in range(run.total_positions):
+                Point.objects.create(run=run, position=position, metrics=metrics_for(run, position))
+            run.finish(Run.DONE)
+        return runs

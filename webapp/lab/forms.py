@@ -103,6 +103,7 @@ class ExperimentForm(forms.Form):
     seed = forms.IntegerField(initial=0, min_value=0)
     max_drop = forms.FloatField(initial=4.0, min_value=0.1, max_value=100, label="Incremental: max accuracy drop")
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
+    PARAMETERS = ("defense", "thresholds", "learning_rates", "epochs", "layers", "seed", "max_drop")
 
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -148,7 +149,7 @@ class ExperimentForm(forms.Form):
             if unknown:
                 self.add_error("layers", f"{', '.join(unknown)}: not conv layers of {badnet.name}; it has "
                                          f"{', '.join(badnet.report['conv_layers'])}.")  # fmt: skip
-        if self.errors:
+        if any(name in self.errors for name in self.PARAMETERS):
             return data
         try:
             space = ParameterSpace(defense=data["defense"], thresholds=data["thresholds"],
@@ -160,7 +161,7 @@ class ExperimentForm(forms.Form):
             raise ValidationError(f"This grid has {len(space.points())} points; the limit is {MAX_POINTS}.")
         if not any(d.role == Dataset.POISONED_TEST for d in data.get("poisoned", [])):
             self.add_error("poisoned", "Choose at least one poisoned test set: without one there is no ASR.")
-        data["space"], data["plan"] = space, plan(space)
+        data["space"], data["plan"] = space, plan(space)  # the preview shows the plan even before the data is chosen
         return data
 
 

@@ -39,13 +39,12 @@ def plan_preview(request):
     """htmx partial: what the planner will run for the form as it stands."""
     form = ExperimentForm(request.team, request.POST)
     form.is_valid()
-    data = form.cleaned_data
-    if "plan" not in data:
-        return render(request, "lab/_plan.html", {"errors": form.non_field_errors() or [
-            f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name != "__all__"]})  # fmt: skip
-    the_plan = data["plan"]
+    the_plan = form.cleaned_data.get("plan")
+    if the_plan is None:
+        errors = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name in form.PARAMETERS]
+        return render(request, "lab/_plan.html", {"errors": errors + list(form.non_field_errors())})
     return render(request, "lab/_plan.html", {"plan": the_plan, "points": len(the_plan.points),
-                                              "naive": naive_training_epochs(data["space"])})  # fmt: skip
+                                              "naive": naive_training_epochs(form.cleaned_data["space"])})  # fmt: skip
 
 
 def experiment_context(experiment: Experiment) -> dict:

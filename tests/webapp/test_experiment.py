@@ -1,0 +1,137 @@
+"""The new-experiment form, the experiment page's live partial, its charts (carrying the stored numbers),
+the CSV downloads, honest selection, cancel and re-run."""
+
+import csv
+import io
+
+from tests.webapp.base import BaseTestCase
+from webapp.lab.models import Dataset, Experiment, Run
+from webapp.lab.results import SELECTED_ON_CLEAN_VALID, SELECTED_WITH_POISONED_VALID
+
+GRID = {"thresholds": [0.5, 1.0], "learning_rates": [0.001, 0.01], "epochs": [1, 2]}
+
+
+def grid_metrics(run, position):
+    """CA falls with T, ASR falls with LR and epochs; validation says the opposite of the test sets
+    about which T is best, so a selection that peeks at test data is caught."""
+    t, lr = run.config["threshold"], run.config["lr"]
+    ca = 95.0 - 10 * t - position
+    asr = max(0.0, 80.0 - 2000 * lr - 20 * position)
+    return {"ca": ca, "asr": {"sunglasses": asr, "sunglasses (validation)": 10 * t}, "valid_acc": 90.0 - position,
+            "pruned": {"conv_a": 1}, "before": {"ca": 96.0, "asr": {"sunglasses": 100.0}}}  # fmt: skip
+
+
+class ExperimentPageTestCase(BaseTestCase):
+    def setUp(self):
+        super().setUp()
+        self.client.force_login(self.alice)
+
+    def form_data(self, **changes) -> dict:
+        valid, test = self.dataset(name="v"), self.dataset(Dataset.CLEAN_TEST, name="t")
+        poisoned = self.dataset(Dataset.POISONED_TEST, name="p", trigger="sunglasses")
+        data = {"name": "grid", "badnet": self.badnet().pk, "valid": valid.pk, "test": test.pk,
+                "poisoned": [poisoned.pk], "defense": "fine-prune", "thresholds": "0.8, 1, 1.2",
+                "learning_rates": "0.001, 0.003", "epochs": "30, 33, 35", "layers": "", "seed": 0, "max_drop": 4,
+                "queue": "cpu"}  # fmt: skip
+        return data | changes
+
+    def test_plan_preview_counts_runs_and_epochs_before_submitting(self):
+        response = self.client.post("/experiments/plan", self.form_data())
+        text = response.content.decode()
+        assert "<b>18</b> points from <b>6</b> runs" in text  # 3 T x 2 LR trained to 35 epochs each
+        assert "<b>210</b> training epochs" in text and "seed report did: 588" in text
+
+    def test_a_study_template_fills_the_form(self):
+        response = self.client.get("/experiments/new/?template=figure-3-learning-rate")
+        assert b'value="0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1"' in response.content
+
+    def test_submitting_stores_the_experiment_and_its_runs(self):
+        response = self.client.post("/experiments/new/", self.form_data())
+        experiment = Experiment.objects.get(name="grid")
+        assert response.status_code == 302 and response["Location"] == f"/experiments/{experiment.pk}/"
+        assert experiment.runs.count() == 6 and experiment.space["epochs"] == [30, 33, 35]
+        assert set(experiment.runs.values_list("status", flat=True)) == {Run.QUEUED}
+
+    def test_bad_values_are_refused_with_advice_and_nothing_is_stored(self):
+        for changes, message in [({"thresholds": "0.8, lots"}, "is not a list of numbers"),
+                                 ({"thresholds": "0:2:0.0001"}, "more than 400 values"),
+                                 ({"thresholds": "3"}, "between 0 and 2"),
+                                 ({"epochs": "2.5"}, "is not a list of numbers"),
+                                 ({"layers": "dense"}, "not conv layers"),
+                                 ({"poisoned": []}, "at least one poisoned test set")]:  # fmt: skip
+            response = self.client.post("/experiments/new/", self.form_data(**changes))
+            assert response.status_code == 400 and message in response.content.decode(), changes
+        assert not Experiment.objects.exists()
+
+    def test_charts_carry_the_stored_numbers(self):
+        experiment = self.experiment(GRID)
+        self.finish(experiment, grid_metrics)
+        charts = self.client.get(f"/experiments/{experiment.pk}/figures").json()["charts"]
+        assert set(charts) == {"vs-threshold", "vs-lr", "vs-epochs", "grid"}
+        ca_line = next(t for t in charts["vs-threshold"]["figure"]["data"] if t["name"] == "CA · LR 0.001, 2 ep")
+        assert ca_line["x"] == [0.5, 1.0] and ca_line["y"] == [88.0, 83.0]
+        assert charts["vs-lr"]["figure"]["layout"]["xaxis"]["type"] == "log"
+        heat = charts["grid"]["figure"]["data"][0]
+        # best score per (T, LR) cell: at 2 epochs, (CA + 100 - ASR) / 2
+        assert heat["z"] == [[(88 + 100 - 38) / 2, (88 + 100 - 20) / 2], [(83 + 100 - 38) / 2, (83 + 100 - 20) / 2]]
+
+    def test_the_best_cell_is_chosen_on_validation_data_only(self):
+        experiment = self.experiment(GRID, with_poisoned_valid=True)
+        self.finish(experiment, grid_metrics)
+        charts = self.client.get(f"/experiments/{experiment.pk}/figures").json()["charts"]
+        star = charts["grid"]["figure"]["data"][1]
+        # test score prefers nothing about T beyond CA, but validation ASR (10 T) prefers T 0.5
+        assert star["y"] == ["0.5"] and SELECTED_WITH_POISONED_VALID in star["name"]
+        page = self.client.get(f"/experiments/{experiment.pk}/").content.decode()
+        assert SELECTED_WITH_POISONED_VALID in page
+
+    def test_without_poisoned_validation_data_the_rule_says_so(self):
+        experiment = self.experiment(GRID)
+        self.finish(experiment, grid_metrics)
+        assert SELECTED_ON_CLEAN_VALID in self.client.get(f"/experiments/{experiment.pk}/").content.decode()
+
+    def test_chart_csv_is_the_charts_data(self):
+        experiment = self.experiment(GRID)
+        self.finish(experiment, grid_metrics)
+        response = self.client.get(f"/experiments/{experiment.pk}/charts/vs-threshold.csv")
+        rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+        assert response["Content-Type"] == "text/csv" and len(rows) == 8
+        row = next(r for r in rows if r["threshold"] == "1.0" and r["lr"] == "0.01" and r["epochs"] == "1")
+        assert float(row["ca"]) == 84.0 and float(row["asr sunglasses"]) == 40.0
+        assert self.client.get(f"/experiments/{experiment.pk}/charts/nothing.csv").status_code == 404
+
+    def test_table_2_compares_fine_tuning_with_and_without_pruning(self):
+        experiment = self.experiment({"thresholds": [0.0, 0.8], "learning_rates": [0.001], "epochs": [2]})
+        self.finish(experiment, grid_metrics)
+        bars = self.client.get(f"/experiments/{experiment.pk}/figures").json()["charts"]["pruning-vs-none"]
+        ca = bars["figure"]["data"][0]
+        assert ca["x"][0].startswith("fine-tune only") and ca["y"] == [93.0, 85.0]
+
+    def test_progress_polls_until_finished_then_stops(self):
+        experiment = self.experiment(GRID)
+        from webapp.lab.services import submit
+
+        submit(experiment, enqueue=False)
+        running = self.client.get(f"/experiments/{experiment.pk}/progress")
+        assert running.status_code == 200 and b'hx-trigger="every 2s"' in running.content
+        assert running["HX-Trigger"] == "charts-changed"
+        experiment.runs.update(status=Run.DONE, progress=1.0)
+        done = self.client.get(f"/experiments/{experiment.pk}/progress")
+        assert done.status_code == 286 and b"every 2s" not in done.content and b"100%" in done.content
+
+    def test_failed_runs_show_their_reason_and_rerun_in_place(self):
+        experiment = self.experiment(GRID)
+        runs = self.finish(experiment, grid_metrics)
+        Run.objects.filter(pk=runs[0].pk).update(status=Run.FAILED, error="Bad input: broken.h5 is not HDF5")
+        assert b"Bad input: broken.h5 is not HDF5" in self.client.get(f"/experiments/{experiment.pk}/").content
+        with self.captureOnCommitCallbacks(execute=False):
+            self.client.post(f"/experiments/{experiment.pk}/rerun")
+        assert Run.objects.get(pk=runs[0].pk).status == Run.QUEUED and experiment.runs.count() == len(runs)
+
+    def test_cancel_asks_unfinished_runs_to_stop(self):
+        experiment = self.experiment(GRID)
+        from webapp.lab.services import submit
+
+        submit(experiment, enqueue=False)
+        self.client.post(f"/experiments/{experiment.pk}/cancel")
+        assert set(experiment.runs.values_list("cancel_requested", flat=True)) == {True}

@@ -1,0 +1,100 @@
+"""Every page and API endpoint refuses another team's user (404) and an anonymous visitor (sign-in
+redirect for pages, 401 for the API). The table below must name every route: a new view without an
+entry here fails `test_every_route_is_checked`."""
+
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from tests.webapp.base import BaseTestCase
+from webapp.lab.models import GoodNet, Run
+
+# route name -> (method, kwargs builder); kwargs name the blue team's rows.
+ROUTES = {
+    "team": ("get", lambda t: {"team_id": t.blue.pk}),
+    "switch-team": ("post", lambda t: {"team_id": t.blue.pk}),
+    "remove-member": ("post", lambda t: {"team_id": t.blue.pk, "user_id": t.alice.pk}),
+    "badnet": ("get", lambda t: {"pk": t.exp.badnet.pk}),
+    "badnet-profile": ("post", lambda t: {"pk": t.exp.badnet.pk}),
+    "dataset": ("get", lambda t: {"pk": t.exp.valid.pk}),
+    "dataset-preview": ("get", lambda t: {"pk": t.exp.valid.pk}),
+    "experiment": ("get", lambda t: {"pk": t.exp.pk}),
+    "experiment-progress": ("get", lambda t: {"pk": t.exp.pk}),
+    "experiment-figures": ("get", lambda t: {"pk": t.exp.pk}),
+    "chart-csv": ("get", lambda t: {"pk": t.exp.pk, "slug": "vs-threshold"}),
+    "experiment-cancel": ("post", lambda t: {"pk": t.exp.pk}),
+    "experiment-rerun": ("post", lambda t: {"pk": t.exp.pk}),
+    "goodnet-bundle": ("get", lambda t: {"pk": t.goodnet.pk}),
+    "api:badnet-detail": ("get", lambda t: {"pk": t.exp.badnet.pk}),
+    "api:dataset-detail": ("get", lambda t: {"pk": t.exp.valid.pk}),
+    "api:experiment-detail": ("get", lambda t: {"pk": t.exp.pk}),
+    "api:experiment-results": ("get", lambda t: {"pk": t.exp.pk}),
+    "api:experiment-cancel": ("post", lambda t: {"pk": t.exp.pk}),
+    "api:goodnet-detail": ("get", lambda t: {"pk": t.goodnet.pk}),
+}
+# Routes without a row in their address: they list or create within the caller's own team only.
+TEAM_LISTS = {"teams", "api-token", "badnets", "datasets", "dashboard", "new-experiment", "plan-preview", "compare",
+              "goodnets", "goodnet-from-run", "goodnet-upload", "classify", "api:badnet-list", "api:dataset-list",
+              "api:experiment-list", "api:goodnet-list", "api:api-root", "api:api-classify"}  # fmt: skip
+PUBLIC = {"landing", "health", "login", "logout", "api-schema"}
+
+
+def route_names(patterns=None, namespace="") -> set[str]:
+    """Every named route outside the Django admin, as reverse() names it ("api:..." for the API)."""
+    names = set()
+    for entry in patterns if patterns is not None else get_resolver().url_patterns:
+        if isinstance(entry, URLResolver) and entry.app_name != "admin":
+            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            names |= route_names(entry.url_patterns, inner)
+        elif isinstance(entry, URLPattern) and entry.name:
+            names.add(namespace + entry.name)
+    return names
+
+
+class IsolationTestCase(BaseTestCase):
+    def setUp(self):
+        super().setUp()
+        space = {"thresholds": [0.5, 1.0], "learning_rates": [0.001], "epochs": [1]}
+        self.exp = self.experiment(space)
+        runs = self.finish(self.exp, lambda run, position: {"ca": 90.0, "asr": {"sunglasses": 10.0}})
+        Run.objects.filter(pk=runs[0].pk).update(kind="finetune")
+        self.goodnet = GoodNet.objects.create(team=self.blue, owner=self.alice, name="g", badnet=self.exp.badnet,
+                                              run=runs[0], sha256="x")  # fmt: skip
+
+    def test_every_route_is_checked(self):
+        assert route_names() - set(ROUTES) - TEAM_LISTS - PUBLIC == set()
+
+    def test_another_teams_user_gets_404_everywhere(self):
+        self.client.force_login(self.bob)
+        for name in ROUTES:
+            method, url = self.api_or_page(name)
+            response = getattr(self.client, method)(url)
+            assert response.status_code == 404, (name, url, response.status_code)
+
+    def test_anonymous_is_sent_to_sign_in_or_gets_401(self):
+        for name in ROUTES:
+            method, url = self.api_or_page(name)
+            response = getattr(self.client, method)(url)
+            if url.startswith("/api/"):
+                assert response.status_code == 401, (name, url, response.status_code)
+            else:
+                assert response.status_code == 302 and response["Location"].startswith("/login/"), (name, url)
+
+    def test_lists_show_only_the_callers_team(self):
+        self.client.force_login(self.bob)
+        for url in ("/badnets/", "/datasets/", "/experiments/", "/goodnets/", "/compare/"):
+            response = self.client.get(url)
+            assert response.status_code in (200, 302) and b"blue-" not in response.content, url
+        for url in ("/api/badnets/", "/api/datasets/", "/api/experiments/", "/api/goodnets/"):
+            assert self.client.get(url).json()["count"] == 0, url
+        self.client.force_login(self.alice)
+        assert self.client.get("/api/experiments/").json()["count"] == 1
+
+    def test_the_owner_reaches_every_route(self):
+        self.client.force_login(self.alice)
+        for name in ROUTES:
+            method, url = self.api_or_page(name)
+            if method == "get" and name != "goodnet-bundle":  # the bundle needs real networks: tested elsewhere
+                assert getattr(self.client, method)(url).status_code in (200, 286), (name, url)  # 286: stop polling
+
+    def api_or_page(self, name: str) -> tuple[str, str]:
+        method, kwargs = ROUTES[name]
+        return method, reverse(name, kwargs=kwargs(self))
