@@ -85,7 +85,9 @@ def inspect_dataset(
         if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
             raise DataError(f"{path.name}: 'data' has type {data.dtype}; expected uint8 or float pixels.")
         labels = _read_labels(label, count, path)
-    if n_classes is not None and (labels.min() < 0 or labels.max() >= n_classes):
+    if labels.min() < 0:
+        raise DataError(f"{path.name}: label {labels.min()} is negative; labels are class numbers 0..N-1.")
+    if n_classes is not None and labels.max() >= n_classes:
         raise DataError(
             f"{path.name}: labels range {labels.min()}..{labels.max()}, outside the model's classes 0..{n_classes - 1}."
         )

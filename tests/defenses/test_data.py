@@ -52,7 +52,7 @@ GOOD = np.zeros((4, 3, 12, 10), np.uint8)
         ({"data": GOOD, "label": np.zeros(3)}, "expected \\(4,\\), one per image"),
         ({"data": GOOD, "label": np.array([0, 1, 2.5, 3])}, "non-integer"),
         ({"data": GOOD, "label": np.array([0, 1, 2, 9])}, "labels range 0..9, outside the model's classes 0..3"),
-        ({"data": GOOD, "label": np.array([0, -1, 2, 3])}, "outside the model's classes"),
+        ({"data": GOOD, "label": np.array([0, -1, 2, 3])}, "label -1 is negative"),
     ],
 )
 def test_broken_datasets_are_refused_with_the_reason(tmp_path, arrays, message):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
-from django.test import TestCase
+from django.test import TestCase, override_settings
 
 from tests.defenses.tiny import tiny_data, write_dataset
 from webapp.lab.models import BadNet, Dataset, Experiment, Membership, Point, Run, Team
@@ -21,6 +21,7 @@ TINY_REPORT = {"kind": "keras-h5", "input_shape": [12, 10, 3], "n_classes": 4, "
 class BaseTestCase(TestCase):
     def setUp(self):
         super().setUp()
+        self.enterContext(override_settings(MEDIA_ROOT=self.enterContext(tempfile.TemporaryDirectory())))
         users = get_user_model().objects
         self.alice = users.create_user("alice", password="password-alice")
         self.bob = users.create_user("bob", password="password-bob")
@@ -46,9 +47,10 @@ class BaseTestCase(TestCase):
     def experiment(self, space: dict, team=None, triggers=("sunglasses",), with_poisoned_valid=False) -> Experiment:
         team = team or self.blue
         badnet = self.badnet(team, f"{team.name}-badnet")
+        valid = self.dataset(team=team, name=f"{team.name}-valid")
+        test = self.dataset(Dataset.CLEAN_TEST, team, f"{team.name}-test")
         experiment = Experiment.objects.create(team=team, owner=self.alice, name=f"{team.name}-study", badnet=badnet,
-                                               valid=self.dataset(team=team, name=f"{team.name}-valid"), space=space,
-                                               test=self.dataset(Dataset.CLEAN_TEST, team, f"{team.name}-test"))  # fmt: skip
+                                               valid=valid, test=test, space=space)  # fmt: skip
         for trigger in triggers:
             experiment.poisoned.add(self.dataset(Dataset.POISONED_TEST, team, f"{team.name}-{trigger}", trigger))
         if with_poisoned_valid:

@@ -1,0 +1,127 @@
+"""Uploading BadNets and datasets through the pages: real files are checked and stored; wrong types,
+malicious or broken models, broken or malformed datasets and oversize files end with a clear message on
+the page and nothing stored (no row, no file)."""
+
+import html
+import io
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+
+from tests.conftest import FIXTURES
+from tests.defenses.tiny import tiny_data, write_dataset
+from tests.webapp.base import BaseTestCase
+from webapp.lab.models import BadNet, Dataset
+
+SUNGLASSES = FIXTURES / "models" / "sunglasses_bd_weights.h5"
+KERAS2 = FIXTURES / "models" / "keras2_full_model_repaired_sunglasses.h5"
+
+
+def upload(path: Path, name: str | None = None) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name or path.name, path.read_bytes())
+
+
+class UploadTestCase(BaseTestCase):
+    def setUp(self):
+        super().setUp()
+        self.client.force_login(self.alice)
+        self.folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
+
+    def stored_files(self) -> list[Path]:
+        return [p for p in (Path(settings.MEDIA_ROOT) / f"team-{self.blue.pk}").rglob("*") if p.is_file()]
+
+    def post_badnet(self, file, arch="", divisor=255.0):
+        return self.client.post("/badnets/", {"name": "net", "file": file, "arch": arch, "divisor": divisor})
+
+    def assert_refused(self, response, message: str):
+        assert response.status_code == 400, response.status_code
+        text = html.unescape(response.content.decode())
+        assert message in text, re.findall(r'class="errorlist.*', text)
+        assert not BadNet.objects.exists() and not Dataset.objects.exists() and not self.stored_files()
+
+    @pytest.mark.slow
+    def test_real_csaw_weights_with_their_preset_are_checked_and_stored(self):
+        response = self.post_badnet(upload(SUNGLASSES), arch="deepid-csaw")
+        badnet = BadNet.objects.get()
+        assert response.status_code == 302 and response["Location"] == f"/badnets/{badnet.pk}/"
+        assert (badnet.n_classes, badnet.original_name, badnet.arch) == (1283, SUNGLASSES.name, "deepid-csaw")
+        assert badnet.report["conv_layers"] == ["conv_1", "conv_2", "conv_3", "conv_4"]
+        page = self.client.get(response["Location"]).content.decode()
+        assert 'id="n-classes">1283<' in page and "conv_4" in page
+        assert Path(badnet.file.path).read_bytes() == SUNGLASSES.read_bytes()
+
+    @pytest.mark.slow
+    def test_weights_without_a_preset_are_refused_with_advice(self):
+        self.assert_refused(self.post_badnet(upload(SUNGLASSES)), "sunglasses_bd_weights.h5 holds weights only")
+
+    @pytest.mark.slow
+    def test_a_model_with_a_lambda_layer_is_refused(self):
+        tampered = self.folder / "helpful_model.h5"
+        shutil.copy(KERAS2, tampered)
+        with h5py.File(tampered, "r+") as h5:
+            config = json.loads(h5.attrs["model_config"])
+            config["config"]["layers"][1]["class_name"] = "Lambda"
+            h5.attrs["model_config"] = json.dumps(config)
+        self.assert_refused(self.post_badnet(upload(tampered)), "Lambda")
+
+    def test_a_broken_hdf5_file_is_refused(self):
+        broken = self.folder / "truncated.h5"
+        broken.write_bytes(KERAS2.read_bytes()[:5000])
+        self.assert_refused(self.post_badnet(upload(broken)), "could not load truncated.h5")
+
+    def test_a_wrong_file_type_is_refused(self):
+        self.assert_refused(
+            self.post_badnet(SimpleUploadedFile("notes.txt", b"hello")), "notes.txt is not a model file"
+        )
+
+    @override_settings(MAX_UPLOAD_BYTES=10_000)
+    def test_an_oversize_file_is_refused(self):
+        self.assert_refused(self.post_badnet(upload(SUNGLASSES)), "the limit is 9.8")
+
+    def post_dataset(self, path: Path, role=Dataset.CLEAN_VALID, trigger=""):
+        return self.client.post("/datasets/", {"name": "set", "file": upload(path), "role": role, "trigger": trigger,
+                                               "target": 0 if trigger else ""})  # fmt: skip
+
+    def test_a_csaw_layout_dataset_is_checked_stored_and_previewed(self):
+        path = write_dataset(self.folder / "clean_validation_data.h5", *tiny_data(40))
+        response = self.post_dataset(path)
+        dataset = Dataset.objects.get()
+        assert response.status_code == 302 and (dataset.count, dataset.original_name) == (40, path.name)
+        preview = self.client.get(f"/datasets/{dataset.pk}/preview.png")
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(preview.content))
+        # 24 images of 12x10 in rows of 8 with 2-pixel gaps, doubled
+        assert preview["Content-Type"] == "image/png" and image.size == ((8 * 12 - 2) * 2, (3 * 14 - 2) * 2)
+
+    def test_datasets_that_cannot_be_used_are_refused_with_their_reason(self):
+        missing = self.folder / "nolabels.h5"
+        with h5py.File(missing, "w") as h5:
+            h5["data"] = np.zeros((3, 3, 12, 10), np.uint8)
+        pixels, labels = tiny_data(5)
+        negative = write_dataset(self.folder / "negative.h5", pixels, labels - 10)
+        nan = write_dataset(self.folder / "nan.h5", np.full_like(pixels, np.nan), labels)
+        broken = self.folder / "broken.h5"
+        broken.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+        refusals = [
+            (missing, "nolabels.h5 has no dataset 'label'"),
+            (negative, "negative.h5: label -9 is negative"),
+            (broken, "broken.h5 is not a readable HDF5"),
+        ]
+        for path, message in refusals:
+            self.assert_refused(self.post_dataset(path), message)
+        # NaN pixels are found when the set is read, by the worker, with the same kind of message
+        assert self.post_dataset(nan).status_code == 302
+
+    def test_a_poisoned_set_needs_its_trigger(self):
+        path = write_dataset(self.folder / "poisoned.h5", *tiny_data(5))
+        self.assert_refused(self.post_dataset(path, role=Dataset.POISONED_TEST), "needs the name of its trigger")
