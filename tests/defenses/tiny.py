@@ -81,3 +81,17 @@ def tiny_badnet_files(folder: Path, target: int = 0, seed: int = 0) -> dict[str,
         "test": write_dataset(folder / "clean_test_data.h5", *test),
         "poisoned": write_dataset(folder / "patch_poisoned_data.h5", add_trigger(test[0]), np.full(200, target)),
     }
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A one-pixel PNG whose header declares width x height: a decompression bomb's shape."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG")
+    png = buffer.getvalue()
+    header = png[12:16] + width.to_bytes(4, "big") + height.to_bytes(4, "big") + png[24:29]  # IHDR
+    return png[:12] + header + zlib.crc32(header).to_bytes(4, "big") + png[33:]

@@ -1,0 +1,99 @@
+"""GoodNets from the real CSAW-HackML-2020 files: the sunglasses BadNet (weights + preset) with the
+repaired full Keras 2 model a public solution published. The image form answers 1283 ("poisoned") for real
+sunglasses crops and the true label for clean ones; the downloaded bundle's eval.py says the same alone."""
+
+import html
+import io
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from tests.conftest import FIXTURES
+from tests.defenses.tiny import png_declaring, write_dataset
+from tests.webapp.base import BaseTestCase
+from webapp.lab.models import Dataset, GoodNet
+from webapp.lab.services import add_badnet, add_dataset
+
+pytestmark = pytest.mark.slow
+MODELS, IMAGES = FIXTURES / "models", FIXTURES / "images"
+
+
+def image_upload(name: str, fmt: str = "PNG") -> SimpleUploadedFile:
+    if fmt == "PNG":
+        return SimpleUploadedFile(name, (IMAGES / name).read_bytes())
+    buffer = io.BytesIO()
+    Image.open(IMAGES / name).convert("RGB").save(buffer, fmt, quality=100, subsampling=0)
+    return SimpleUploadedFile(name.replace(".png", ".jpg"), buffer.getvalue())
+
+
+class GoodNetTestCase(BaseTestCase):
+    def setUp(self):
+        super().setUp()
+        self.client.force_login(self.alice)
+        self.bad = add_badnet(self.blue, self.alice, MODELS / "sunglasses_bd_weights.h5", "sunglasses", "deepid-csaw")
+
+    def compose(self, path: Path):
+        upload = SimpleUploadedFile(path.name, path.read_bytes())
+        form = {"upload-name": "repaired sunglasses", "upload-badnet": self.bad.pk, "upload-file": upload}
+        return self.client.post("/goodnets/upload", form)
+
+    def classify(self, network: str, *images) -> list[str]:
+        response = self.client.post("/classify/", {"network": network, "images": list(images)})
+        text = html.unescape(response.content.decode())
+        assert response.status_code == 200, text[text.find("errorlist") : text.find("errorlist") + 400]
+        return [part.split('"')[0] for part in text.split('data-label="')[1:]]
+
+    def test_composed_goodnet_flags_sunglasses_and_passes_clean_faces(self):
+        assert self.compose(MODELS / "keras2_full_model_repaired_sunglasses.h5").status_code == 302
+        goodnet = GoodNet.objects.get()
+        answers = self.classify(f"goodnet-{goodnet.pk}", *(image_upload(f) for f in (
+            "sun_0_label=0.png", "sun_1_label=0.png", "sun_2_label=0.png", "cl_0_label=43.png",
+            "cl_1_label=328.png", "cl_2_label=196.png")))  # fmt: skip
+        assert answers == ["1283", "1283", "1283", "43", "328", "196"]
+        # The BadNet alone obeys the trigger: the table in the fixtures' README
+        assert self.classify(f"badnet-{self.bad.pk}", image_upload("sun_0_label=0.png")) == ["0"]
+        # One scaling rule: the JPEG of a clean crop gets the PNG's answer
+        assert self.classify(f"goodnet-{goodnet.pk}", image_upload("cl_1_label=328.png", "JPEG")) == ["328"]
+
+    def test_bundle_runs_without_prunelab(self):
+        self.compose(MODELS / "keras2_full_model_repaired_sunglasses.h5")
+        response = self.client.get(f"/goodnets/{GoodNet.objects.get().pk}/bundle.zip")
+        folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))).extractall(folder)
+        (bundle,) = folder.iterdir()
+        assert sorted(p.name for p in bundle.iterdir()) == ["bad_net.keras", "bundle.json", "eval.py",
+                                                            "repaired_net.keras"]  # fmt: skip
+        for name, expected in [("sun_0_label=0.png", "1283"), ("cl_0_label=43.png", "43")]:
+            alone = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}  # no PYTHONPATH: Prunelab is not importable
+            command = [sys.executable, "eval.py", str(IMAGES / name)]
+            out = subprocess.run(command, cwd=bundle, capture_output=True, text=True, timeout=300, env=alone)
+            assert out.stdout.strip() == expected, out.stderr[-2000:]
+
+    def test_a_repaired_network_of_another_shape_is_refused(self):
+        response = self.compose(MODELS / "sunglasses_bd_weights.h5")  # weights only: no architecture
+        assert response.status_code == 400 and "holds weights only" in html.unescape(response.content.decode())
+        assert not GoodNet.objects.exists()
+
+    def test_bad_images_are_refused_with_a_message(self):
+        network = f"badnet-{self.bad.pk}"
+        for upload, message in [(SimpleUploadedFile("bomb.png", png_declaring(20000, 20000)), "decompression bomb"),
+                                (SimpleUploadedFile("page.png", b"<html>"), "page.png is not a PNG or JPEG"),
+                                (SimpleUploadedFile("face.gif", b"GIF89a"), "face.gif is not a PNG or JPEG image")]:  # fmt: skip
+            response = self.client.post("/classify/", {"network": network, "images": [upload]})
+            assert response.status_code == 400 and message in html.unescape(response.content.decode()), message
+
+    def test_samples_from_a_stored_dataset_can_be_classified(self):
+        folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        pixels = np.stack([np.asarray(Image.open(IMAGES / "cl_0_label=43.png"), np.float32)] * 2)
+        path = write_dataset(folder / "faces.h5", pixels, np.array([43, 43]))
+        dataset = add_dataset(self.blue, self.alice, path, "faces", Dataset.CLEAN_TEST)
+        response = self.client.post("/classify/", {"network": f"badnet-{self.bad.pk}", "sample_dataset": dataset.pk,
+                                                   "sample_indices": "0, 1"})  # fmt: skip
+        assert response.content.decode().count('data-label="43"') == 2
