@@ -83,9 +83,10 @@ class GoodNetTestCase(BaseTestCase):
 
     def test_bad_images_are_refused_with_a_message(self):
         network = f"badnet-{self.bad.pk}"
-        for upload, message in [(SimpleUploadedFile("bomb.png", png_declaring(20000, 20000)), "decompression bomb"),
-                                (SimpleUploadedFile("page.png", b"<html>"), "page.png is not a PNG or JPEG"),
-                                (SimpleUploadedFile("face.gif", b"GIF89a"), "face.gif is not a PNG or JPEG image")]:  # fmt: skip
+        refusals = [(SimpleUploadedFile("bomb.png", png_declaring(20000, 20000)), "decompression bomb"),
+                    (SimpleUploadedFile("page.png", b"<html>"), "page.png is not a PNG or JPEG"),
+                    (SimpleUploadedFile("face.gif", b"GIF89a"), "face.gif is not a PNG or JPEG image")]  # fmt: skip
+        for upload, message in refusals:
             response = self.client.post("/classify/", {"network": network, "images": [upload]})
             assert response.status_code == 400 and message in html.unescape(response.content.decode()), message
 
