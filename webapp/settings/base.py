@@ -125,7 +125,7 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(os.environ.get("PRUNELAB_MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
 LOGIN_URL = "/login/"
-LOGIN_REDIRECT_URL = "/"
+LOGIN_REDIRECT_URL = "/experiments/"
 LOGOUT_REDIRECT_URL = "/login/"
 
 # Uploads: model and dataset files are streamed to a temporary file (never held in memory) and refused
