@@ -70,7 +70,8 @@ def experiment_progress(request, pk: int):
     """htmx partial polled by the page; tells the page to redraw its charts, and stops polling when done."""
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
     state = progress(experiment)
-    response = render(request, "lab/_progress.html", {"experiment": experiment, "progress": state})
+    context = experiment_context(experiment) | {"experiment": experiment, "progress": state}
+    response = render(request, "lab/_progress.html", context)
     if state["finished"]:
         stop = HttpResponseStopPolling(response.content)
         stop["HX-Trigger"] = "charts-changed"
