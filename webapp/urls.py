@@ -8,6 +8,7 @@ from webapp.core import views
 urlpatterns = [
     path("", views.landing, name="landing"),
     path("health", views.health, name="health"),
+    path("health/live", views.alive, name="alive"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -34,7 +34,7 @@ ROUTES = {
 TEAM_LISTS = {"teams", "api-token", "badnets", "datasets", "dashboard", "new-experiment", "plan-preview", "compare",
               "goodnets", "goodnet-from-run", "goodnet-upload", "classify", "api:badnet-list", "api:dataset-list",
               "api:experiment-list", "api:goodnet-list", "api:api-root", "api:api-classify"}  # fmt: skip
-PUBLIC = {"landing", "health", "login", "logout", "api-schema"}
+PUBLIC = {"landing", "health", "alive", "login", "logout", "api-schema"}
 
 
 def route_names(patterns=None, namespace="") -> set[str]:
