@@ -135,3 +135,19 @@ class ExperimentPageTestCase(BaseTestCase):
         submit(experiment, enqueue=False)
         self.client.post(f"/experiments/{experiment.pk}/cancel")
         assert set(experiment.runs.values_list("cancel_requested", flat=True)) == {True}
+
+
+class IncrementalPageTestCase(BaseTestCase):
+    def test_the_fraction_pruned_curve_marks_where_the_validation_rule_stopped(self):
+        self.client.force_login(self.alice)
+        experiment = self.experiment({"defense": "incremental", "max_drop": 4.0})
+
+        def step(run, position):
+            return {"fraction": position / 8, "ca": 90.0 - position, "valid_acc": 91.0 - position,
+                    "stop": position == 5, "asr": {"sunglasses": 100.0 - 10 * position}}  # fmt: skip
+
+        self.finish(experiment, step)
+        chart = self.client.get(f"/experiments/{experiment.pk}/figures").json()["charts"]["incremental"]["figure"]
+        ca, valid, asr = chart["data"]
+        assert ca["x"] == [p / 8 for p in range(9)] and ca["y"] == [90.0 - p for p in range(9)]
+        assert asr["y"][5] == 50.0 and chart["layout"]["shapes"][0]["x0"] == 5 / 8

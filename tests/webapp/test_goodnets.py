@@ -98,3 +98,14 @@ class GoodNetTestCase(BaseTestCase):
         response = self.client.post("/classify/", {"network": f"badnet-{self.bad.pk}", "sample_dataset": dataset.pk,
                                                    "sample_indices": "0, 1"})  # fmt: skip
         assert response.content.decode().count('data-label="43"') == 2
+
+    def test_the_api_classifies_with_a_token(self):
+        from rest_framework.authtoken.models import Token
+
+        token = Token.objects.create(user=self.alice).key
+        response = self.client.post("/api/classify/", {"network": f"badnet-{self.bad.pk}",
+                                                       "images": [image_upload("cl_2_label=196.png")]},
+                                    HTTP_AUTHORIZATION=f"Token {token}")  # fmt: skip
+        (answer,) = response.json()["answers"]
+        assert (answer["label"], answer["poisoned"], answer["repaired"]) == (196, False, None)
+        assert answer["bad"]["top"][0][0] == 196
