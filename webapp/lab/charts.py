@@ -185,6 +185,7 @@ def parallel(rows: list[dict]) -> Chart | None:
                                           "showscale": True}, dimensions=dimensions))  # fmt: skip
     title = "Parameters to results"
     figure.update_layout(**layout(title, ""))
+    figure.update_layout(margin={"t": 110, "l": 60})  # room for the axis labels above the title line
     return Chart("parallel", title, figure, points)
 
 

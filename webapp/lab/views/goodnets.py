@@ -16,13 +16,18 @@ from webapp.lab.models import GoodNet
 from webapp.lab.uploads import local_copy
 
 
+def goodnets_page(request, from_run=None, upload=None, status: int = 200):
+    """The GoodNets list with both compose forms (a form passed in keeps the user's input and errors)."""
+    rows = GoodNet.objects.filter(team=request.team).select_related("badnet", "run").order_by("-created")
+    context = {"goodnets": rows,
+               "from_run": from_run or GoodNetFromRunForm(request.team, prefix="run"),
+               "upload": upload or GoodNetUploadForm(request.team, prefix="upload")}  # fmt: skip
+    return render(request, "lab/goodnets.html", context, status=status)
+
+
 @team_required
 def goodnets(request):
-    from_run = GoodNetFromRunForm(request.team, prefix="run")
-    upload = GoodNetUploadForm(request.team, prefix="upload")
-    context = {"goodnets": GoodNet.objects.filter(team=request.team).select_related("badnet", "run")
-               .order_by("-created"), "from_run": from_run, "upload": upload}  # fmt: skip
-    return render(request, "lab/goodnets.html", context)
+    return goodnets_page(request)
 
 
 @team_required
@@ -37,9 +42,7 @@ def goodnet_from_run(request):
         else:
             messages.success(request, f"GoodNet {goodnet.name} composed.")
             return redirect("goodnets")
-    upload = GoodNetUploadForm(request.team, prefix="upload")
-    return render(request, "lab/goodnets.html", {"goodnets": GoodNet.objects.filter(team=request.team),
-                                                 "from_run": form, "upload": upload}, status=400)  # fmt: skip
+    return goodnets_page(request, from_run=form, status=400)
 
 
 @team_required
@@ -57,9 +60,7 @@ def goodnet_upload(request):
         else:
             messages.success(request, f"GoodNet {goodnet.name} composed from {goodnet.original_name}.")
             return redirect("goodnets")
-    from_run = GoodNetFromRunForm(request.team, prefix="run")
-    return render(request, "lab/goodnets.html", {"goodnets": GoodNet.objects.filter(team=request.team),
-                                                 "from_run": from_run, "upload": form}, status=400)  # fmt: skip
+    return goodnets_page(request, upload=form, status=400)
 
 
 @team_required
