@@ -7,6 +7,7 @@ as float or uint8, and `label` (N,) integers. Everything here returns channels-l
 
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +23,23 @@ IMAGE_FORMATS = ("PNG", "JPEG")
 
 class DataError(ValueError):
     """A dataset or image a user gave cannot be used; the message says what is wrong and what to do."""
+
+
+# What h5py raises on a damaged file (heap, B-tree, attribute or name bytes), rather than one error class;
+# found by fuzzing (tests/fuzz).
+HDF5_DAMAGE = (OSError, KeyError, RuntimeError, ValueError, TypeError, UnicodeDecodeError, OverflowError)
+
+
+@contextmanager
+def reading(path: Path):
+    """Turn h5py's errors on a damaged file into a DataError naming it."""
+    try:
+        yield
+    except DataError:
+        raise
+    except HDF5_DAMAGE as error:
+        raise DataError(f"{path.name} is a damaged HDF5 file ({type(error).__name__}: {error}); "
+                        "export it again.") from None  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -65,7 +83,7 @@ def inspect_dataset(
         handle = h5py.File(path, "r")
     except OSError as error:
         raise DataError(f"{path.name} is not a readable HDF5 file ({error}). Upload the .h5 dataset file.") from None
-    with handle:
+    with handle, reading(path):
         missing = [key for key in ("data", "label") if key not in handle or not isinstance(handle[key], h5py.Dataset)]
         if missing:
             raise DataError(
@@ -111,7 +129,7 @@ def iter_batches(info: DatasetInfo, batch_size: int = DEFAULT_BATCH) -> Iterator
 
     Raises DataError on NaN, infinite or out-of-range pixels, naming the first bad row.
     """
-    with h5py.File(info.path, "r") as handle:
+    with reading(info.path), h5py.File(info.path, "r") as handle:
         data = handle["data"]
         for start in range(0, info.count, batch_size):
             batch = np.asarray(data[start : start + batch_size], dtype=np.float32)
@@ -159,6 +177,8 @@ def load_image(source: str | Path | BinaryIO, size: tuple[int, int] = IMAGE_SHAP
         raise DataError(f"{Path(name).name} is not a PNG or JPEG image. Upload a .png or .jpg file.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(f"{Path(name).name} declares an enormous size (a decompression bomb); refused.") from None
+    except (OSError, SyntaxError, ValueError) as error:  # a broken header: Pillow's decoders raise all three
+        raise DataError(f"{Path(name).name} could not be read ({error}); is the file complete?") from None
     with image:
         if image.width * image.height > MAX_IMAGE_PIXELS:
             raise DataError(
@@ -166,9 +186,9 @@ def load_image(source: str | Path | BinaryIO, size: tuple[int, int] = IMAGE_SHAP
                 f"images over {MAX_IMAGE_PIXELS:,} pixels are refused. Upload the face crop itself."
             )
         notes = []
-        if getattr(image, "n_frames", 1) > 1:
-            notes.append("animated image: first frame used")
         try:
+            if getattr(image, "n_frames", 1) > 1:
+                notes.append("animated image: first frame used")
             rgb = image.convert("RGB")
         except (OSError, ValueError) as error:
             raise DataError(f"{Path(name).name} could not be decoded ({error}); is the file complete?") from None
@@ -181,7 +201,7 @@ def load_image(source: str | Path | BinaryIO, size: tuple[int, int] = IMAGE_SHAP
 
 def sample_pixels(info: DatasetInfo, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `count` images (uint8 NHWC) and labels, read without loading the rest of the file."""
-    with h5py.File(info.path, "r") as handle:
+    with reading(info.path), h5py.File(info.path, "r") as handle:
         batch = np.asarray(handle["data"][:count], dtype=np.float32)
     batch = batch.transpose(0, 2, 3, 1) if info.channels_first else batch
     _check_pixels(batch, 0, info.path)

@@ -14,6 +14,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from defenses.data import HDF5_DAMAGE
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
 
@@ -110,8 +112,13 @@ def check_model_file(path: str | Path, limits: Limits = Limits()) -> ModelFileFa
     with open(path, "rb") as handle:
         head = handle.read(8)
     if head == HDF5_SIGNATURE:
-        with h5py.File(path, "r") as h5:
-            return _check_h5(h5, path.name, limits)
+        try:
+            with h5py.File(path, "r") as h5:
+                return _check_h5(h5, path.name, limits)
+        except ModelRefused:
+            raise
+        except HDF5_DAMAGE as error:  # a damaged file fails inside h5py with any of these; found by fuzzing
+            raise ModelRefused(f"{path.name} is a damaged HDF5 file ({type(error).__name__}: {error}).") from None
     if head.startswith(ZIP_SIGNATURE):
         return _check_keras_zip(path, limits)
     raise ModelRefused(
