@@ -80,6 +80,8 @@ def test_keras2_lambda_with_marshalled_code_is_refused(keras2_copy):
         (lambda c: c["config"]["layers"][1].update(class_name="MyCustomConv"), "class 'MyCustomConv'"),
         (lambda c: c["config"]["layers"][1].update(class_name="TFSMLayer"), "class 'TFSMLayer'"),
         (lambda c: c["config"]["layers"][1].update(module="os"), "module 'os'"),
+        (lambda c: c["config"]["layers"][1].update(module="subprocess"), "module 'subprocess'"),
+        (lambda c: c["config"]["layers"][1].update(class_name="StringLookup"), "class 'StringLookup'"),
         (lambda c: c["config"]["layers"][1].update(registered_name="evil>Conv2D"), "registered object"),
         (
             lambda c: c["config"]["layers"][1]["config"].update(
