@@ -21,14 +21,18 @@ FIXTURES = Path(
 def pytest_configure(config):
     """Start the session's redis-server before any test; pytest-django has loaded settings by now, so the
     URL is written both to the environment (for worker processes) and to the settings object."""
+    from django.conf import settings
+
+    # The test database starts empty each session, so run ids repeat: stale artifacts of an earlier session
+    # under var/test-media would look like this session's results.
+    if Path(settings.MEDIA_ROOT).name == "test-media":  # never an installation's real uploads
+        shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
     if os.environ.get("REDIS_URL"):
         return
     data_dir = Path(tempfile.mkdtemp(prefix="prunelab-test-redis-"))
     server = start_redis(data_dir)
     config.stash[REDIS_KEY] = server
     os.environ["REDIS_URL"] = server.url
-    from django.conf import settings
-
     settings.REDIS_URL = settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = server.url
 
 

@@ -1,6 +1,7 @@
 """Celery tasks. Each is thin: load inputs, call `defenses/`, store results through Django models.
 TensorFlow is imported inside the task body only (the worker's parent process never imports it)."""
 
+import errno
 import logging
 import socket
 from pathlib import Path
@@ -24,6 +25,14 @@ def with_user_names(message: str, names: dict[str, str]) -> str:
     for stored, original in names.items():
         message = message.replace(stored, original)
     return message
+
+
+def failure_message(error: Exception, worker: str) -> str:
+    """What a user reads on the experiment page when a run failed for a reason that is not their input."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return (f"The disk of worker {worker} is full ({error}); the results up to here are kept. Free space "
+                "on that machine (or ask an operator), then press Re-run.")  # fmt: skip
+    return f"{type(error).__name__}: {error}"
 
 
 @app.task(
@@ -63,7 +72,7 @@ def execute_run(self, run_id: int) -> str:
         return "failed"
     except Exception as error:  # a bug or a resource problem: the user sees it, an operator finds the trace
         log.exception("run %s failed", run_id)
-        run.finish(Run.FAILED, f"{type(error).__name__}: {error}")
+        run.finish(Run.FAILED, failure_message(error, run.worker))
         return "failed"
     run.finish(Run.DONE)
     return "done"

@@ -124,3 +124,55 @@ def test_redis_restart_between_two_runs_loses_nothing(celery_worker, files, rest
     assert wait_for(submit(second))[0].status == Run.DONE
     assert Run.objects.filter(status=Run.DONE).count() == 2
     assert Point.objects.count() == 2 * 2
+
+
+def test_a_run_writes_its_points_while_another_connection_holds_the_database_lock(celery_worker, files):
+    """SQLite: the worker's writes wait (busy timeout, immediate transactions) instead of failing."""
+    import sqlite3
+
+    from django.db import connection
+
+    team, user = team_with_user()
+    experiment = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [4]})
+    runs = submit(experiment)
+    wait_for(runs, statuses=(Run.RUNNING,), timeout=120)
+    locker = sqlite3.connect(connection.settings_dict["NAME"], timeout=30)
+    locker.execute("BEGIN EXCLUSIVE")  # no other connection may read or write until this commits
+    time.sleep(6)
+    locker.commit()
+    locker.close()
+    run = wait_for(runs)[0]
+    assert (run.status, run.error, run.attempts) == (Run.DONE, "", 1)
+    assert sorted(Point.objects.filter(run=run).values_list("position", flat=True)) == [0, 1, 2, 3, 4]
+
+
+def test_a_full_disk_fails_the_run_with_advice_and_a_rerun_completes_it(celery_worker, files):
+    """The artifact's temporary file is /dev/full: the kernel answers ENOSPC to the worker's real write."""
+    from webapp.lab.services import requeue
+
+    team, user = team_with_user()
+    experiment = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [2]})
+    runs = submit(experiment, enqueue=False)
+    folder = runs[0].artifact_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".repaired_net.partial.keras").symlink_to("/dev/full")
+    requeue(runs[0])
+    run = wait_for(runs)[0]
+    assert run.status == Run.FAILED and "disk of worker" in run.error and "No space left" in run.error
+    assert not (folder / "repaired_net.keras").exists()  # nothing half-written under the real name
+    (folder / ".repaired_net.partial.keras").unlink()
+    requeue(run)
+    run = wait_for(runs)[0]
+    assert run.status == Run.DONE and (folder / "repaired_net.keras").exists()
+    assert sorted(Point.objects.filter(run=run).values_list("position", flat=True)) == [0, 1, 2]
+
+
+def test_redis_restart_while_runs_are_queued_and_running_loses_nothing(celery_worker, files, restart_redis):
+    team, user = team_with_user()
+    space = {"thresholds": [0.5, 1.0, 1.5], "learning_rates": [0.01], "epochs": [3]}
+    runs = submit(experiment_row(team, user, files, space))
+    wait_for(runs[:1], statuses=(Run.RUNNING, Run.DONE), timeout=120)
+    restart_redis()  # the other two runs are still queued in Redis' append-only file
+    done = wait_for(runs)
+    assert [run.status for run in done] == [Run.DONE] * 3, [run.error for run in done]
+    assert Point.objects.count() == 3 * 4
