@@ -76,7 +76,7 @@ class UploadTestCase(BaseTestCase):
     def test_a_broken_hdf5_file_is_refused(self):
         broken = self.folder / "truncated.h5"
         broken.write_bytes(KERAS2.read_bytes()[:5000])
-        self.assert_refused(self.post_badnet(upload(broken)), "could not load truncated.h5")
+        self.assert_refused(self.post_badnet(upload(broken)), "truncated.h5 is a damaged HDF5 file")
 
     def test_a_wrong_file_type_is_refused(self):
         self.assert_refused(
