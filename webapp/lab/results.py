@@ -94,11 +94,12 @@ def progress(experiment: Experiment) -> dict:
 
 def run_summary(run: Run) -> dict:
     """A run's last point flattened, for the compare page: who, when, its parameters and its results."""
-    experiment = run.experiments.order_by("pk").first()
+    # .all() rather than new queries: the compare page prefetches points and experiments for every run
+    experiment = min(run.experiments.all(), key=lambda e: e.pk, default=None)
     test = triggers(experiment) if experiment else []
     valid = triggers(experiment, Dataset.POISONED_VALID) if experiment else []
-    last = run.points.order_by("-position").first()
-    first = run.points.order_by("position").first()
+    points = sorted(run.points.all(), key=lambda p: p.position)
+    first, last = (points[0], points[-1]) if points else (None, None)
     metrics = dict(last.metrics) if last else {}
     if first and "before" in first.metrics:
         metrics["before"] = first.metrics["before"]

@@ -40,7 +40,8 @@ def before_after(rows: list[dict]) -> list[dict]:
 
 @team_required
 def compare(request):
-    runs = Run.objects.filter(team=request.team, status=Run.DONE).select_related("badnet").order_by("-pk")
+    runs = (Run.objects.filter(team=request.team, status=Run.DONE).select_related("badnet")
+            .prefetch_related("points", "experiments__poisoned", "experiments__owner").order_by("-pk"))  # fmt: skip
     badnet = request.GET.get("badnet", "")
     if badnet.isdigit():
         runs = runs.filter(badnet_id=int(badnet))

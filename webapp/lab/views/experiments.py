@@ -47,21 +47,27 @@ def plan_preview(request):
                                               "naive": naive_training_epochs(form.cleaned_data["space"])})  # fmt: skip
 
 
-def experiment_context(experiment: Experiment) -> dict:
+def experiment_results(experiment: Experiment) -> dict:
+    """The points (or incremental steps), the table rows and the validation-selected best point."""
     test = triggers(experiment)
     incremental = experiment.space.get("defense") == "incremental"
     rows = [] if incremental else experiment_rows(experiment)
     steps = incremental_rows(experiment) if incremental else None
     rule, best = selection_rule(experiment), best_row(rows)
     table = [row | {"asr_values": [row[f"asr {name}"] for name in test], "is_best": row is best} for row in rows]
-    return {"rows": rows, "table": table, "steps": steps, "triggers": test, "rule": rule, "best": best,
-            "charts": experiment_charts(rows, test, rule, steps)}  # fmt: skip
+    return {"rows": rows, "table": table, "steps": steps, "triggers": test, "rule": rule, "best": best}
+
+
+def charts_of(experiment: Experiment) -> list:
+    """The experiment's charts; only the figures and CSV views build them (the polled partial does not)."""
+    results = experiment_results(experiment)
+    return experiment_charts(results["rows"], results["triggers"], results["rule"], results["steps"])
 
 
 @team_required
 def experiment(request, pk: int):
     experiment = owned_or_404(Experiment.objects.select_related("badnet", "valid", "test"), request.user, pk=pk)
-    context = experiment_context(experiment) | {"experiment": experiment, "progress": progress(experiment)}
+    context = experiment_results(experiment) | {"experiment": experiment, "progress": progress(experiment)}
     return render(request, "lab/experiment.html", context)
 
 
@@ -70,7 +76,7 @@ def experiment_progress(request, pk: int):
     """htmx partial polled by the page; tells the page to redraw its charts, and stops polling when done."""
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
     state = progress(experiment)
-    context = experiment_context(experiment) | {"experiment": experiment, "progress": state}
+    context = experiment_results(experiment) | {"experiment": experiment, "progress": state}
     response = render(request, "lab/_progress.html", context)
     if state["finished"]:
         stop = HttpResponseStopPolling(response.content)
@@ -84,14 +90,13 @@ def experiment_progress(request, pk: int):
 def experiment_figures(request, pk: int):
     """Every chart's figure as JSON, for Plotly.react on the page."""
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
-    context = experiment_context(experiment)
-    return JsonResponse({"charts": figures_payload(context["charts"])})
+    return JsonResponse({"charts": figures_payload(charts_of(experiment))})
 
 
 @team_required
 def chart_csv(request, pk: int, slug: str):
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
-    chart = next((c for c in experiment_context(experiment)["charts"] if c.slug == slug), None)
+    chart = next((c for c in charts_of(experiment) if c.slug == slug), None)
     if chart is None:
         raise Http404("This experiment has no such chart (yet).")
     response = HttpResponse(chart.csv(), content_type="text/csv")
