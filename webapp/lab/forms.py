@@ -3,6 +3,7 @@
 from dataclasses import asdict
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from defenses.planner import DEFENSES, SEED_STUDY, ParameterSpace, plan
@@ -220,8 +221,6 @@ class ClassifyForm(forms.Form):
         images = self.cleaned_data["images"]
         if len(images) > 16:
             raise ValidationError("At most 16 images at a time.")
-        from django.conf import settings
-
         for image in images:
             check_upload(image, IMAGE_SUFFIXES, settings.MAX_IMAGE_UPLOAD_BYTES, what="PNG or JPEG image")
         return images

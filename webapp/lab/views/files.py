@@ -83,8 +83,8 @@ def datasets(request):
 def dataset(request, pk: int):
     dataset = owned_or_404(Dataset.objects, request.user, pk=pk)
     info = inspect_dataset(dataset.file.path, image_shape=None)
-    _, labels = sample_pixels(info, PREVIEW_IMAGES)
-    return render(request, "lab/dataset.html", {"dataset": dataset, "labels": labels.tolist(), "info": info})
+    labels = info.labels[:PREVIEW_IMAGES].tolist()  # the preview grid's images, read by dataset_preview
+    return render(request, "lab/dataset.html", {"dataset": dataset, "labels": labels, "info": info})
 
 
 @team_required
