@@ -20,7 +20,7 @@ from webapp.lab.forms import BadNetForm, ClassifyForm, DatasetForm, ExperimentFo
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run
 from webapp.lab.results import experiment_rows, progress, selection_rule
 from webapp.lab.services import add_badnet, add_dataset, cancel, create_experiment
-from webapp.lab.uploads import local_copy
+from webapp.lab.uploads import store_checked
 
 
 class BadNetSerializer(serializers.ModelSerializer):
@@ -62,15 +62,16 @@ def form_error(form) -> Response:
     return Response({"errors": form.errors.get_json_data()}, status=status.HTTP_400_BAD_REQUEST)
 
 
+def team_for(request):
+    """The team named by the request's `team` field, else the caller's first team; 404 if not theirs."""
+    teams = teams_of(request.user)
+    wanted = request.data.get("team")
+    return get_object_or_404(teams, pk=wanted) if wanted else get_object_or_404(teams[:1])
+
+
 class TeamScoped(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     def get_queryset(self) -> QuerySet:
         return self.queryset.filter(team__in=teams_of(self.request.user)).order_by("-pk")
-
-    def team(self):
-        """The team named by the request's `team` field, else the caller's first team; 404 if not theirs."""
-        teams = teams_of(self.request.user)
-        wanted = self.request.data.get("team")
-        return get_object_or_404(teams, pk=wanted) if wanted else get_object_or_404(teams[:1])
 
 
 @extend_schema(parameters=[OpenApiParameter("team", int, description="upload into this team (default: first)")])
@@ -81,15 +82,14 @@ class BadNetViewSet(mixins.CreateModelMixin, TeamScoped):
     serializer_class = BadNetSerializer
 
     def create(self, request, *args, **kwargs):
-        team, form = self.team(), BadNetForm(request.data, request.FILES)
-        if not form.is_valid():
+        team, form = team_for(request), BadNetForm(request.data, request.FILES)
+
+        def store(path, data):
+            return add_badnet(team, request.user, path, data["name"], data["arch"], data["divisor"])
+
+        badnet = form.is_valid() and store_checked(form, store, ModelRefused)
+        if not badnet:
             return form_error(form)
-        data = form.cleaned_data
-        try:
-            with local_copy(data["file"]) as path:
-                badnet = add_badnet(team, request.user, path, data["name"], data["arch"], data["divisor"])
-        except ModelRefused as refusal:
-            return Response({"errors": {"file": [{"message": f"Refused: {refusal}"}]}}, status=400)
         return Response(BadNetSerializer(badnet).data, status=status.HTTP_201_CREATED)
 
 
@@ -100,16 +100,14 @@ class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
     serializer_class = DatasetSerializer
 
     def create(self, request, *args, **kwargs):
-        team, form = self.team(), DatasetForm(request.data, request.FILES)
-        if not form.is_valid():
+        team, form = team_for(request), DatasetForm(request.data, request.FILES)
+
+        def store(path, data):
+            return add_dataset(team, request.user, path, data["name"], data["role"], data["trigger"], data["target"])
+
+        dataset = form.is_valid() and store_checked(form, store, DataError)
+        if not dataset:
             return form_error(form)
-        data = form.cleaned_data
-        try:
-            with local_copy(data["file"]) as path:
-                dataset = add_dataset(team, request.user, path, data["name"], data["role"], data["trigger"],
-                                      data["target"])  # fmt: skip
-        except DataError as refusal:
-            return Response({"errors": {"file": [{"message": f"Refused: {refusal}"}]}}, status=400)
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
 
@@ -139,7 +137,7 @@ class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
     serializer_class = ExperimentSerializer
 
     def create(self, request, *args, **kwargs):
-        team = self.team()
+        team = team_for(request)
         form = ExperimentForm(team, experiment_form_data(request.data))
         if not form.is_valid():
             return form_error(form)
@@ -178,19 +176,14 @@ class GoodNetViewSet(TeamScoped):
 @api_view(["POST"])
 def classify(request):
     """Classes in [0, N] for uploaded images (N: "poisoned" when a GoodNet answers)."""
-    teams = teams_of(request.user)
-    team = get_object_or_404(teams, pk=request.data.get("team")) if request.data.get("team") else teams.first()
-    form = ClassifyForm(team, request.data, request.FILES)
+    form = ClassifyForm(team_for(request), request.data, request.FILES)
     if not form.is_valid():
         return form_error(form)
-    data = form.cleaned_data
     try:
-        images = [(image.name, image) for image in data["images"]]
-        if data["sample_dataset"]:
-            images += inference.sample_images(data["sample_dataset"], data["sample_indices"] or (0,))
-        answers = inference.classify(data["badnet"], data["goodnet"], images)
+        answers = inference.answers_for(form.cleaned_data)
     except (DataError, ModelRefused) as refusal:
-        return Response({"errors": {"__all__": [{"message": f"Refused: {refusal}"}]}}, status=400)
+        form.add_error(None, f"Refused: {refusal}")
+        return form_error(form)
     return Response({"answers": [answer_json(a) for a in answers]})
 
 

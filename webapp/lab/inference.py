@@ -80,6 +80,15 @@ def classify(badnet: BadNet, goodnet: GoodNet | None, images: list[tuple[str, ob
             for i, (name, image) in enumerate(loaded)]  # fmt: skip
 
 
+def answers_for(data: dict) -> list[Answer]:
+    """Answers for a valid ClassifyForm: its uploaded images, then the samples it names from a stored set.
+    Raises DataError or ModelRefused naming what cannot be used."""
+    images = [(image.name, image) for image in data["images"]]
+    if data["sample_dataset"]:
+        images += sample_images(data["sample_dataset"], data["sample_indices"] or (0,))
+    return classify(data["badnet"], data["goodnet"], images)
+
+
 def sample_images(dataset, indices) -> list[tuple[str, object]]:
     """Images of a stored dataset as PNG files in memory, named after the set, number and label."""
     from PIL import Image

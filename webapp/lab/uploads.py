@@ -49,3 +49,14 @@ def local_copy(uploaded):
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def store_checked(form, store, refused: type[Exception]):
+    """The row `store(path, cleaned_data)` makes from a valid form's uploaded file, or None: a `refused`
+    error (the library's verdict on the file) becomes the file field's error and nothing is stored."""
+    try:
+        with local_copy(form.cleaned_data["file"]) as path:
+            return store(path, form.cleaned_data)
+    except refused as refusal:
+        form.add_error("file", f"Refused: {refusal}")
+        return None

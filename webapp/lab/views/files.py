@@ -16,7 +16,7 @@ from webapp.lab.charts import activation_profiles, figures_payload
 from webapp.lab.forms import BadNetForm, DatasetForm
 from webapp.lab.models import BadNet, Dataset, Profile
 from webapp.lab.services import add_badnet, add_dataset, request_profile
-from webapp.lab.uploads import local_copy
+from webapp.lab.uploads import store_checked
 
 PREVIEW_IMAGES = 24
 
@@ -25,13 +25,12 @@ PREVIEW_IMAGES = 24
 def badnets(request):
     form = BadNetForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            with local_copy(data["file"]) as path:
-                badnet = add_badnet(request.team, request.user, path, data["name"], data["arch"], data["divisor"])
-        except ModelRefused as refusal:
-            form.add_error("file", f"Refused: {refusal}")
-        else:
+
+        def store(path, data):
+            return add_badnet(request.team, request.user, path, data["name"], data["arch"], data["divisor"])
+
+        badnet = store_checked(form, store, ModelRefused)
+        if badnet is not None:
             messages.success(request, f"{badnet.name}: {badnet.n_classes} classes, checked and stored.")
             return redirect("badnet", badnet.pk)
     rows = BadNet.objects.filter(team=request.team).annotate(n_experiments=Count("experiments")).order_by("-created")
@@ -65,14 +64,13 @@ def badnet_profile(request, pk: int):
 def datasets(request):
     form = DatasetForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            with local_copy(data["file"]) as path:
-                dataset = add_dataset(request.team, request.user, path, data["name"], data["role"], data["trigger"],
-                                      data["target"])  # fmt: skip
-        except DataError as refusal:
-            form.add_error("file", f"Refused: {refusal}")
-        else:
+
+        def store(path, data):
+            return add_dataset(request.team, request.user, path, data["name"], data["role"], data["trigger"],
+                               data["target"])  # fmt: skip
+
+        dataset = store_checked(form, store, DataError)
+        if dataset is not None:
             messages.success(request, f"{dataset.name}: {dataset.count} images, checked and stored.")
             return redirect("dataset", dataset.pk)
     rows = Dataset.objects.filter(team=request.team).order_by("role", "name")

@@ -13,7 +13,7 @@ from webapp.lab import inference
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.forms import ClassifyForm, GoodNetFromRunForm, GoodNetUploadForm
 from webapp.lab.models import GoodNet
-from webapp.lab.uploads import local_copy
+from webapp.lab.uploads import store_checked
 
 
 def goodnets_page(request, from_run=None, upload=None, status: int = 200):
@@ -50,14 +50,12 @@ def goodnet_from_run(request):
 def goodnet_upload(request):
     form = GoodNetUploadForm(request.team, request.POST, request.FILES, prefix="upload")
     if form.is_valid():
-        data = form.cleaned_data
-        try:
-            with local_copy(data["file"]) as path:
-                goodnet = inference.compose_from_upload(data["badnet"], path, data["file"].name, data["name"],
-                                                        request.user)  # fmt: skip
-        except ModelRefused as refusal:
-            form.add_error("file", f"Refused: {refusal}")
-        else:
+
+        def store(path, data):
+            return inference.compose_from_upload(data["badnet"], path, data["file"].name, data["name"], request.user)
+
+        goodnet = store_checked(form, store, ModelRefused)
+        if goodnet is not None:
             messages.success(request, f"GoodNet {goodnet.name} composed from {goodnet.original_name}.")
             return redirect("goodnets")
     return goodnets_page(request, upload=form, status=400)
@@ -80,12 +78,8 @@ def classify(request):
     )
     answers = None
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        images = [(image.name, image) for image in data["images"]]
         try:
-            if data["sample_dataset"]:
-                images += inference.sample_images(data["sample_dataset"], data["sample_indices"] or (0,))
-            answers = inference.classify(data["badnet"], data["goodnet"], images)
+            answers = inference.answers_for(form.cleaned_data)
         except (DataError, ModelRefused) as refusal:
             form.add_error(None, f"Refused: {refusal}")
     status = 400 if form.errors else 200
