@@ -118,7 +118,10 @@ def check_model_file(path: str | Path, limits: Limits = Limits()) -> ModelFileFa
         except ModelRefused:
             raise
         except HDF5_DAMAGE as error:  # a damaged file fails inside h5py with any of these; found by fuzzing
-            raise ModelRefused(f"{path.name} is a damaged HDF5 file ({type(error).__name__}: {error}).") from None
+            raise ModelRefused(
+                f"{path.name} is a damaged HDF5 file ({type(error).__name__}: {error}); save the "
+                "model again with Keras and upload the new file."
+            ) from None
     if head.startswith(ZIP_SIGNATURE):
         return _check_keras_zip(path, limits)
     raise ModelRefused(
