@@ -15,6 +15,8 @@ from typing import BinaryIO
 import h5py
 import numpy as np
 
+from defenses.hdf5check import HDF5Refused, check_structure
+
 IMAGE_SHAPE = (55, 47, 3)  # height, width, channels of a CSAW-HackML-2020 face crop
 DEFAULT_BATCH = 1024
 MAX_IMAGE_PIXELS = 1024 * 1024  # set for 55x47 face crops (400x their area), far below Pillow's 89 MP bomb default
@@ -70,13 +72,31 @@ def _layout(shape: tuple[int, ...], path: Path) -> tuple[bool, tuple[int, int, i
     raise DataError(f"{path.name}: 'data' has shape {shape}; neither axis 1 nor axis 3 holds the 3 colour channels.")
 
 
+@dataclass(frozen=True)
+class DatasetLimits:
+    """Caps on a dataset file, checked from its metadata before any value is read. The defaults admit the
+    published CSAW-HackML-2020 sets (12830 images of 55x47) many times over."""
+
+    max_images: int = 200_000
+    max_image_pixels: int = 256 * 256  # height x width of one image
+
+    @property
+    def max_elements(self) -> int:
+        return self.max_images * self.max_image_pixels * 3
+
+
 def inspect_dataset(
-    path: str | Path, image_shape: tuple[int, int, int] | None = IMAGE_SHAPE, n_classes: int | None = None
+    path: str | Path,
+    image_shape: tuple[int, int, int] | None = IMAGE_SHAPE,
+    n_classes: int | None = None,
+    limits: DatasetLimits = DatasetLimits(),
 ) -> DatasetInfo:
     """Validate a dataset file's structure and labels without reading its pixels.
 
-    Raises DataError naming the file and the problem: not HDF5, missing keys, wrong rank or image size,
-    empty, label count mismatch, non-integer labels or labels outside 0..n_classes-1.
+    The file passes the HDF5 door first (`hdf5check`: no links, external storage or virtual datasets, no
+    shape bombs), so no byte outside the file is ever read. Raises DataError naming the file and the problem:
+    not HDF5, unsafe structure, missing keys, wrong rank or image size, too many or too large images, empty,
+    label count mismatch, non-integer labels or labels outside 0..n_classes-1.
     """
     path = Path(path)
     try:
@@ -84,7 +104,11 @@ def inspect_dataset(
     except OSError as error:
         raise DataError(f"{path.name} is not a readable HDF5 file ({error}). Upload the .h5 dataset file.") from None
     with handle, reading(path):
-        missing = [key for key in ("data", "label") if key not in handle or not isinstance(handle[key], h5py.Dataset)]
+        try:
+            facts = check_structure(handle, path.name, path.stat().st_size, limits.max_elements)
+        except HDF5Refused as refusal:
+            raise DataError(str(refusal)) from None
+        missing = [key for key in ("data", "label") if f"/{key}" not in facts]
         if missing:
             raise DataError(
                 f"{path.name} has no dataset {' or '.join(map(repr, missing))}; a CSAW dataset has "
@@ -93,13 +117,7 @@ def inspect_dataset(
         data, label = handle["data"], handle["label"]
         channels_first, shape = _layout(data.shape, path)
         count = data.shape[0]
-        if count == 0:
-            raise DataError(f"{path.name} holds no images.")
-        if image_shape is not None and shape != tuple(image_shape):
-            raise DataError(
-                f"{path.name}: images are {shape[0]}x{shape[1]}x{shape[2]}; "
-                f"the model expects {image_shape[0]}x{image_shape[1]}x{image_shape[2]}."
-            )
+        _check_size(count, shape, image_shape, limits, path)
         if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
             raise DataError(f"{path.name}: 'data' has type {data.dtype}; expected uint8 or float pixels.")
         labels = _read_labels(label, count, path)
@@ -110,6 +128,22 @@ def inspect_dataset(
             f"{path.name}: labels range {labels.min()}..{labels.max()}, outside the model's classes 0..{n_classes - 1}."
         )
     return DatasetInfo(path=path, count=count, image_shape=shape, channels_first=channels_first, labels=labels)
+
+
+def _check_size(count: int, shape: tuple[int, int, int], image_shape, limits: DatasetLimits, path: Path) -> None:
+    if count == 0:
+        raise DataError(f"{path.name} holds no images.")
+    if count > limits.max_images:
+        raise DataError(f"{path.name} holds {count:,} images; the cap is {limits.max_images:,}. Split the set, or "
+                        "ask an operator to raise PRUNELAB_MAX_DATASET_IMAGES.")  # fmt: skip
+    if shape[0] * shape[1] > limits.max_image_pixels:
+        raise DataError(f"{path.name}: images are {shape[0]}x{shape[1]}; images over {limits.max_image_pixels:,} "
+                        "pixels are refused.")  # fmt: skip
+    if image_shape is not None and shape != tuple(image_shape):
+        raise DataError(
+            f"{path.name}: images are {shape[0]}x{shape[1]}x{shape[2]}; "
+            f"the model expects {image_shape[0]}x{image_shape[1]}x{image_shape[2]}."
+        )
 
 
 def _read_labels(label: h5py.Dataset, count: int, path: Path) -> np.ndarray:
@@ -144,6 +178,33 @@ def _check_pixels(batch: np.ndarray, start: int, path: Path) -> None:
     if bad.any():
         row = start + int(np.argwhere(bad.reshape(len(batch), -1).any(axis=1))[0][0])
         raise DataError(f"{path.name}: image {row} has pixel values that are NaN, infinite or outside 0..255.")
+
+
+SCAN_BYTES = 4 * 2**20  # what one block of the upload scan reads from the file
+
+
+def validate_dataset(
+    path: str | Path,
+    image_shape: tuple[int, int, int] | None = None,
+    n_classes: int | None = None,
+    limits: DatasetLimits = DatasetLimits(),
+) -> DatasetInfo:
+    """`inspect_dataset`, then every pixel read once and checked (finite, 0..255), so a bad set is refused at
+    the door rather than in a run. Memory stays at a few MB whatever the file's size: the scan reads blocks of
+    about SCAN_BYTES (or one chunk, when the file's chunks are larger)."""
+    info = inspect_dataset(path, image_shape, n_classes, limits)
+    for _ in iter_batches(info, scan_rows(info)):
+        pass  # iter_batches refuses the first bad block, naming its row
+    return info
+
+
+def scan_rows(info: DatasetInfo) -> int:
+    """Rows per block of the upload scan: SCAN_BYTES of float64 pixels, rounded up to whole chunks."""
+    height, width, channels = info.image_shape
+    rows = max(1, SCAN_BYTES // (height * width * channels * 8))
+    with reading(info.path), h5py.File(info.path, "r") as handle:
+        chunks = handle["data"].chunks
+    return max(rows, chunks[0]) if chunks else rows
 
 
 def load_dataset(info: DatasetInfo, batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:

@@ -17,10 +17,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from defenses.modelcheck import ModelRefused, check_model_file
+from defenses.modelcheck import DEFAULT_LIMITS, Limits, ModelRefused, check_model_file
 
 SANDBOX_TIMEOUT_SECONDS = 120
 SANDBOX_MEMORY_BYTES = 4 * 2**30  # address space; TensorFlow alone reserves about 2.5 GiB of it
+SANDBOX_MEMORY_PER_FILE_BYTE = 4  # plus this much per byte of the file: h5py's copy, Keras' variables, headroom
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,8 @@ def _layer_arrays(h5: h5py.File, name) -> list[np.ndarray]:
     return [np.asarray(group[w.decode() if isinstance(w, bytes) else w]) for w in group.attrs.get("weight_names", [])]
 
 
-def _load_in_process(path: Path, arch: str | None):
-    facts = check_model_file(path)
+def _load_in_process(path: Path, arch: str | None, limits: Limits = DEFAULT_LIMITS):
+    facts = check_model_file(path, limits)
     import keras  # only after the allow-list accepted the file
 
     if facts.kind == "weights-h5":
@@ -162,14 +163,14 @@ def _ends_in_softmax(model) -> bool:
     return type(last).__name__ == "Softmax" or getattr(activation, "__name__", "") == "softmax"
 
 
-def load_and_describe_unsandboxed(path: str | Path, arch: str | None = None):
+def load_and_describe_unsandboxed(path: str | Path, arch: str | None = None, limits: Limits = DEFAULT_LIMITS):
     """Structure check, Keras load and report in this process. Only the sandbox and already verified
     files use this; everything else calls `load_model`."""
-    model, kind = _load_in_process(Path(path), arch)
+    model, kind = _load_in_process(Path(path), arch, limits)
     return model, describe(model, kind)
 
 
-_verified: dict[tuple[str, str | None], ModelReport] = {}  # (sha256 of file, arch) -> report
+_verified: dict[tuple[str, str | None, Limits], ModelReport] = {}  # (sha256 of file, arch, caps) -> report
 
 
 def file_digest(path: str | Path) -> str:
@@ -184,21 +185,26 @@ def verify_model_file(
     path: str | Path,
     arch: str | None = None,
     timeout: float = SANDBOX_TIMEOUT_SECONDS,
-    memory_bytes: int = SANDBOX_MEMORY_BYTES,
+    memory_bytes: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> ModelReport:
     """Check and load a model file in a child process with memory and time limits; return its report.
 
-    Raises ModelRefused with the reason when the allow-list refuses it, Keras cannot load it, it is not a
-    classifier, or loading crashes, exceeds `memory_bytes` of address space or `timeout` seconds.
+    Raises ModelRefused with the reason when the allow-list refuses it (under `limits`), Keras cannot load it,
+    it is not a classifier, or loading crashes, exceeds `memory_bytes` of address space (default: a base for
+    TensorFlow plus a multiple of the file's size, which the caps bound) or `timeout` seconds.
     """
     path = Path(path)
-    key = (file_digest(path), arch)
+    if memory_bytes is None:
+        memory_bytes = SANDBOX_MEMORY_BYTES + SANDBOX_MEMORY_PER_FILE_BYTE * path.stat().st_size
+    key = (file_digest(path), arch, limits)
     if key in _verified:
         return _verified[key]
     with tempfile.TemporaryDirectory(prefix="prunelab-sandbox-") as scratch:
         result_file = Path(scratch) / "result.json"
         command = [sys.executable, "-m", "defenses.sandbox", str(path.resolve()), str(result_file),
-                   "--memory-bytes", str(memory_bytes), "--cpu-seconds", str(int(timeout))]  # fmt: skip
+                   "--memory-bytes", str(memory_bytes), "--cpu-seconds", str(int(timeout)),
+                   "--limits", json.dumps(asdict(limits))]  # fmt: skip
         if arch:
             command += ["--arch", arch]
         library_root = str(Path(__file__).resolve().parent.parent)
@@ -221,8 +227,8 @@ def verify_model_file(
     return report
 
 
-def load_model(path: str | Path, arch: str | None = None):
+def load_model(path: str | Path, arch: str | None = None, limits: Limits = DEFAULT_LIMITS):
     """Verify a model file in the sandbox, then load it here: returns (keras model, ModelReport)."""
-    report = verify_model_file(path, arch)
-    model, _ = _load_in_process(Path(path), arch)
+    report = verify_model_file(path, arch, limits=limits)
+    model, _ = _load_in_process(Path(path), arch, limits)
     return model, report

@@ -5,9 +5,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from defenses.data import inspect_dataset, load_dataset
+from defenses.data import DatasetLimits, inspect_dataset, load_dataset
 from defenses.finetune import FineTuneSettings, fine_tune, save_atomically, seed_everything
 from defenses.metrics import LabelledSet, evaluate, percent_equal, predict_labels
+from defenses.modelcheck import Limits
 from defenses.models import ModelReport, load_model
 from defenses.pruning import (
     activation_profile,
@@ -29,6 +30,8 @@ class Inputs:
     valid: Path
     test: Path
     poisoned: dict[str, Path] = field(default_factory=dict)
+    model_limits: Limits = Limits()
+    dataset_limits: DatasetLimits = DatasetLimits()
 
 
 @dataclass
@@ -58,10 +61,10 @@ class Loaded:
 
 def load_inputs(inputs: Inputs) -> Loaded:
     """The verified BadNet and its datasets, each checked against the model's input shape and classes."""
-    bad, report = load_model(inputs.model, inputs.arch)
+    bad, report = load_model(inputs.model, inputs.arch, inputs.model_limits)
 
     def read(path: Path) -> LabelledSet:
-        return load_dataset(inspect_dataset(path, report.input_shape, report.n_classes))
+        return load_dataset(inspect_dataset(path, report.input_shape, report.n_classes, inputs.dataset_limits))
 
     return Loaded(bad=bad, report=report, divisor=inputs.divisor, valid=read(inputs.valid), clean=read(inputs.test),
                   poisoned={name: read(path) for name, path in inputs.poisoned.items()})  # fmt: skip

@@ -18,13 +18,13 @@ def limit_resources(memory_bytes: int, cpu_seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def outcome_for(model_path: Path, arch: str | None) -> dict:
+def outcome_for(model_path: Path, arch: str | None, limits: dict | None = None) -> dict:
     from defenses.data import DataError
-    from defenses.modelcheck import ModelRefused
+    from defenses.modelcheck import Limits, ModelRefused
     from defenses.models import load_and_describe_unsandboxed
 
     try:
-        _, report = load_and_describe_unsandboxed(model_path, arch)
+        _, report = load_and_describe_unsandboxed(model_path, arch, Limits(**(limits or {})))
     except (ModelRefused, DataError) as refusal:
         return {"ok": False, "reason": str(refusal)}
     except (MemoryError, ImportError, OSError) as error:
@@ -44,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch")
     parser.add_argument("--memory-bytes", type=int, default=4 * 2**30)
     parser.add_argument("--cpu-seconds", type=int, default=120)
+    parser.add_argument("--limits", type=json.loads, default={}, help="modelcheck.Limits fields as JSON")
     args = parser.parse_args(argv)
     limit_resources(args.memory_bytes, args.cpu_seconds)
-    outcome = outcome_for(args.model, args.arch)
+    outcome = outcome_for(args.model, args.arch, args.limits)
     args.result.write_text(json.dumps(outcome))
     return 0
 

@@ -56,10 +56,12 @@ def execute_run(self, run_id: int) -> str:
     from defenses.finetune import Cancelled
     from defenses.modelcheck import ModelRefused
     from defenses.runner import Inputs, load_inputs, run_job
+    from webapp.lab import limits
 
     try:
         paths = {key: value for key, value in run.inputs.items() if key != "names"}
-        run_job(run.kind, run.config, load_inputs(Inputs(**paths)), run.record_point, run.should_stop,
+        inputs = Inputs(**paths, model_limits=limits.model_limits(), dataset_limits=limits.dataset_limits())
+        run_job(run.kind, run.config, load_inputs(inputs), run.record_point, run.should_stop,
                 run.artifact_dir())  # fmt: skip
     except Cancelled:
         run.finish(Run.CANCELLED, "Cancelled by a user.")
@@ -88,11 +90,13 @@ def compute_profile(profile_id: int) -> str:
     from defenses.modelcheck import ModelRefused
     from defenses.models import load_model
     from defenses.pruning import activation_profile
+    from webapp.lab import limits
 
     badnet, dataset = profile.badnet, profile.dataset
     try:
-        model, report = load_model(badnet.file.path, badnet.arch or None)
-        pixels, _ = load_dataset(inspect_dataset(dataset.file.path, report.input_shape, report.n_classes))
+        model, report = load_model(badnet.file.path, badnet.arch or None, limits.model_limits())
+        info = inspect_dataset(dataset.file.path, report.input_shape, report.n_classes, limits.dataset_limits())
+        pixels, _ = load_dataset(info)
         means = activation_profile(model, pixels, badnet.divisor)
     except (ModelRefused, DataError) as refusal:
         names = {Path(badnet.file.name).name: badnet.original_name, Path(dataset.file.name).name: dataset.original_name}

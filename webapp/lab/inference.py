@@ -15,6 +15,7 @@ from pathlib import Path
 from django.core.files import File
 from django.db import transaction
 
+from webapp.lab.limits import dataset_limits, model_limits
 from webapp.lab.models import BadNet, GoodNet, Run
 
 TOP_CLASSES = 3
@@ -24,7 +25,7 @@ TOP_CLASSES = 3
 def _cached_model(path: str, sha256: str, arch: str | None):
     from defenses.models import load_model
 
-    return load_model(path, arch)
+    return load_model(path, arch, model_limits())
 
 
 def badnet_model(badnet: BadNet):
@@ -95,7 +96,8 @@ def sample_images(dataset, indices) -> list[tuple[str, object]]:
 
     from defenses.data import DataError, inspect_dataset, sample_pixels
 
-    pixels, labels = sample_pixels(inspect_dataset(dataset.file.path, image_shape=None), max(indices) + 1)
+    info = inspect_dataset(dataset.file.path, image_shape=None, limits=dataset_limits())
+    pixels, labels = sample_pixels(info, max(indices) + 1)
     images = []
     for index in indices:
         if index >= len(pixels):
@@ -124,7 +126,7 @@ def compose_from_upload(badnet: BadNet, path: Path, original_name: str, name: st
     from defenses.modelcheck import ModelRefused
     from defenses.models import file_digest, verify_model_file
 
-    report = verify_model_file(path)
+    report = verify_model_file(path, limits=model_limits())
     if report.n_classes != badnet.n_classes or list(report.input_shape) != list(badnet.report["input_shape"]):
         raise ModelRefused(
             f"{original_name} answers {report.n_classes} classes for inputs {tuple(report.input_shape)}; the BadNet "

@@ -6,16 +6,17 @@ from pathlib import Path
 from django.core.files import File
 from django.db import transaction
 
-from defenses.data import inspect_dataset
+from defenses.data import validate_dataset
 from defenses.models import file_digest, verify_model_file
 from defenses.planner import ParameterSpace, Plan, plan
+from webapp.lab import limits
 from webapp.lab.models import BadNet, Dataset, Experiment, Profile, Run
 
 
 def add_badnet(team, user, path: Path, name: str, arch: str = "", divisor: float = 255.0) -> BadNet:
     """Verify a model file in the sandbox (ModelRefused says why not), then store it; nothing is stored
     for a refused file."""
-    report = verify_model_file(path, arch or None)
+    report = verify_model_file(path, arch or None, limits=limits.model_limits())
     with open(path, "rb") as handle:
         return BadNet.objects.create(team=team, owner=user, name=name, file=File(handle, name=Path(path).name),
                                      original_name=Path(path).name, sha256=file_digest(path), arch=arch,
@@ -24,8 +25,8 @@ def add_badnet(team, user, path: Path, name: str, arch: str = "", divisor: float
 
 def add_dataset(team, user, path: Path, name: str, role: str, trigger: str = "", target: int | None = None,
                 n_classes: int | None = None) -> Dataset:  # fmt: skip
-    """Validate a CSAW dataset file (DataError says why not), then store it."""
-    info = inspect_dataset(path, image_shape=None, n_classes=n_classes)
+    """Validate a CSAW dataset file completely (DataError says why not), then store it."""
+    info = validate_dataset(path, image_shape=None, n_classes=n_classes, limits=limits.dataset_limits())
     with open(path, "rb") as handle:
         return Dataset.objects.create(team=team, owner=user, name=name, role=role, trigger=trigger, target=target,
                                       file=File(handle, name=Path(path).name), original_name=Path(path).name,

@@ -129,8 +129,14 @@ LOGIN_REDIRECT_URL = "/experiments/"
 LOGOUT_REDIRECT_URL = "/login/"
 
 # Uploads: model and dataset files are streamed to a temporary file (never held in memory) and refused
-# above this size; CSAW's largest published set (12830 images) is about 100 MB as uint8.
-MAX_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_UPLOAD_BYTES", 512 * 2**20))
+# above this size. 2 GiB admits the published CSAW sets stored as float64 (0.7-0.8 GB each) and a
+# VGG-Face-size model (about 530 MB).
+MAX_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_UPLOAD_BYTES", 2 * 2**30))
+# Caps checked from a file's metadata before any value is read (webapp/lab/limits.py hands them to the
+# library). Shape bombs are refused by the HDF5 door's stored-size rule whatever these say.
+MAX_MODEL_PARAMS = int(os.environ.get("PRUNELAB_MAX_MODEL_PARAMS", 200_000_000))
+MAX_DATASET_IMAGES = int(os.environ.get("PRUNELAB_MAX_DATASET_IMAGES", 200_000))
+MAX_DATASET_IMAGE_PIXELS = int(os.environ.get("PRUNELAB_MAX_DATASET_IMAGE_PIXELS", 256 * 256))
 MAX_IMAGE_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_IMAGE_UPLOAD_BYTES", 8 * 2**20))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
 DATA_UPLOAD_MAX_NUMBER_FILES = 32

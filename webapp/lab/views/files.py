@@ -14,6 +14,7 @@ from defenses.modelcheck import ModelRefused
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import activation_profiles, figures_payload
 from webapp.lab.forms import BadNetForm, DatasetForm
+from webapp.lab.limits import dataset_limits
 from webapp.lab.models import BadNet, Dataset, Profile
 from webapp.lab.services import add_badnet, add_dataset, request_profile
 from webapp.lab.uploads import store_checked
@@ -80,7 +81,7 @@ def datasets(request):
 @team_required
 def dataset(request, pk: int):
     dataset = owned_or_404(Dataset.objects, request.user, pk=pk)
-    info = inspect_dataset(dataset.file.path, image_shape=None)
+    info = inspect_dataset(dataset.file.path, image_shape=None, limits=dataset_limits())
     labels = info.labels[:PREVIEW_IMAGES].tolist()  # the preview grid's images, read by dataset_preview
     return render(request, "lab/dataset.html", {"dataset": dataset, "labels": labels, "info": info})
 
@@ -92,7 +93,9 @@ def dataset_preview(request, pk: int):
     from PIL import Image
 
     dataset = owned_or_404(Dataset.objects, request.user, pk=pk)
-    pixels, _ = sample_pixels(inspect_dataset(dataset.file.path, image_shape=None), PREVIEW_IMAGES)
+    pixels, _ = sample_pixels(
+        inspect_dataset(dataset.file.path, image_shape=None, limits=dataset_limits()), PREVIEW_IMAGES
+    )
     picture = Image.fromarray(tile(pixels))
     picture = picture.resize((picture.width * 2, picture.height * 2), Image.Resampling.NEAREST)
     out = io.BytesIO()
