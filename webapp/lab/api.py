@@ -94,16 +94,18 @@ class BadNetViewSet(mixins.CreateModelMixin, TeamScoped):
 
 
 class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
-    """Datasets. POST multipart: name, file, role, trigger, target."""
+    """Datasets. POST multipart: name, file, role, trigger, target, badnet (optional: check against it)."""
 
     queryset = Dataset.objects.all()
     serializer_class = DatasetSerializer
 
     def create(self, request, *args, **kwargs):
-        team, form = team_for(request), DatasetForm(request.data, request.FILES)
+        team = team_for(request)
+        form = DatasetForm(team, request.data, request.FILES)
 
         def store(path, data):
-            return add_dataset(team, request.user, path, data["name"], data["role"], data["trigger"], data["target"])
+            return add_dataset(team, request.user, path, data["name"], data["role"], data["trigger"], data["target"],
+                               badnet=data["badnet"])  # fmt: skip
 
         dataset = form.is_valid() and store_checked(form, store, DataError)
         if not dataset:

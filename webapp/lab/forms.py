@@ -77,6 +77,16 @@ class DatasetForm(forms.Form):
     role = forms.ChoiceField(choices=Dataset.ROLES)
     trigger = forms.CharField(max_length=60, required=False, help_text="poisoned sets: e.g. sunglasses")
     target = forms.IntegerField(required=False, min_value=0, help_text="poisoned sets: the attacker's label")
+    badnet = forms.ModelChoiceField(
+        queryset=BadNet.objects.none(),
+        required=False,
+        label="Check against BadNet",
+        help_text="image size, labels and target must fit this BadNet's input and classes",
+    )
+
+    def __init__(self, team, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["badnet"].queryset = BadNet.objects.filter(team=team).order_by("name")
 
     def clean_file(self):
         check_upload(self.cleaned_data["file"], DATASET_SUFFIXES, what="dataset file")
@@ -86,6 +96,9 @@ class DatasetForm(forms.Form):
         data = super().clean()
         if data.get("role", "").startswith("poisoned") and not data.get("trigger"):
             self.add_error("trigger", "A poisoned set needs the name of its trigger (it labels the ASR lines).")
+        badnet, target = data.get("badnet"), data.get("target")
+        if badnet is not None and target is not None and target >= badnet.n_classes:
+            self.add_error("target", f"{badnet.name} has classes 0..{badnet.n_classes - 1}; no class {target}.")
         return data
 
 

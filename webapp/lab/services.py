@@ -24,9 +24,12 @@ def add_badnet(team, user, path: Path, name: str, arch: str = "", divisor: float
 
 
 def add_dataset(team, user, path: Path, name: str, role: str, trigger: str = "", target: int | None = None,
-                n_classes: int | None = None) -> Dataset:  # fmt: skip
-    """Validate a CSAW dataset file completely (DataError says why not), then store it."""
-    info = validate_dataset(path, image_shape=None, n_classes=n_classes, limits=limits.dataset_limits())
+                n_classes: int | None = None, badnet: BadNet | None = None) -> Dataset:  # fmt: skip
+    """Validate a CSAW dataset file completely (DataError says why not), then store it. With a BadNet, its
+    input size and classes are checked too."""
+    image_shape = tuple(badnet.report["input_shape"]) if badnet else None
+    n_classes = badnet.n_classes if badnet else n_classes
+    info = validate_dataset(path, image_shape, n_classes, limits.dataset_limits())
     with open(path, "rb") as handle:
         return Dataset.objects.create(team=team, owner=user, name=name, role=role, trigger=trigger, target=target,
                                       file=File(handle, name=Path(path).name), original_name=Path(path).name,

@@ -63,12 +63,12 @@ def badnet_profile(request, pk: int):
 
 @team_required
 def datasets(request):
-    form = DatasetForm(request.POST or None, request.FILES or None)
+    form = DatasetForm(request.team, request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
 
         def store(path, data):
             return add_dataset(request.team, request.user, path, data["name"], data["role"], data["trigger"],
-                               data["target"])  # fmt: skip
+                               data["target"], badnet=data["badnet"])  # fmt: skip
 
         dataset = store_checked(form, store, DataError)
         if dataset is not None:
