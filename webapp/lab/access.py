@@ -4,6 +4,7 @@ functions, so a user of another team gets 404 (not 403: the row's existence is n
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 
@@ -17,8 +18,16 @@ def teams_of(user):
 
 
 def owned_or_404(queryset, user, **lookup):
-    """One row of `queryset` whose team the user belongs to, else 404."""
-    return get_object_or_404(queryset.filter(team__membership__user=user), **lookup)
+    """One row of `queryset` whose team the user belongs to, else 404 (a malformed id too).
+
+    Any of the user's teams, not only the current one: a link from another of their teams (a bookmark, a
+    colleague's message) opens. The page then names the row's team when it is not the current one
+    (templates/lab/_other_team.html) and every form on it acts on the row's own team, never the current
+    one; the current team is never switched silently (the page offers a "Work in ..." button)."""
+    try:
+        return get_object_or_404(queryset.filter(team__membership__user=user), **lookup)
+    except (ValueError, ValidationError):  # pk="abc": no such row, not a server error
+        raise Http404("No such row.") from None
 
 
 def current_team(request) -> Team | None:

@@ -2,13 +2,15 @@
 pages' own forms and stored by the same services, so a rule lives in one place; serializers only shape
 output. Every query is limited to the caller's teams: another team's row is a 404."""
 
+from collections.abc import Mapping
+
 from django.db.models import QuerySet
 from django.http import QueryDict
-from django.shortcuts import get_object_or_404
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action, api_view
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
@@ -17,7 +19,7 @@ from defenses.modelcheck import ModelRefused
 from webapp.lab import inference
 from webapp.lab.access import teams_of
 from webapp.lab.forms import BadNetForm, ClassifyForm, DatasetForm, ExperimentForm, as_text
-from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run
+from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run, Team
 from webapp.lab.results import experiment_rows, progress, selection_rule
 from webapp.lab.services import add_badnet, add_dataset, cancel, create_experiment
 from webapp.lab.uploads import store_checked
@@ -38,7 +40,7 @@ class DatasetSerializer(serializers.ModelSerializer):
 class RunSerializer(serializers.ModelSerializer):
     class Meta:
         model = Run
-        fields = ["id", "kind", "config", "queue", "status", "progress", "attempts", "worker", "error",
+        fields = ["id", "team", "kind", "config", "queue", "status", "progress", "attempts", "worker", "error",
                   "started_at", "finished_at"]  # fmt: skip
 
 
@@ -62,19 +64,67 @@ def form_error(form) -> Response:
     return Response({"errors": form.errors.get_json_data()}, status=status.HTTP_400_BAD_REQUEST)
 
 
-def team_for(request):
-    """The team named by the request's `team` field, else the caller's first team; 404 if not theirs."""
+TEAM_PARAMETER = OpenApiParameter(
+    "team", int, description="The id of one of your teams (the `team` field of your rows). Create calls store into "
+    "it (default: your first team; also accepted as a form or JSON field); other calls see only its rows. A "
+    "malformed id is a 400, a team you are not in a 404.")  # fmt: skip
+
+
+class BadTeam(APIException):
+    """A `team` value that is not one team id: 400, in the same shape as a form's errors."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, message: str):
+        super().__init__({"errors": {"team": [{"message": message, "code": "invalid"}]}})
+
+
+def team_for(request, default_first: bool = True) -> Team | None:
+    """The team the request acts for, the one place the API decides it: the `team` named in the body (form or
+    JSON) or the query string, else the caller's first team (None when not `default_first`). A malformed
+    value is a 400 (BadTeam) and a team the caller is not in, or no such team, a 404, each with a reason."""
+    data = request.data if isinstance(request.data, Mapping) else {}
+    where, wanted = "field", data.get("team")
+    if isinstance(data, QueryDict) and len(data.getlist("team")) > 1:
+        raise BadTeam("Give one team, not several.")
+    if wanted in (None, ""):
+        if len(request.query_params.getlist("team")) > 1:
+            raise BadTeam("Give one team, not several.")
+        where, wanted = "parameter", request.query_params.get("team")
     teams = teams_of(request.user)
-    wanted = request.data.get("team")
-    return get_object_or_404(teams, pk=wanted) if wanted else get_object_or_404(teams[:1])
+    if wanted in (None, ""):
+        if not default_first:
+            return None
+        team = teams.first()
+        if team is None:
+            raise NotFound(
+                "You belong to no team yet: create one on the Teams page, or ask a team admin to invite you."
+            )
+        return team
+    if (
+        isinstance(wanted, bool)
+        or not (isinstance(wanted, int) or (isinstance(wanted, str) and wanted.isascii() and wanted.isdigit()))
+        or len(str(wanted)) > 18
+    ):
+        shown = repr(wanted) if len(repr(wanted)) <= 40 else f"{repr(wanted)[:37]}..."
+        raise BadTeam(f"The team {where} is {shown}: give the id (a whole number) of one of your teams, as the "
+                      "`team` field of your rows shows it.")  # fmt: skip
+    team = teams.filter(pk=int(wanted)).first()
+    if team is None:
+        raise NotFound(f"You are not a member of team {int(wanted)}, or there is no such team.")
+    return team
 
 
+@extend_schema(parameters=[TEAM_PARAMETER])
 class TeamScoped(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Rows of the caller's teams, or of the one team that `?team=ID` names."""
+
     def get_queryset(self) -> QuerySet:
-        return self.queryset.filter(team__in=teams_of(self.request.user)).order_by("-pk")
+        team = team_for(self.request, default_first=False)
+        rows = self.queryset.filter(team=team) if team else self.queryset.filter(team__in=teams_of(self.request.user))
+        return rows.order_by("-pk")
 
 
-@extend_schema(parameters=[OpenApiParameter("team", int, description="upload into this team (default: first)")])
 class BadNetViewSet(mixins.CreateModelMixin, TeamScoped):
     """BadNets. POST multipart: name, file, arch ('' or 'deepid-csaw'), divisor (255 or 1)."""
 
@@ -174,6 +224,7 @@ class GoodNetViewSet(TeamScoped):
         "sample_dataset": serializers.IntegerField(required=False),
         "sample_indices": serializers.CharField(required=False)})},
     responses=inline_serializer("Answers", {"answers": serializers.ListField()}),
+    parameters=[TEAM_PARAMETER],
 )  # fmt: skip
 @api_view(["POST"])
 def classify(request):

@@ -116,8 +116,14 @@ class Experiment(models.Model):
                 "valid": self.valid.sha256, "test": self.test.sha256,
                 "poisoned": sorted([d.metric_name, d.sha256] for d in self.poisoned.all())}  # fmt: skip
 
+    def own_runs(self) -> models.QuerySet:
+        """The experiment's runs of its own team: the only runs its pages and buttons read or act on. (Runs
+        are team-scoped by their key, so every linked run is the team's; the filter keeps it so whatever a
+        stale link says.)"""
+        return self.runs.filter(team_id=self.team_id)
+
     def is_finished(self) -> bool:
-        return not self.runs.filter(status__in=[Run.QUEUED, Run.RUNNING]).exists()
+        return not self.own_runs().filter(status__in=[Run.QUEUED, Run.RUNNING]).exists()
 
 
 class Run(models.Model):
@@ -127,7 +133,7 @@ class Run(models.Model):
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="runs")
     badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="runs")
-    key = models.CharField(max_length=64, unique=True, help_text="job key + data fingerprint: the reuse rule")
+    key = models.CharField(max_length=64, unique=True, help_text="job key + data fingerprint + team: the reuse rule")
     kind = models.CharField(max_length=20)
     config = models.JSONField()
     inputs = models.JSONField(help_text="paths and scaling the worker loads")
@@ -152,8 +158,19 @@ class Run(models.Model):
         return f"run {self.pk} ({self.kind} {json.dumps(self.config, sort_keys=True)})"
 
     @staticmethod
-    def key_for(job: Job, fingerprint: dict) -> str:
-        return hashlib.sha256(json.dumps([job.key, fingerprint], sort_keys=True).encode()).hexdigest()
+    def key_for(job: Job, fingerprint: dict, team_id: int) -> str:
+        """The reuse rule: the same work (job) on the same data (file hashes) *in the same team* is one run.
+        Work is never shared across teams (DESIGN.md): two teams that upload the same public files (the CSAW
+        ones, the deterministic demo data) get a run each, so one team's cancel, re-run or results never
+        touch or reveal the other's. The team-less work key is scoped by a second hash so that migration
+        0003 could scope the keys stored before issue 12 from the stored key alone."""
+        work = hashlib.sha256(json.dumps([job.key, fingerprint], sort_keys=True).encode()).hexdigest()
+        return Run.team_scoped(work, team_id)
+
+    @staticmethod
+    def team_scoped(work_key: str, team_id: int) -> str:
+        """A team's key for a piece of work (migration 0003 has a frozen copy of this formula)."""
+        return hashlib.sha256(f"team {int(team_id)}: {work_key}".encode()).hexdigest()
 
     @property
     def total_positions(self) -> int:

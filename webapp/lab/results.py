@@ -59,7 +59,7 @@ def experiment_rows(experiment: Experiment) -> list[dict]:
 def incremental_rows(experiment: Experiment) -> list[dict]:
     """Every step of an incremental-pruning run: fraction pruned, CA, ASR, validation accuracy, stop."""
     test, valid = triggers(experiment), triggers(experiment, Dataset.POISONED_VALID)
-    run = experiment.runs.first()
+    run = experiment.own_runs().order_by("pk").first()
     if run is None:
         return []
     return [{"step": p.position, "fraction": p.metrics.get("fraction"), "stop": bool(p.metrics.get("stop"))}
@@ -80,7 +80,7 @@ def progress(experiment: Experiment) -> dict:
     """Overall and per-run progress, with a time-left estimate from the runs' own pace."""
     from django.utils import timezone
 
-    runs = list(experiment.runs.order_by("pk"))
+    runs = list(experiment.own_runs().order_by("pk"))
     done = sum(run.progress for run in runs)
     total = len(runs) or 1
     started = [run.started_at for run in runs if run.started_at]

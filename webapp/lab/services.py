@@ -66,14 +66,15 @@ def plan_for(experiment: Experiment) -> Plan:
 @transaction.atomic
 def submit(experiment: Experiment, enqueue: bool = True) -> list[Run]:
     """Create (or reuse) the runs the planner asks for and queue the ones not done yet (on Celery, unless
-    `enqueue` is False: the caller then runs them itself)."""
+    `enqueue` is False: the caller then runs them itself). Runs are reused only inside the experiment's team
+    (Run.key_for): another team's run of the same files is never found, linked or queued from here."""
     fingerprint = experiment.data_fingerprint()
     runs = []
     for job in plan_for(experiment).jobs:
         run, _ = Run.objects.get_or_create(
-            key=Run.key_for(job, fingerprint),
+            team=experiment.team,
+            key=Run.key_for(job, fingerprint, experiment.team_id),
             defaults={
-                "team": experiment.team,
                 "badnet": experiment.badnet,
                 "kind": job.kind,
                 "config": job.config,
@@ -99,16 +100,18 @@ def requeue(run: Run) -> None:
 
 
 def cancel(experiment: Experiment) -> int:
-    """Ask every unfinished run of the experiment to stop; running ones stop at their next batch check."""
-    return experiment.runs.filter(status__in=[Run.QUEUED, Run.RUNNING]).update(cancel_requested=True)
+    """Ask every unfinished run of the experiment (its own team's) to stop; running ones stop at their next
+    batch check."""
+    return experiment.own_runs().filter(status__in=[Run.QUEUED, Run.RUNNING]).update(cancel_requested=True)
 
 
 def experiment_points(experiment: Experiment) -> list[dict]:
-    """Every (T, LR, epochs) point of the experiment with its metrics, read from the shared runs."""
+    """Every (T, LR, epochs) point of the experiment with its metrics, read from the team's shared runs."""
     the_plan = plan_for(experiment)
     fingerprint = experiment.data_fingerprint()
-    keys = [Run.key_for(job, fingerprint) for job in the_plan.jobs]
-    runs = {run.key: run for run in Run.objects.filter(key__in=keys).prefetch_related("points")}
+    keys = [Run.key_for(job, fingerprint, experiment.team_id) for job in the_plan.jobs]
+    found = Run.objects.filter(team_id=experiment.team_id, key__in=keys).prefetch_related("points")
+    runs = {run.key: run for run in found}
     rows = []
     for (threshold, lr, epochs), (job_index, position) in sorted(the_plan.points.items()):
         run = runs.get(keys[job_index])
@@ -125,9 +128,13 @@ def describe_plan(experiment: Experiment) -> dict:
 
 
 def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
-    """The BadNet's activation profile on a clean set: the stored one, or a new one queued on a worker."""
+    """The BadNet's activation profile on a clean set: the stored one, or a new one queued on a worker.
+    Both rows must be of one team (the views fetch the dataset within the BadNet's team; this is the last
+    check, so that no caller can read another team's file through a profile)."""
     from workers.tasks import compute_profile
 
+    if badnet.team_id != dataset.team_id:
+        raise ValueError(f"{dataset.name} is not a dataset of {badnet.name}'s team.")
     profile, created = Profile.objects.get_or_create(badnet=badnet, dataset=dataset)
     if created or profile.status == "failed":
         Profile.objects.filter(pk=profile.pk).update(status="queued", error="")
@@ -136,8 +143,8 @@ def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
 
 
 def rerun_failed(experiment: Experiment) -> int:
-    """Queue the experiment's failed and cancelled runs again, in place."""
-    runs = list(experiment.runs.filter(status__in=[Run.FAILED, Run.CANCELLED]))
+    """Queue the experiment's (own team's) failed and cancelled runs again, in place."""
+    runs = list(experiment.own_runs().filter(status__in=[Run.FAILED, Run.CANCELLED]))
     for run in runs:
         requeue(run)
     return len(runs)

@@ -1,12 +1,13 @@
 """Compare runs across the team's experiments and BadNets: table, CA-vs-ASR with the Pareto front,
 parallel coordinates and the before/after summary per BadNet (the seed's Table 3)."""
 
+from django.db.models import Prefetch
 from django.http import HttpResponse
 from django.shortcuts import render
 
 from webapp.lab.access import team_required
 from webapp.lab.charts import ca_asr_scatter, figures_payload, parallel
-from webapp.lab.models import BadNet, Run
+from webapp.lab.models import BadNet, Experiment, Run
 from webapp.lab.results import run_summary
 
 SORTABLE = {"ca", "asr", "score", "owner", "when", "threshold", "lr", "epochs", "run", "badnet", "experiment"}
@@ -40,8 +41,10 @@ def before_after(rows: list[dict]) -> list[dict]:
 
 @team_required
 def compare(request):
-    runs = (Run.objects.filter(team=request.team, status=Run.DONE).select_related("badnet")
-            .prefetch_related("points", "experiments__poisoned", "experiments__owner").order_by("-pk"))  # fmt: skip
+    # a run names the first of its experiments: only the team's own (runs are never shared across teams)
+    own = Prefetch("experiments", queryset=Experiment.objects.filter(team=request.team))
+    runs = (Run.objects.filter(team=request.team, status=Run.DONE).select_related("badnet").order_by("-pk")
+            .prefetch_related("points", own, "experiments__poisoned", "experiments__owner"))  # fmt: skip
     badnet = request.GET.get("badnet", "")
     if badnet.isdigit():
         runs = runs.filter(badnet_id=int(badnet))

@@ -66,7 +66,7 @@ def charts_of(experiment: Experiment) -> list:
 
 @team_required
 def experiment(request, pk: int):
-    experiment = owned_or_404(Experiment.objects.select_related("badnet", "valid", "test"), request.user, pk=pk)
+    experiment = owned_or_404(Experiment.objects.select_related("team", "badnet", "valid", "test"), request.user, pk=pk)
     context = experiment_results(experiment) | {"experiment": experiment, "progress": progress(experiment)}
     return render(request, "lab/experiment.html", context)
 

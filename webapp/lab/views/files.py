@@ -40,8 +40,9 @@ def badnets(request):
 
 @team_required
 def badnet(request, pk: int):
-    badnet = owned_or_404(BadNet.objects, request.user, pk=pk)
-    profiles = Profile.objects.filter(badnet=badnet).select_related("dataset")
+    """A BadNet of any of the user's teams; its profile form and lists are of the BadNet's own team."""
+    badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
+    profiles = Profile.objects.filter(badnet=badnet, dataset__team=badnet.team).select_related("dataset")
     done = next((p for p in profiles if p.status == "done"), None)
     context = {"badnet": badnet, "profiles": profiles,
                "figures": figures_payload(activation_profiles(done.means, done.dataset.name)) if done else {},
@@ -54,6 +55,7 @@ def badnet(request, pk: int):
 @team_required
 @require_POST
 def badnet_profile(request, pk: int):
+    """Queue a profile on a clean set of the BadNet's own team; another team's dataset is a 404."""
     badnet = owned_or_404(BadNet.objects, request.user, pk=pk)
     dataset = owned_or_404(Dataset.objects, request.user, pk=request.POST.get("dataset") or 0, team=badnet.team)
     request_profile(badnet, dataset)
@@ -80,7 +82,7 @@ def datasets(request):
 
 @team_required
 def dataset(request, pk: int):
-    dataset = owned_or_404(Dataset.objects, request.user, pk=pk)
+    dataset = owned_or_404(Dataset.objects.select_related("team"), request.user, pk=pk)
     info = inspect_dataset(dataset.file.path, image_shape=None, limits=dataset_limits())
     labels = info.labels[:PREVIEW_IMAGES].tolist()  # the preview grid's images, read by dataset_preview
     return render(request, "lab/dataset.html", {"dataset": dataset, "labels": labels, "info": info})
