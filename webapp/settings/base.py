@@ -59,6 +59,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After sessions and auth (it needs request.user) and before any process_view: CsrfViewMiddleware's
+    # process_view reads request.POST, i.e. the whole body, and every __call__ runs before any process_view.
+    "webapp.core.middleware.guard_request_bodies",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -128,17 +131,31 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/experiments/"
 LOGOUT_REDIRECT_URL = "/login/"
 
+# Per-address limits count the address of the client, not of a proxy: with n reverse proxies in front, the
+# n-th address from the right of X-Forwarded-For (the left ones are whatever the client wrote).
+TRUSTED_PROXIES = int(os.environ.get("PRUNELAB_TRUSTED_PROXIES", 0))
+
+# API tokens: TOKEN_FAILURE_LIMIT wrong tokens from one address within TOKEN_FAILURE_WINDOW_SECONDS and every
+# token from that address is answered 429 (with Retry-After) until the window has passed, before any lookup.
+TOKEN_FAILURE_LIMIT = int(os.environ.get("PRUNELAB_TOKEN_FAILURE_LIMIT", 20))
+TOKEN_FAILURE_WINDOW_SECONDS = int(os.environ.get("PRUNELAB_TOKEN_FAILURE_WINDOW_SECONDS", 900))
+
 # Uploads: model and dataset files are streamed to a temporary file (never held in memory) and refused
-# above this size; CSAW's largest published set (12830 images) is about 100 MB as uint8.
-MAX_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_UPLOAD_BYTES", 512 * 2**20))
+# above this size; CSAW's largest published set (12830 images) is about 100 MB as uint8. The same cap bounds
+# the whole request body, judged from its Content-Length before a byte is read (webapp/core/middleware.py),
+# with room for the multipart framing and the form's other fields.
+MAX_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_UPLOAD_BYTES", 2 * 2**30))
+MAX_REQUEST_OVERHEAD_BYTES = 2**20
 MAX_IMAGE_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_IMAGE_UPLOAD_BYTES", 8 * 2**20))
+# Without a session or a valid API token a body can only be a sign-in form (a few hundred bytes).
+ANONYMOUS_MAX_BODY_BYTES = int(os.environ.get("PRUNELAB_ANONYMOUS_MAX_BODY_BYTES", 64 * 2**10))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
 DATA_UPLOAD_MAX_NUMBER_FILES = 32
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous API call gets 401 with a WWW-Authenticate header, not 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "webapp.core.tokens.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -158,6 +175,17 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 LONGEST_RUN_SECONDS = int(os.environ.get("PRUNELAB_LONGEST_RUN_SECONDS", 6 * 3600))
 # A running run whose heartbeat (written between batches) is older than this lost its worker: re-queued.
 RUN_STALE_SECONDS = float(os.environ.get("PRUNELAB_RUN_STALE_SECONDS", 120))
+
+# The cache holds the API-token failure counts, which every gunicorn worker and web host must share: Redis,
+# which the queue needs anyway. Its own key prefix keeps it apart from Celery's keys in the same database
+# (never call cache.clear(): Redis' FLUSHDB would empty the queue too).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "prunelab-cache",
+    }
+}
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL
