@@ -3,6 +3,7 @@ environment, and nowhere else."""
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -48,6 +49,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_htmx",
+    "axes",
     "webapp.core",
     "webapp.lab",
 ]
@@ -65,6 +67,14 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+
+# axes first: a locked-out username+address is refused before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -134,6 +144,17 @@ LOGOUT_REDIRECT_URL = "/login/"
 # Per-address limits count the address of the client, not of a proxy: with n reverse proxies in front, the
 # n-th address from the right of X-Forwarded-For (the left ones are whatever the client wrote).
 TRUSTED_PROXIES = int(os.environ.get("PRUNELAB_TRUSTED_PROXIES", 0))
+
+# Sign-in throttling (django-axes, counts in the database so every gunicorn worker and host sees them):
+# after PRUNELAB_LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that pair is locked for
+# PRUNELAB_LOGIN_LOCKOUT_MINUTES after the last failure; tries during the lock do not extend it.
+AXES_FAILURE_LIMIT = int(os.environ.get("PRUNELAB_LOGIN_FAILURE_LIMIT", 10))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("PRUNELAB_LOGIN_LOCKOUT_MINUTES", 15)))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "webapp.core.clients.client_ip"
+AXES_LOCKOUT_CALLABLE = "webapp.core.views.locked_out"
 
 # API tokens: TOKEN_FAILURE_LIMIT wrong tokens from one address within TOKEN_FAILURE_WINDOW_SECONDS and every
 # token from that address is answered 429 (with Retry-After) until the window has passed, before any lookup.
