@@ -34,6 +34,7 @@ def pytest_configure(config):
     config.stash[REDIS_KEY] = server
     os.environ["REDIS_URL"] = server.url
     settings.REDIS_URL = settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = server.url
+    settings.CACHES["default"]["LOCATION"] = server.url  # read on the cache's first use, after this
 
 
 def pytest_unconfigure(config):

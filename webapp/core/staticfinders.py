@@ -22,7 +22,10 @@ class VendorFinder(BaseFinder):
 
     def find(self, path, find_all=False, **kwargs):
         if path not in SERVED:
-            return [] if find_all else None
+            # [] even for a single find, as Django's own finders do: finders.find() wraps any other falsy
+            # answer into [None], which whitenoise (autorefresh, i.e. DEBUG) then os.stat()s: a 500 for
+            # every missing /static/ path.
+            return []
         found = str(PLOTLY_DIR / SERVED[path])
         return [found] if find_all else found
 

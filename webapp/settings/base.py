@@ -3,6 +3,7 @@ environment, and nowhere else."""
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -48,6 +49,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_htmx",
+    "axes",
     "webapp.core",
     "webapp.lab",
 ]
@@ -59,9 +61,20 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After sessions and auth (it needs request.user) and before any process_view: CsrfViewMiddleware's
+    # process_view reads request.POST, i.e. the whole body, and every __call__ runs before any process_view.
+    "webapp.core.middleware.guard_request_bodies",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as axes asks: it turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+
+# axes first: a locked-out username+address is refused before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -128,23 +141,47 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/experiments/"
 LOGOUT_REDIRECT_URL = "/login/"
 
+# Per-address limits count the address of the client, not of a proxy: with n reverse proxies in front, the
+# n-th address from the right of X-Forwarded-For (the left ones are whatever the client wrote).
+TRUSTED_PROXIES = int(os.environ.get("PRUNELAB_TRUSTED_PROXIES", 0))
+
+# Sign-in throttling (django-axes, counts in the database so every gunicorn worker and host sees them):
+# after PRUNELAB_LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that pair is locked for
+# PRUNELAB_LOGIN_LOCKOUT_MINUTES after the last failure; tries during the lock do not extend it.
+AXES_FAILURE_LIMIT = int(os.environ.get("PRUNELAB_LOGIN_FAILURE_LIMIT", 10))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("PRUNELAB_LOGIN_LOCKOUT_MINUTES", 15)))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "webapp.core.clients.client_ip"
+AXES_LOCKOUT_CALLABLE = "webapp.core.views.locked_out"
+
+# API tokens: TOKEN_FAILURE_LIMIT wrong tokens from one address within TOKEN_FAILURE_WINDOW_SECONDS and every
+# token from that address is answered 429 (with Retry-After) until the window has passed, before any lookup.
+TOKEN_FAILURE_LIMIT = int(os.environ.get("PRUNELAB_TOKEN_FAILURE_LIMIT", 20))
+TOKEN_FAILURE_WINDOW_SECONDS = int(os.environ.get("PRUNELAB_TOKEN_FAILURE_WINDOW_SECONDS", 900))
+
 # Uploads: model and dataset files are streamed to a temporary file (never held in memory) and refused
 # above this size. 2 GiB admits the published CSAW sets stored as float64 (0.7-0.8 GB each) and a
-# VGG-Face-size model (about 530 MB).
+# VGG-Face-size model (about 530 MB). The same cap bounds the whole request body, judged from its
+# Content-Length before a byte is read (webapp/core/middleware.py), with room for the multipart framing.
 MAX_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_UPLOAD_BYTES", 2 * 2**30))
+MAX_REQUEST_OVERHEAD_BYTES = 2**20
 # Caps checked from a file's metadata before any value is read (webapp/lab/limits.py hands them to the
 # library). Shape bombs are refused by the HDF5 door's stored-size rule whatever these say.
 MAX_MODEL_PARAMS = int(os.environ.get("PRUNELAB_MAX_MODEL_PARAMS", 200_000_000))
 MAX_DATASET_IMAGES = int(os.environ.get("PRUNELAB_MAX_DATASET_IMAGES", 200_000))
 MAX_DATASET_IMAGE_PIXELS = int(os.environ.get("PRUNELAB_MAX_DATASET_IMAGE_PIXELS", 256 * 256))
 MAX_IMAGE_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_IMAGE_UPLOAD_BYTES", 8 * 2**20))
+# Without a session or a valid API token a body can only be a sign-in form (a few hundred bytes).
+ANONYMOUS_MAX_BODY_BYTES = int(os.environ.get("PRUNELAB_ANONYMOUS_MAX_BODY_BYTES", 64 * 2**10))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
 DATA_UPLOAD_MAX_NUMBER_FILES = 32
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous API call gets 401 with a WWW-Authenticate header, not 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "webapp.core.tokens.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -164,6 +201,17 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 LONGEST_RUN_SECONDS = int(os.environ.get("PRUNELAB_LONGEST_RUN_SECONDS", 6 * 3600))
 # A running run whose heartbeat (written between batches) is older than this lost its worker: re-queued.
 RUN_STALE_SECONDS = float(os.environ.get("PRUNELAB_RUN_STALE_SECONDS", 120))
+
+# The cache holds the API-token failure counts, which every gunicorn worker and web host must share: Redis,
+# which the queue needs anyway. Its own key prefix keeps it apart from Celery's keys in the same database
+# (never call cache.clear(): Redis' FLUSHDB would empty the queue too).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "prunelab-cache",
+    }
+}
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = REDIS_URL

@@ -1,0 +1,99 @@
+"""Guessing is bounded: wrong passwords lock a username+address pair for a while (django-axes), wrong API
+tokens get an address 429 for a while (webapp/core/tokens.py), and neither stops anyone else."""
+
+import time
+from datetime import timedelta
+from unittest import mock
+
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import F
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+
+from tests.webapp.base import BaseTestCase
+from webapp.core.tokens import WrongTokenThrottle
+
+WRONG = "Token 0123456789abcdef0123456789abcdef01234567"
+IPS = ("127.0.0.1", "127.0.0.2")
+
+
+class SignInLockoutTestCase(BaseTestCase):
+    def sign_in(self, password, username="alice", address="127.0.0.1"):
+        return self.client.post("/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+    def test_after_ten_wrong_passwords_the_right_one_waits_out_the_lock(self):
+        assert settings.AXES_FAILURE_LIMIT == 10
+        for attempt in range(9):
+            assert self.sign_in(f"guess-{attempt}").status_code == 200  # the form again, with its error
+        locked = self.sign_in("guess-9")
+        assert locked.status_code == 429
+        refused = self.sign_in("password-alice")
+        page = refused.content.decode()
+        assert refused.status_code == 429 and "_auth_user_id" not in self.client.session
+        assert "Too many failed sign-ins for alice from your address" in page and "about 15 more minutes" in page
+        assert 'name="password"' in page  # still the sign-in page, so the user can try again later
+        # The lock is for this username from this address only.
+        assert self.sign_in("password-bob", username="bob").status_code == 302
+        self.client.logout()
+        assert self.sign_in("password-alice", address="127.0.0.2").status_code == 302
+        self.client.logout()
+        # Fifteen minutes after the last failure, the right password works again.
+        AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(minutes=15, seconds=1))
+        assert self.sign_in("password-alice").status_code == 302
+
+    def test_a_right_password_before_the_limit_clears_the_count(self):
+        for attempt in range(9):
+            self.sign_in(f"guess-{attempt}")
+        assert self.sign_in("password-alice").status_code == 302
+        self.client.logout()
+        for attempt in range(9):
+            assert self.sign_in(f"again-{attempt}").status_code == 200
+        assert self.sign_in("password-alice").status_code == 302
+
+
+@override_settings(TOKEN_FAILURE_LIMIT=3, TOKEN_FAILURE_WINDOW_SECONDS=600)
+class TokenThrottleTestCase(BaseTestCase):
+    def setUp(self):
+        super().setUp()
+        self.good = f"Token {Token.objects.create(user=self.alice).key}"
+        self.keys = [WrongTokenThrottle().get_cache_key(mock.Mock(META={"REMOTE_ADDR": a})) for a in IPS]
+        cache.delete_many(self.keys)
+        self.addCleanup(cache.delete_many, self.keys)
+
+    def get(self, token, address="127.0.0.1", **headers):
+        return self.client.get("/api/badnets/", HTTP_AUTHORIZATION=token, REMOTE_ADDR=address, **headers)
+
+    def test_wrong_tokens_get_an_address_429_then_every_token_waits(self):
+        assert self.get(self.good).status_code == 200
+        for _ in range(3):
+            assert self.get(WRONG).status_code == 401
+        throttled = self.get(WRONG)
+        assert throttled.status_code == 429 and 590 <= int(throttled["Retry-After"]) <= 600
+        assert "Too many wrong API tokens from your address (3 within 10 minutes)" in throttled.json()["detail"]
+        # Judged before the lookup, so a good token from that address waits too ...
+        assert self.get(self.good).status_code == 429
+        # ... but not one from elsewhere, nor a session from the same address.
+        assert self.get(self.good, address="127.0.0.2").status_code == 200
+        self.client.force_login(self.alice)
+        assert self.client.get("/api/badnets/", REMOTE_ADDR="127.0.0.1").status_code == 200
+        self.client.logout()
+        later = time.time() + 601
+        with mock.patch.object(WrongTokenThrottle, "timer", lambda self: later):
+            assert self.get(self.good).status_code == 200
+
+    def test_a_forwarded_for_header_does_not_make_a_new_address(self):
+        for number in range(3):
+            self.get(WRONG, HTTP_X_FORWARDED_FOR=f"10.0.0.{number}")
+        assert self.get(WRONG, HTTP_X_FORWARDED_FOR="10.0.0.99").status_code == 429
+
+    def test_the_body_guard_and_the_api_count_the_same_failures_once(self):
+        assert self.get(WRONG).status_code == 401
+        upload = self.client.post("/api/datasets/", {"name": "x"}, HTTP_AUTHORIZATION=WRONG)
+        assert upload.status_code == 401 and "Invalid token." in upload.json()["detail"]
+        assert self.get(self.good).status_code == 200  # two failures so far, not three
+        assert self.get(WRONG).status_code == 401
+        throttled = self.client.post("/api/datasets/", {"name": "x"}, HTTP_AUTHORIZATION=self.good)
+        assert throttled.status_code == 429 and int(throttled["Retry-After"]) > 0
+        assert "Too many wrong API tokens" in throttled.json()["detail"]
