@@ -91,7 +91,8 @@ class LiveBodyTestCase(LiveServerTestCase):
 
     def stream(self, path: str, headers: dict, budget=48 * 2**20, seconds=20.0) -> tuple[int | None, int]:
         """Send the headers, then body chunks until the server answers (or the budget is spent); the answer's
-        status (None: no answer) and the most the two folders ever held together meanwhile."""
+        status (None: no answer) and the most the two folders ever held together meanwhile. After the answer
+        the client goes on sending: `self.taken_after` is how much more the server took (read or buffered)."""
         lines = [f"POST {path} HTTP/1.1", f"Host: {self.server_thread.host}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -117,6 +118,7 @@ class LiveBodyTestCase(LiveServerTestCase):
                         answered = True  # the server stopped listening: its answer is in the socket
                         break
             status = read_status(sock) if answered else None
+            self.taken_after = keep_sending(sock, chunk, 64 * 2**20, 3.0) if answered else 0
         return status, peak
 
     def session_cookie(self) -> str:
@@ -139,6 +141,8 @@ class LiveBodyTestCase(LiveServerTestCase):
             status, peak = self.stream(path, self.upload_headers(GIB))
             assert status == expected, (path, status)
             self.assert_nothing_kept(peak)
+            # The development server used to read the rest of the body into memory after answering.
+            assert self.taken_after < 16 * 2**20, f"the server went on reading: {self.taken_after} bytes"
 
     @override_settings(MAX_UPLOAD_BYTES=100 * 2**20)
     def test_a_signed_in_upload_over_the_cap_is_413_before_it_is_read(self):
@@ -173,3 +177,16 @@ def read_status(sock: socket.socket) -> int | None:
         pass
     first = data.split(b"\r\n", 1)[0].split()
     return int(first[1]) if len(first) >= 2 and first[1].isdigit() else None
+
+
+def keep_sending(sock, chunk: bytes, budget: int, seconds: float) -> int:
+    """Bytes the peer takes within `seconds`: socket buffers (a few MB) if it stopped reading, all if not."""
+    sent, deadline = 0, time.monotonic() + seconds
+    while sent < budget and time.monotonic() < deadline:
+        _, writable, _ = select.select([], [sock], [], 0.2)
+        if writable:
+            try:
+                sent += sock.send(chunk)
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                break
+    return sent

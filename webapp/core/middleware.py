@@ -14,6 +14,7 @@ Refusals, body unread:
 """
 
 from django.conf import settings
+from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpResponse, JsonResponse
 from django.template.defaultfilters import filesizeformat
 from rest_framework.exceptions import AuthenticationFailed, Throttled
@@ -87,9 +88,19 @@ def is_api(request) -> bool:
 
 
 def refuse(request, status: int, message: str) -> HttpResponse:
+    leave_body_unread(request)
     if is_api(request):
         response = JsonResponse({"detail": message}, status=status)
         if status == 401:
             response["WWW-Authenticate"] = "Token"
         return response
     return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+def leave_body_unread(request) -> None:
+    """Django's development server (`make run`) reads whatever is left of a body after the response, in one
+    read into memory: a refused 1 GiB upload would still cost 1 GiB of RAM. Its stream is a LimitedStream
+    whose public `limit` says how much is left; 0 means nothing. gunicorn closes the connection instead."""
+    stream = request.environ.get("wsgi.input")
+    if isinstance(stream, LimitedStream):
+        stream.limit = 0
