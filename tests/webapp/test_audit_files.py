@@ -1,0 +1,35 @@
+"""`manage.py audit_files` finds files stored before a door was closed: a dataset in external storage that an
+older version accepted is listed with its reason; clean rows pass."""
+
+import io
+import tempfile
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import CommandError, call_command
+
+from tests import hostile
+from tests.webapp.base import BaseTestCase
+from webapp.lab.models import Dataset
+
+
+class AuditFilesTestCase(BaseTestCase):
+    def test_a_hostile_set_stored_by_an_older_version_is_listed(self):
+        self.dataset()  # a clean 30-image set
+        folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        evil = hostile.external_storage(folder / "evil.h5", hostile.secret_file(folder))
+        row = Dataset.objects.create(team=self.red, owner=self.bob, name="evil", role=Dataset.CLEAN_TEST, count=8,
+                                     file=ContentFile(evil.read_bytes(), name="evil.h5"), original_name="evil.h5",
+                                     sha256="e" * 64)  # fmt: skip
+        out = io.StringIO()
+        with pytest.raises(CommandError, match="1 of 2 stored files fail today's checks"):
+            call_command("audit_files", stdout=out)
+        assert f"Dataset {row.pk} 'evil' of team {self.red.pk}:" in out.getvalue()
+        assert "in external files" in out.getvalue()
+
+    def test_clean_rows_pass(self):
+        self.dataset()
+        out = io.StringIO()
+        call_command("audit_files", stdout=out)
+        assert "All 1 stored files pass today's checks." in out.getvalue()
