@@ -156,3 +156,18 @@ class HostileInputTestCase(BaseTestCase):
         assert response.status_code == 400 and response["Content-Type"].startswith("text/plain")
         text = response.content.decode()
         assert text.startswith("No preview of nan: ") and "image 0 has pixel values that are NaN" in text
+
+    # found by tests/webapp/test_api_schema_fuzz.py
+    def test_list_pages_with_wild_limits_and_offsets_are_answered(self):
+        for query in ("limit=25010620994324208287744&offset=-618", "offset=" + "9" * 30, "limit=-1&offset=%C2%B2"):
+            response = self.client.get(f"/api/datasets/?{query}", **self.auth)
+            assert response.status_code == 200 and response.json()["count"] == 3, query
+        assert len(self.client.get("/api/datasets/?limit=" + "9" * 30, **self.auth).json()["results"]) == 3
+
+    def test_an_id_beyond_64_bits_in_a_list_of_rows_is_not_a_choice(self):
+        for poisoned in ([self.poisoned.pk, 10**30], [-(10**30)]):
+            response = self.post_api("/api/experiments/", self.api_payload(poisoned=poisoned))
+            message = response.json()["errors"]["poisoned"][0]["message"]
+            assert response.status_code == 400 and "is not one of the available choices" in message, poisoned
+        page = self.client.post("/experiments/new/", self.form_data(poisoned=["9" * 30]))
+        assert page.status_code == 400 and "is not one of the available choices" in page.content.decode()

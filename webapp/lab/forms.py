@@ -1,5 +1,6 @@
 """Forms: every field a user types or uploads is checked here before a service sees it."""
 
+import contextlib
 import math
 from dataclasses import asdict
 
@@ -144,13 +145,26 @@ class DatasetForm(forms.Form):
         return data
 
 
+class RowsField(forms.ModelMultipleChoiceField):
+    """Several rows by id. Django passes every id to the database in one IN (...) query, where one beyond 64
+    bits raises OverflowError (a 500); such an id is simply not one of the choices."""
+
+    def clean(self, value):
+        for pk in value if isinstance(value, list | tuple) else []:
+            with contextlib.suppress(ValueError, TypeError):  # not a number at all: Django's own check says so
+                if abs(int(str(pk))) > MAX_ID:
+                    raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice",
+                                          params={"value": brief(str(pk))})  # fmt: skip
+        return super().clean(value)
+
+
 class ExperimentForm(forms.Form):
     name = forms.CharField(max_length=100)
     badnet = forms.ModelChoiceField(queryset=BadNet.objects.none(), label="BadNet")
     valid = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean validation set")
     test = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean test set")
-    poisoned = forms.ModelMultipleChoiceField(queryset=Dataset.objects.none(), required=False,
-                                              widget=forms.CheckboxSelectMultiple, label="Poisoned sets")  # fmt: skip
+    poisoned = RowsField(queryset=Dataset.objects.none(), required=False, widget=forms.CheckboxSelectMultiple,
+                         label="Poisoned sets")  # fmt: skip
     defense = forms.ChoiceField(choices=[(d, d) for d in DEFENSES], initial="fine-prune")
     thresholds = forms.CharField(initial="1.0", help_text="values or a range start:stop:step")
     learning_rates = forms.CharField(initial="0.001", label="Learning rates")
