@@ -65,6 +65,7 @@ class GoodNet:
 _EVAL_HEADER = '''"""Standalone GoodNet evaluator exported by Prunelab. Needs Python 3.11+, numpy, pillow and keras 3.
 
 Usage: python eval.py IMAGE   -> prints one class in [0, N]; N means "this input is poisoned".
+An image that cannot be read (missing, not a PNG or JPEG, truncated) is one line on stderr and exit code 2.
 """
 
 import json
@@ -81,14 +82,26 @@ HERE = Path(__file__).resolve().parent
 
 _EVAL_MAIN = """
 
+def refuse(image_path: str, reason: str) -> int:
+    # one line on stderr naming the file and the reason, exit code 2 (a usage error), never a traceback
+    print(f"eval.py: {image_path}: {' '.join(reason.split())}", file=sys.stderr)
+    return 2
+
+
 def main(image_path: str) -> int:
+    bundle = json.loads((HERE / "bundle.json").read_text())
+    height, width = bundle["input_shape"][:2]
+    if not Path(image_path).is_file():
+        return refuse(image_path, "no such file")
+    try:  # the image is read before the networks, so a wrong path or a text file is answered at once
+        image = load_image(image_path, (height, width))
+    except DataError as refusal:
+        return refuse(image_path, str(refusal))
     import keras
 
-    bundle = json.loads((HERE / "bundle.json").read_text())
     bad = keras.models.load_model(HERE / "bad_net.keras", safe_mode=True, compile=False)
     repaired = keras.models.load_model(HERE / "repaired_net.keras", safe_mode=True, compile=False)
-    height, width = bundle["input_shape"][:2]
-    pixels = scale_pixels(load_image(image_path, (height, width)).pixels[None], bundle["divisor"])
+    pixels = scale_pixels(image.pixels[None], bundle["divisor"])
     answer = goodnet_labels(np.asarray(bad.predict_on_batch(pixels)), np.asarray(repaired.predict_on_batch(pixels)))
     print(int(answer[0]))
     return 0

@@ -9,6 +9,7 @@ configuration asked for twice, in one study or in two, is computed once.
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 
 DEFENSES = ("fine-prune", "fine-tune", "prune-only", "incremental")
@@ -34,12 +35,20 @@ class ParameterSpace:
         if any(e < 0 for e in self.epochs):
             raise ValueError("epochs must be >= 0")
 
-    def points(self) -> list[tuple[float, float, int]]:
-        """Every (T, LR, epochs) the user asked for, with the defense's fixed values applied."""
+    def axes(self) -> tuple[tuple, tuple, tuple]:
+        """The (T, LR, epochs) values the grid is made of, with the defense's fixed values applied."""
         thresholds = (0.0,) if self.defense == "fine-tune" else self.thresholds
         epochs = (0,) if self.defense == "prune-only" else self.epochs
         learning_rates = self.learning_rates if any(epochs) else (0.0,)
-        return sorted(set(itertools.product(thresholds, learning_rates, epochs)))
+        return thresholds, learning_rates, epochs
+
+    def size(self) -> int:
+        """len(points()) from the axes' lengths alone, so a caller can refuse a huge grid before it is built."""
+        return math.prod(len(set(axis)) for axis in self.axes())
+
+    def points(self) -> list[tuple[float, float, int]]:
+        """Every (T, LR, epochs) the user asked for, with the defense's fixed values applied."""
+        return sorted(set(itertools.product(*self.axes())))
 
 
 @dataclass(frozen=True)

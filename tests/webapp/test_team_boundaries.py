@@ -162,7 +162,7 @@ class TeamBoundaryTestCase(TwoTeamsWithTheSameFiles):
                                    {"dataset": alice_valid.pk})  # fmt: skip
         assert profile.status_code == 404
         assert self.client.post(reverse("badnet-profile", args=[self.rows[self.red]["badnet"].pk]),
-                                {"dataset": "abc"}).status_code == 404  # fmt: skip
+                                {"dataset": "abc"}).status_code == 400  # not an id: a reason, not a 500  # fmt: skip
         with self.assertRaises(ValueError):
             request_profile(self.rows[self.red]["badnet"], alice_valid)
         assert not Profile.objects.exists()

@@ -28,12 +28,27 @@ class Chart:
         return json.loads(self.figure.to_json())
 
     def csv(self) -> str:
-        columns = list(dict.fromkeys(key for row in self.rows for key in row))
-        out = io.StringIO()
-        writer = csv.DictWriter(out, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        return out.getvalue()
+        return csv_text(self.rows)
+
+
+# OWASP's CSV injection rule: a spreadsheet runs a cell that begins with one of these as a formula
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A cell as a spreadsheet will see it: text that would start a formula gets a leading single quote. Only
+    text (names, labels, triggers: what users typed) is changed; numbers, negative ones included, stay numbers."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def csv_text(rows: list[dict]) -> str:
+    """Every CSV the app writes: one column per key seen in the rows, every cell through csv_cell."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([csv_cell(column) for column in columns])
+    writer.writerows([csv_cell(row.get(column, "")) for column in columns] for row in rows)
+    return out.getvalue()
 
 
 def layout(title: str, x: str, y: str = "percent", **extra) -> dict:

@@ -1,5 +1,7 @@
 """Forms: every field a user types or uploads is checked here before a service sees it."""
 
+import contextlib
+import math
 from dataclasses import asdict
 
 from django import forms
@@ -13,6 +15,9 @@ from webapp.lab.uploads import DATASET_SUFFIXES, IMAGE_SUFFIXES, MODEL_SUFFIXES,
 ARCH_CHOICES = [("", "full model (.h5 or .keras)"), ("deepid-csaw", "weights only, DeepID (CSAW-HackML-2020)")]
 MAX_POINTS = 400  # a grid larger than this is almost always a typo (0:2:0.001)
 MAX_EPOCHS = 500
+# A parameter field's text, before it is split: 400 values of up to ~18 characters each, with room to spare.
+MAX_VALUES_TEXT = 8000
+MAX_SAMPLES = 16  # images per classification, uploaded and sampled together
 
 # The seed report's study, one click each. Table 2 is one experiment here: T = 0 beside T = 0.8.
 STUDY_TEMPLATES = {
@@ -22,30 +27,80 @@ STUDY_TEMPLATES = {
 
 
 def parse_values(text: str, cast, what: str) -> tuple:
-    """'0.8, 1, 1.2' or a range 'start:stop:step' (stop included) -> a sorted tuple without repeats."""
+    """'0.8, 1, 1.2' or a range 'start:stop:step' (stop included) -> a sorted tuple without repeats.
+
+    The number of values is known from the text before any value is made (a list's items are counted before
+    they are converted; a range's count is arithmetic on its three numbers), so a huge list or range is refused
+    before it costs anything (DESIGN.md: grids are sized from their lengths before they are expanded)."""
     text = (text or "").strip()
     if not text:
         raise ValidationError(f"Give at least one {what}.")
+    if len(text) > MAX_VALUES_TEXT:
+        raise ValidationError(f"The {what} field has {len(text):,} characters; the limit is {MAX_VALUES_TEXT:,}. "
+                              f"Give at most {MAX_POINTS} values, or a range start:stop:step.")  # fmt: skip
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise ValidationError(f"{what.capitalize()}: {brief(text)} is not a range like '0:2:0.1' "
+                                  "(start:stop:step).")  # fmt: skip
+        start, stop, step = (finite(part, text, what) for part in parts)
+        steps = (stop - start) / step if step > 0 else -1.0  # inf when it overflows
+        # stop is included when a whole number of steps reaches it (1e-9: 0.1 * 3 is not quite 0.3)
+        count = math.floor(steps + 1e-9) + 1 if 0 <= steps <= MAX_POINTS else 0
+        if not 1 <= count <= MAX_POINTS:
+            raise ValidationError(f"The range {brief(text)} for {what} is empty or has more than {MAX_POINTS} "
+                                  "values; give start <= stop and a step above 0.")  # fmt: skip
+        numbers = [round(start + i * step, 10) for i in range(count)]
+    else:
+        parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
+        if len(parts) > MAX_POINTS:
+            raise ValidationError(f"{len(parts)} values for {what}; the limit is {MAX_POINTS}. Did you mean a "
+                                  "range start:stop:step?")  # fmt: skip
+        numbers = [finite(part, text, what) for part in parts]
     try:
-        if ":" in text:
-            start, stop, step = (float(part) for part in text.split(":"))
-            if step <= 0 or stop < start or (stop - start) / step > MAX_POINTS:
-                raise ValidationError(f"The range {text!r} for {what} is empty or has more than {MAX_POINTS} values.")
-            count = int(round((stop - start) / step)) + 1
-            values = [cast(round(start + i * step, 10)) for i in range(count)]
-        else:
-            values = [cast(part.strip()) for part in text.replace(";", ",").split(",") if part.strip()]
-    except ValueError:
-        raise ValidationError(f"{what.capitalize()}: {text!r} is not a list of numbers like '0.8, 1.0' or "
-                              "a range like '0:2:0.1'.") from None  # fmt: skip
+        values = [cast(number) for number in numbers]
+    except ValueError:  # whole() on 2.5
+        raise not_numbers(text, what, " (whole numbers only)") from None
     return tuple(sorted(set(values)))
 
 
-def whole(value) -> int:
-    number = float(value)
-    if number != int(number):
+def brief(text: str) -> str:
+    """A user's text quoted in an error message, shortened: the message should not repeat 8,000 characters."""
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def not_numbers(text: str, what: str, detail: str = "") -> ValidationError:
+    return ValidationError(f"{what.capitalize()}: {brief(text)} is not a list of numbers like '0.8, 1.0' or a range "
+                           f"like '0:2:0.1'{detail}.")  # fmt: skip
+
+
+def finite(part: str, text: str, what: str) -> float:
+    """One number of a list or range; inf and nan (also '1e400', which is inf) are not values anyone means."""
+    try:
+        number = float(part)
+    except ValueError:
+        raise not_numbers(text, what, f" ({brief(part.strip())} is not a number)") from None
+    if not math.isfinite(number):
+        raise not_numbers(text, what, f" ({brief(part.strip())} is not a finite number)")
+    return number
+
+
+MAX_ID = 2**63 - 1  # the largest primary key the databases hold; a larger number overflows SQLite's INTEGER
+
+
+def row_id(text: str, what: str) -> int:
+    """A row number taken from a query string or a plain form field (ModelChoiceField does its own)."""
+    text = (text or "").strip()
+    # isascii: '²'.isdigit() is true and int('²') fails; the length check keeps int() from a 4,000-digit string
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_ID):
+        raise ValidationError(f"{what}={brief(text)} is not a {what} number; choose one from the list on the page.")
+    return int(text)
+
+
+def whole(value: float) -> int:
+    if value != int(value):
         raise ValueError(value)
-    return int(number)
+    return int(value)
 
 
 def as_text(values) -> str:
@@ -76,7 +131,9 @@ class DatasetForm(forms.Form):
     file = forms.FileField(help_text="CSAW layout: HDF5 with 'data' (N, 3, 55, 47) and 'label' (N,)")
     role = forms.ChoiceField(choices=Dataset.ROLES)
     trigger = forms.CharField(max_length=60, required=False, help_text="poisoned sets: e.g. sunglasses")
-    target = forms.IntegerField(required=False, min_value=0, help_text="poisoned sets: the attacker's label")
+    target = forms.IntegerField(
+        required=False, min_value=0, max_value=2**31 - 1, help_text="poisoned sets: the attacker's label"
+    )
     badnet = forms.ModelChoiceField(
         queryset=BadNet.objects.none(),
         required=False,
@@ -102,19 +159,33 @@ class DatasetForm(forms.Form):
         return data
 
 
+class RowsField(forms.ModelMultipleChoiceField):
+    """Several rows by id. Django passes every id to the database in one IN (...) query, where one beyond 64
+    bits raises OverflowError (a 500); such an id is simply not one of the choices."""
+
+    def clean(self, value):
+        for pk in value if isinstance(value, list | tuple) else []:
+            with contextlib.suppress(ValueError, TypeError):  # not a number at all: Django's own check says so
+                if abs(int(str(pk))) > MAX_ID:
+                    raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice",
+                                          params={"value": brief(str(pk))})  # fmt: skip
+        return super().clean(value)
+
+
 class ExperimentForm(forms.Form):
     name = forms.CharField(max_length=100)
     badnet = forms.ModelChoiceField(queryset=BadNet.objects.none(), label="BadNet")
     valid = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean validation set")
     test = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean test set")
-    poisoned = forms.ModelMultipleChoiceField(queryset=Dataset.objects.none(), required=False,
-                                              widget=forms.CheckboxSelectMultiple, label="Poisoned sets")  # fmt: skip
+    poisoned = RowsField(queryset=Dataset.objects.none(), required=False, widget=forms.CheckboxSelectMultiple,
+                         label="Poisoned sets")  # fmt: skip
     defense = forms.ChoiceField(choices=[(d, d) for d in DEFENSES], initial="fine-prune")
     thresholds = forms.CharField(initial="1.0", help_text="values or a range start:stop:step")
     learning_rates = forms.CharField(initial="0.001", label="Learning rates")
     epochs = forms.CharField(initial="10")
-    layers = forms.CharField(required=False, help_text="conv layers to prune, comma separated; empty: all")
-    seed = forms.IntegerField(initial=0, min_value=0)
+    layers = forms.CharField(required=False, max_length=MAX_VALUES_TEXT,
+                             help_text="conv layers to prune, comma separated; empty: all")  # fmt: skip
+    seed = forms.IntegerField(initial=0, min_value=0, max_value=2**32 - 1)  # NumPy's and TensorFlow's seed range
     max_drop = forms.FloatField(initial=4.0, min_value=0.1, max_value=100, label="Incremental: max accuracy drop")
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
     PARAMETERS = ("defense", "thresholds", "learning_rates", "epochs", "layers", "seed", "max_drop")
@@ -171,8 +242,10 @@ class ExperimentForm(forms.Form):
                                    seed=data["seed"], max_drop=data["max_drop"])  # fmt: skip
         except ValueError as error:
             raise ValidationError(str(error)) from None
-        if len(space.points()) > MAX_POINTS:
-            raise ValidationError(f"This grid has {len(space.points())} points; the limit is {MAX_POINTS}.")
+        if space.size() > MAX_POINTS:  # from the axes' lengths: the grid is never built
+            raise ValidationError(f"This grid has {space.size():,} points (thresholds x learning rates x epochs); "
+                                  f"the limit is {MAX_POINTS}. Split it into several experiments or use fewer "
+                                  "values.")  # fmt: skip
         if not any(d.role == Dataset.POISONED_TEST for d in data.get("poisoned", [])):
             self.add_error("poisoned", "Choose at least one poisoned test set: without one there is no ASR.")
         data["space"], data["plan"] = space, plan(space)  # the preview shows the plan even before the data is chosen
@@ -232,15 +305,20 @@ class ClassifyForm(forms.Form):
 
     def clean_images(self):
         images = self.cleaned_data["images"]
-        if len(images) > 16:
-            raise ValidationError("At most 16 images at a time.")
+        if len(images) > MAX_SAMPLES:
+            raise ValidationError(f"At most {MAX_SAMPLES} images at a time.")
         for image in images:
             check_upload(image, IMAGE_SUFFIXES, settings.MAX_IMAGE_UPLOAD_BYTES, what="PNG or JPEG image")
         return images
 
     def clean_sample_indices(self):
         text = self.cleaned_data["sample_indices"]
-        return parse_values(text, whole, "image number") if text.strip() else ()
+        indices = parse_values(text, whole, "image number") if text.strip() else ()
+        if any(index < 0 for index in indices):
+            raise ValidationError("Image numbers start at 0 (the first image of the set).")
+        if len(indices) > MAX_SAMPLES:
+            raise ValidationError(f"At most {MAX_SAMPLES} image numbers at a time.")
+        return indices
 
     def clean(self):
         data = super().clean()
@@ -253,4 +331,8 @@ class ClassifyForm(forms.Form):
             data["badnet"] = chosen.badnet if kind == "goodnet" else chosen
         if not data.get("images") and not data.get("sample_dataset"):
             raise ValidationError("Upload at least one image or choose a dataset to take samples from.")
+        dataset, indices = data.get("sample_dataset"), data.get("sample_indices") or ()
+        if dataset is not None and indices and max(indices) >= dataset.count:
+            self.add_error("sample_indices", f"{dataset.name} has {dataset.count} images, numbered 0 to "
+                                             f"{dataset.count - 1}; there is no image {max(indices)}.")  # fmt: skip
         return data

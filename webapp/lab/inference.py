@@ -97,10 +97,10 @@ def sample_images(dataset, indices) -> list[tuple[str, object]]:
     from defenses.data import DataError, inspect_dataset, sample_pixels
 
     info = inspect_dataset(dataset.file.path, image_shape=None, limits=dataset_limits())
-    pixels, labels = sample_pixels(info, max(indices) + 1)
+    pixels, labels = sample_pixels(info, max(max(indices), 0) + 1)
     images = []
     for index in indices:
-        if index >= len(pixels):
+        if not 0 <= index < len(pixels):  # ClassifyForm checks this against the set's count; the file decides
             raise DataError(f"{dataset.name} has {len(pixels)} images; there is no image {index}.")
         buffer = io.BytesIO()
         Image.fromarray(pixels[index]).save(buffer, format="PNG")

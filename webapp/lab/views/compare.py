@@ -1,12 +1,14 @@
 """Compare runs across the team's experiments and BadNets: table, CA-vs-ASR with the Pareto front,
 parallel coordinates and the before/after summary per BadNet (the seed's Table 3)."""
 
+from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 
 from webapp.lab.access import team_required
 from webapp.lab.charts import ca_asr_scatter, figures_payload, parallel
+from webapp.lab.forms import row_id
 from webapp.lab.models import BadNet, Experiment, Run
 from webapp.lab.results import run_summary
 
@@ -46,10 +48,13 @@ def compare(request):
     runs = (Run.objects.filter(team=request.team, status=Run.DONE).select_related("badnet").order_by("-pk")
             .prefetch_related("points", own, "experiments__poisoned", "experiments__owner"))  # fmt: skip
     badnet = request.GET.get("badnet", "")
-    if badnet.isdigit():
-        runs = runs.filter(badnet_id=int(badnet))
+    try:
+        if badnet:
+            runs = runs.filter(badnet_id=row_id(badnet, "badnet"))
+        chosen_ids = {row_id(pk, "run") for pk in request.GET.getlist("run")}
+    except ValidationError as error:
+        return HttpResponseBadRequest(error.message, content_type="text/plain; charset=utf-8")
     every = [run_summary(run) for run in runs[:500]]
-    chosen_ids = {int(pk) for pk in request.GET.getlist("run") if pk.isdigit()}
     chosen = [row for row in every if row["run"] in chosen_ids] or every
     key = request.GET.get("sort", "-score")
     key = key if key.lstrip("-") in SORTABLE else "-score"

@@ -3,8 +3,9 @@
 import io
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_POST
@@ -13,7 +14,7 @@ from defenses.data import DataError, inspect_dataset, sample_pixels, tile
 from defenses.modelcheck import ModelRefused
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import activation_profiles, figures_payload
-from webapp.lab.forms import BadNetForm, DatasetForm
+from webapp.lab.forms import BadNetForm, DatasetForm, row_id
 from webapp.lab.limits import dataset_limits
 from webapp.lab.models import BadNet, Dataset, Profile
 from webapp.lab.services import add_badnet, add_dataset, request_profile
@@ -57,7 +58,11 @@ def badnet(request, pk: int):
 def badnet_profile(request, pk: int):
     """Queue a profile on a clean set of the BadNet's own team; another team's dataset is a 404."""
     badnet = owned_or_404(BadNet.objects, request.user, pk=pk)
-    dataset = owned_or_404(Dataset.objects, request.user, pk=request.POST.get("dataset") or 0, team=badnet.team)
+    try:
+        dataset_id = row_id(request.POST.get("dataset", ""), "dataset")
+    except ValidationError as error:
+        return HttpResponseBadRequest(error.message, content_type="text/plain; charset=utf-8")
+    dataset = owned_or_404(Dataset.objects, request.user, pk=dataset_id, team=badnet.team)
     request_profile(badnet, dataset)
     messages.info(request, f"The activation profile on {dataset.name} is being computed by a worker.")
     return redirect("badnet", badnet.pk)
@@ -95,9 +100,12 @@ def dataset_preview(request, pk: int):
     from PIL import Image
 
     dataset = owned_or_404(Dataset.objects, request.user, pk=pk)
-    pixels, _ = sample_pixels(
-        inspect_dataset(dataset.file.path, image_shape=None, limits=dataset_limits()), PREVIEW_IMAGES
-    )
+    try:
+        info = inspect_dataset(dataset.file.path, image_shape=None, limits=dataset_limits())
+        pixels, _ = sample_pixels(info, PREVIEW_IMAGES)
+    except DataError as refusal:  # e.g. NaN pixels: the set was stored, but its first images cannot be drawn
+        message = f"No preview of {dataset.name}: {refusal} Upload the set again with pixels in 0..255."
+        return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
     picture = Image.fromarray(tile(pixels))
     picture = picture.resize((picture.width * 2, picture.height * 2), Image.Resampling.NEAREST)
     out = io.BytesIO()

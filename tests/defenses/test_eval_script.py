@@ -1,0 +1,49 @@
+"""The exported bundle's eval.py, run alone in a child process as a CSAW grader would: a readable image prints
+one class; a missing path, a text file or a truncated PNG is one line on stderr naming the file and the
+reason, with exit code 2, and no traceback."""
+
+import io
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from defenses.goodnet import GoodNet, export_bundle
+from tests.defenses.tiny import tiny_data, tiny_model
+
+pytestmark = pytest.mark.slow  # builds two Keras models and starts Python children
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bundle")
+    return export_bundle(GoodNet(tiny_model(seed=0), tiny_model(seed=1), 255.0), folder / "goodnet")
+
+
+def evaluate(bundle, image) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "eval.py", str(image)], cwd=bundle, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def test_a_readable_image_gets_one_class(bundle, tmp_path):
+    path = tmp_path / "face.png"
+    Image.fromarray(tiny_data(1)[0][0].astype("uint8")).save(path)
+    done = evaluate(bundle, path)
+    assert done.returncode == 0 and 0 <= int(done.stdout) <= 4  # TensorFlow logs on stderr; stdout is the class
+
+
+def test_what_is_not_an_image_is_one_line_and_exit_code_2(bundle, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture\n")
+    buffer = io.BytesIO()
+    Image.fromarray(tiny_data(1)[0][0].astype("uint8")).save(buffer, "PNG")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(buffer.getvalue()[:60])
+    cases = [(text, "notes.txt is not a PNG or JPEG image"), (truncated, "cut.png could not be"),
+             (tmp_path / "missing.png", "no such file"), (tmp_path, "no such file")]  # fmt: skip
+    for path, reason in cases:
+        done = evaluate(bundle, path)
+        assert done.returncode == 2 and done.stdout == "", path
+        assert done.stderr.startswith(f"eval.py: {path}: ") and reason in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
