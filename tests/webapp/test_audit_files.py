@@ -33,3 +33,15 @@ class AuditFilesTestCase(BaseTestCase):
         out = io.StringIO()
         call_command("audit_files", stdout=out)
         assert "All 1 stored files pass today's checks." in out.getvalue()
+
+    def test_the_page_of_such_a_set_says_why_it_cannot_be_used(self):
+        folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        bomb = hostile.shape_bomb(folder / "bomb.h5")
+        row = Dataset.objects.create(team=self.blue, owner=self.alice, name="bomb", role=Dataset.CLEAN_TEST, count=8,
+                                     file=ContentFile(bomb.read_bytes(), name="bomb.h5"), original_name="bomb.h5",
+                                     sha256="b" * 64)  # fmt: skip
+        self.client.force_login(self.alice)
+        page = self.client.get(f"/datasets/{row.pk}/")
+        assert page.status_code == 200 and "This set cannot be used:" in page.content.decode()
+        assert "shape bomb" in page.content.decode() and "preview.png" not in page.content.decode()
+        assert self.client.get(f"/datasets/{row.pk}/preview.png").status_code == 400

@@ -88,7 +88,10 @@ def datasets(request):
 @team_required
 def dataset(request, pk: int):
     dataset = owned_or_404(Dataset.objects.select_related("team"), request.user, pk=pk)
-    info = inspect_dataset(dataset.file.path, image_shape=None, limits=dataset_limits())
+    try:
+        info = inspect_dataset(dataset.file.path, image_shape=None, limits=dataset_limits())
+    except DataError as refusal:  # stored before a check it now fails (manage.py audit_files lists such sets)
+        return render(request, "lab/dataset.html", {"dataset": dataset, "refusal": refusal})
     labels = info.labels[:PREVIEW_IMAGES].tolist()  # the preview grid's images, read by dataset_preview
     return render(request, "lab/dataset.html", {"dataset": dataset, "labels": labels, "info": info})
 
