@@ -46,9 +46,11 @@ class Loaded:
     before: dict | None = None
 
     def baseline(self) -> dict:
-        """The BadNet's own CA, ASR and score (before any defense), computed once."""
+        """The BadNet's own CA, ASR, score and validation accuracy (before any defense), computed once. The
+        validation accuracy is what the clean-accuracy floor of a selection is measured from."""
         if self.before is None:
-            self.before = evaluate(self.bad, self.divisor, self.clean, self.poisoned).as_dict()
+            valid_acc = percent_equal(predict_labels(self.bad, self.valid[0], self.divisor), self.valid[1])
+            self.before = evaluate(self.bad, self.divisor, self.clean, self.poisoned).as_dict() | {"valid_acc": valid_acc}
         return self.before
 
     def profile(self, layers: list[str]) -> dict:

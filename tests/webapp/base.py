@@ -39,8 +39,16 @@ class BaseTestCase(TestCase):
         pixels, labels = tiny_data(count, seed=len(name or role))
         folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
         path = write_dataset(folder / f"{name or role}.h5", pixels, labels)
+        facts = {
+            "count": count,
+            "height": pixels.shape[1],
+            "width": pixels.shape[2],
+            "label_min": int(labels.min()),
+            "label_max": int(labels.max()),
+            "classes_present": len(set(labels)),
+        }
         return Dataset.objects.create(team=team or self.blue, owner=self.alice, name=name or role, role=role,
-                                      trigger=trigger, target=0 if trigger else None, count=count,
+                                      trigger=trigger, target=0 if trigger else None, **facts,
                                       file=ContentFile(path.read_bytes(), name=path.name), original_name=path.name,
                                       sha256=(name or role).ljust(64, "0"))  # fmt: skip
 

@@ -4,6 +4,8 @@ the CSV downloads, honest selection, cancel and re-run."""
 import csv
 import io
 
+from rest_framework.authtoken.models import Token
+
 from tests.webapp.base import BaseTestCase
 from webapp.lab.models import Dataset, Experiment, Run
 from webapp.lab.results import SELECTED_ON_CLEAN_VALID, SELECTED_WITH_POISONED_VALID
@@ -18,7 +20,8 @@ def grid_metrics(run, position):
     ca = 95.0 - 10 * t - position
     asr = max(0.0, 80.0 - 2000 * lr - 20 * position)
     return {"ca": ca, "asr": {"sunglasses": asr, "sunglasses (validation)": 10 * t}, "valid_acc": 90.0 - position,
-            "pruned": {"conv_a": 1}, "before": {"ca": 96.0, "asr": {"sunglasses": 100.0}}}  # fmt: skip
+            "pruned": {"conv_a": 1},
+            "before": {"ca": 96.0, "asr": {"sunglasses": 100.0}, "valid_acc": 91.0}}  # fmt: skip
 
 
 class ExperimentPageTestCase(BaseTestCase):
@@ -151,3 +154,78 @@ class IncrementalPageTestCase(BaseTestCase):
         ca, valid, asr = chart["data"]
         assert ca["x"] == [p / 8 for p in range(9)] and ca["y"] == [90.0 - p for p in range(9)]
         assert asr["y"][5] == 50.0 and chart["layout"]["shapes"][0]["x0"] == 5 / 8
+
+
+class CompatibilityTestCase(BaseTestCase):
+    """A set must fit the BadNet (image size, labels, a poisoned set's target), in the form and the API alike;
+    the form offers each set with the BadNets it fits."""
+
+    def setUp(self):
+        super().setUp()
+        self.client.force_login(self.alice)
+        self.template = self.experiment(GRID)
+        self.token = {"HTTP_AUTHORIZATION": f"Token {Token.objects.create(user=self.alice).key}"}
+
+    def payload(self, **changes) -> dict:
+        t = self.template
+        payload = {"name": "api", "badnet": t.badnet.pk, "valid": t.valid.pk, "test": t.test.pk}
+        payload |= {"poisoned": [t.poisoned.get().pk], "thresholds": [1.0], "learning_rates": [0.001], "epochs": [1]}
+        return payload | changes
+
+    def misfits(self) -> dict[str, tuple[Dataset, str]]:
+        big = self.dataset(Dataset.CLEAN_VALID, name="faces-55x47")
+        Dataset.objects.filter(pk=big.pk).update(height=55, width=47)
+        wide = self.dataset(Dataset.CLEAN_TEST, name="1283-identities")
+        Dataset.objects.filter(pk=wide.pk).update(label_max=1282)
+        target = self.dataset(Dataset.POISONED_TEST, name="far-target", trigger="lipstick")
+        Dataset.objects.filter(pk=target.pk).update(target=9)
+        return {"valid": (big, "holds 55x47 images; blue-badnet takes 12x10"),
+                "test": (wide, "has labels up to 1282; blue-badnet has classes 0..3"),
+                "poisoned": (target, "declares target 9; blue-badnet has classes 0..3")}  # fmt: skip
+
+    def test_the_api_refuses_a_set_that_does_not_fit_and_says_which_and_why(self):
+        for field, (dataset, reason) in self.misfits().items():
+            value = [dataset.pk] if field == "poisoned" else dataset.pk
+            refused = self.client.post("/api/experiments/", self.payload(**{field: value}),
+                                       content_type="application/json", **self.token)  # fmt: skip
+            assert refused.status_code == 400, field
+            message = refused.json()["errors"][field][0]["message"]
+            assert message.startswith(dataset.name) and reason in message, message
+        assert Experiment.objects.count() == 1  # the template only
+
+    def test_the_form_refuses_it_too_and_offers_each_set_with_the_badnets_it_fits(self):
+        misfits = self.misfits()
+        valid, reason = misfits["valid"]
+        data = self.payload(valid=valid.pk, thresholds="1", learning_rates="0.001", epochs="1", defense="fine-prune",
+                            seed=0, max_drop=4, queue="cpu", layers="")  # fmt: skip
+        response = self.client.post("/experiments/new/", data)
+        assert response.status_code == 400 and reason in response.content.decode()
+        page = self.client.get("/experiments/new/").content.decode()
+        badnet = self.template.badnet.pk
+        assert f'value="{self.template.valid.pk}" data-fits="{badnet}"' in page
+        assert f'value="{valid.pk}" data-fits=""' in page
+
+    def test_a_floor_outside_0_to_100_is_refused(self):
+        refused = self.client.post("/api/experiments/", self.payload(max_ca_drop=-1), content_type="application/json",
+                                   **self.token)  # fmt: skip
+        assert refused.status_code == 400 and "max_ca_drop" in refused.json()["errors"]
+        created = self.client.post("/api/experiments/", self.payload(max_ca_drop=2.5), content_type="application/json",
+                                   **self.token)  # fmt: skip
+        assert created.status_code == 201 and created.json()["max_ca_drop"] == 2.5
+
+
+class ChartStyleTestCase(BaseTestCase):
+    def test_every_series_has_its_colour_and_every_metric_its_line_style(self):
+        self.client.force_login(self.alice)
+        experiment = self.experiment(GRID, triggers=("sunglasses", "lipstick"))
+        self.finish(experiment, grid_metrics)
+        charts = self.client.get(f"/experiments/{experiment.pk}/figures").json()["charts"]
+        traces = charts["vs-threshold"]["figure"]["data"]
+        ca = [t for t in traces if t["name"].startswith("CA · ")]
+        assert len(ca) == 4 and len({t["line"]["color"] for t in ca}) == 4  # 2 LR x 2 epochs: four series
+        assert {t["line"]["dash"] for t in ca} == {"solid"}
+        series = ca[0]["legendgroup"]
+        mine = [t for t in traces if t["legendgroup"] == series]
+        assert [t["name"].split(" · ")[0] for t in mine] == ["CA", "ASR lipstick", "ASR sunglasses"]
+        assert len({t["line"]["dash"] for t in mine}) == 3 and len({t["line"]["color"] for t in mine}) == 1
+        assert "Line style: CA solid, ASR lipstick dash, ASR sunglasses dot" in charts["vs-threshold"]["note"]

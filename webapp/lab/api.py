@@ -20,7 +20,7 @@ from webapp.lab import inference
 from webapp.lab.access import teams_of
 from webapp.lab.forms import BadNetForm, ClassifyForm, DatasetForm, ExperimentForm, as_text
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run, Team
-from webapp.lab.results import experiment_rows, progress, selection_rule
+from webapp.lab.results import experiment_rows, experiment_selection, progress
 from webapp.lab.services import add_badnet, add_dataset, cancel, create_experiment
 from webapp.lab.uploads import store_checked
 
@@ -34,7 +34,8 @@ class BadNetSerializer(serializers.ModelSerializer):
 class DatasetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Dataset
-        fields = ["id", "team", "name", "role", "trigger", "target", "original_name", "sha256", "count", "created"]
+        fields = ["id", "team", "name", "role", "trigger", "target", "original_name", "sha256", "count", "height",
+                  "width", "label_min", "label_max", "classes_present", "created"]  # fmt: skip
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -50,8 +51,8 @@ class ExperimentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Experiment
-        fields = ["id", "team", "owner", "name", "badnet", "valid", "test", "poisoned", "space", "queue", "runs",
-                  "created"]  # fmt: skip
+        fields = ["id", "team", "owner", "name", "badnet", "valid", "test", "poisoned", "space", "max_ca_drop",
+                  "queue", "runs", "created"]  # fmt: skip
 
 
 class GoodNetSerializer(serializers.ModelSerializer):
@@ -166,10 +167,11 @@ class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
 def experiment_form_data(payload) -> QueryDict:
     """API JSON (lists for thresholds, learning_rates, epochs, layers) as the page form's text fields."""
     data = {key: payload.get(key) for key in ("name", "badnet", "valid", "test", "defense", "seed", "max_drop",
-                                              "queue") if payload.get(key) is not None}  # fmt: skip
+                                              "max_ca_drop", "queue") if payload.get(key) is not None}  # fmt: skip
     data.setdefault("defense", "fine-prune")
     data.setdefault("seed", 0)
     data.setdefault("max_drop", 4.0)
+    data.setdefault("max_ca_drop", 5.0)
     data.setdefault("queue", "cpu")
     for key in ("thresholds", "learning_rates", "epochs", "layers"):
         value = payload.get(key, [] if key == "layers" else None)
@@ -183,7 +185,9 @@ def experiment_form_data(payload) -> QueryDict:
 
 class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
     """Experiments. POST JSON: name, badnet, valid, test, poisoned [ids], defense, thresholds [..],
-    learning_rates [..], epochs [..], layers [..], seed, max_drop, queue; the runs are queued at once."""
+    learning_rates [..], epochs [..], layers [..], seed, max_drop, max_ca_drop (the clean-accuracy floor of
+    the "best" choice, default 5 points), queue; the runs are queued at once. Every set must fit the BadNet
+    (image size, labels, target): a refusal names the set and why."""
 
     queryset = Experiment.objects.prefetch_related("runs")
     serializer_class = ExperimentSerializer
@@ -197,14 +201,19 @@ class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
         return Response(ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=inline_serializer("Results", {"rule": serializers.CharField(),
+                                                           "best": serializers.DictField(allow_null=True),
                                                            "finished": serializers.BooleanField(),
                                                            "points": serializers.ListField()}))  # fmt: skip
     @action(detail=True)
     def results(self, request, pk=None):
-        """Every (T, LR, epochs) point with CA, ASR per trigger, score and the validation-only selection."""
+        """Every (T, LR, epochs) point with CA, ASR per trigger, score and the validation-only selection score;
+        `best` is the point the experiment's rule chose (null when no point meets its clean-accuracy floor)
+        and `rule` says the rule in words."""
         experiment = self.get_object()
-        return Response({"rule": selection_rule(experiment), "finished": progress(experiment)["finished"],
-                         "points": experiment_rows(experiment)})  # fmt: skip
+        rows = experiment_rows(experiment)
+        selection = experiment_selection(experiment, rows)
+        return Response({"rule": selection.rule, "best": selection.best, "finished": progress(experiment)["finished"],
+                         "points": rows})  # fmt: skip
 
     @extend_schema(request=None, responses=inline_serializer("Cancelled", {"cancelled": serializers.IntegerField()}))
     @action(detail=True, methods=["post"])

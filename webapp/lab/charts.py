@@ -10,9 +10,14 @@ from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
 
-from webapp.lab.results import best_row, pareto_front
+from webapp.lab.results import pareto_front
 
 CA_COLOUR, ASR_COLOURS = "#1f6feb", ["#d1242f", "#bf8700", "#8250df", "#cf222e", "#9a6700"]
+# One colour per series (a value of the other parameters) and one line style per metric, so that a T x LR
+# experiment's lines cannot be mixed up: D3's ten categorical colours, then plotly's.
+SERIES_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                  "#bcbd22", "#17becf", "#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]  # fmt: skip
+CA_DASH, ASR_DASHES = "solid", ["dash", "dot", "dashdot", "longdash", "longdashdot"]
 PARAMETERS = {"threshold": "pruning threshold T", "lr": "learning rate", "epochs": "fine-tuning epochs"}
 
 
@@ -61,32 +66,50 @@ def label(key: str, value) -> str:
     return {"threshold": f"T {value}", "lr": f"LR {value:g}", "epochs": f"{value} ep"}[key]
 
 
+def metric_styles(triggers: list[str]) -> list[tuple[str, str, str]]:
+    """(metric key, legend name, dash) for CA and each trigger's ASR: the line style says the metric."""
+    asr = [(f"asr {t}", f"ASR {t}", ASR_DASHES[i % len(ASR_DASHES)]) for i, t in enumerate(triggers)]
+    return [("ca", "CA", CA_DASH), *asr]
+
+
 def versus(rows: list[dict], parameter: str, triggers: list[str]) -> Chart | None:
-    """CA and ASR (one line per trigger) against one parameter; one line per value of the other two."""
+    """CA and ASR (one line per trigger) against one parameter; one series per value of the other two.
+
+    Colour says the series (e.g. LR 0.001, 10 ep), line style the metric (CA solid, each trigger's ASR its
+    own dash); the legend groups a series' lines under its name. With a single series, colours tell the
+    metrics apart too."""
     done = [r for r in rows if r["ca"] is not None]
     if len({r[parameter] for r in rows}) < 2 or not done:
         return None
     others = [p for p in PARAMETERS if p != parameter]
     groups = sorted({tuple(r[p] for p in others) for r in done})
+    styles = metric_styles(triggers)
     figure = go.Figure()
-    for group in groups:
+    for number, group in enumerate(groups):
         members = sorted((r for r in done if tuple(r[p] for p in others) == group), key=lambda r: r[parameter])
-        suffix = ", ".join(label(p, v) for p, v in zip(others, group, strict=True))
+        series = ", ".join(label(p, v) for p, v in zip(others, group, strict=True))
         x = [r[parameter] for r in members]
-        figure.add_scatter(x=x, y=[r["ca"] for r in members], name=f"CA · {suffix}", mode="lines+markers",
-                           line={"color": CA_COLOUR})  # fmt: skip
-        for colour, trigger in zip(ASR_COLOURS * 4, triggers, strict=False):
-            figure.add_scatter(x=x, y=[r[f"asr {trigger}"] for r in members], name=f"ASR {trigger} · {suffix}",
-                               mode="lines+markers", line={"color": colour, "dash": "dash"})  # fmt: skip
+        for index, (key, metric, dash) in enumerate(styles):
+            if len(groups) > 1:
+                colour = SERIES_COLOURS[number % len(SERIES_COLOURS)]
+            else:
+                colour = CA_COLOUR if key == "ca" else ASR_COLOURS[(index - 1) % len(ASR_COLOURS)]
+            figure.add_scatter(x=x, y=[r[key] for r in members], name=f"{metric} · {series}", mode="lines+markers",
+                               line={"color": colour, "dash": dash}, legendgroup=series,
+                               legendgrouptitle={"text": series} if index == 0 else None)  # fmt: skip
     axis = {"type": "log"} if parameter == "lr" else {}
     title = f"CA and ASR against the {PARAMETERS[parameter]}"
     figure.update_layout(**layout(title, PARAMETERS[parameter], xaxis={"title": {"text": PARAMETERS[parameter]},
                                                                        **axis}))  # fmt: skip
-    return Chart(f"vs-{parameter}", title, figure, done)
+    note = "Line style: " + ", ".join(f"{metric} {dash}" for _, metric, dash in styles)
+    if len(groups) > 1:
+        note += f"; colour: one per {' and '.join(PARAMETERS[p] for p in others)} value"
+    return Chart(f"vs-{parameter}", title, figure, done, note + ".")
 
 
-def score_grid(rows: list[dict], rule: str) -> Chart | None:
-    """The T x LR grid as a heatmap of the seed's score (best epochs per cell), the selected cell marked."""
+def score_grid(rows: list[dict], selection) -> Chart | None:
+    """The T x LR grid as a heatmap of the seed's score (the best test score over each cell's epochs), the
+    selected point's cell outlined so that its number stays readable."""
     done = [r for r in rows if r["score"] is not None]
     thresholds, rates = sorted({r["threshold"] for r in done}), sorted({r["lr"] for r in done})
     if len(thresholds) < 2 or len(rates) < 2:
@@ -105,23 +128,29 @@ def score_grid(rows: list[dict], rule: str) -> Chart | None:
         y=[str(t) for t in thresholds],
         text=text,
         texttemplate="%{text}",
+        textfont={"size": 13},
         colorscale="Viridis",
         colorbar={"title": {"text": "score"}},
     )
     figure = go.Figure(heatmap)
-    best = best_row(rows)
-    note = ""
+    best = selection.best
     if best is not None:
-        figure.add_scatter(x=[f"{best['lr']:g}"], y=[str(best["threshold"])], mode="markers", name=f"best ({rule})",
-                           marker={"symbol": "star", "size": 22, "color": "white", "line": {"width": 2}})  # fmt: skip
-        note = f"Best: T {best['threshold']}, LR {best['lr']:g}, {best['epochs']} epochs, {rule}."
-    title = "Score (CA + 100 - ASR) / 2 over the T x LR grid"
+        # an open square around the cell: a filled marker would hide the cell's number
+        figure.add_scatter(x=[f"{best['lr']:g}"], y=[str(best["threshold"])], mode="markers",
+                           name=f"selected: {best['epochs']} ep ({selection.rule})",
+                           marker={"symbol": "square-open", "size": 48, "color": "white", "line": {"width": 4}},
+                           hoverinfo="skip")  # fmt: skip
+        note = f"Selected: T {best['threshold']}, LR {best['lr']:g}, {best['epochs']} epochs, {selection.rule}."
+    else:
+        note = f"No point is selected: {selection.rule}."
+    title = "Score (CA + 100 - mean ASR) / 2 over the T x LR grid (best test score over each cell's epochs)"
     figure.update_layout(**layout(title, "learning rate", "pruning threshold T"))
     return Chart("grid", title, figure, sorted(cells.values(), key=lambda r: (r["threshold"], r["lr"])), note)
 
 
-def with_and_without_pruning(rows: list[dict]) -> Chart | None:
-    """The seed's Table 2: fine-tuning alone (T = 0) beside fine-pruning at each other T, same LR/epochs."""
+def with_and_without_pruning(rows: list[dict], triggers: list[str]) -> Chart | None:
+    """The seed's Table 2: fine-tuning alone (T = 0) beside fine-pruning at each other T, same LR/epochs;
+    CA and each trigger's ASR as bars of their own (never a mean without saying so)."""
     done = [r for r in rows if r["ca"] is not None and r["epochs"] > 0]
     alone = {(r["lr"], r["epochs"]): r for r in done if r["threshold"] == 0}
     pairs = [r for r in done if r["threshold"] > 0 and (r["lr"], r["epochs"]) in alone]
@@ -133,7 +162,8 @@ def with_and_without_pruning(rows: list[dict]) -> Chart | None:
              f"{label('lr', r['lr'])}, {r['epochs']} ep" for r in chosen]  # fmt: skip
     figure = go.Figure()
     figure.add_bar(name="CA", x=names, y=[r["ca"] for r in chosen], marker_color=CA_COLOUR)
-    figure.add_bar(name="ASR", x=names, y=[r["asr"] for r in chosen], marker_color=ASR_COLOURS[0])
+    for colour, trigger in zip(ASR_COLOURS * 4, triggers, strict=False):
+        figure.add_bar(name=f"ASR {trigger}", x=names, y=[r[f"asr {trigger}"] for r in chosen], marker_color=colour)
     title = "Fine-tuning with and without pruning"
     figure.update_layout(**layout(title, "", barmode="group"))
     return Chart("pruning-vs-none", title, figure, chosen)
@@ -158,14 +188,43 @@ def incremental(rows: list[dict], triggers: list[str]) -> Chart | None:
     return Chart("incremental", title, figure, rows)
 
 
-def experiment_charts(rows: list[dict], triggers: list[str], rule: str, steps: list[dict] | None = None) -> list[Chart]:
-    """Every chart that the experiment's points can fill, in the seed report's order."""
+def experiment_charts(rows: list[dict], triggers: list[str], selection, steps: list[dict] | None = None) -> list[Chart]:
+    """Every chart that the experiment's points can fill, in the seed report's order; `selection` is the
+    experiment's honest choice (results.Selection), marked on the grid."""
     if steps is not None:
         charts = [incremental(steps, triggers)]
     else:
         charts = [versus(rows, p, triggers) for p in PARAMETERS]
-        charts += [score_grid(rows, rule), with_and_without_pruning(rows)]
+        charts += [score_grid(rows, selection), with_and_without_pruning(rows, triggers)]
     return [chart for chart in charts if chart is not None]
+
+
+RUN_AXES = {
+    "finetune": ("epoch", "fine-tuning epoch (0: pruned, not yet trained)"),
+    "prune-curve": ("threshold", "pruning threshold T"),
+    "incremental": ("fraction", "fraction of channels pruned"),
+}
+
+
+def run_curve(rows: list[dict], triggers: list[str], kind: str) -> Chart | None:
+    """One run's points: CA, validation accuracy and each trigger's ASR against its epochs, thresholds or
+    fraction pruned."""
+    x_key, x_title = RUN_AXES.get(kind, ("position", "point"))
+    rows = [r for r in rows if r.get(x_key) is not None and r.get("ca") is not None]
+    if not rows:
+        return None
+    x = [r[x_key] for r in rows]
+    figure = go.Figure()
+    figure.add_scatter(x=x, y=[r["ca"] for r in rows], name="CA (test)", line={"color": CA_COLOUR})
+    figure.add_scatter(x=x, y=[r["valid_acc"] for r in rows], name="accuracy (validation)",
+                       line={"color": CA_COLOUR, "dash": "dot"})  # fmt: skip
+    for index, trigger in enumerate(triggers):
+        figure.add_scatter(x=x, y=[r[f"asr {trigger}"] for r in rows], name=f"ASR {trigger}",
+                           line={"color": ASR_COLOURS[index % len(ASR_COLOURS)],
+                                 "dash": ASR_DASHES[index % len(ASR_DASHES)]})  # fmt: skip
+    title = "This run, point by point"
+    figure.update_layout(**layout(title, x_title))
+    return Chart("run", title, figure, rows)
 
 
 def ca_asr_scatter(rows: list[dict]) -> Chart | None:

@@ -172,12 +172,39 @@ class RowsField(forms.ModelMultipleChoiceField):
         return super().clean(value)
 
 
+class FitsOptions:
+    """A choice widget whose options say which BadNets (ids) each dataset fits (`data-fits`), so the page
+    offers only the sets that fit the chosen BadNet (forms.js hides the others). The form still checks."""
+
+    fits: dict[int, str] = {}
+
+    def create_option(self, name, value, *args, **kwargs):
+        option = super().create_option(name, value, *args, **kwargs)
+        pk = getattr(value, "value", value)
+        if pk in self.fits:
+            option["attrs"]["data-fits"] = self.fits[pk]
+        return option
+
+
+class FitsSelect(FitsOptions, forms.Select):
+    pass
+
+
+class FitsCheckboxes(FitsOptions, forms.CheckboxSelectMultiple):
+    pass
+
+
+def fits_by_dataset(datasets, badnets) -> dict[int, str]:
+    """dataset id -> the ids of the BadNets it fits (Dataset.misfit), space separated."""
+    return {d.pk: " ".join(str(b.pk) for b in badnets if not d.misfit(b)) for d in datasets}
+
+
 class ExperimentForm(forms.Form):
     name = forms.CharField(max_length=100)
     badnet = forms.ModelChoiceField(queryset=BadNet.objects.none(), label="BadNet")
-    valid = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean validation set")
-    test = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean test set")
-    poisoned = RowsField(queryset=Dataset.objects.none(), required=False, widget=forms.CheckboxSelectMultiple,
+    valid = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean validation set", widget=FitsSelect)
+    test = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean test set", widget=FitsSelect)
+    poisoned = RowsField(queryset=Dataset.objects.none(), required=False, widget=FitsCheckboxes,
                          label="Poisoned sets")  # fmt: skip
     defense = forms.ChoiceField(choices=[(d, d) for d in DEFENSES], initial="fine-prune")
     thresholds = forms.CharField(initial="1.0", help_text="values or a range start:stop:step")
@@ -187,16 +214,25 @@ class ExperimentForm(forms.Form):
                              help_text="conv layers to prune, comma separated; empty: all")  # fmt: skip
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**32 - 1)  # NumPy's and TensorFlow's seed range
     max_drop = forms.FloatField(initial=4.0, min_value=0.1, max_value=100, label="Incremental: max accuracy drop")
+    max_ca_drop = forms.FloatField(initial=5.0, min_value=0, max_value=100, required=False,
+                                   label="Clean-accuracy floor",
+                                   help_text="points (default 5): a 'best' point's validation CA may be at most "
+                                             "this far below the BadNet's own")  # fmt: skip
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
     PARAMETERS = ("defense", "thresholds", "learning_rates", "epochs", "layers", "seed", "max_drop")
+    DATASET_FIELDS = ("valid", "test", "poisoned")
 
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)
         datasets = Dataset.objects.filter(team=team).order_by("name")
-        self.fields["badnet"].queryset = BadNet.objects.filter(team=team).order_by("name")
+        badnets = BadNet.objects.filter(team=team).order_by("name")
+        self.fields["badnet"].queryset = badnets
         self.fields["valid"].queryset = datasets.filter(role=Dataset.CLEAN_VALID)
         self.fields["test"].queryset = datasets.filter(role=Dataset.CLEAN_TEST)
         self.fields["poisoned"].queryset = datasets.filter(role__in=[Dataset.POISONED_TEST, Dataset.POISONED_VALID])
+        fits = fits_by_dataset(datasets, badnets)
+        for name in self.DATASET_FIELDS:
+            self.fields[name].widget.fits = fits
 
     @classmethod
     def initial_for(cls, template: str) -> dict:
@@ -219,6 +255,10 @@ class ExperimentForm(forms.Form):
             raise ValidationError("Learning rates are above 0 and at most 1.")
         return values
 
+    def clean_max_ca_drop(self):
+        value = self.cleaned_data["max_ca_drop"]
+        return 5.0 if value is None else value
+
     def clean_epochs(self):
         values = parse_values(self.cleaned_data["epochs"], whole, "epoch count")
         if any(not 0 <= e <= MAX_EPOCHS for e in values):
@@ -234,6 +274,8 @@ class ExperimentForm(forms.Form):
             if unknown:
                 self.add_error("layers", f"{', '.join(unknown)}: not conv layers of {badnet.name}; it has "
                                          f"{', '.join(badnet.report['conv_layers'])}.")  # fmt: skip
+        if badnet is not None:
+            self.check_fit(badnet, data)
         if any(name in self.errors for name in self.PARAMETERS):
             return data
         try:
@@ -246,10 +288,20 @@ class ExperimentForm(forms.Form):
             raise ValidationError(f"This grid has {space.size():,} points (thresholds x learning rates x epochs); "
                                   f"the limit is {MAX_POINTS}. Split it into several experiments or use fewer "
                                   "values.")  # fmt: skip
-        if not any(d.role == Dataset.POISONED_TEST for d in data.get("poisoned", [])):
+        if "poisoned" not in self.errors and not any(d.role == Dataset.POISONED_TEST for d in data.get("poisoned", [])):
             self.add_error("poisoned", "Choose at least one poisoned test set: without one there is no ASR.")
         data["space"], data["plan"] = space, plan(space)  # the preview shows the plan even before the data is chosen
         return data
+
+    def check_fit(self, badnet: BadNet, data: dict) -> None:
+        """Every chosen set must fit the BadNet (Dataset.misfit): the refusal names the set and why."""
+        for name in self.DATASET_FIELDS:
+            chosen = data.get(name)
+            sets = list(chosen or []) if name == "poisoned" else [chosen] if chosen else []
+            for dataset in sets:
+                reason = dataset.misfit(badnet)
+                if reason:
+                    self.add_error(name, reason)
 
 
 class GoodNetFromRunForm(forms.Form):

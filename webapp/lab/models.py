@@ -81,10 +81,35 @@ class Dataset(models.Model):
     original_name = models.CharField(max_length=255)
     sha256 = models.CharField(max_length=64)
     count = models.PositiveIntegerField()
+    # What the upload check learnt from the file, so that fitting a set to a BadNet needs no file read.
+    # None only for sets stored before these were recorded (migration 0004 fills them where it can).
+    height = models.PositiveIntegerField(null=True)
+    width = models.PositiveIntegerField(null=True)
+    label_min = models.IntegerField(null=True)
+    label_max = models.IntegerField(null=True)
+    classes_present = models.PositiveIntegerField(null=True, help_text="distinct labels in the set")
     created = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
         return f"{self.name} ({self.get_role_display()})"
+
+    def misfit(self, badnet: "BadNet") -> str:
+        """Why this set cannot be used with `badnet`, or "" when it fits: its images must have the BadNet's
+        input size, and its labels (and a poisoned set's declared target) must be classes of the BadNet. The
+        one rule behind the experiment form, the API, the profile form and what the pages offer."""
+        height, width = badnet.report["input_shape"][:2]
+        n = badnet.n_classes
+        if self.height is None or self.label_max is None:
+            return f"{self.name}: its image size and labels were not recorded; upload it again."
+        if (self.height, self.width) != (height, width):
+            return (f"{self.name} holds {self.height}x{self.width} images; {badnet.name} takes {height}x{width}. "
+                    "Choose a set made for this BadNet.")  # fmt: skip
+        if self.label_max >= n:
+            return (f"{self.name} has labels up to {self.label_max}; {badnet.name} has classes 0..{n - 1}. "
+                    "Choose a set of this BadNet's classes.")  # fmt: skip
+        if self.target is not None and self.target >= n:
+            return f"{self.name} declares target {self.target}; {badnet.name} has classes 0..{n - 1}."
+        return ""
 
     @property
     def metric_name(self) -> str:
@@ -104,6 +129,9 @@ class Experiment(models.Model):
     poisoned = models.ManyToManyField(Dataset, blank=True, related_name="+")
     space = models.JSONField(help_text="defenses.planner.ParameterSpace fields")
     queue = models.CharField(max_length=3, choices=QUEUES, default="cpu")
+    # The honest-selection floor (DESIGN.md): a point is "best" only if its validation CA is at most this many
+    # points below the BadNet's own. Not part of `space`: it chooses among results, it changes no work.
+    max_ca_drop = models.FloatField(default=5.0)
     runs = models.ManyToManyField("Run", related_name="experiments", blank=True)
     created = models.DateTimeField(auto_now_add=True)
 

@@ -4,9 +4,10 @@ Scores here use the poisoned *test* sets only; a poisoned *validation* set (if t
 such) is kept apart and is the only poisoned data a selection may look at (DESIGN.md, "Honest selection").
 """
 
+from dataclasses import dataclass
 from statistics import mean
 
-from webapp.lab.models import Dataset, Experiment, Run
+from webapp.lab.models import Dataset, Experiment, Point, Run
 from webapp.lab.services import experiment_points
 
 SELECTED_WITH_POISONED_VALID = "selected with poisoned validation data"
@@ -41,6 +42,8 @@ def flat_row(metrics: dict, test: list[str], valid: list[str]) -> dict:
         "pruned": sum((metrics.get("pruned") or {}).values()) if isinstance(metrics.get("pruned"), dict) else None,
         "before_ca": before.get("ca"),
         "before_asr": mean(before_asr) if before_asr else None,
+        **{f"before asr {name}": before.get("asr", {}).get(name) for name in test},
+        "before_valid_acc": before.get("valid_acc"),
     }
 
 
@@ -66,14 +69,62 @@ def incremental_rows(experiment: Experiment) -> list[dict]:
             | flat_row(p.metrics, test, valid) for p in run.points.all()]  # fmt: skip
 
 
-def selection_rule(experiment: Experiment) -> str:
-    return SELECTED_WITH_POISONED_VALID if triggers(experiment, Dataset.POISONED_VALID) else SELECTED_ON_CLEAN_VALID
+@dataclass(frozen=True)
+class Selection:
+    """The honest "best" of some points and the rule that chose it, in words every page shows beside it."""
+
+    best: dict | None
+    rule: str
+    baseline: float | None  # the BadNet's own validation CA
+    floor: float | None  # the lowest validation CA a chosen point may have
 
 
-def best_row(rows: list[dict]) -> dict | None:
-    """The point with the highest validation-only selection score (ties: the smaller T, LR, epochs)."""
-    scored = [row for row in rows if row.get("selection") is not None]
-    return max(scored, key=lambda r: (r["selection"], -r["threshold"], -r["lr"], -r["epochs"]), default=None)
+def select(rows: list[dict], max_ca_drop: float, with_poisoned_valid: bool) -> Selection:
+    """The best point by the validation-only selection score among the points whose validation CA is at
+    most `max_ca_drop` points below the BadNet's own (each row's `before_valid_acc`; DESIGN.md, "Honest
+    selection"); none when no point meets that floor or the BadNet's validation CA is not known. Ties: the
+    smaller T, LR, epochs. With `with_poisoned_valid`, only points scored on poisoned validation data compete
+    (a validation-accuracy-only score is not comparable with theirs).
+
+    The floor is what keeps a destroyed network from being "best": the seed's score alone ranks a point at
+    CA 8 % above the untouched BadNet. Every page's "best" and before/after table comes from here."""
+    how = SELECTED_WITH_POISONED_VALID if with_poisoned_valid else SELECTED_ON_CLEAN_VALID
+    scored = [r for r in rows if r.get("selection") is not None and r.get("valid_acc") is not None
+              and (r.get("valid_asr") is not None or not with_poisoned_valid)]  # fmt: skip
+    known = [r for r in scored if r.get("before_valid_acc") is not None]
+    baselines = {round(r["before_valid_acc"], 6) for r in known}
+    if scored and not known:
+        return Selection(None, f"{how}; no point is named: the BadNet's own validation accuracy is not recorded "
+                               "for these runs (runs made before Prunelab recorded it need a re-run)",
+                         None, None)  # fmt: skip
+    baseline = next(iter(baselines)) if len(baselines) == 1 else None
+    of_badnet = f"the BadNet's {baseline:.2f} %" if baseline is not None else "the BadNet's own (per run)"
+    rule = f"{how}, among points whose validation CA is at most {max_ca_drop:g} points below {of_badnet}"
+    meeting = [r for r in known if r["valid_acc"] >= r["before_valid_acc"] - max_ca_drop - 1e-9]
+    best = max(meeting, key=lambda r: (r["selection"], *(-(r[p] or 0) for p in ("threshold", "lr", "epochs"))),
+               default=None)  # fmt: skip
+    if best is None and known:
+        rule += "; no point meets that floor, so none is named best"
+    return Selection(best, rule, baseline, None if baseline is None else baseline - max_ca_drop)
+
+
+def experiment_selection(experiment: Experiment, rows: list[dict]) -> Selection:
+    """The experiment's best point (one of `rows` itself) by its own floor; the BadNet's validation CA, which
+    its runs record at their first point, is written into every row."""
+    baseline = next(iter(baselines(experiment.own_runs()).values()), None)
+    for row in rows:
+        row["before_valid_acc"] = baseline
+    return select(rows, experiment.max_ca_drop, bool(triggers(experiment, Dataset.POISONED_VALID)))
+
+
+def baselines(runs) -> dict[int, float]:
+    """run id -> the BadNet's validation accuracy recorded at the run's first point (where it has one)."""
+    found = {}
+    for run_id, metrics in Point.objects.filter(run__in=runs, position=0).values_list("run_id", "metrics"):
+        value = (metrics.get("before") or {}).get("valid_acc")
+        if value is not None:
+            found[run_id] = value
+    return found
 
 
 def progress(experiment: Experiment) -> dict:
@@ -81,6 +132,8 @@ def progress(experiment: Experiment) -> dict:
     from django.utils import timezone
 
     runs = list(experiment.own_runs().order_by("pk"))
+    for run in runs:
+        run.description = config_text(run.kind, run.config)
     done = sum(run.progress for run in runs)
     total = len(runs) or 1
     started = [run.started_at for run in runs if run.started_at]
@@ -118,3 +171,51 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     front = [r for r in points if not any(o["ca"] >= r["ca"] and o["asr"] <= r["asr"] and
                                           (o["ca"], o["asr"]) != (r["ca"], r["asr"]) for o in points)]  # fmt: skip
     return sorted(front, key=lambda r: (r["asr"], -r["ca"]))
+
+
+def config_text(kind: str, config: dict) -> str:
+    """A run's configuration as a sentence ("T 0.8 on every conv layer, then 30 epochs at LR 0.001, seed 0")."""
+    layers = ", ".join(config.get("layers") or []) or "every conv layer"
+    if kind == "finetune":
+        pruning = f"prune T {config['threshold']:g} on {layers}" if config["threshold"] else "no pruning"
+        seed = config.get("seed", 0)
+        return f"{pruning}, then fine-tune {config['epochs']} epochs at LR {config['lr']:g} (seed {seed})"
+    if kind == "prune-curve":
+        values = config.get("thresholds") or []
+        shown = ", ".join(f"{t:g}" for t in values[:8]) + (", ..." if len(values) > 8 else "")
+        return f"prune only, {len(values)} threshold{'s' if len(values) != 1 else ''} ({shown}) on {layers}"
+    if kind == "incremental":
+        layer = config.get("layer") or "the last conv layer"
+        return f"incremental pruning of {layer}, stop at a validation drop over {config['max_drop']:g} points"
+    return f"{kind} {config}"
+
+
+def run_label(run: Run) -> str:
+    """How a run is named in choices: its experiment, BadNet, configuration and last CA/ASR."""
+    row = run_summary(run)
+    results = "" if row["ca"] is None else f" · CA {row['ca']:.1f} %, ASR {row['asr']:.1f} %"
+    experiment = f"{row['experiment']} · " if row["experiment"] else ""
+    return f"run {run.pk} · {experiment}{row['badnet']} · {config_text(run.kind, run.config)}{results}"
+
+
+def run_triggers(run: Run) -> list[str]:
+    """Every ASR name a run's points carry (test triggers first, then validation ones)."""
+    names = {name for point in run.points.all() for name in (point.metrics.get("asr") or {})}
+    return sorted(names, key=lambda name: (name.endswith("(validation)"), name))
+
+
+def run_rows(run: Run) -> list[dict]:
+    """One row per stored point of a run: its position (epoch, threshold or step), CA, ASR per trigger,
+    validation accuracy and, for fine-tuning epochs, the training loss and accuracy (on the validation set,
+    which is the defender's training data) and the epoch's seconds."""
+    names = run_triggers(run)
+    rows = []
+    for point in run.points.all():
+        metrics = point.metrics
+        asr = metrics.get("asr") or {}
+        rows.append({"position": point.position, "epoch": metrics.get("epoch"), "threshold": metrics.get("threshold"),
+                     "fraction": metrics.get("fraction"), "ca": metrics.get("ca"),
+                     **{f"asr {name}": asr.get(name) for name in names}, "valid_acc": metrics.get("valid_acc"),
+                     "loss": metrics.get("loss"), "train_acc": metrics.get("train_acc"),
+                     "seconds": metrics.get("seconds")})  # fmt: skip
+    return rows

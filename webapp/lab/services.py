@@ -33,7 +33,14 @@ def add_dataset(team, user, path: Path, name: str, role: str, trigger: str = "",
     with open(path, "rb") as handle:
         return Dataset.objects.create(team=team, owner=user, name=name, role=role, trigger=trigger, target=target,
                                       file=File(handle, name=Path(path).name), original_name=Path(path).name,
-                                      sha256=file_digest(path), count=info.count)  # fmt: skip
+                                      sha256=file_digest(path), **dataset_facts(info))  # fmt: skip
+
+
+def dataset_facts(info) -> dict:
+    """A checked set's size, image size and labels as Dataset fields (migration 0004 has a frozen copy)."""
+    return {"count": info.count, "height": info.image_shape[0], "width": info.image_shape[1],
+            "label_min": int(info.labels.min()), "label_max": int(info.labels.max()),
+            "classes_present": len(set(info.labels.tolist()))}  # fmt: skip
 
 
 def space_of(experiment: Experiment) -> ParameterSpace:
@@ -155,7 +162,7 @@ def create_experiment(team, user, data: dict) -> Experiment:
     """Store an experiment from a validated form or API payload and queue its runs."""
     experiment = Experiment.objects.create(team=team, owner=user, name=data["name"], badnet=data["badnet"],
                                            valid=data["valid"], test=data["test"], queue=data["queue"],
-                                           space=asdict(data["space"]))  # fmt: skip
+                                           max_ca_drop=data["max_ca_drop"], space=asdict(data["space"]))  # fmt: skip
     experiment.poisoned.set(data["poisoned"])
     submit(experiment)
     return experiment

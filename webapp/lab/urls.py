@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.lab.views import compare, experiments, files, goodnets, teams
+from webapp.lab.views import compare, experiments, files, goodnets, runs, teams
 
 urlpatterns = [
     path("teams/", teams.teams, name="teams"),
@@ -23,6 +23,9 @@ urlpatterns = [
     path("experiments/<int:pk>/charts/<slug:slug>.csv", experiments.chart_csv, name="chart-csv"),
     path("experiments/<int:pk>/cancel", experiments.experiment_cancel, name="experiment-cancel"),
     path("experiments/<int:pk>/rerun", experiments.experiment_rerun, name="experiment-rerun"),
+    path("runs/<int:pk>/", runs.run, name="run"),
+    path("runs/<int:pk>/points.csv", runs.run_csv, name="run-csv"),
+    path("runs/<int:pk>/repaired.keras", runs.run_repaired, name="run-repaired"),
     path("compare/", compare.compare, name="compare"),
     path("goodnets/", goodnets.goodnets, name="goodnets"),
     path("goodnets/from-run", goodnets.goodnet_from_run, name="goodnet-from-run"),

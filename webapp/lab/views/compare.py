@@ -1,6 +1,8 @@
 """Compare runs across the team's experiments and BadNets: table, CA-vs-ASR with the Pareto front,
 parallel coordinates and the before/after summary per BadNet (the seed's Table 3)."""
 
+import math
+
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 from django.http import HttpResponse, HttpResponseBadRequest
@@ -8,9 +10,9 @@ from django.shortcuts import render
 
 from webapp.lab.access import team_required
 from webapp.lab.charts import ca_asr_scatter, figures_payload, parallel
-from webapp.lab.forms import row_id
+from webapp.lab.forms import brief, row_id
 from webapp.lab.models import BadNet, Experiment, Run
-from webapp.lab.results import run_summary
+from webapp.lab.results import run_summary, select
 
 SORTABLE = {"ca", "asr", "score", "owner", "when", "threshold", "lr", "epochs", "run", "badnet", "experiment"}
 PARAMETER_COLUMNS = ["threshold", "lr", "epochs"]
@@ -29,16 +31,32 @@ def differing(rows: list[dict], columns: list[str]) -> list[str]:
     return [c for c in columns if len({repr(r.get(c)) for r in rows}) > 1]
 
 
-def before_after(rows: list[dict]) -> list[dict]:
-    """Per BadNet: its own CA/ASR and the best chosen run's (highest score among the chosen ones)."""
-    table = {}
-    for row in rows:
-        if row["score"] is None:
-            continue
-        best = table.get(row["badnet"])
-        if best is None or row["score"] > best["score"]:
-            table[row["badnet"]] = row
-    return [table[name] for name in sorted(table)]
+def before_after(rows: list[dict], max_ca_drop: float) -> list[dict]:
+    """Per BadNet: its own CA/ASR beside the chosen run the honest rule selects (results.select, on
+    validation data, within the clean-accuracy floor), with the rule in words; no run when none meets it."""
+    table = []
+    for name in sorted({row["badnet"] for row in rows}):
+        mine = [row for row in rows if row["badnet"] == name]
+        chosen = select(mine, max_ca_drop, any(row.get("valid_asr") is not None for row in mine))
+        before = next((row for row in mine if row.get("before_ca") is not None), {})
+        table.append({"badnet": name, "before": before, "after": chosen.best, "rule": chosen.rule})
+    return table
+
+
+def floor_of(text: str) -> float:
+    """The clean-accuracy floor typed in the compare form, in points (0..100; default 5)."""
+    try:
+        value = float(text) if text.strip() else 5.0
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 100:  # nan fails too
+        raise ValidationError(f"floor={brief(text)} is not a number of points from 0 to 100.")
+    return value
+
+
+def trigger_columns(rows: list[dict]) -> list[str]:
+    """The per-trigger ASR columns ("asr sunglasses", ...) that any of the rows has."""
+    return sorted({key for row in rows for key in row if key.startswith("asr ") and row[key] is not None})
 
 
 @team_required
@@ -52,32 +70,44 @@ def compare(request):
         if badnet:
             runs = runs.filter(badnet_id=row_id(badnet, "badnet"))
         chosen_ids = {row_id(pk, "run") for pk in request.GET.getlist("run")}
+        max_ca_drop = floor_of(request.GET.get("floor", ""))
     except ValidationError as error:
         return HttpResponseBadRequest(error.message, content_type="text/plain; charset=utf-8")
     every = [run_summary(run) for run in runs[:500]]
     chosen = [row for row in every if row["run"] in chosen_ids] or every
-    key = request.GET.get("sort", "-score")
-    key = key if key.lstrip("-") in SORTABLE else "-score"
-    columns = PARAMETER_COLUMNS
-    if request.GET.get("differences"):
-        columns = differing(chosen, PARAMETER_COLUMNS)
+    show_all = bool(request.GET.get("all")) or chosen is every
     charts = [chart for chart in (ca_asr_scatter(chosen), parallel(chosen)) if chart is not None]
     wanted = next((chart for chart in charts if chart.slug == request.GET.get("csv")), None)
     if wanted is not None:
         response = HttpResponse(wanted.csv(), content_type="text/csv")
         response["Content-Disposition"] = f'attachment; filename="compare-{wanted.slug}.csv"'
         return response
+    shown = every if show_all else chosen
+    columns = differing(chosen, PARAMETER_COLUMNS) if request.GET.get("differences") else PARAMETER_COLUMNS
+    asr_columns = trigger_columns(shown)
+    key = request.GET.get("sort", "-score")
+    key = key if key.lstrip("-") in SORTABLE or key.lstrip("-") in asr_columns else "-score"
     titles = {"threshold": "T", "lr": "LR", "epochs": "Epochs"}
     sort_columns = [("run", "Run"), ("experiment", "Experiment"), ("badnet", "BadNet"),
-                    *[(c, titles[c]) for c in columns], ("ca", "CA"), ("asr", "ASR"), ("score", "Score"),
-                    ("owner", "Who"), ("when", "When")]  # fmt: skip
-    for row in every:
+                    *[(c, titles[c]) for c in columns], ("ca", "CA"),
+                    *[(c, f"ASR {c[4:]}") for c in asr_columns], ("asr", "ASR (mean of the run's triggers)"),
+                    ("score", "Score"), ("owner", "Who"), ("when", "When")]  # fmt: skip
+    sort_links = []
+    for column, title in sort_columns:
+        again = request.GET.copy()
+        again["sort"] = column if key == f"-{column}" else f"-{column}"
+        sort_links.append((title, f"?{again.urlencode()}"))
+    for row in shown:
         row["shown"] = [row[c] for c in columns]
+        row["asr_shown"] = [row.get(c) for c in asr_columns]
     query = request.GET.copy()
     query["csv"] = "SLUG"
-    context = {"rows": sorted_rows(every, key), "sort_columns": sort_columns,
-               "csv_url": f"?{query.urlencode(safe='SLUG')}", "chosen": chosen, "chosen_ids": chosen_ids, "sort": key,
-               "columns": columns, "figures": figures_payload(charts), "summary": before_after(chosen),
-               "badnets": BadNet.objects.filter(team=request.team).order_by("name"), "badnet": badnet,
-               "differences": bool(request.GET.get("differences"))}  # fmt: skip
+    everything = request.GET.copy()
+    everything["all"] = "1"
+    context = {"rows": sorted_rows(shown, key), "sort_links": sort_links, "show_all": show_all,
+               "all_url": f"?{everything.urlencode()}", "csv_url": f"?{query.urlencode(safe='SLUG')}",
+               "chosen": chosen, "chosen_ids": chosen_ids, "sort": key, "columns": columns,
+               "figures": figures_payload(charts), "summary": before_after(chosen, max_ca_drop),
+               "floor": max_ca_drop, "badnets": BadNet.objects.filter(team=request.team).order_by("name"),
+               "badnet": badnet, "differences": bool(request.GET.get("differences"))}  # fmt: skip
     return render(request, "lab/compare.html", context)

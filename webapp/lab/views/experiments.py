@@ -10,8 +10,8 @@ from defenses.planner import naive_training_epochs
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import experiment_charts, figures_payload
 from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm
-from webapp.lab.models import Experiment
-from webapp.lab.results import best_row, experiment_rows, incremental_rows, progress, selection_rule, triggers
+from webapp.lab.models import Experiment, Run
+from webapp.lab.results import experiment_rows, experiment_selection, incremental_rows, progress, triggers
 from webapp.lab.services import cancel, create_experiment, rerun_failed
 
 
@@ -53,15 +53,20 @@ def experiment_results(experiment: Experiment) -> dict:
     incremental = experiment.space.get("defense") == "incremental"
     rows = [] if incremental else experiment_rows(experiment)
     steps = incremental_rows(experiment) if incremental else None
-    rule, best = selection_rule(experiment), best_row(rows)
-    table = [row | {"asr_values": [row[f"asr {name}"] for name in test], "is_best": row is best} for row in rows]
-    return {"rows": rows, "table": table, "steps": steps, "triggers": test, "rule": rule, "best": best}
+    selection = experiment_selection(experiment, rows)
+    best = selection.best
+    if best is not None:  # a run keeps its final network only: a GoodNet of the best point needs its last epoch
+        trained = next((r.config.get("epochs") for r in experiment.own_runs() if r.pk == best["run"]), None)
+        best = best | {"composable": best["status"] == Run.DONE and best["epochs"] == trained}
+    table = [row | {"asr_values": [row[f"asr {name}"] for name in test], "is_best": row is selection.best}
+             for row in rows]  # fmt: skip
+    return {"rows": rows, "table": table, "steps": steps, "triggers": test, "selection": selection, "best": best}
 
 
 def charts_of(experiment: Experiment) -> list:
     """The experiment's charts; only the figures and CSV views build them (the polled partial does not)."""
     results = experiment_results(experiment)
-    return experiment_charts(results["rows"], results["triggers"], results["rule"], results["steps"])
+    return experiment_charts(results["rows"], results["triggers"], results["selection"], results["steps"])
 
 
 @team_required

@@ -1,0 +1,54 @@
+// Small behaviours of Prunelab's forms; every page works without them, they only save clicks.
+"use strict";
+
+// Filters (data-autosubmit) apply as soon as they change: no "apply" button to forget.
+function autosubmit(panel) {
+  panel.addEventListener("change", () => panel.closest("form").submit());
+}
+
+// Dataset choices carry data-fits (the BadNets each set fits, webapp.lab.forms.FitsOptions): offer only
+// the sets that fit the chosen BadNet, and say how many were left out. The server checks again.
+function fitDatasets(form) {
+  const badnet = form.querySelector("select[name=badnet]");
+  if (!badnet) return;
+  const note = document.createElement("p");
+  note.className = "muted";
+  note.id = "fit-note";
+  badnet.insertAdjacentElement("afterend", note);
+  const update = () => {
+    let hidden = 0;
+    for (const option of form.querySelectorAll("[data-fits]")) {
+      const fits = !badnet.value || option.dataset.fits.split(" ").includes(badnet.value);
+      const box = option.tagName === "OPTION" ? option : option.closest("div") || option.parentElement;
+      box.hidden = !fits;
+      if (!fits) {
+        hidden += 1;
+        if (option.tagName === "OPTION") option.selected = false;
+        else option.checked = false;
+      }
+    }
+    note.textContent = hidden
+      ? `${hidden} dataset${hidden === 1 ? " is" : "s are"} not offered: their image size or labels do not fit this BadNet.`
+      : "";
+  };
+  badnet.addEventListener("change", update);
+  update();
+}
+
+// Uploads are checked before the page answers: say so while the browser waits.
+function busyOnSubmit(form) {
+  form.addEventListener("submit", () => {
+    const button = form.querySelector("button[type=submit]");
+    if (!button) return;
+    button.disabled = true;
+    button.textContent = form.dataset.busy;
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-autosubmit]").forEach(autosubmit);
+  document.querySelectorAll("form").forEach((form) => {
+    if (form.querySelector("[data-fits]")) fitDatasets(form);
+    if (form.dataset.busy) busyOnSubmit(form);
+  });
+});

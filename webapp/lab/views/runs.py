@@ -1,0 +1,50 @@
+"""One run's page (what MLflow calls a run): its points epoch by epoch, how and where it ran, its error, its
+repaired network to download and a GoodNet to compose from it."""
+
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import render
+
+from webapp.lab.access import owned_or_404, team_required
+from webapp.lab.charts import csv_text, figures_payload, run_curve
+from webapp.lab.models import Run
+from webapp.lab.results import config_text, run_rows, run_triggers
+
+
+def repaired_file(run: Run):
+    """The run's repaired network, when it has one (finished fine-tuning runs)."""
+    path = run.artifact_dir() / "repaired_net.keras"
+    return path if run.kind == "finetune" and run.status == Run.DONE and path.exists() else None
+
+
+@team_required
+def run(request, pk: int):
+    run = owned_or_404(Run.objects.select_related("team", "badnet").prefetch_related("points"), request.user, pk=pk)
+    triggers = run_triggers(run)
+    rows = run_rows(run)
+    chart = run_curve(rows, triggers, run.kind)
+    seconds = (run.finished_at - run.started_at).total_seconds() if run.started_at and run.finished_at else None
+    shown = [row | {"asr_values": [row[f"asr {t}"] for t in triggers]} for row in rows]
+    context = {"run": run, "description": config_text(run.kind, run.config), "rows": shown, "triggers": triggers,
+               "seconds": seconds, "goodnet_name": f"{run.badnet.name} run {run.pk}",
+               "experiments": run.experiments.filter(team=run.team).order_by("pk"), "repaired": repaired_file(run),
+               "figures": figures_payload([chart] if chart else [])}  # fmt: skip
+    return render(request, "lab/run.html", context)
+
+
+@team_required
+def run_csv(request, pk: int):
+    """Every stored point of the run, as its chart and table show them."""
+    run = owned_or_404(Run.objects.prefetch_related("points"), request.user, pk=pk)
+    response = HttpResponse(csv_text(run_rows(run)), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}-points.csv"'
+    return response
+
+
+@team_required
+def run_repaired(request, pk: int):
+    """The run's repaired network as a Keras 3 file."""
+    run = owned_or_404(Run.objects, request.user, pk=pk)
+    path = repaired_file(run)
+    if path is None:
+        raise Http404("This run has no repaired network: only finished fine-tuning runs have one.")
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"run-{run.pk}-repaired_net.keras")  # noqa: SIM115
