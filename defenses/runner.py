@@ -50,7 +50,8 @@ class Loaded:
         validation accuracy is what the clean-accuracy floor of a selection is measured from."""
         if self.before is None:
             valid_acc = percent_equal(predict_labels(self.bad, self.valid[0], self.divisor), self.valid[1])
-            self.before = evaluate(self.bad, self.divisor, self.clean, self.poisoned).as_dict() | {"valid_acc": valid_acc}
+            metrics = evaluate(self.bad, self.divisor, self.clean, self.poisoned).as_dict()
+            self.before = metrics | {"valid_acc": valid_acc}
         return self.before
 
     def profile(self, layers: list[str]) -> dict:

@@ -313,17 +313,18 @@ def _rate(model, pixels: np.ndarray, labels: np.ndarray) -> float:
 
 def build_benchmark(
     preset_name: str, out: Path, seed: int | None = None, badnets: tuple[BadNetSpec, ...] = BADNETS,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None, with_clean: bool = True,
 ) -> dict:  # fmt: skip
-    """Generate the data, train every BadNet and the clean network, and write the CSAW layout under `out`:
-    data/clean_{validation,test}_data.h5; per BadNet <name>/<name>_bd_net.h5, <name>_bd_weights.h5,
+    """Generate the data, train every BadNet and (`with_clean`) the clean network, and write the CSAW layout
+    under `out`: data/clean_{validation,test}_data.h5; per BadNet <name>/<name>_bd_net.h5, <name>_bd_weights.h5,
     <trigger>_poisoned_data.h5 (test) and <trigger>_poisoned_valid_data.h5; clean/clean_net.h5; and
     synth.json saying how it was made and what each network scores. Returns that record.
     `progress(what, epochs_done, epochs_total)` is called as training goes."""
     preset = PRESETS[preset_name]
     seed = preset.seed if seed is None else seed
     say = progress or (lambda what, done, total: None)
-    total = (len(badnets) + 1) * preset.epochs
+    networks = (*badnets, BadNetSpec("clean", {})) if with_clean else badnets
+    total = len(networks) * preset.epochs
     started = time.perf_counter()
     say(f"rendering {preset.identities} identities", 0, total)
     bench = generate(preset, seed)
@@ -333,7 +334,7 @@ def build_benchmark(
               "sizes": {"identities": preset.identities, "train": len(bench.train[1]), "valid": len(bench.valid[1]),
                         "test": len(bench.test[1])}, "divisor": 255.0, "badnets": {}}  # fmt: skip
     every_trigger = sorted({t for spec in badnets for t in spec.triggers})
-    for number, spec in enumerate((*badnets, BadNetSpec("clean", {}))):
+    for number, spec in enumerate(networks):
         done = number * preset.epochs
         say(f"training {spec.name}", done, total)
 

@@ -24,6 +24,11 @@ ROUTES = {
     "experiment-rerun": ("post", lambda t: {"pk": t.exp.pk}),
     "goodnet-bundle": ("get", lambda t: {"pk": t.goodnet.pk}),
     "run": ("get", lambda t: {"pk": t.goodnet.run.pk}),
+    # GET: the confirmation page (a POST by another team is refused in test_deletion.py too)
+    "badnet-delete": ("get", lambda t: {"pk": t.exp.badnet.pk}),
+    "dataset-delete": ("get", lambda t: {"pk": t.exp.valid.pk}),
+    "experiment-delete": ("get", lambda t: {"pk": t.exp.pk}),
+    "goodnet-delete": ("get", lambda t: {"pk": t.goodnet.pk}),
     "run-csv": ("get", lambda t: {"pk": t.goodnet.run.pk}),
     "run-repaired": ("get", lambda t: {"pk": t.goodnet.run.pk}),
     "api:badnet-detail": ("get", lambda t: {"pk": t.exp.badnet.pk}),
@@ -34,9 +39,27 @@ ROUTES = {
     "api:goodnet-detail": ("get", lambda t: {"pk": t.goodnet.pk}),
 }
 # Routes without a row in their address: they list or create within the caller's own team only.
-TEAM_LISTS = {"teams", "api-token", "badnets", "datasets", "dashboard", "new-experiment", "plan-preview", "compare",
-              "goodnets", "goodnet-from-run", "goodnet-upload", "classify", "api:badnet-list", "api:dataset-list",
-              "api:experiment-list", "api:goodnet-list", "api:api-root", "api:api-classify"}  # fmt: skip
+TEAM_LISTS = {
+    "teams",
+    "api-token",
+    "demo-status",
+    "badnets",
+    "datasets",
+    "dashboard",
+    "new-experiment",
+    "plan-preview",
+    "compare",
+    "goodnets",
+    "goodnet-from-run",
+    "goodnet-upload",
+    "classify",
+    "api:badnet-list",
+    "api:dataset-list",
+    "api:experiment-list",
+    "api:goodnet-list",
+    "api:api-root",
+    "api:api-classify",
+}
 PUBLIC = {"landing", "health", "alive", "login", "logout", "api-schema"}
 
 

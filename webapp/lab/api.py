@@ -21,7 +21,7 @@ from webapp.lab.access import teams_of
 from webapp.lab.forms import BadNetForm, ClassifyForm, DatasetForm, ExperimentForm, as_text
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run, Team
 from webapp.lab.results import experiment_rows, experiment_selection, progress
-from webapp.lab.services import add_badnet, add_dataset, cancel, create_experiment
+from webapp.lab.services import AlreadyStored, add_badnet, add_dataset, cancel, create_experiment
 from webapp.lab.uploads import store_checked
 
 
@@ -59,6 +59,12 @@ class GoodNetSerializer(serializers.ModelSerializer):
     class Meta:
         model = GoodNet
         fields = ["id", "team", "name", "badnet", "run", "original_name", "sha256", "created"]
+
+
+def already_stored(duplicate, serializer) -> Response:
+    """409: the team already has this file; the answer carries the stored row."""
+    return Response({"errors": {"file": [{"message": str(duplicate), "code": "already-stored"}]},
+                     "existing": serializer(duplicate.row).data}, status=status.HTTP_409_CONFLICT)  # fmt: skip
 
 
 def form_error(form) -> Response:
@@ -138,7 +144,10 @@ class BadNetViewSet(mixins.CreateModelMixin, TeamScoped):
         def store(path, data):
             return add_badnet(team, request.user, path, data["name"], data["arch"], data["divisor"])
 
-        badnet = form.is_valid() and store_checked(form, store, ModelRefused)
+        try:
+            badnet = form.is_valid() and store_checked(form, store, ModelRefused)
+        except AlreadyStored as duplicate:
+            return already_stored(duplicate, BadNetSerializer)
         if not badnet:
             return form_error(form)
         return Response(BadNetSerializer(badnet).data, status=status.HTTP_201_CREATED)
@@ -158,7 +167,10 @@ class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
             return add_dataset(team, request.user, path, data["name"], data["role"], data["trigger"], data["target"],
                                badnet=data["badnet"])  # fmt: skip
 
-        dataset = form.is_valid() and store_checked(form, store, DataError)
+        try:
+            dataset = form.is_valid() and store_checked(form, store, DataError)
+        except AlreadyStored as duplicate:
+            return already_stored(duplicate, DatasetSerializer)
         if not dataset:
             return form_error(form)
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)

@@ -13,27 +13,48 @@ from webapp.lab import limits
 from webapp.lab.models import BadNet, Dataset, Experiment, Profile, Run
 
 
+class AlreadyStored(Exception):
+    """The team already has this file (same sha256): the stored row is offered instead of a second copy."""
+
+    def __init__(self, row, original_name: str):
+        self.row = row
+        when = row.created.strftime("%Y-%m-%d %H:%M")
+        super().__init__(f"{original_name} is already stored as {row.name!r} (uploaded by {row.owner.username}, "
+                         f"{when}): here it is. Nothing new was stored.")  # fmt: skip
+
+
+def refuse_duplicate(model, team, path: Path) -> str:
+    """The file's sha256; AlreadyStored when a row of the team already holds the same bytes."""
+    digest = file_digest(path)
+    existing = model.objects.filter(team=team, sha256=digest).select_related("owner").first()
+    if existing is not None:
+        raise AlreadyStored(existing, Path(path).name)
+    return digest
+
+
 def add_badnet(team, user, path: Path, name: str, arch: str = "", divisor: float = 255.0) -> BadNet:
     """Verify a model file in the sandbox (ModelRefused says why not), then store it; nothing is stored
-    for a refused file."""
+    for a refused file, and a file the team already has is offered instead (AlreadyStored)."""
+    digest = refuse_duplicate(BadNet, team, path)
     report = verify_model_file(path, arch or None, limits=limits.model_limits())
     with open(path, "rb") as handle:
         return BadNet.objects.create(team=team, owner=user, name=name, file=File(handle, name=Path(path).name),
-                                     original_name=Path(path).name, sha256=file_digest(path), arch=arch,
+                                     original_name=Path(path).name, sha256=digest, arch=arch,
                                      divisor=divisor, n_classes=report.n_classes, report=report.as_dict())  # fmt: skip
 
 
 def add_dataset(team, user, path: Path, name: str, role: str, trigger: str = "", target: int | None = None,
                 n_classes: int | None = None, badnet: BadNet | None = None) -> Dataset:  # fmt: skip
     """Validate a CSAW dataset file completely (DataError says why not), then store it. With a BadNet, its
-    input size and classes are checked too."""
+    input size and classes are checked too. A file the team already has is offered instead (AlreadyStored)."""
+    digest = refuse_duplicate(Dataset, team, path)
     image_shape = tuple(badnet.report["input_shape"]) if badnet else None
     n_classes = badnet.n_classes if badnet else n_classes
     info = validate_dataset(path, image_shape, n_classes, limits.dataset_limits())
     with open(path, "rb") as handle:
         return Dataset.objects.create(team=team, owner=user, name=name, role=role, trigger=trigger, target=target,
                                       file=File(handle, name=Path(path).name), original_name=Path(path).name,
-                                      sha256=file_digest(path), **dataset_facts(info))  # fmt: skip
+                                      sha256=digest, **dataset_facts(info))  # fmt: skip
 
 
 def dataset_facts(info) -> dict:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.lab.views import compare, experiments, files, goodnets, runs, teams
+from webapp.lab.views import compare, deletion, experiments, files, goodnets, runs, teams
 
 urlpatterns = [
     path("teams/", teams.teams, name="teams"),
@@ -8,6 +8,7 @@ urlpatterns = [
     path("teams/<int:team_id>/switch", teams.switch_team, name="switch-team"),
     path("teams/<int:team_id>/members/<int:user_id>/remove", teams.remove_member, name="remove-member"),
     path("token/", teams.api_token, name="api-token"),
+    path("demo-status", teams.demo_status, name="demo-status"),
     path("badnets/", files.badnets, name="badnets"),
     path("badnets/<int:pk>/", files.badnet, name="badnet"),
     path("badnets/<int:pk>/profile", files.badnet_profile, name="badnet-profile"),
@@ -32,4 +33,8 @@ urlpatterns = [
     path("goodnets/upload", goodnets.goodnet_upload, name="goodnet-upload"),
     path("goodnets/<int:pk>/bundle.zip", goodnets.goodnet_bundle, name="goodnet-bundle"),
     path("classify/", goodnets.classify, name="classify"),
+    *[
+        path(f"{kind}s/<int:pk>/delete", deletion.delete_row, {"kind": kind}, name=f"{kind}-delete")
+        for kind in deletion.KINDS
+    ],
 ]

@@ -17,7 +17,7 @@ from webapp.lab.charts import activation_profiles, figures_payload
 from webapp.lab.forms import BadNetForm, DatasetForm, row_id
 from webapp.lab.limits import dataset_limits
 from webapp.lab.models import BadNet, Dataset, Profile
-from webapp.lab.services import add_badnet, add_dataset, request_profile
+from webapp.lab.services import AlreadyStored, add_badnet, add_dataset, request_profile
 from webapp.lab.uploads import store_checked
 
 PREVIEW_IMAGES = 24
@@ -31,7 +31,11 @@ def badnets(request):
         def store(path, data):
             return add_badnet(request.team, request.user, path, data["name"], data["arch"], data["divisor"])
 
-        badnet = store_checked(form, store, ModelRefused)
+        try:
+            badnet = store_checked(form, store, ModelRefused)
+        except AlreadyStored as duplicate:
+            messages.info(request, str(duplicate))
+            return redirect("badnet", duplicate.row.pk)
         if badnet is not None:
             messages.success(request, f"{badnet.name}: {badnet.n_classes} classes, checked and stored.")
             return redirect("badnet", badnet.pk)
@@ -77,7 +81,11 @@ def datasets(request):
             return add_dataset(request.team, request.user, path, data["name"], data["role"], data["trigger"],
                                data["target"], badnet=data["badnet"])  # fmt: skip
 
-        dataset = store_checked(form, store, DataError)
+        try:
+            dataset = store_checked(form, store, DataError)
+        except AlreadyStored as duplicate:
+            messages.info(request, str(duplicate))
+            return redirect("dataset", duplicate.row.pk)
         if dataset is not None:
             messages.success(request, f"{dataset.name}: {dataset.count} images, checked and stored.")
             return redirect("dataset", dataset.pk)

@@ -8,9 +8,11 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
 from rest_framework.authtoken.models import Token
 
-from webapp.lab.access import choose_team, current_team, is_team_admin, teams_of
+from webapp.lab.access import choose_team, current_team, is_team_admin, team_required, teams_of
+from webapp.lab.demo import DEMO_TEAM, read_status
 from webapp.lab.forms import InviteForm, TeamForm
 from webapp.lab.models import Membership, Team
 
@@ -87,3 +89,13 @@ def api_token(request):
         messages.success(request, "A new token was made; the old one no longer works.")
         return redirect("api-token")
     return render(request, "lab/api_token.html", {"token": Token.objects.filter(user=request.user).first()})
+
+
+@team_required
+def demo_status(request):
+    """htmx partial: the demo data's preparation (webapp.lab.demo); stops the polling once it is over."""
+    status = read_status() if request.team.name == DEMO_TEAM else None
+    if status is None:
+        return HttpResponseStopPolling("")
+    response = render(request, "lab/_demo_status.html", {"demo_status": status})
+    return HttpResponseStopPolling(response.content) if status["done"] or status["error"] else response

@@ -17,5 +17,8 @@ class Command(BaseCommand):
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()
+        from webapp.lab.demo import ensure_demo_team
+
+        ensure_demo_team(DEMO_USERNAME)  # the team exists before its data: pages say the data is being made
         verb = "created" if created else "reset"
         self.stdout.write(f"Demo login {verb}: user '{DEMO_USERNAME}', password '{password}'")
