@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 
 from defenses.synthetic import make_identities, render_set, write_csaw_dataset
 from tests.conftest import FIXTURES
-from webapp.lab.models import Dataset, Experiment, Membership, Team
+from webapp.lab.models import Dataset, Experiment, GoodNet, Membership, Team
 from webapp.lab.results import experiment_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -140,7 +140,7 @@ def test_a_users_whole_path_through_the_dashboard(page, celery_worker, synthetic
     shot(page, "6-goodnet")
 
     page.goto("/classify/")
-    page.select_option("#id_network", label="repaired sunglasses")
+    page.select_option("#id_network", f"goodnet-{GoodNet.objects.get(name='repaired sunglasses').pk}")
     page.set_input_files("#id_images", [str(IMAGES / "sun_0_label=0.png"), str(IMAGES / "cl_0_label=43.png")])
     page.click("#classify-form button[type=submit]")
     page.wait_for_selector("#answers")

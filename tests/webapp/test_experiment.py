@@ -229,3 +229,35 @@ class ChartStyleTestCase(BaseTestCase):
         assert [t["name"].split(" · ")[0] for t in mine] == ["CA", "ASR lipstick", "ASR sunglasses"]
         assert len({t["line"]["dash"] for t in mine}) == 3 and len({t["line"]["color"] for t in mine}) == 1
         assert "Line style: CA solid, ASR lipstick dash, ASR sunglasses dot" in charts["vs-threshold"]["note"]
+
+
+class ListAndExportTestCase(BaseTestCase):
+    def setUp(self):
+        super().setUp()
+        self.client.force_login(self.alice)
+        self.exp = self.experiment(GRID)
+        self.finish(self.exp, grid_metrics)
+
+    def test_the_list_shows_status_progress_and_the_selected_point(self):
+        page = self.client.get("/experiments/").content.decode()
+        row = page[page.index("blue-study") :]
+        assert 'class="status-done">done<' in row and 'title="100%"' in row
+        assert "T 0.5, LR 0.001, 1 ep: 89.0 / 58.0" in row  # the validation-selected point: CA / mean ASR
+        from webapp.lab.models import Run
+
+        Run.objects.filter(pk=self.exp.runs.first().pk).update(status=Run.RUNNING, progress=0.5)
+        assert 'class="status-running">running<' in self.client.get("/experiments/").content.decode()
+
+    def test_one_export_of_every_point_in_csv_and_json(self):
+        rows = list(
+            csv.DictReader(io.StringIO(self.client.get(f"/experiments/{self.exp.pk}/points.csv").content.decode()))
+        )
+        assert len(rows) == 8 and {"threshold", "lr", "epochs", "ca", "asr sunglasses", "valid_acc", "run"} <= set(
+            rows[0]
+        )
+        body = self.client.get(f"/experiments/{self.exp.pk}/points.json").json()
+        assert (
+            len(body["points"]) == 8 and body["best"]["threshold"] == 0.5 and "at most 5 points below" in body["rule"]
+        )
+        assert body["experiment"]["max_ca_drop"] == 5.0 and body["experiment"]["sets"]["valid"]["name"] == "blue-valid"
+        assert "poisoned sunglasses" in body["experiment"]["sets"]

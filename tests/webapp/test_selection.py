@@ -87,3 +87,18 @@ class SelectionPagesTestCase(BaseTestCase):
         assert "no run selected" not in summary and "at most 40 points below" in summary
         assert self.client.get("/compare/?floor=abc").status_code == 400
         assert self.client.get("/compare/?floor=nan").status_code == 400
+
+
+class ProfilePollingTestCase(BaseTestCase):
+    def test_the_profile_partial_polls_while_queued_and_brings_the_charts_when_done(self):
+        from webapp.lab.models import Profile
+
+        self.client.force_login(self.alice)
+        badnet, valid = self.badnet(), self.dataset()
+        profile = Profile.objects.create(badnet=badnet, dataset=valid, status="queued")
+        page = self.client.get(f"/badnets/{badnet.pk}/").content.decode()
+        assert f'hx-get="/badnets/{badnet.pk}/profiles"' in page and "being computed by a worker" in page
+        assert self.client.get(f"/badnets/{badnet.pk}/profiles").status_code == 200
+        Profile.objects.filter(pk=profile.pk).update(status="done", means={"conv_a": [0.5, 1.5], "conv_b": [2.0]})
+        done = self.client.get(f"/badnets/{badnet.pk}/profiles")
+        assert done.status_code == 286 and b'id="profile-figures"' in done.content and b"hx-get" not in done.content

@@ -7,9 +7,11 @@ from dataclasses import asdict
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db.models import Prefetch
 
 from defenses.planner import DEFENSES, SEED_STUDY, ParameterSpace, plan
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run
+from webapp.lab.results import goodnet_label, run_label
 from webapp.lab.uploads import DATASET_SUFFIXES, IMAGE_SUFFIXES, MODEL_SUFFIXES, check_upload
 
 ARCH_CHOICES = [("", "full model (.h5 or .keras)"), ("deepid-csaw", "weights only, DeepID (CSAW-HackML-2020)")]
@@ -304,13 +306,22 @@ class ExperimentForm(forms.Form):
                     self.add_error(name, reason)
 
 
+class RunChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj):
+        return run_label(obj)
+
+
 class GoodNetFromRunForm(forms.Form):
     name = forms.CharField(max_length=100)
-    run = forms.ModelChoiceField(queryset=Run.objects.none(), label="Repaired network of run")
+    run = RunChoiceField(queryset=Run.objects.none(), label="Repaired network of run")
 
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["run"].queryset = Run.objects.filter(team=team, kind="finetune", status=Run.DONE).order_by("-pk")
+        runs = Run.objects.filter(team=team, kind="finetune", status=Run.DONE).order_by("-pk")
+        own = Prefetch("experiments", queryset=Experiment.objects.filter(team=team).select_related("owner"))
+        self.fields["run"].queryset = runs.select_related("badnet").prefetch_related(
+            "points", own, "experiments__poisoned"
+        )
 
 
 class GoodNetUploadForm(forms.Form):
@@ -348,9 +359,9 @@ class ClassifyForm(forms.Form):
 
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        goodnets = GoodNet.objects.filter(team=team).select_related("badnet").order_by("name")
+        goodnets = GoodNet.objects.filter(team=team).select_related("badnet", "run__badnet").order_by("name")
         badnets = BadNet.objects.filter(team=team).order_by("name")
-        self.fields["network"].choices = [("GoodNets", [(f"goodnet-{g.pk}", str(g)) for g in goodnets]),
+        self.fields["network"].choices = [("GoodNets", [(f"goodnet-{g.pk}", goodnet_label(g)) for g in goodnets]),
                                           ("BadNets alone", [(f"badnet-{b.pk}", str(b)) for b in badnets])]  # fmt: skip
         self.fields["sample_dataset"].queryset = Dataset.objects.filter(team=team).order_by("name")
         self.goodnets, self.badnets = goodnets, badnets

@@ -50,6 +50,7 @@ class Answer:
     n_classes: int
     bad: Vote
     repaired: Vote | None  # None when a BadNet alone answered
+    thumbnail: str = ""  # the image as the network saw it (after resizing), a data: URL for the page
 
     @property
     def poisoned(self) -> bool:
@@ -77,8 +78,20 @@ def classify(badnet: BadNet, goodnet: GoodNet | None, images: list[tuple[str, ob
     repaired = predict_probabilities(repaired_model(goodnet), pixels, badnet.divisor) if goodnet else None
     labels = goodnet_labels(bad, repaired) if goodnet else bad.argmax(axis=1)
     return [Answer(image=name, note=image.note, label=int(labels[i]), n_classes=badnet.n_classes,
-                   bad=vote(bad[i]), repaired=vote(repaired[i]) if goodnet else None)
-            for i, (name, image) in enumerate(loaded)]  # fmt: skip
+                   bad=vote(bad[i]), repaired=vote(repaired[i]) if goodnet else None,
+                   thumbnail=thumbnail(image.pixels)) for i, (name, image) in enumerate(loaded)]  # fmt: skip
+
+
+def thumbnail(pixels) -> str:
+    """A data: URL of an image's pixels (H x W x 3, 0..255) as PNG: what the network was shown."""
+    import base64
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def answers_for(data: dict) -> list[Answer]:

@@ -219,3 +219,32 @@ def run_rows(run: Run) -> list[dict]:
                      "loss": metrics.get("loss"), "train_acc": metrics.get("train_acc"),
                      "seconds": metrics.get("seconds")})  # fmt: skip
     return rows
+
+
+def experiment_summary(experiment: Experiment) -> dict:
+    """For the experiments list: the runs' state in a word, the overall progress and the selected point."""
+    runs = list(experiment.own_runs())
+    statuses = [run.status for run in runs]
+    if Run.RUNNING in statuses:
+        state = Run.RUNNING
+    elif Run.QUEUED in statuses:
+        state = Run.QUEUED
+    else:
+        stopped = sum(status in (Run.FAILED, Run.CANCELLED) for status in statuses)
+        state = f"{stopped} of {len(runs)} failed or cancelled" if stopped else Run.DONE
+    fraction = sum(run.progress for run in runs) / len(runs) if runs else 0.0
+    best = None
+    if experiment.space.get("defense") != "incremental":
+        best = experiment_selection(experiment, experiment_rows(experiment)).best
+    return {"state": state, "fraction": fraction, "best": best}
+
+
+def goodnet_label(goodnet) -> str:
+    """How a GoodNet is named in choices: its name, BadNet and where its repaired network came from."""
+    if goodnet.run_id:
+        row = run_summary(goodnet.run)
+        results = "" if row["ca"] is None else f", CA {row['ca']:.1f} %, ASR {row['asr']:.1f} %"
+        source = f"run {goodnet.run_id} of {row['experiment'] or 'no experiment'}{results}"
+    else:
+        source = f"uploaded {goodnet.original_name}"
+    return f"{goodnet.name} · BadNet {goodnet.badnet.name} · {source}"

@@ -8,17 +8,25 @@ from django_htmx.http import HttpResponseStopPolling
 
 from defenses.planner import naive_training_epochs
 from webapp.lab.access import owned_or_404, team_required
-from webapp.lab.charts import experiment_charts, figures_payload
+from webapp.lab.charts import csv_text, experiment_charts, figures_payload
 from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm
 from webapp.lab.models import Experiment, Run
-from webapp.lab.results import experiment_rows, experiment_selection, incremental_rows, progress, triggers
+from webapp.lab.results import (
+    experiment_rows,
+    experiment_selection,
+    experiment_summary,
+    incremental_rows,
+    progress,
+    triggers,
+)
 from webapp.lab.services import cancel, create_experiment, rerun_failed
 
 
 @team_required
 def experiments(request):
     rows = Experiment.objects.filter(team=request.team).select_related("badnet", "owner").order_by("-created")
-    return render(request, "lab/experiments.html", {"experiments": rows, "templates": STUDY_TEMPLATES})
+    listed = [(experiment, experiment_summary(experiment)) for experiment in rows[:200]]
+    return render(request, "lab/experiments.html", {"experiments": listed, "templates": STUDY_TEMPLATES})
 
 
 @team_required
@@ -123,3 +131,28 @@ def experiment_rerun(request, pk: int):
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
     messages.info(request, f"{rerun_failed(experiment)} failed or cancelled runs queued again.")
     return redirect("experiment", experiment.pk)
+
+
+@team_required
+def experiment_export(request, pk: int, fmt: str):
+    """Every point of the experiment in one file: CSV (one row per point), or JSON with the experiment's
+    definition, its selection rule and selected point."""
+    experiment = owned_or_404(Experiment.objects.select_related("badnet", "valid", "test"), request.user, pk=pk)
+    rows = experiment_rows(experiment)
+    selection = experiment_selection(experiment, rows)
+    name = f"experiment-{experiment.pk}-points.{fmt}"
+    if fmt == "csv":
+        response = HttpResponse(csv_text(rows), content_type="text/csv")
+    else:
+        definition = {"id": experiment.pk, "name": experiment.name, "team": experiment.team_id,
+                      "badnet": {"id": experiment.badnet_id, "name": experiment.badnet.name,
+                                 "sha256": experiment.badnet.sha256},
+                      "sets": {role: {"id": d.pk, "name": d.name, "sha256": d.sha256, "role": d.role}
+                               for role, d in (("valid", experiment.valid), ("test", experiment.test))}
+                      | {f"poisoned {d.metric_name}": {"id": d.pk, "name": d.name, "sha256": d.sha256, "role": d.role}
+                         for d in experiment.poisoned.all()},
+                      "space": experiment.space, "max_ca_drop": experiment.max_ca_drop}  # fmt: skip
+        body = {"experiment": definition, "rule": selection.rule, "best": selection.best, "points": rows}
+        response = JsonResponse(body, json_dumps_params={"indent": 1})
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

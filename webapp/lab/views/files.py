@@ -9,6 +9,7 @@ from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from defenses.data import DataError, inspect_dataset, sample_pixels, tile
 from defenses.modelcheck import ModelRefused
@@ -43,18 +44,36 @@ def badnets(request):
     return render(request, "lab/badnets.html", {"badnets": rows, "form": form}, status=400 if form.errors else 200)
 
 
+def profiles_context(badnet: BadNet) -> dict:
+    """The BadNet's profiles (of its own team's sets), the charts of the first finished one, and whether
+    one is still being computed (the page then polls)."""
+    profiles = list(Profile.objects.filter(badnet=badnet, dataset__team=badnet.team).select_related("dataset"))
+    done = next((p for p in profiles if p.status == "done"), None)
+    return {"badnet": badnet, "profiles": profiles, "profiles_waiting": any(p.status == "queued" for p in profiles),
+            "figures": figures_payload(activation_profiles(done.means, done.dataset.name)) if done else {}}  # fmt: skip
+
+
 @team_required
 def badnet(request, pk: int):
-    """A BadNet of any of the user's teams; its profile form and lists are of the BadNet's own team."""
+    """A BadNet of any of the user's teams; its profile form and lists are of the BadNet's own team. The
+    profile form offers the clean validation sets that fit the BadNet (Dataset.misfit)."""
     badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
-    profiles = Profile.objects.filter(badnet=badnet, dataset__team=badnet.team).select_related("dataset")
-    done = next((p for p in profiles if p.status == "done"), None)
-    context = {"badnet": badnet, "profiles": profiles,
-               "figures": figures_payload(activation_profiles(done.means, done.dataset.name)) if done else {},
-               "clean_sets": Dataset.objects.filter(team=badnet.team, role=Dataset.CLEAN_VALID),
-               "datasets": Dataset.objects.filter(team=badnet.team).order_by("role", "name"),
-               "experiments": badnet.experiments.order_by("-created")}  # fmt: skip
+    clean = Dataset.objects.filter(team=badnet.team, role=Dataset.CLEAN_VALID).order_by("name")
+    context = profiles_context(badnet) | {
+        "clean_sets": [d for d in clean if not d.misfit(badnet)],
+        "datasets": Dataset.objects.filter(team=badnet.team).order_by("role", "name"),
+        "experiments": badnet.experiments.order_by("-created"),
+    }
     return render(request, "lab/badnet.html", context)
+
+
+@team_required
+def badnet_profiles(request, pk: int):
+    """htmx partial: the profiles' state and charts; stops polling once none is being computed."""
+    badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
+    context = profiles_context(badnet)
+    response = render(request, "lab/_profiles.html", context)
+    return response if context["profiles_waiting"] else HttpResponseStopPolling(response.content)
 
 
 @team_required
@@ -67,6 +86,8 @@ def badnet_profile(request, pk: int):
     except ValidationError as error:
         return HttpResponseBadRequest(error.message, content_type="text/plain; charset=utf-8")
     dataset = owned_or_404(Dataset.objects, request.user, pk=dataset_id, team=badnet.team)
+    if dataset.misfit(badnet):
+        return HttpResponseBadRequest(dataset.misfit(badnet), content_type="text/plain; charset=utf-8")
     request_profile(badnet, dataset)
     messages.info(request, f"The activation profile on {dataset.name} is being computed by a worker.")
     return redirect("badnet", badnet.pk)

@@ -40,10 +40,17 @@ function loadCharts(container) {
     .then((body) => drawCharts(container, body.charts));
 }
 
-document.addEventListener("DOMContentLoaded", () => {
-  for (const container of document.querySelectorAll("[data-charts-json]")) {
+function drawEmbedded(root) {
+  for (const container of root.querySelectorAll("[data-charts-json]")) {
     drawCharts(container, JSON.parse(document.getElementById(container.dataset.chartsJson).textContent));
   }
+}
+
+// A partial swapped in by htmx (e.g. a profile that has just finished) may bring charts of its own.
+document.addEventListener("htmx:afterSettle", (event) => drawEmbedded(event.detail.elt));
+
+document.addEventListener("DOMContentLoaded", () => {
+  drawEmbedded(document);
   for (const container of document.querySelectorAll("[data-figures]")) {
     loadCharts(container);
     document.body.addEventListener("charts-changed", () => loadCharts(container));
