@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             env["REDIS_URL"] = redis.url
             print(f"Redis (embedded, append-only file in {redis.data_dir}) on {redis.url}", flush=True)
         subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+        # compressed, content-hashed copies for whitenoise (about a second; settings/base.py says why)
+        subprocess.run([python, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
         subprocess.run([python, "manage.py", "ensure_demo_user"], cwd=ROOT, env=env, check=True)
 
         queues = default_queues()

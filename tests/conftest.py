@@ -27,6 +27,10 @@ def pytest_configure(config):
     # under var/test-media would look like this session's results.
     if Path(settings.MEDIA_ROOT).name == "test-media":  # never an installation's real uploads
         shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
+    # Pages name static files by their content hash (whitenoise's manifest), as under make run and in docker.
+    from django.core.management import call_command
+
+    call_command("collectstatic", "--noinput", verbosity=0)
     if os.environ.get("REDIS_URL"):
         return
     data_dir = Path(tempfile.mkdtemp(prefix="prunelab-test-redis-"))

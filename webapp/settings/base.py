@@ -44,6 +44,9 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # before staticfiles: `runserver` (make run, DEBUG) must leave static files to whitenoise, or they are
+    # served uncompressed and uncached by Django's own handler
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
@@ -134,8 +137,16 @@ STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
     "webapp.core.staticfinders.VendorFinder",
 ]
-# Without collectstatic (make run, tests) whitenoise serves straight from the apps' static folders.
-WHITENOISE_USE_FINDERS = True
+# Everywhere (make run, the tests, docker) static files are collected first (stack.run and tests/conftest.py
+# run collectstatic; the image at build time) and whitenoise serves them from STATIC_ROOT: gzip-compressed
+# copies and content-hashed names cached for a year ("immutable"), so a chart page does not fetch plotly.js's
+# 4.8 MB again. An edited static file shows after the next start (make run collects on every start).
+WHITENOISE_USE_FINDERS = False
+WHITENOISE_AUTOREFRESH = False
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 MEDIA_ROOT = Path(os.environ.get("PRUNELAB_MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
 LOGIN_URL = "/login/"

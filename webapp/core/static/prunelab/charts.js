@@ -34,10 +34,12 @@ function drawCharts(container, charts) {
   }
 }
 
-function loadCharts(container) {
-  return fetch(container.dataset.figures, {credentials: "same-origin"})
-    .then((response) => response.json())
-    .then((body) => drawCharts(container, body.charts));
+function fetchFigures(container) {
+  return fetch(container.dataset.figures, {credentials: "same-origin"}).then((response) => response.json());
+}
+
+function loadCharts(container, figures) {
+  return (figures || fetchFigures(container)).then((body) => drawCharts(container, body.charts));
 }
 
 function drawEmbedded(root) {
@@ -46,13 +48,20 @@ function drawEmbedded(root) {
   }
 }
 
+// This script runs before plotly.js is loaded (templates/lab/_scripts.html), at the end of the body: the
+// figures are requested now, in parallel with plotly.js's download and parse, and drawn once both are there.
+const earlyFigures = new Map();
+for (const container of document.querySelectorAll("[data-figures]")) {
+  earlyFigures.set(container, fetchFigures(container));
+}
+
 // A partial swapped in by htmx (e.g. a profile that has just finished) may bring charts of its own.
 document.addEventListener("htmx:afterSettle", (event) => drawEmbedded(event.detail.elt));
 
 document.addEventListener("DOMContentLoaded", () => {
   drawEmbedded(document);
   for (const container of document.querySelectorAll("[data-figures]")) {
-    loadCharts(container);
+    loadCharts(container, earlyFigures.get(container));
     document.body.addEventListener("charts-changed", () => loadCharts(container));
   }
 });
