@@ -12,6 +12,8 @@ ROUTES = {
     "team": ("get", lambda t: {"team_id": t.blue.pk}),
     "switch-team": ("post", lambda t: {"team_id": t.blue.pk}),
     "remove-member": ("post", lambda t: {"team_id": t.blue.pk, "user_id": t.alice.pk}),
+    "answer-invitation": ("post", lambda t: {"team_id": t.blue.pk}),
+    "leave-team": ("post", lambda t: {"team_id": t.blue.pk}),
     "badnet": ("get", lambda t: {"pk": t.exp.badnet.pk}),
     "badnet-profile": ("post", lambda t: {"pk": t.exp.badnet.pk}),
     "badnet-profiles": ("get", lambda t: {"pk": t.exp.badnet.pk}),

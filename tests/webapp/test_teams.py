@@ -1,9 +1,15 @@
 """Sign-in and teams: create a team, invite and remove members (admins only), switch the current team."""
 
-from django.contrib.auth import get_user_model
+import tempfile
+from pathlib import Path
 
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
+
+from tests.defenses.tiny import tiny_data, write_dataset
 from tests.webapp.base import BaseTestCase
-from webapp.lab.models import Membership, Team
+from webapp.lab.models import Dataset, Invitation, Membership, Team
 
 
 class TeamsTestCase(BaseTestCase):
@@ -22,14 +28,57 @@ class TeamsTestCase(BaseTestCase):
         assert response["Location"] == f"/teams/{green.pk}/"
         assert Membership.objects.get(team=green).is_admin and self.client.get("/badnets/").status_code == 200
 
-    def test_an_admin_invites_and_removes_members(self):
+    def test_an_admin_invites_the_invitee_accepts_and_the_admin_removes(self):
         self.client.force_login(self.alice)
-        self.client.post(f"/teams/{self.blue.pk}/", {"username": "bob"})
+        invited = self.client.post(f"/teams/{self.blue.pk}/", {"username": "bob"}, follow=True)
+        unknown = self.client.post(f"/teams/{self.blue.pk}/", {"username": "nobody"}, follow=True)
+        # the same answer whether the account exists: the form tells nobody who has an account
+        assert b"it is invited to blue: it joins when it accepts" in invited.content
+        assert b"it is invited to blue: it joins when it accepts" in unknown.content
+        assert not Membership.objects.filter(team=self.blue, user=self.bob).exists()
+        assert b"Invited, not yet accepted: bob" in self.client.get(f"/teams/{self.blue.pk}/").content
+        self.client.force_login(self.bob)
+        assert b"invited you (alice" in self.client.get("/teams/").content
+        self.client.post(f"/teams/{self.blue.pk}/invitation", {"answer": "accept"})
         assert Membership.objects.filter(team=self.blue, user=self.bob, is_admin=False).exists()
-        unknown = self.client.post(f"/teams/{self.blue.pk}/", {"username": "mallory"})
-        assert b"No account has that name" in unknown.content
+        assert not Invitation.objects.exists()
+        self.client.force_login(self.alice)
         self.client.post(f"/teams/{self.blue.pk}/members/{self.bob.pk}/remove")
         assert not Membership.objects.filter(team=self.blue, user=self.bob).exists()
+
+    def test_a_stranger_cannot_put_a_user_into_their_team(self):
+        """The attack review's hijack: mallory made team 'aaa' (first by name) and added alice, whose next
+        uploads then went to mallory's team. Now alice is only invited, and her default stays her own."""
+        mallory = get_user_model().objects.create_user("mallory", password="password-mallory")
+        self.client.force_login(mallory)
+        self.client.post("/teams/", {"name": "aaa"})
+        aaa = Team.objects.get(name="aaa")
+        self.client.post(f"/teams/{aaa.pk}/", {"username": "alice"})
+        assert not Membership.objects.filter(team=aaa, user=self.alice).exists()
+        self.client.force_login(self.alice)
+        assert b"blue" in self.client.get("/badnets/").content and self.client.get("/badnets/").status_code == 200
+        token = {"HTTP_AUTHORIZATION": f"Token {Token.objects.create(user=self.alice).key}"}
+        folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        path = write_dataset(folder / "v.h5", *tiny_data(12))
+        form = {"name": "v", "role": Dataset.CLEAN_VALID, "file": SimpleUploadedFile("v.h5", path.read_bytes())}
+        assert self.client.post("/api/datasets/", form, **token).json()["team"] == self.blue.pk
+        self.client.post(f"/teams/{aaa.pk}/invitation", {"answer": "decline"})
+        assert not Invitation.objects.exists() and not Membership.objects.filter(team=aaa, user=self.alice).exists()
+
+    def test_the_default_team_is_the_first_joined_not_the_first_by_name(self):
+        Membership.objects.create(team=Team.objects.create(name="aardvark"), user=self.alice, is_admin=True)
+        self.client.force_login(self.alice)
+        page = self.client.get("/badnets/").content.decode()
+        assert 'title="teams">blue<' in page
+
+    def test_a_member_leaves_but_the_last_admin_stays(self):
+        Membership.objects.create(team=self.blue, user=self.bob)
+        self.client.force_login(self.bob)
+        self.client.post(f"/teams/{self.blue.pk}/leave")
+        assert not Membership.objects.filter(team=self.blue, user=self.bob).exists()
+        self.client.force_login(self.alice)
+        refused = self.client.post(f"/teams/{self.blue.pk}/leave", follow=True)
+        assert b"last admin" in refused.content and Membership.objects.filter(team=self.blue, user=self.alice).exists()
 
     def test_a_member_who_is_not_admin_cannot_invite_or_remove(self):
         Membership.objects.create(team=self.blue, user=self.bob)

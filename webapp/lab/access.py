@@ -30,10 +30,17 @@ def owned_or_404(queryset, user, **lookup):
         raise Http404("No such row.") from None
 
 
+def first_team(user) -> Team | None:
+    """The team the user joined first: the default wherever none is chosen (pages, API). Not the first by
+    name: which teams exist and what they are called is up to other people."""
+    first = Membership.objects.filter(user=user).order_by("pk").select_related("team").first()
+    return first.team if first else None
+
+
 def current_team(request) -> Team | None:
-    """The team the user works in now: the one chosen in the session, else their first."""
-    teams = teams_of(request.user)
-    return teams.filter(pk=request.session.get(SESSION_KEY)).first() or teams.first()
+    """The team the user works in now: the one chosen in the session, else the one they joined first."""
+    chosen = teams_of(request.user).filter(pk=request.session.get(SESSION_KEY)).first()
+    return chosen or first_team(request.user)
 
 
 def choose_team(request, team: Team) -> None:

@@ -17,7 +17,7 @@ from rest_framework.routers import DefaultRouter
 from defenses.data import DataError
 from defenses.modelcheck import ModelRefused
 from webapp.lab import inference
-from webapp.lab.access import teams_of
+from webapp.lab.access import first_team, teams_of
 from webapp.lab.forms import BadNetForm, ClassifyForm, DatasetForm, ExperimentForm, as_text
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run, Team
 from webapp.lab.results import experiment_rows, experiment_selection, progress
@@ -73,7 +73,7 @@ def form_error(form) -> Response:
 
 TEAM_PARAMETER = OpenApiParameter(
     "team", int, description="The id of one of your teams (the `team` field of your rows). Create calls store into "
-    "it (default: your first team; also accepted as a form or JSON field); other calls see only its rows. A "
+    "it (default: the team you joined first; also accepted as a form or JSON field); other calls see only its rows. A "
     "malformed id is a 400, a team you are not in a 404.")  # fmt: skip
 
 
@@ -88,7 +88,7 @@ class BadTeam(APIException):
 
 def team_for(request, default_first: bool = True) -> Team | None:
     """The team the request acts for, the one place the API decides it: the `team` named in the body (form or
-    JSON) or the query string, else the caller's first team (None when not `default_first`). A malformed
+    JSON) or the query string, else the team the caller joined first (None when not `default_first`). A malformed
     value is a 400 (BadTeam) and a team the caller is not in, or no such team, a 404, each with a reason."""
     data = request.data if isinstance(request.data, Mapping) else {}
     where, wanted = "field", data.get("team")
@@ -102,7 +102,7 @@ def team_for(request, default_first: bool = True) -> Team | None:
     if wanted in (None, ""):
         if not default_first:
             return None
-        team = teams.first()
+        team = first_team(request.user)
         if team is None:
             raise NotFound(
                 "You belong to no team yet: create one on the Teams page, or ask a team admin to invite you."

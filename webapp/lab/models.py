@@ -38,6 +38,23 @@ class Membership(models.Model):
         return f"{self.user} in {self.team}{' (admin)' if self.is_admin else ''}"
 
 
+class Invitation(models.Model):
+    """A team admin's invitation: the invitee becomes a member only by accepting it. (An attack review showed
+    that adding members outright let a stranger put anyone into their team, where that user's next uploads
+    could land.)"""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="invitations")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitations")
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "team"], name="one_invitation_per_team")]
+
+    def __str__(self):
+        return f"{self.user} invited to {self.team} by {self.invited_by}"
+
+
 def stored_name(instance, filename: str) -> str:
     """team/kind/uuid.ext: an uploaded file's own name is kept as data, never used as a path."""
     suffix = Path(filename).suffix.lower()[:8]

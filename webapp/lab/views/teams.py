@@ -14,7 +14,7 @@ from rest_framework.authtoken.models import Token
 from webapp.lab.access import choose_team, current_team, is_team_admin, team_required, teams_of
 from webapp.lab.demo import DEMO_TEAM, read_status
 from webapp.lab.forms import InviteForm, TeamForm
-from webapp.lab.models import Membership, Team
+from webapp.lab.models import Invitation, Membership, Team
 
 
 @login_required
@@ -29,8 +29,10 @@ def teams(request):
                 Membership.objects.create(user=request.user, team=team, is_admin=True)
             choose_team(request, team)
             return redirect("team", team.pk)
-    return render(request, "lab/teams.html", {"teams": teams_of(request.user), "form": form,
-                                              "current": current_team(request)})  # fmt: skip
+    invitations = Invitation.objects.filter(user=request.user).select_related("team", "invited_by")
+    context = {"teams": teams_of(request.user), "form": form, "current": current_team(request),
+               "invitations": invitations}  # fmt: skip
+    return render(request, "lab/teams.html", context)
 
 
 def member_team_or_404(request, team_id: int) -> Team:
@@ -46,15 +48,47 @@ def team(request, team_id: int):
         if not admin:
             raise Http404("Only a team admin invites members.")
         if form.is_valid():
-            user = get_user_model().objects.filter(username=form.cleaned_data["username"]).first()
-            if user is None:
-                form.add_error("username", "No account has that name; staff create accounts in the admin.")
-            else:
-                Membership.objects.get_or_create(user=user, team=team)
-                messages.success(request, f"{user.username} is now a member of {team.name}.")
-                return redirect("team", team.pk)
+            name = form.cleaned_data["username"]
+            user = get_user_model().objects.filter(username=name).first()
+            if user is not None and not Membership.objects.filter(user=user, team=team).exists():
+                Invitation.objects.get_or_create(user=user, team=team, defaults={"invited_by": request.user})
+            # the same words whether the account exists or not: the form does not tell who has an account
+            messages.success(request, f"If an account named {name!r} exists, it is invited to {team.name}: it "
+                                      "joins when it accepts on its Teams page.")  # fmt: skip
+            return redirect("team", team.pk)
     members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
-    return render(request, "lab/team.html", {"team": team, "members": members, "form": form, "admin": admin})
+    pending = Invitation.objects.filter(team=team).select_related("user").order_by("user__username") if admin else []
+    context = {"team": team, "members": members, "form": form, "admin": admin, "pending": pending}
+    return render(request, "lab/team.html", context)
+
+
+@login_required
+@require_POST
+def answer_invitation(request, team_id: int):
+    """Accept (join as a member) or decline an invitation made to this user."""
+    invitation = get_object_or_404(Invitation, user=request.user, team_id=team_id)
+    with transaction.atomic():
+        if request.POST.get("answer") == "accept":
+            Membership.objects.get_or_create(user=request.user, team=invitation.team)
+            messages.success(request, f"You are now a member of {invitation.team.name}.")
+        else:
+            messages.info(request, f"You declined {invitation.team.name}'s invitation.")
+        invitation.delete()
+    return redirect("teams")
+
+
+@login_required
+@require_POST
+def leave_team(request, team_id: int):
+    """Leave a team; its last admin stays until another admin exists."""
+    team = member_team_or_404(request, team_id)
+    membership = Membership.objects.get(team=team, user=request.user)
+    if membership.is_admin and not Membership.objects.filter(team=team, is_admin=True).exclude(pk=membership.pk):
+        messages.error(request, f"You are {team.name}'s last admin: make someone else admin first.")
+        return redirect("team", team.pk)
+    membership.delete()
+    messages.success(request, f"You left {team.name}; its rows are no longer visible to you.")
+    return redirect("teams")
 
 
 @login_required
