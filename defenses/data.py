@@ -5,6 +5,7 @@ as float or uint8, and `label` (N,) integers. Everything here returns channels-l
 `scale_pixels` is the only place where pixels become network inputs.
 """
 
+import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,6 +52,7 @@ class DatasetInfo:
     image_shape: tuple[int, int, int]  # height, width, channels
     channels_first: bool
     labels: np.ndarray
+    band_rows: int = 0  # images per chunk along the first axis (0: not chunked); reads go band by band
 
 
 def scale_pixels(pixels: np.ndarray, divisor: float) -> np.ndarray:
@@ -75,14 +77,26 @@ def _layout(shape: tuple[int, ...], path: Path) -> tuple[bool, tuple[int, int, i
 @dataclass(frozen=True)
 class DatasetLimits:
     """Caps on a dataset file, checked from its metadata before any value is read. The defaults admit the
-    published CSAW-HackML-2020 sets (12830 images of 55x47) many times over."""
+    published CSAW-HackML-2020 sets (12830 images of 55x47, 0.8 GB as float64) many times over."""
 
     max_images: int = 200_000
     max_image_pixels: int = 256 * 256  # height x width of one image
+    # The pixels' declared size: what checking the set costs to read and decompress (about 3 s a GB).
+    max_bytes: int = 4 * 2**30
 
     @property
     def max_elements(self) -> int:
         return self.max_images * self.max_image_pixels * 3
+
+
+# A dataset file is two arrays: far fewer objects than a model, and images compress less than 10:1
+# (measured: synthetic faces as float64 with shuffle and gzip 9, 7.5:1), so 100:1 is no image data.
+DATASET_MAX_OBJECTS = 64
+DATASET_MAX_EXPANSION = 100
+# Reading any image decompresses the whole band of chunks that holds it: a band (the chunk's extent along the
+# first axis, times the rest of each image) must fit in this much memory as float32. h5py's default chunks
+# for CSAW sets make bands of 25 MB (float64, 802 images) and 45 MB (uint8, 1444 images).
+MAX_BAND_BYTES = 64 * 2**20
 
 
 def inspect_dataset(
@@ -105,7 +119,9 @@ def inspect_dataset(
         raise DataError(f"{path.name} is not a readable HDF5 file ({error}). Upload the .h5 dataset file.") from None
     with handle, reading(path):
         try:
-            facts = check_structure(handle, path.name, path.stat().st_size, limits.max_elements)
+            facts = check_structure(
+                handle, path.name, path.stat().st_size, limits.max_elements, DATASET_MAX_OBJECTS, DATASET_MAX_EXPANSION
+            )
         except HDF5Refused as refusal:
             raise DataError(str(refusal)) from None
         missing = [key for key in ("data", "label") if f"/{key}" not in facts]
@@ -120,6 +136,13 @@ def inspect_dataset(
         _check_size(count, shape, image_shape, limits, path)
         if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
             raise DataError(f"{path.name}: 'data' has type {data.dtype}; expected uint8 or float pixels.")
+        if facts["/data"].declared_bytes > limits.max_bytes:
+            raise DataError(
+                f"{path.name}: 'data' declares {facts['/data'].declared_bytes / 2**30:.1f} GiB of pixels; "
+                f"the cap is {limits.max_bytes / 2**30:.1f} GiB. Store the pixels as uint8, split the "
+                "set, or ask an operator to raise PRUNELAB_MAX_DATASET_BYTES."
+            )
+        band_rows = _band_rows(data, shape, path)
         labels = _read_labels(label, count, path)
     if labels.min() < 0:
         raise DataError(f"{path.name}: label {labels.min()} is negative; labels are class numbers 0..N-1.")
@@ -127,7 +150,26 @@ def inspect_dataset(
         raise DataError(
             f"{path.name}: labels range {labels.min()}..{labels.max()}, outside the model's classes 0..{n_classes - 1}."
         )
-    return DatasetInfo(path=path, count=count, image_shape=shape, channels_first=channels_first, labels=labels)
+    return DatasetInfo(
+        path=path, count=count, image_shape=shape, channels_first=channels_first, labels=labels, band_rows=band_rows
+    )
+
+
+def _band_rows(data: h5py.Dataset, shape: tuple[int, int, int], path: Path) -> int:
+    """Images per band of chunks (0 when not chunked); a band over MAX_BAND_BYTES is refused: reading any
+    image of it would cost the whole band, and a file chunked (N, 1, 1, 1) would make every read the whole set."""
+    if data.chunks is None:
+        return 0
+    rows = int(data.chunks[0])
+    band = rows * math.prod(shape) * 4
+    if band > MAX_BAND_BYTES:
+        most = MAX_BAND_BYTES // (math.prod(shape) * 4)
+        raise DataError(
+            f"{path.name}: 'data' is chunked {data.chunks}: every read would decompress {rows:,} "
+            f"images at once ({band / 2**20:.0f} MiB). Save it again with h5py's default chunks, or "
+            f"chunks of at most {most:,} images along the first axis."
+        )
+    return rows
 
 
 def _check_size(count: int, shape: tuple[int, int, int], image_shape, limits: DatasetLimits, path: Path) -> None:
@@ -160,9 +202,13 @@ def _read_labels(label: h5py.Dataset, count: int, path: Path) -> np.ndarray:
 
 def iter_batches(info: DatasetInfo, batch_size: int = DEFAULT_BATCH) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (pixels NHWC float32 0..255, labels) batches, reading the file slice by slice (bounded memory).
+    Slices follow the file's bands of chunks (a whole number of them, at least one), so that every chunk is
+    decompressed once.
 
     Raises DataError on NaN, infinite or out-of-range pixels, naming the first bad row.
     """
+    if info.band_rows:
+        batch_size = max(1, batch_size // info.band_rows) * info.band_rows
     with reading(info.path), h5py.File(info.path, "r") as handle:
         data = handle["data"]
         for start in range(0, info.count, batch_size):
@@ -180,7 +226,7 @@ def _check_pixels(batch: np.ndarray, start: int, path: Path) -> None:
         raise DataError(f"{path.name}: image {row} has pixel values that are NaN, infinite or outside 0..255.")
 
 
-SCAN_BYTES = 4 * 2**20  # what one block of the upload scan reads from the file
+SCAN_BYTES = 4 * 2**20  # what one block of the upload scan of an unchunked set reads from the file
 
 
 def validate_dataset(
@@ -190,21 +236,31 @@ def validate_dataset(
     limits: DatasetLimits = DatasetLimits(),
 ) -> DatasetInfo:
     """`inspect_dataset`, then every pixel read once and checked (finite, 0..255), so a bad set is refused at
-    the door rather than in a run. Memory stays at a few MB whatever the file's size: the scan reads blocks of
-    about SCAN_BYTES (or one chunk, when the file's chunks are larger)."""
+    the door rather than in a run. Memory stays at a few MB whatever the file's size: a chunked set is read one
+    chunk at a time (chunks are at most MAX_CHUNK_BYTES, h5py's own at most 1 MiB), an unchunked one in blocks
+    of about SCAN_BYTES; every stored byte is decompressed once."""
     info = inspect_dataset(path, image_shape, n_classes, limits)
-    for _ in iter_batches(info, scan_rows(info)):
-        pass  # iter_batches refuses the first bad block, naming its row
+    with reading(info.path), h5py.File(info.path, "r") as handle:
+        data = handle["data"]
+        for block in _scan_blocks(data, info):
+            values = np.asarray(data[block])
+            bad = ~np.isfinite(values) | (values < 0) | (values > 255)
+            if bad.any():
+                row = block[0].start + int(np.argwhere(bad)[0][0])
+                raise DataError(
+                    f"{info.path.name}: image {row} has pixel values that are NaN, infinite or outside 0..255."
+                )
     return info
 
 
-def scan_rows(info: DatasetInfo) -> int:
-    """Rows per block of the upload scan: SCAN_BYTES of float64 pixels, rounded up to whole chunks."""
-    height, width, channels = info.image_shape
-    rows = max(1, SCAN_BYTES // (height * width * channels * 8))
-    with reading(info.path), h5py.File(info.path, "r") as handle:
-        chunks = handle["data"].chunks
-    return max(rows, chunks[0]) if chunks else rows
+def _scan_blocks(data: h5py.Dataset, info: DatasetInfo) -> Iterator[tuple[slice, ...]]:
+    """The selections that read `data` once: its chunks, or row blocks of about SCAN_BYTES."""
+    if data.chunks is not None:
+        yield from data.iter_chunks()
+        return
+    rows = max(1, SCAN_BYTES // (math.prod(info.image_shape) * data.dtype.itemsize))
+    for start in range(0, info.count, rows):
+        yield (slice(start, min(start + rows, info.count)),)
 
 
 def load_dataset(info: DatasetInfo, batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:

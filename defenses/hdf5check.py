@@ -26,8 +26,12 @@ ALLOWED_FILTERS = {
 MAX_EXPANSION = 1100
 # Tiny datasets may legitimately be unwritten (a scalar, an empty optimizer slot): they cost nothing to read.
 SMALL_DATASET_BYTES = 64 * 2**10
-# Reading one row decompresses its whole chunk: chunks bound the memory of every read.
-MAX_CHUNK_BYTES = 64 * 2**20
+# Reading one value decompresses its whole chunk: chunks bound the memory of every read. h5py's own chunks are
+# at most 1 MiB.
+MAX_CHUNK_BYTES = 16 * 2**20
+# Each chunk costs a lookup and a decompression of its own: a file of millions of tiny chunks is slow to read
+# whatever its size (h5py chunks a CSAW test set, 12830 x 3 x 55 x 47, into about 5,400).
+MAX_CHUNKS = 1_000_000
 # Hard links can form cycles and diamonds: the walk visits at most this many objects, this deep.
 MAX_OBJECTS = 20_000
 MAX_DEPTH = 32
@@ -48,14 +52,23 @@ class DatasetFacts:
     stored_bytes: int
 
 
-def check_structure(h5: h5py.File, name: str, file_bytes: int, max_elements: int) -> dict[str, DatasetFacts]:
+def check_structure(
+    h5: h5py.File,
+    name: str,
+    file_bytes: int,
+    max_elements: int,
+    max_objects: int = MAX_OBJECTS,
+    max_expansion: int = MAX_EXPANSION,
+) -> dict[str, DatasetFacts]:
     """Walk every object of an open HDF5 file and refuse anything but plain, self-contained numeric arrays.
 
     Refused (HDF5Refused, naming the file and the object): soft, external or user-defined links at any depth;
     external raw storage; virtual datasets; filters other than gzip, lzf, shuffle and fletcher32; non-numeric
     dtypes (strings, references, compounds); committed datatypes; a dataset declaring more than `max_elements`
-    values, more bytes than MAX_EXPANSION times what it stores, or chunks over MAX_CHUNK_BYTES; more stored
-    bytes than the file holds (`file_bytes`); more than MAX_OBJECTS objects or MAX_DEPTH levels.
+    values, more bytes than `max_expansion` times what it stores, chunks over MAX_CHUNK_BYTES or more than
+    MAX_CHUNKS of them; more stored bytes than the file holds (`file_bytes`); more than `max_objects` objects or
+    MAX_DEPTH levels. (Datasets pass lower object and expansion caps than models: a CSAW set is two arrays of
+    images, which compress less than 10:1.)
     Returns every dataset's facts by path ("/group/name").
     """
     facts: dict[str, DatasetFacts] = {}
@@ -67,15 +80,15 @@ def check_structure(h5: h5py.File, name: str, file_bytes: int, max_elements: int
             raise HDF5Refused(f"{name} nests groups more than {MAX_DEPTH} deep at {prefix}; refused.")
         for key in group:
             visits += 1
-            if visits > MAX_OBJECTS:
-                raise HDF5Refused(f"{name} holds more than {MAX_OBJECTS:,} objects (or links in a cycle); refused.")
+            if visits > max_objects:
+                raise HDF5Refused(f"{name} holds more than {max_objects:,} objects (or links in a cycle); refused.")
             where = f"{prefix}{key}"
             _check_link(group.get(key, getlink=True), where, name)
             item = group[key]
             if isinstance(item, h5py.Group):
                 walk(item, f"{where}/", depth + 1)
             elif isinstance(item, h5py.Dataset):
-                facts[where] = _check_dataset(item, where, name, file_bytes, max_elements)
+                facts[where] = _check_dataset(item, where, name, file_bytes, max_elements, max_expansion)
             else:
                 raise HDF5Refused(
                     f"{name} holds a {type(item).__name__} at {where}; only groups and arrays are accepted."
@@ -101,7 +114,9 @@ def _check_link(link, where: str, name: str) -> None:
     raise HDF5Refused(f"{name} has a link of an unsupported type at {where}; refused.")
 
 
-def _check_dataset(dataset: h5py.Dataset, where: str, name: str, file_bytes: int, max_elements: int) -> DatasetFacts:
+def _check_dataset(
+    dataset: h5py.Dataset, where: str, name: str, file_bytes: int, max_elements: int, max_expansion: int
+) -> DatasetFacts:
     plist = dataset.id.get_create_plist()
     layout = plist.get_layout()
     if layout == h5py.h5d.VIRTUAL:
@@ -133,8 +148,16 @@ def _check_dataset(dataset: h5py.Dataset, where: str, name: str, file_bytes: int
             f"{name}: {where} has chunks of {chunks} ({math.prod(chunks) * dtype.itemsize:,} bytes); "
             f"chunks over {MAX_CHUNK_BYTES // 2**20} MiB are refused."
         )
+    if (
+        chunks is not None
+        and math.prod(-(-size // chunk) for size, chunk in zip(shape, chunks, strict=True)) > MAX_CHUNKS
+    ):
+        raise HDF5Refused(
+            f"{name}: {where} is cut into chunks of {chunks}: more than {MAX_CHUNKS:,} of them. Save it again "
+            "with h5py's default chunks."
+        )
     declared, stored = elements * dtype.itemsize, int(dataset.id.get_storage_size())
-    if declared > SMALL_DATASET_BYTES and declared > MAX_EXPANSION * stored:
+    if declared > SMALL_DATASET_BYTES and declared > max_expansion * stored:
         raise HDF5Refused(
             f"{name}: {where} declares {declared:,} bytes but stores {stored:,}; no compression "
             "expands that much, so most of it was never written. Refused as a shape bomb."

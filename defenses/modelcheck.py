@@ -190,8 +190,19 @@ def _check_keras_zip(path: Path, limits: Limits) -> ModelFileFacts:
         if "config.json" not in members or "model.weights.h5" not in members:
             raise ModelRefused(f"{path.name} lacks config.json or model.weights.h5; it is not a Keras 3 model.")
         for info in members.values():
-            if info.file_size > limits.max_file_bytes:
-                raise ModelRefused(f"{path.name}: {info.filename} unpacks to {info.file_size:,} bytes; over the cap.")
+            # judged from the zip's own headers before anything is inflated: a 2 MB zip can declare 2 GB
+            cap = limits.max_file_bytes if info.filename == "model.weights.h5" else limits.max_config_bytes
+            if info.file_size > cap:
+                raise ModelRefused(
+                    f"{path.name}: {info.filename} unpacks to {info.file_size:,} bytes; the cap is {cap:,}."
+                )
+        if members["model.weights.h5"].compress_type != zipfile.ZIP_STORED:
+            # Keras stores it uncompressed; h5py seeks inside it, and every seek back in a deflated member
+            # inflates it again from its start
+            raise ModelRefused(
+                f"{path.name}: model.weights.h5 is compressed inside the zip; Keras stores it "
+                "uncompressed. Save the model again with model.save()."
+            )
         config = _parse_json(archive.read("config.json"), path.name, limits)
         check_config(config, path.name, limits)
         weights_bytes = members["model.weights.h5"].file_size
@@ -257,6 +268,11 @@ def _check_layer(layer: dict, name: str, limits: Limits) -> None:
     ):
         raise ModelRefused(f"{name}: {what} declares an input of {_input_shape(config)}; over the size cap.")
     activation = config.get("activation")
+    if activation is not None and not isinstance(activation, str):
+        raise ModelRefused(
+            f"{name}: {what} names its activation with a {type(activation).__name__}, not a name; "
+            "only Keras' built-in activations, by name, are accepted."
+        )
     if activation is not None and activation not in ACTIVATIONS:
         raise ModelRefused(f"{name}: {what} uses activation {activation!r}; only Keras' built-in ones are accepted.")
     _check_inbound(layer.get("inbound_nodes", []), name, what)

@@ -84,3 +84,43 @@ def plain_dataset(path: Path, count: int = 8, labels=None, side: tuple[int, int]
         h5["data"] = pixels
         h5["label"] = default_labels if labels is None else np.asarray(labels)
     return path
+
+
+def chunk_bomb(path: Path, images: int = 3000) -> Path:
+    """A real file (pixels 0 or 1: a few MB, compressing like images do) chunked (N, 1, 1, 1): each chunk
+    holds one pixel of every image, so reading any image decompresses the whole set. Such a file once made
+    the upload scan hold 2.4 GB."""
+    pixels = np.random.default_rng(0).integers(0, 2, (images, 3, 55, 47), dtype=np.uint8)
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("data", data=pixels, chunks=(images, 1, 1, 1), compression="gzip")
+        h5["label"] = np.zeros(images, np.int64)
+    return path
+
+
+def compression_bomb(path: Path, images: int = 2000) -> Path:
+    """Written zeros under gzip: about 1000:1, a file of KBs declaring far more pixels to decompress (CPU,
+    not memory); at the caps, 200,000 such images were 12.4 GB to inflate from 13.7 MB."""
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("data", data=np.zeros((images, 3, 55, 47)), compression="gzip")
+        h5["label"] = np.zeros(images, np.int64)
+    return path
+
+
+def many_objects(path: Path, count: int = 500) -> Path:
+    """A good set plus hundreds of tiny arrays: every look at the file walks them all."""
+    plain_dataset(path)
+    with h5py.File(path, "a") as h5:
+        for number in range(count):
+            h5[f"extra/{number}"] = np.zeros(1)
+    return path
+
+
+def default_chunked(path: Path, count: int = 2000) -> Path:
+    """A legitimate set as h5py writes it with gzip and its own chunk guess (bands of hundreds of images,
+    a few pixels wide), float64 as CSAW published them."""
+    rng = np.random.default_rng(1)
+    with h5py.File(path, "w") as h5:
+        pixels = rng.integers(0, 256, (count, 3, 55, 47)).astype(np.float64)
+        h5.create_dataset("data", data=pixels, compression="gzip")
+        h5["label"] = np.arange(count) % 10
+    return path

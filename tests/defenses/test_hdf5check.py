@@ -191,3 +191,50 @@ def test_the_real_csaw_files_pass(csaw_fixtures):
         facts = check_model_file(path)
         assert sum(int(np.prod(shape)) for shape in facts.weight_shapes.values()) > 0, path.name
     assert json.dumps(facts.config)  # the Keras 2 full model's config was read
+
+
+def test_a_chunk_layout_that_makes_every_read_the_whole_set_is_refused(tmp_path):
+    bomb = hostile.chunk_bomb(tmp_path / "chunks.h5")
+    assert bomb.stat().st_size < 8 * 2**20
+    assert "every read would decompress 3,000 images at once" in refusal(bomb)
+
+
+def test_a_compression_bomb_is_refused_before_it_is_inflated(tmp_path):
+    bomb = hostile.compression_bomb(tmp_path / "zeros.h5")
+    assert bomb.stat().st_size < 2**20  # 124 MB of float64 pixels
+    assert "no compression expands that much" in refusal(bomb)  # images compress < 10:1; the cap is 100:1
+
+
+def test_declared_pixels_over_the_byte_cap_are_refused(tmp_path):
+    path = hostile.default_chunked(tmp_path / "set.h5", count=300)
+    assert "the cap is 0.0 GiB" in refusal(path, limits=DatasetLimits(max_bytes=2**20))
+
+
+def test_a_set_with_hundreds_of_extra_objects_is_refused(tmp_path):
+    assert "more than 64 objects" in refusal(hostile.many_objects(tmp_path / "many.h5"))
+
+
+def test_millions_of_tiny_chunks_are_refused(tmp_path):
+    def build(h5):
+        h5.create_dataset("data", shape=(4000, 3, 55, 47), dtype="u1", chunks=(1, 1, 1, 1))
+
+    path = write(tmp_path / "tiny_chunks.h5", build)
+    with h5py.File(path, "r") as h5, pytest.raises(HDF5Refused, match="more than 1,000,000 of them"):
+        check_structure(h5, path.name, path.stat().st_size, 10**9)
+
+
+def test_the_upload_scan_of_a_default_chunked_set_holds_a_chunk_not_the_set(tmp_path):
+    """h5py's own chunks for a CSAW-layout set span hundreds of images: the scan reads chunk by chunk."""
+    import tracemalloc
+
+    path = hostile.default_chunked(tmp_path / "set.h5")  # 2000 float64 images: 124 MB of pixels
+    tracemalloc.start()
+    info = validate_dataset(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert info.count == 2000 and info.band_rows > 100
+    assert peak < 8 * 2**20, peak  # numpy's arrays are traced: a few MB, whatever the set's size
+    with h5py.File(path, "a") as h5:
+        h5["data"][1234, 2, 40, 3] = np.nan
+    with pytest.raises(DataError, match="image 1234 has pixel values"):
+        validate_dataset(path)

@@ -192,3 +192,28 @@ def test_a_loader_that_exceeds_its_memory_limit_is_refused(csaw_fixtures, monkey
     monkeypatch.setattr(models, "_verified", {})  # other tests may have verified this file in this process
     with pytest.raises(ModelRefused, match="memory limit"):
         verify_model_file(csaw_fixtures / "models" / KERAS2_MODEL, memory_bytes=300 * 2**20)
+
+
+def test_an_activation_that_is_not_a_name_is_refused_with_its_reason(keras2_copy):
+    edit_config(keras2_copy, lambda c: c["config"]["layers"][1]["config"].update(activation=["relu"]))
+    with pytest.raises(ModelRefused, match="names its activation with a list, not a name"):
+        check_model_file(keras2_copy)
+
+
+def test_a_keras_zip_is_judged_from_its_headers_before_anything_is_inflated(tmp_path):
+    """A 2 MB .keras once cost the sandbox 13 s inflating a 2 GB config.json before the config cap refused
+    it; a deflated weights member would be inflated again at every seek h5py makes."""
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", b" " * (200 * 2**20))
+        archive.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n")
+    assert bomb.stat().st_size < 2 * 2**20
+    # the size comes from the zip's directory: the refusal is made before the member is opened
+    with pytest.raises(ModelRefused, match=r"config.json unpacks to 209,715,200 bytes; the cap is 4,194,304"):
+        check_model_file(bomb)
+    squeezed = tmp_path / "squeezed.keras"
+    with zipfile.ZipFile(squeezed, "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" * 1000, compress_type=zipfile.ZIP_DEFLATED)
+    with pytest.raises(ModelRefused, match="model.weights.h5 is compressed inside the zip"):
+        check_model_file(squeezed)

@@ -16,4 +16,8 @@ def model_limits() -> Limits:
 
 
 def dataset_limits() -> DatasetLimits:
-    return DatasetLimits(max_images=settings.MAX_DATASET_IMAGES, max_image_pixels=settings.MAX_DATASET_IMAGE_PIXELS)
+    return DatasetLimits(
+        max_images=settings.MAX_DATASET_IMAGES,
+        max_image_pixels=settings.MAX_DATASET_IMAGE_PIXELS,
+        max_bytes=settings.MAX_DATASET_BYTES,
+    )
