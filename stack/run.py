@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             redis = start_redis(var / "redis")
             cleanup.callback(redis.stop)
             env["REDIS_URL"] = redis.url
-            print(f"Redis (embedded, append-only file in {redis.data_dir}) on {redis.url}", flush=True)
+            print(
+                f"Redis (embedded, password-protected, append-only file in {redis.data_dir}) on port {redis.port}",
+                flush=True,
+            )
         subprocess.run([python, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
         # compressed, content-hashed copies for whitenoise (about a second; settings/base.py says why)
         subprocess.run([python, "manage.py", "collectstatic", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = worker_command(queues, f"worker-{queues.replace(',', '-')}@%h")
         children = [spawn(worker, env)]
         cleanup.callback(stop_process_group, children[0])
-        web_command = [python, "manage.py", "runserver", f"{args.host}:{args.port}", "--noreload"]
+        web_command = [python, "manage.py", "serve", f"{args.host}:{args.port}", "--noreload"]
         children.append(spawn(web_command, env))
         cleanup.callback(stop_process_group, children[1])
 

@@ -75,7 +75,7 @@ def restart_redis(request):
     def restart():
         current = request.config.stash[REDIS_KEY]
         current.stop()
-        request.config.stash[REDIS_KEY] = start_redis(current.data_dir, port=current.port)
+        request.config.stash[REDIS_KEY] = start_redis(current.data_dir, port=current.port, password=current.password)
 
     return restart
 

@@ -90,3 +90,14 @@ def run_cli(*args) -> list[str]:
     done = subprocess.run([sys.executable, "-m", "defenses", *map(str, args)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip().splitlines()
+
+
+def test_the_sandboxed_loader_gets_none_of_the_callers_secrets(monkeypatch, tmp_path):
+    from defenses.models import sandbox_environment
+
+    monkeypatch.setenv("DJANGO_SECRET_KEY", "s3cret")
+    monkeypatch.setenv("DATABASE_URL", "postgres://user:password@db/prunelab")
+    monkeypatch.setenv("REDIS_URL", "redis://:password@127.0.0.1:6379/0")
+    env = sandbox_environment(str(tmp_path))
+    assert not {"DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL"} & set(env)
+    assert env["HOME"] == str(tmp_path) and env["CUDA_VISIBLE_DEVICES"] == "" and "PATH" in env

@@ -1,12 +1,15 @@
-"""CSV downloads open in spreadsheets: a user-given name that starts with a formula character is neutralised
-(OWASP: a leading single quote) in every CSV the app writes; numbers, negative ones too, stay numbers."""
+"""User text that other programs would run: in CSV downloads, a name that starts with a formula character is
+neutralised (OWASP: a leading single quote; numbers, negative ones too, stay numbers); in charts, HTML in a
+name reaches plotly as text."""
 
 import csv
 import io
+import json
 
 from tests.webapp.base import BaseTestCase
 from tests.webapp.test_experiment import GRID, grid_metrics
 from webapp.lab.charts import csv_cell, csv_text
+from webapp.lab.models import Experiment
 
 HOSTILE = '=HYPERLINK("http://x","y")'
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -52,3 +55,22 @@ class CsvInjectionTestCase(BaseTestCase):
             rows = self.cells(f"/experiments/{self.study.pk}/charts/{slug}.csv")
             self.assert_no_formula(rows)
             assert f"asr {HOSTILE}" in rows[0] and len(rows) > 1
+
+
+class ChartTextTestCase(BaseTestCase):
+    def test_html_in_a_trigger_or_name_reaches_plotly_as_text_not_as_a_link(self):
+        """Plotly renders labels as a little HTML: a trigger named '<a href=...>' was a live link in the legend
+        of every chart of the experiment (an attack review)."""
+        evil = '<a href="https://evil.example/">clickme</a>'
+        self.client.force_login(self.alice)
+        experiment = self.experiment(GRID)
+        Experiment.objects.filter(pk=experiment.pk).update(name=evil)
+        experiment.poisoned.update(trigger=evil)
+        self.finish(experiment, lambda run, p: grid_metrics(run, p) | {"asr": {evil: 10.0}})
+        charts = self.client.get(f"/experiments/{experiment.pk}/figures").json()["charts"]
+        figures = json.dumps([chart["figure"] for chart in charts.values()])  # notes are shown as text, not HTML
+        page = self.client.get("/compare/").content.decode()
+        compare = page[page.index('id="compare-figures"') :]
+        for text in (figures, compare):
+            assert "<a href" not in text and "\\u003ca href" not in text.lower()
+        assert "&lt;a href=" in figures  # shown as the characters the user typed

@@ -11,10 +11,13 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.servers.basehttp import ThreadedWSGIServer
 from django.test import LiveServerTestCase, override_settings
+from django.test.testcases import LiveServerThread
 from rest_framework.authtoken.models import Token
 
 from tests.webapp.base import BaseTestCase
+from webapp.core.devserver import ClosingRequestHandler
 from webapp.lab.models import BadNet, Dataset
 
 GIB = 2**30
@@ -61,6 +64,21 @@ class BodyGuardTestCase(BaseTestCase):
         page = self.post("/badnets/", over)
         assert page.status_code == 413 and "PRUNELAB_MAX_UPLOAD_BYTES" in page.content.decode()
 
+    def test_only_the_upload_forms_take_upload_sized_bodies(self):
+        """A signed-in user could POST 2 GB to any address (a 404, the image test, a JSON endpoint), spooled
+        before any view could refuse it. Each address now takes what it needs."""
+        auth = {"HTTP_AUTHORIZATION": f"Token {self.token}"}
+        json_body = self.post("/api/experiments/", 5 * 2**20, **auth)
+        assert (
+            json_body.status_code == 413
+            and "forms and JSON bodies here are limited to 1.0" in json_body.json()["detail"]
+        )
+        images = self.post("/api/classify/", 200 * 2**20, **auth)
+        assert images.status_code == 413 and "the image test's images are limited to 128.0" in images.json()["detail"]
+        self.client.force_login(self.alice)
+        for path in ("/no/such/page/", "/experiments/new/", "/teams/"):
+            assert self.post(path, 50 * 2**20).status_code == 413, path
+
     def test_a_length_that_is_not_a_byte_count_is_400(self):
         self.client.force_login(self.alice)
         for length in ("-1", "12abc", "1e9", "+5", "٣"):
@@ -78,9 +96,19 @@ def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
+class MakeRunServerThread(LiveServerThread):
+    """The live server with make run's request handler (webapp/core/devserver.py), not Django's own."""
+
+    def _create_server(self, connections_override=None):
+        return ThreadedWSGIServer((self.host, self.port), ClosingRequestHandler, allow_reuse_address=False,
+                                  connections_override=connections_override)  # fmt: skip
+
+
 class LiveBodyTestCase(LiveServerTestCase):
-    """A real server and a raw socket: the refusal comes while the client is still sending, and the server
-    wrote (almost) nothing of the body anywhere."""
+    """A real server (make run's) and a raw socket: the refusal comes while the client is still sending, the
+    server wrote (almost) nothing of the body anywhere, and closed the connection rather than read on."""
+
+    server_thread_class = MakeRunServerThread
 
     def setUp(self):
         super().setUp()
@@ -152,6 +180,21 @@ class LiveBodyTestCase(LiveServerTestCase):
             status, peak = self.stream(path, self.upload_headers(GIB, **auth))
             assert status == 413, (path, status)
             self.assert_nothing_kept(peak)
+
+    def test_a_request_hidden_in_a_refused_body_is_never_served(self):
+        """The attack review's desync: an anonymous POST refused unread, whose body begins with a second
+        request. The server used to keep the connection and answer the hidden GET as the next request."""
+        hidden = f"GET /smuggled HTTP/1.1\r\nHost: {self.server_thread.host}\r\n\r\n".encode()
+        body = hidden + b"x" * (70_000 - len(hidden))
+        head = (f"POST /datasets/ HTTP/1.1\r\nHost: {self.server_thread.host}\r\nContent-Length: {len(body)}\r\n"
+                f"Content-Type: application/octet-stream\r\nCookie: {CSRF_COOKIE}\r\n\r\n").encode()  # fmt: skip
+        with socket.create_connection((self.server_thread.host, self.server_thread.port), timeout=10) as sock:
+            sock.sendall(head + body)
+            answers = b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                answers += chunk
+        assert answers.startswith(b"HTTP/1.1 403") and b"Connection: close" in answers
+        assert answers.count(b"HTTP/1.1 ") == 1, answers[:2000]  # no second answer: nothing else was served
 
     def test_a_chunked_body_is_refused_before_it_is_read(self):
         token = Token.objects.create(user=self.alice).key

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
@@ -126,3 +127,14 @@ class UploadTestCase(BaseTestCase):
     def test_a_poisoned_set_needs_its_trigger(self):
         path = write_dataset(self.folder / "poisoned.h5", *tiny_data(5))
         self.assert_refused(self.post_dataset(path, role=Dataset.POISONED_TEST), "needs the name of its trigger")
+
+
+def test_the_input_scaling_is_taken_by_its_number():
+    """The API said '255 or 1' but took only '255.0': the field compares numbers, not text."""
+    from webapp.lab.forms import ScalingField
+
+    field = ScalingField(choices=BadNet.SCALES, coerce=float)
+    assert [field.clean(value) for value in ("255", "255.0", "1", "1.00")] == [255.0, 255.0, 1.0, 1.0]
+    for value in ("2", "nan", "inf", "abc", ""):
+        with pytest.raises(ValidationError):
+            field.clean(value)

@@ -17,3 +17,18 @@ def test_task_round_trip_through_redis_and_worker(celery_worker):
 def test_gpu_queue_reaches_a_worker_serving_it(celery_worker):
     result = echo.apply_async(args=[{"queue": "gpu"}], queue="gpu")
     assert result.get(timeout=60)["payload"] == {"queue": "gpu"}
+
+
+def test_the_embedded_redis_asks_for_its_password(tmp_path):
+    """Loopback is shared with every local user: without the password they could queue work or read queues."""
+    import redis
+
+    from stack.redis import start_redis
+
+    server = start_redis(tmp_path / "redis")
+    try:
+        assert redis.Redis.from_url(server.url).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.port).ping()
+    finally:
+        server.stop()

@@ -10,13 +10,14 @@ Refusals, body unread:
 - a malformed or negative Content-Length: 400;
 - a wrong API token: 401, or 429 when the address has sent too many (webapp/core/tokens.py);
 - no session and no good token, body over ANONYMOUS_MAX_BODY_BYTES: 401 JSON on /api/, 403 on pages;
-- over MAX_UPLOAD_BYTES plus MAX_REQUEST_OVERHEAD_BYTES: 413.
+- over what the address takes (`body_cap`: uploads MAX_UPLOAD_BYTES, the image test its images, every other
+  form or JSON body FORM_MAX_BODY_BYTES), plus MAX_REQUEST_OVERHEAD_BYTES for the framing: 413.
 """
 
 from django.conf import settings
-from django.core.handlers.wsgi import LimitedStream
 from django.http import HttpResponse, JsonResponse
 from django.template.defaultfilters import filesizeformat
+from django.urls import Resolver404, resolve
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 
 from webapp.core.tokens import JUDGED, ThrottledTokenAuthentication
@@ -55,13 +56,31 @@ def judge_body(request) -> HttpResponse | None:
             f"Sign in before sending files: without a session or an API token a request may carry at most "
             f"{filesizeformat(settings.ANONYMOUS_MAX_BODY_BYTES)}. Sign in (or send 'Authorization: Token "
             "<key>' to the API) and send it again."))  # fmt: skip
-    most = settings.MAX_UPLOAD_BYTES + settings.MAX_REQUEST_OVERHEAD_BYTES
-    if length > most:
+    cap, what = body_cap(request)
+    if length > cap + settings.MAX_REQUEST_OVERHEAD_BYTES:
         return refuse(request, 413, (
-            f"This request is {filesizeformat(length)}; uploads are limited to "
-            f"{filesizeformat(settings.MAX_UPLOAD_BYTES)}. Upload a smaller file, or ask an operator to raise "
-            "PRUNELAB_MAX_UPLOAD_BYTES."))  # fmt: skip
+            f"This request is {filesizeformat(length)}; {what} are limited to {filesizeformat(cap)}. Send less, "
+            "or ask an operator to raise PRUNELAB_MAX_UPLOAD_BYTES."))  # fmt: skip
     return None
+
+
+# Where files come in (route names): everything else takes a form or JSON body, or the image test's images.
+UPLOAD_ROUTES = {"badnets", "datasets", "goodnet-upload", "api:badnet-list", "api:dataset-list"}
+IMAGE_ROUTES = {"classify", "api:api-classify"}
+
+
+def body_cap(request) -> tuple[int, str]:
+    """The largest body this address takes, and what it takes, in words: a 2 GB upload is for the upload
+    forms, not for any URL a signed-in user can POST to (every body is spooled before a view can say no)."""
+    try:
+        route = resolve(request.path_info).view_name
+    except Resolver404:
+        route = ""
+    if route in UPLOAD_ROUTES:
+        return settings.MAX_UPLOAD_BYTES, "uploads"
+    if route in IMAGE_ROUTES:
+        return settings.MAX_IMAGES_PER_TEST * settings.MAX_IMAGE_UPLOAD_BYTES, "the image test's images"
+    return settings.FORM_MAX_BODY_BYTES, "forms and JSON bodies here"
 
 
 def declared_length(request) -> int | None:
@@ -88,19 +107,11 @@ def is_api(request) -> bool:
 
 
 def refuse(request, status: int, message: str) -> HttpResponse:
-    leave_body_unread(request)
+    """The answer to a body that is not read: make run's server (webapp/core/devserver.py) then closes the
+    connection rather than read the rest or take it for the next request; gunicorn drains it."""
     if is_api(request):
         response = JsonResponse({"detail": message}, status=status)
         if status == 401:
             response["WWW-Authenticate"] = "Token"
         return response
     return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
-
-
-def leave_body_unread(request) -> None:
-    """Django's development server (`make run`) reads whatever is left of a body after the response, in one
-    read into memory: a refused 1 GiB upload would still cost 1 GiB of RAM. Its stream is a LimitedStream
-    whose public `limit` says how much is left; 0 means nothing. gunicorn closes the connection instead."""
-    stream = request.environ.get("wsgi.input")
-    if isinstance(stream, LimitedStream):
-        stream.limit = 0

@@ -3,6 +3,7 @@ CSV download is exactly its data. Pages draw `figure` with Plotly.react; `uirevi
 and legend choices across live refreshes."""
 
 import csv
+import html
 import io
 import json
 import math
@@ -62,13 +63,20 @@ def layout(title: str, x: str, y: str = "percent", **extra) -> dict:
             "template": "plotly_white", **extra}  # fmt: skip
 
 
+def plain(text: str) -> str:
+    """User text (a trigger, experiment, BadNet, dataset or layer name) as plotly shows it: plotly renders
+    its labels as a little HTML (<a href>, <b>, <br>), so a trigger named '<a href=...>' became a live link
+    in a legend. Entities are shown as the characters they stand for."""
+    return html.escape(str(text), quote=False)
+
+
 def label(key: str, value) -> str:
     return {"threshold": f"T {value}", "lr": f"LR {value:g}", "epochs": f"{value} ep"}[key]
 
 
 def metric_styles(triggers: list[str]) -> list[tuple[str, str, str]]:
     """(metric key, legend name, dash) for CA and each trigger's ASR: the line style says the metric."""
-    asr = [(f"asr {t}", f"ASR {t}", ASR_DASHES[i % len(ASR_DASHES)]) for i, t in enumerate(triggers)]
+    asr = [(f"asr {t}", f"ASR {plain(t)}", ASR_DASHES[i % len(ASR_DASHES)]) for i, t in enumerate(triggers)]
     return [("ca", "CA", CA_DASH), *asr]
 
 
@@ -101,7 +109,9 @@ def versus(rows: list[dict], parameter: str, triggers: list[str]) -> Chart | Non
     title = f"CA and ASR against the {PARAMETERS[parameter]}"
     figure.update_layout(**layout(title, PARAMETERS[parameter], xaxis={"title": {"text": PARAMETERS[parameter]},
                                                                        **axis}))  # fmt: skip
-    note = "Line style: " + ", ".join(f"{metric} {dash}" for _, metric, dash in styles)
+    # notes are shown as text (charts.js), not as plotly's HTML: the raw trigger names
+    names = ["CA", *[f"ASR {trigger}" for trigger in triggers]]
+    note = "Line style: " + ", ".join(f"{name} {dash}" for name, (_, _, dash) in zip(names, styles, strict=True))
     if len(groups) > 1:
         note += f"; colour: one per {' and '.join(PARAMETERS[p] for p in others)} value"
     return Chart(f"vs-{parameter}", title, figure, done, note + ".")
@@ -163,7 +173,9 @@ def with_and_without_pruning(rows: list[dict], triggers: list[str]) -> Chart | N
     figure = go.Figure()
     figure.add_bar(name="CA", x=names, y=[r["ca"] for r in chosen], marker_color=CA_COLOUR)
     for colour, trigger in zip(ASR_COLOURS * 4, triggers, strict=False):
-        figure.add_bar(name=f"ASR {trigger}", x=names, y=[r[f"asr {trigger}"] for r in chosen], marker_color=colour)
+        figure.add_bar(
+            name=f"ASR {plain(trigger)}", x=names, y=[r[f"asr {trigger}"] for r in chosen], marker_color=colour
+        )
     title = "Fine-tuning with and without pruning"
     figure.update_layout(**layout(title, "", barmode="group"))
     return Chart("pruning-vs-none", title, figure, chosen)
@@ -179,7 +191,9 @@ def incremental(rows: list[dict], triggers: list[str]) -> Chart | None:
     figure.add_scatter(x=x, y=[r["valid_acc"] for r in rows], name="accuracy (validation)",
                        line={"color": CA_COLOUR, "dash": "dot"})  # fmt: skip
     for colour, trigger in zip(ASR_COLOURS * 4, triggers, strict=False):
-        figure.add_scatter(x=x, y=[r[f"asr {trigger}"] for r in rows], name=f"ASR {trigger}", line={"color": colour})
+        figure.add_scatter(
+            x=x, y=[r[f"asr {trigger}"] for r in rows], name=f"ASR {plain(trigger)}", line={"color": colour}
+        )
     stop = next((r for r in rows if r["stop"]), None)
     if stop is not None:
         figure.add_vline(x=stop["fraction"], line_dash="dash", annotation_text="stopped (validation rule)")
@@ -219,7 +233,7 @@ def run_curve(rows: list[dict], triggers: list[str], kind: str) -> Chart | None:
     figure.add_scatter(x=x, y=[r["valid_acc"] for r in rows], name="accuracy (validation)",
                        line={"color": CA_COLOUR, "dash": "dot"})  # fmt: skip
     for index, trigger in enumerate(triggers):
-        figure.add_scatter(x=x, y=[r[f"asr {trigger}"] for r in rows], name=f"ASR {trigger}",
+        figure.add_scatter(x=x, y=[r[f"asr {trigger}"] for r in rows], name=f"ASR {plain(trigger)}",
                            line={"color": ASR_COLOURS[index % len(ASR_COLOURS)],
                                  "dash": ASR_DASHES[index % len(ASR_DASHES)]})  # fmt: skip
     title = "This run, point by point"
@@ -235,7 +249,7 @@ def ca_asr_scatter(rows: list[dict]) -> Chart | None:
     front = pareto_front(points)
     figure = go.Figure()
     figure.add_scatter(x=[r["asr"] for r in points], y=[r["ca"] for r in points], mode="markers", name="runs",
-                       text=[f"run {r['run']} · {r['experiment']} · {r['badnet']}" for r in points],
+                       text=[plain(f"run {r['run']} · {r['experiment']} · {r['badnet']}") for r in points],
                        marker={"size": 11, "color": CA_COLOUR})  # fmt: skip
     figure.add_scatter(x=[r["asr"] for r in front], y=[r["ca"] for r in front], mode="lines", name="Pareto front",
                        line={"color": ASR_COLOURS[1], "shape": "hv"})  # fmt: skip
@@ -270,7 +284,7 @@ def activation_profiles(means: dict[str, list[float]], dataset: str) -> list[Cha
         layer_mean = sum(values) / len(values)
         figure = go.Figure(go.Bar(x=list(range(len(values))), y=values, marker_color=CA_COLOUR, name="channel mean"))
         figure.add_hline(y=layer_mean, line_dash="dash", annotation_text="layer mean: T = 1 prunes below")
-        title = f"{layer}: mean activation per channel on {dataset}"
+        title = plain(f"{layer}: mean activation per channel on {dataset}")
         figure.update_layout(**layout(title, "channel", "mean activation"))
         rows = [{"layer": layer, "channel": c, "mean": v} for c, v in enumerate(values)]
         charts.append(Chart(f"profile-{layer}", title, figure, rows))

@@ -19,7 +19,7 @@ MAX_POINTS = 400  # a grid larger than this is almost always a typo (0:2:0.001)
 MAX_EPOCHS = 500
 # A parameter field's text, before it is split: 400 values of up to ~18 characters each, with room to spare.
 MAX_VALUES_TEXT = 8000
-MAX_SAMPLES = 16  # images per classification, uploaded and sampled together
+MAX_SAMPLES = settings.MAX_IMAGES_PER_TEST  # images per classification, uploaded and sampled together
 
 # The seed report's study, one click each. Table 2 is one experiment here: T = 0 beside T = 0.8.
 STUDY_TEMPLATES = {
@@ -117,11 +117,21 @@ class InviteForm(forms.Form):
     username = forms.CharField(max_length=150, help_text="an existing account (staff create accounts in admin)")
 
 
+class ScalingField(forms.TypedChoiceField):
+    """The input scaling by its number: 255, 255.0 and 1 are all the values they say (a choice field alone
+    takes only its choices' exact text, '255.0', which an API client has no reason to guess)."""
+
+    def valid_value(self, value):
+        with contextlib.suppress(TypeError, ValueError):
+            return float(value) in {choice for choice, _ in BadNet.SCALES}
+        return False
+
+
 class BadNetForm(forms.Form):
     name = forms.CharField(max_length=100)
     file = forms.FileField(help_text="a full Keras model (.h5 or .keras), or weights-only .h5 with a preset")
     arch = forms.ChoiceField(choices=ARCH_CHOICES, required=False, label="Architecture")
-    divisor = forms.TypedChoiceField(choices=BadNet.SCALES, coerce=float, initial=255.0, label="Input scaling")
+    divisor = ScalingField(choices=BadNet.SCALES, coerce=float, initial=255.0, label="Input scaling")
 
     def clean_file(self):
         check_upload(self.cleaned_data["file"], MODEL_SUFFIXES, what="model file")
