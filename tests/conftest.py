@@ -27,6 +27,9 @@ def pytest_configure(config):
     # under var/test-media would look like this session's results.
     if Path(settings.MEDIA_ROOT).name == "test-media":  # never an installation's real uploads
         shutil.rmtree(settings.MEDIA_ROOT, ignore_errors=True)
+    from tests.browser import ARTIFACTS
+
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # the browser tests' screenshots are this session's
     # Pages name static files by their content hash (whitenoise's manifest), as under make run and in docker.
     from django.core.management import call_command
 
@@ -85,3 +88,16 @@ def csaw_fixtures() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"The CSAW fixtures are missing: expected them in {FIXTURES} (shared/ beside the project)")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """pytest-django's live server, with /static/ served by the app's own WhiteNoise (content-hashed names,
+    compressed) as under make run and in docker, not by Django's test handler, which knows no hashed names."""
+    from pytest_django.live_server_helper import LiveServer
+
+    server = LiveServer("localhost", start=False)
+    server.thread.static_handler = lambda application: application
+    server.start()
+    yield server
+    server.stop()

@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 
 from webapp.lab.models import Dataset, Experiment, Membership, Team
-from webapp.lab.services import add_badnet, add_dataset
+from webapp.lab.services import AlreadyStored, add_badnet, add_dataset
 
 
 def team_with_user(name: str = "blue", username: str = "alice"):
@@ -13,12 +13,34 @@ def team_with_user(name: str = "blue", username: str = "alice"):
     return team, user
 
 
+def stored(add, *args):
+    """The row `add(*args)` stores, or the one the team already has for the same file."""
+    try:
+        return add(*args)
+    except AlreadyStored as duplicate:
+        return duplicate.row
+
+
 def experiment_row(team, user, files: dict, space: dict, name: str = "study") -> Experiment:
-    badnet = add_badnet(team, user, files["model"], "tiny")
-    valid = add_dataset(team, user, files["valid"], "valid", Dataset.CLEAN_VALID)
-    test = add_dataset(team, user, files["test"], "test", Dataset.CLEAN_TEST)
-    poisoned = add_dataset(team, user, files["poisoned"], "patch", Dataset.POISONED_TEST, "patch", 0)
+    badnet = stored(add_badnet, team, user, files["model"], "tiny")
+    valid = stored(add_dataset, team, user, files["valid"], "valid", Dataset.CLEAN_VALID)
+    test = stored(add_dataset, team, user, files["test"], "test", Dataset.CLEAN_TEST)
+    poisoned = stored(add_dataset, team, user, files["poisoned"], "patch", Dataset.POISONED_TEST, "patch", 0)
     experiment = Experiment.objects.create(team=team, owner=user, name=name, badnet=badnet, valid=valid, test=test,
                                            space=space)  # fmt: skip
     experiment.poisoned.add(poisoned)
     return experiment
+
+
+def finished(experiment: Experiment, metrics_for) -> list:
+    """The experiment's runs made (not queued) and every point stored as `metrics_for(run, position)` says,
+    as a worker would store them; each run marked done."""
+    from webapp.lab.models import Point, Run
+    from webapp.lab.services import submit
+
+    runs = submit(experiment, enqueue=False)
+    for run in runs:
+        for position in range(run.total_positions):
+            Point.objects.create(run=run, position=position, metrics=metrics_for(run, position))
+        run.finish(Run.DONE)
+    return runs

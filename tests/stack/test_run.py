@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from stack.redis import free_port
+from tests.browser import chromium_page, sign_in
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -46,6 +47,14 @@ def test_stack_serves_health_and_stops_cleanly(tmp_path):
     try:
         output = read_until(stack, "Prunelab is up", timeout=240)
         assert "Demo login" in output and "password" in output
+        # A newcomer signs in at once: the demo team is there while its data is still being made (minutes),
+        # and says so (the team used to appear only once the data was ready, 12 minutes in).
+        with chromium_page(f"http://127.0.0.1:{port}", "first-start") as page:
+            sign_in(page, "demo", "prunelab-demo")
+            status = page.text_content("#demo-status")
+            assert "Preparing the demo data: step" in status, status
+            assert page.text_content("nav a[title=teams]") == "demo"
+            page.shot("demo-team-preparing")
         descendants = psutil.Process(stack.pid).children(recursive=True)
         assert len(descendants) >= 3  # redis, worker (+ pool child), web server
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:

@@ -4,50 +4,31 @@ and synthetic datasets, submit a small experiment, watch it finish live, read th
 two runs, compose a GoodNet from the real files and test real face crops. Screenshots of every step are
 written to test-artifacts/browser/."""
 
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 
 from defenses.synthetic import make_identities, render_set, write_csaw_dataset
+from tests.browser import chromium_page
 from tests.conftest import FIXTURES
 from webapp.lab.models import Dataset, Experiment, GoodNet, Membership, Team
 from webapp.lab.results import experiment_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = Path(os.environ.get("PRUNELAB_CHROMIUM", "/usr/bin/chromium"))
-# As root in a closed network: no sandbox, and none of chromium's own background connections.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"
 MODELS, IMAGES = FIXTURES / "models", FIXTURES / "images"
 
 
 @pytest.fixture
 def page(live_server):
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)
-    ARTIFACTS.mkdir(parents=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(base_url=live_server.url, viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(60_000)
+    with chromium_page(live_server.url, "path") as page:
         yield page
-        browser.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 def shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.shot(name)
 
 
 @pytest.fixture

@@ -85,6 +85,8 @@ class ExperimentPageTestCase(BaseTestCase):
         star = charts["grid"]["figure"]["data"][1]
         # test score prefers nothing about T beyond CA, but validation ASR (10 T) prefers T 0.5
         assert star["y"] == ["0.5"] and SELECTED_WITH_POISONED_VALID in star["name"]
+        outline = charts["grid"]["figure"]["layout"]["shapes"][0]  # around the cell, its number left readable
+        assert (outline["y0"], outline["y1"]) == (-0.5, 0.5) and charts["grid"]["figure"]["data"][0]["y"][0] == "0.5"
         page = self.client.get(f"/experiments/{experiment.pk}/").content.decode()
         assert SELECTED_WITH_POISONED_VALID in page
 

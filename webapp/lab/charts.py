@@ -145,16 +145,20 @@ def score_grid(rows: list[dict], selection) -> Chart | None:
     figure = go.Figure(heatmap)
     best = selection.best
     if best is not None:
-        # an open square around the cell: a filled marker would hide the cell's number
+        # the cell outlined (a marker on it would hide its number); the trace only names it in the legend
+        column, row = rates.index(best["lr"]), thresholds.index(best["threshold"])
+        figure.add_shape(type="rect", x0=column - 0.5, x1=column + 0.5, y0=row - 0.5, y1=row + 0.5,
+                         line={"color": "white", "width": 4})  # fmt: skip
         figure.add_scatter(x=[f"{best['lr']:g}"], y=[str(best["threshold"])], mode="markers",
-                           name=f"selected: {best['epochs']} ep ({selection.rule})",
-                           marker={"symbol": "square-open", "size": 48, "color": "white", "line": {"width": 4}},
+                           name=f"selected (outlined): {best['epochs']} ep, {selection.rule}",
+                           marker={"symbol": "square-open", "size": 1, "color": "#444", "line": {"width": 2}},
                            hoverinfo="skip")  # fmt: skip
         note = f"Selected: T {best['threshold']}, LR {best['lr']:g}, {best['epochs']} epochs, {selection.rule}."
     else:
         note = f"No point is selected: {selection.rule}."
     title = "Score (CA + 100 - mean ASR) / 2 over the T x LR grid (best test score over each cell's epochs)"
     figure.update_layout(**layout(title, "learning rate", "pruning threshold T"))
+    figure.update_layout(legend={"orientation": "h", "y": -0.25, "itemsizing": "constant"})
     return Chart("grid", title, figure, sorted(cells.values(), key=lambda r: (r["threshold"], r["lr"])), note)
 
 
@@ -254,7 +258,8 @@ def ca_asr_scatter(rows: list[dict]) -> Chart | None:
     figure.add_scatter(x=[r["asr"] for r in front], y=[r["ca"] for r in front], mode="lines", name="Pareto front",
                        line={"color": ASR_COLOURS[1], "shape": "hv"})  # fmt: skip
     title = "Clean accuracy against attack success rate"
-    figure.update_layout(**layout(title, "ASR (percent, lower is better)", "CA (percent, higher is better)"))
+    figure.update_layout(**layout(title, "ASR, mean of each run's triggers (percent, lower is better)",
+                                  "CA (percent, higher is better)"))  # fmt: skip
     return Chart("pareto", title, figure, points)
 
 
@@ -267,7 +272,7 @@ def parallel(rows: list[dict]) -> Chart | None:
                   {"label": "log10 LR", "values": [math.log10(r["lr"]) if r["lr"] else 0 for r in points]},
                   {"label": "epochs", "values": [r["epochs"] or 0 for r in points]},
                   {"label": "CA", "values": [r["ca"] for r in points], "range": [0, 100]},
-                  {"label": "ASR", "values": [r["asr"] for r in points], "range": [0, 100]},
+                  {"label": "mean ASR", "values": [r["asr"] for r in points], "range": [0, 100]},
                   {"label": "score", "values": [r["score"] for r in points], "range": [0, 100]}]  # fmt: skip
     figure = go.Figure(go.Parcoords(line={"color": [r["score"] for r in points], "colorscale": "Viridis",
                                           "showscale": True}, dimensions=dimensions))  # fmt: skip
