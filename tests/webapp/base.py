@@ -10,8 +10,8 @@ from django.core.files.base import ContentFile
 from django.test import TestCase, override_settings
 
 from tests.defenses.tiny import tiny_data, write_dataset
-from webapp.lab.models import BadNet, Dataset, Experiment, Membership, Point, Run, Team
-from webapp.lab.services import submit
+from tests.lab.factories import finished
+from webapp.lab.models import BadNet, Dataset, Experiment, Membership, Run, Team
 
 TINY_REPORT = {"kind": "keras-h5", "input_shape": [12, 10, 3], "n_classes": 4, "conv_layers": ["conv_a", "conv_b"],
                "conv_channels": [6, 8], "layers": [["conv_a", "Conv2D", 168], ["conv_b", "Conv2D", 200]],
@@ -67,10 +67,5 @@ class BaseTestCase(TestCase):
 
     def finish(self, experiment: Experiment, metrics_for) -> list[Run]:
         """Create the experiment's runs (not queued) and store the points `metrics_for(run, position)` gives,
-        as a worker would."""
-        runs = submit(experiment, enqueue=False)
-        for run in runs:
-            for position in range(run.total_positions):
-                Point.objects.create(run=run, position=position, metrics=metrics_for(run, position))
-            run.finish(Run.DONE)
-        return runs
+        as a worker would (tests.lab.factories.finished)."""
+        return finished(experiment, metrics_for)
