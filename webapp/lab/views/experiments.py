@@ -144,15 +144,22 @@ def experiment_export(request, pk: int, fmt: str):
     if fmt == "csv":
         response = HttpResponse(csv_text(rows), content_type="text/csv")
     else:
-        definition = {"id": experiment.pk, "name": experiment.name, "team": experiment.team_id,
-                      "badnet": {"id": experiment.badnet_id, "name": experiment.badnet.name,
-                                 "sha256": experiment.badnet.sha256},
-                      "sets": {role: {"id": d.pk, "name": d.name, "sha256": d.sha256, "role": d.role}
-                               for role, d in (("valid", experiment.valid), ("test", experiment.test))}
-                      | {f"poisoned {d.metric_name}": {"id": d.pk, "name": d.name, "sha256": d.sha256, "role": d.role}
-                         for d in experiment.poisoned.all()},
-                      "space": experiment.space, "max_ca_drop": experiment.max_ca_drop}  # fmt: skip
+        sets = {"valid": file_entry(experiment.valid), "test": file_entry(experiment.test)}
+        sets |= {f"poisoned {d.metric_name}": file_entry(d) for d in experiment.poisoned.all()}
+        definition = {"id": experiment.pk, "name": experiment.name, "team": experiment.team_id, "sets": sets,
+                      "badnet": file_entry(experiment.badnet), "space": experiment.space,
+                      "max_ca_drop": experiment.max_ca_drop}  # fmt: skip
         body = {"experiment": definition, "rule": selection.rule, "best": selection.best, "points": rows}
         response = JsonResponse(body, json_dumps_params={"indent": 1})
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
+
+
+def file_entry(row) -> dict:
+    """A BadNet or dataset in an export: which row and which file (its hash), as the user named it."""
+    return {
+        "id": row.pk,
+        "name": row.name,
+        "sha256": row.sha256,
+        **({"role": row.role} if hasattr(row, "role") else {}),
+    }
