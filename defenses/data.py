@@ -267,8 +267,10 @@ def load_dataset(info: DatasetInfo, batch_size: int = DEFAULT_BATCH) -> tuple[np
     """The whole set in memory as (pixels NHWC float32 0..255, labels): for fine-tuning on the clean
     validation set, which Keras shuffles each epoch."""
     pixels = np.empty((info.count, *info.image_shape), dtype=np.float32)
-    for start, (batch, _) in zip(range(0, info.count, batch_size), iter_batches(info, batch_size), strict=True):
+    start = 0
+    for batch, _ in iter_batches(info, batch_size):  # its batches follow the file's chunks, not batch_size
         pixels[start : start + len(batch)] = batch
+        start += len(batch)
     return pixels, info.labels.copy()
 
 

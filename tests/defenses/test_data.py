@@ -115,3 +115,19 @@ def test_images_other_than_png_or_jpeg_and_bombs_are_refused():
 def test_scaling_is_one_division():
     assert scale_pixels(np.array([0, 51, 255]), 255.0).tolist() == pytest.approx([0.0, 0.2, 1.0])
     assert scale_pixels(np.array([0, 51, 255]), 1.0).tolist() == [0.0, 51.0, 255.0]
+
+
+def test_a_set_chunked_by_h5py_loads_whatever_its_chunk_rows(tmp_path):
+    """h5py's own chunks for a 3000-image float64 set hold 188 images: batches follow them (bands of
+    chunks), and the whole set loads equal to the file (a second attack review found every run of such an
+    ordinary set failing, when batches stopped being 1024 rows)."""
+    from tests.hostile import default_chunked
+
+    path = default_chunked(tmp_path / "gzip.h5", count=3000)
+    info = inspect_dataset(path, image_shape=None)
+    assert info.band_rows and 1024 % info.band_rows != 0
+    pixels, labels = load_dataset(info)
+    with h5py.File(path, "r") as h5:
+        expected = h5["data"][()].transpose(0, 2, 3, 1)
+    assert pixels.shape == (3000, 55, 47, 3) and np.array_equal(pixels, expected) and len(labels) == 3000
+    assert sum(len(batch) for batch, _ in iter_batches(info, 1000)) == 3000
