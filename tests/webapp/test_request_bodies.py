@@ -196,6 +196,31 @@ class LiveBodyTestCase(LiveServerTestCase):
         assert answers.startswith(b"HTTP/1.1 403") and b"Connection: close" in answers
         assert answers.count(b"HTTP/1.1 ") == 1, answers[:2000]  # no second answer: nothing else was served
 
+    def test_a_request_hidden_behind_doubtful_framing_is_never_served(self):
+        """The second review's variants: a length Django reads as 0 ('abc', '-5', '5, 5'), two lengths, a
+        Transfer-Encoding beside a zero length. Each gets one answer and the connection ends."""
+        host = self.server_thread.host
+        hidden = f"GET /smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        for framing in ("Content-Length: abc", "Content-Length: -5", "Content-Length: 5, 5", "Content-Length: 0x10",
+                        "Content-Length: 3\r\nContent-Length: 70", "Transfer-Encoding: identity\r\nContent-Length: 0",
+                        "Transfer-Encoding: Chunked\r\nContent-Length: 0"):  # fmt: skip
+            head = f"POST /datasets/ HTTP/1.1\r\nHost: {host}\r\n{framing}\r\nCookie: {CSRF_COOKIE}\r\n\r\n"
+            with socket.create_connection((host, self.server_thread.port), timeout=10) as sock:
+                sock.sendall(head.encode() + hidden)
+                answers = b""
+                while chunk := sock.recv(65536):
+                    answers += chunk
+            assert answers.count(b"HTTP/1.1 ") == 1 and b"Connection: close" in answers, (framing, answers[:600])
+
+    def test_no_100_continue_before_the_refusal(self):
+        host = self.server_thread.host
+        head = (f"POST /datasets/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: {GIB}\r\nExpect: 100-continue\r\n"
+                f"Content-Type: {self.upload_headers(0)['Content-Type']}\r\nCookie: {CSRF_COOKIE}\r\n\r\n")  # fmt: skip
+        with socket.create_connection((host, self.server_thread.port), timeout=10) as sock:
+            sock.sendall(head.encode())
+            first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 403"), first[:200]  # the verdict, not an invitation to send 1 GiB
+
     def test_a_chunked_body_is_refused_before_it_is_read(self):
         token = Token.objects.create(user=self.alice).key
         headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Transfer-Encoding": "chunked",
