@@ -7,6 +7,7 @@ rest with a reason (ModelRefused). Nothing in a file is ever imported, called or
 """
 
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,8 @@ def _parse_json(raw: bytes | str, name: str, limits: Limits) -> dict:
         config = json.loads(raw)
     except json.JSONDecodeError as error:
         raise ModelRefused(f"{name}: the model config is not valid JSON ({error}).") from None
+    except RecursionError:
+        raise ModelRefused(f"{name}: the model config nests objects thousands deep; no Keras model does.") from None
     if not isinstance(config, dict):
         raise ModelRefused(f"{name}: the model config is not a JSON object.")
     return config
@@ -250,7 +253,10 @@ def _check_layer(layer: dict, name: str, limits: Limits) -> None:
         raise ModelRefused(f"{name}: a layer entry is not an object.")
     config = layer.get("config")
     layer_name = config.get("name", "?") if isinstance(config, dict) else "?"
-    what = f"layer {layer_name!r}"
+    what = f"layer {str(layer_name)[:60]!r}"
+    if not isinstance(layer_name, str) or not LAYER_NAME.fullmatch(layer_name):
+        raise ModelRefused(f"{name}: {what} has a name TensorFlow cannot use (letters, digits and _ . - only, at "
+                           "most 128); rename the layer and save the model again.")  # fmt: skip
     if layer.get("class_name") == "Lambda":
         raise ModelRefused(f"{name}: {what} is a Lambda layer, which carries code; Lambda layers are refused.")
     _check_object_ref(layer, name, what, set(ALLOWED_LAYERS), ALLOWED_MODULES)
@@ -278,6 +284,8 @@ def _check_layer(layer: dict, name: str, limits: Limits) -> None:
     _check_inbound(layer.get("inbound_nodes", []), name, what)
 
 
+# Layer names become TensorFlow name scopes (a '<' in one made every run fail after the upload was accepted).
+LAYER_NAME = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.\-]{0,127}")
 # Numbers that are identifiers, not sizes: exempt from the size cap.
 ID_KEYS = {"seed", "shared_object_id"}
 

@@ -35,8 +35,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def var_dir() -> Path:
+    """The stack's folder, readable by its owner only: it holds the database (every API token and session),
+    every team's uploads and the secret key, and other accounts on the machine must not read them."""
     path = Path(os.environ.get("PRUNELAB_VAR_DIR", ROOT / "var")).resolve()
     path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
     return path
 
 
@@ -89,6 +92,7 @@ def wait_until_healthy(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.umask(0o077)  # what the stack and its children create (database, uploads, Redis files) is the owner's
     var = var_dir()
     lock = hold_stack_lock(var / "stack.lock")
     env = dict(os.environ, PYTHONUNBUFFERED="1", PRUNELAB_VAR_DIR=str(var))

@@ -217,3 +217,19 @@ def test_a_keras_zip_is_judged_from_its_headers_before_anything_is_inflated(tmp_
         archive.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" * 1000, compress_type=zipfile.ZIP_DEFLATED)
     with pytest.raises(ModelRefused, match="model.weights.h5 is compressed inside the zip"):
         check_model_file(squeezed)
+
+
+def test_a_layer_name_tensorflow_cannot_use_and_a_config_nested_too_deep_are_refused_with_their_reasons(
+    keras2_copy, tmp_path
+):
+    """Both once passed or were misnamed: a '<' in a layer name made every run fail after the upload was
+    accepted; deep nesting was called a damaged file (RecursionError)."""
+    edit_config(keras2_copy, lambda c: c["config"]["layers"][1]["config"].update(name="conv<1>"))
+    with pytest.raises(ModelRefused, match="has a name TensorFlow cannot use"):
+        check_model_file(keras2_copy)
+    deep = tmp_path / "deep.h5"
+    shutil.copy(keras2_copy, deep)
+    with h5py.File(deep, "r+") as h5:
+        h5.attrs["model_config"] = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(ModelRefused, match="nests objects thousands deep"):
+        check_model_file(deep)

@@ -55,6 +55,9 @@ def test_stack_serves_health_and_stops_cleanly(tmp_path):
             assert "Preparing the demo data: step" in status, status
             assert page.text_content("nav a[title=teams]") == "demo"
             page.shot("demo-team-preparing")
+        # only the stack's own account may read its folder: the database holds every API token
+        assert tmp_path.stat().st_mode & 0o777 == 0o700
+        assert (tmp_path / "prunelab.sqlite3").stat().st_mode & 0o077 == 0
         descendants = psutil.Process(stack.pid).children(recursive=True)
         assert len(descendants) >= 3  # redis, worker (+ pool child), web server
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:

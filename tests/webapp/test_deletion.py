@@ -81,7 +81,19 @@ class DeletionTestCase(BaseTestCase):
         Membership.objects.create(user=carol, team=self.blue, is_admin=False)
         self.client.force_login(carol)
         refused = self.delete(f"/experiments/{self.exp.pk}/delete")
-        assert refused.status_code == 403 and b"Only alice (who made it) or an admin of blue" in refused.content
+        assert refused.status_code == 403 and b"only an admin of blue may delete it" in refused.content
+        assert Experiment.objects.count() == 1 and BadNet.objects.count() == 1
+        # the second attack review: carol's own set, used by alice's experiment, took that experiment along
+        carols = self.dataset(Dataset.CLEAN_TEST, name="carols-test")
+        Dataset.objects.filter(pk=carols.pk).update(owner=carol)
+        alices = Experiment.objects.create(team=self.blue, owner=self.alice, name="on carol's set", space={},
+                                           badnet=self.exp.badnet, valid=self.exp.valid, test=carols)  # fmt: skip
+        page = self.client.get(f"/datasets/{carols.pk}/delete").content.decode()
+        assert 'id="not-allowed"' in page and 'id="confirm-delete"' not in page
+        assert self.delete(f"/datasets/{carols.pk}/delete").status_code == 403
+        assert Experiment.objects.filter(pk=alices.pk).exists() and Dataset.objects.filter(pk=carols.pk).exists()
+        alices.delete()
+        assert self.delete(f"/datasets/{carols.pk}/delete").status_code == 302  # all hers now: she may
         assert Experiment.objects.count() == 1 and BadNet.objects.count() == 1
 
     def test_running_runs_are_not_deleted_under_a_worker(self):
@@ -115,3 +127,16 @@ class DuplicateUploadTestCase(BaseTestCase):
         assert Dataset.objects.count() == 1
         self.client.force_login(self.bob)  # another team may store the same public file: teams share nothing
         assert self.client.post("/datasets/", form("bob's")).status_code == 302 and Dataset.objects.count() == 2
+
+    def test_a_duplicate_that_does_not_fit_the_named_badnet_is_refused_for_that(self):
+        """Not 'already stored, here it is' when the upload names a BadNet the stored set does not fit."""
+        self.client.force_login(self.alice)
+        folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        path = write_dataset(folder / "valid.h5", *tiny_data(12))
+        upload = {"name": "v", "role": Dataset.CLEAN_VALID}
+        self.client.post("/datasets/", upload | {"file": SimpleUploadedFile("valid.h5", path.read_bytes())})
+        badnet = self.badnet(name="wide")
+        BadNet.objects.filter(pk=badnet.pk).update(report={**badnet.report, "input_shape": [55, 47, 3]})
+        again = self.client.post("/datasets/", upload | {"file": SimpleUploadedFile("valid.h5", path.read_bytes()),
+                                                         "badnet": badnet.pk})  # fmt: skip
+        assert again.status_code == 400 and "holds 12x10 images; wide takes 55x47" in again.content.decode()

@@ -263,3 +263,24 @@ class ListAndExportTestCase(BaseTestCase):
         )
         assert body["experiment"]["max_ca_drop"] == 5.0 and body["experiment"]["sets"]["valid"]["name"] == "blue-valid"
         assert "poisoned sunglasses" in body["experiment"]["sets"]
+
+
+class RunMemoryTestCase(BaseTestCase):
+    def test_sets_a_worker_could_not_hold_are_refused_before_any_run(self):
+        """Three 26 MB uploads of 50,000 images made a worker hold 6.5 GB (second attack review)."""
+        from django.test import override_settings
+
+        self.client.force_login(self.alice)
+        template = self.experiment(GRID)
+        Dataset.objects.filter(pk=template.test.pk).update(count=50_000)  # 12x10 images: 72 MB as float32
+        payload = {"name": "big", "badnet": template.badnet.pk, "valid": template.valid.pk, "test": template.test.pk,
+                   "poisoned": [template.poisoned.get().pk], "thresholds": [1.0], "learning_rates": [0.001],
+                   "epochs": [1]}  # fmt: skip
+        token = {"HTTP_AUTHORIZATION": f"Token {Token.objects.create(user=self.alice).key}"}
+        with override_settings(MAX_RUN_PIXEL_BYTES=64 * 2**20):
+            refused = self.client.post("/api/experiments/", payload, content_type="application/json", **token)
+        assert refused.status_code == 400
+        assert "0.1 GiB of pixels as a worker reads them; the limit is 0.1 GiB" in str(refused.json()["errors"])
+        assert Experiment.objects.count() == 1
+        created = self.client.post("/api/experiments/", payload, content_type="application/json", **token)
+        assert created.status_code == 201  # the default (4 GiB) holds it

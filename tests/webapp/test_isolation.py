@@ -13,6 +13,7 @@ ROUTES = {
     "switch-team": ("post", lambda t: {"team_id": t.blue.pk}),
     "remove-member": ("post", lambda t: {"team_id": t.blue.pk, "user_id": t.alice.pk}),
     "answer-invitation": ("post", lambda t: {"team_id": t.blue.pk}),
+    "make-admin": ("post", lambda t: {"team_id": t.blue.pk, "user_id": t.alice.pk}),
     "leave-team": ("post", lambda t: {"team_id": t.blue.pk}),
     "badnet": ("get", lambda t: {"pk": t.exp.badnet.pk}),
     "badnet-profile": ("post", lambda t: {"pk": t.exp.badnet.pk}),

@@ -52,3 +52,10 @@ class RunPageTestCase(BaseTestCase):
         assert response.status_code == 200 and b"".join(response.streaming_content) == b"a keras file"
         assert response["Content-Disposition"] == f'attachment; filename="run-{self.run.pk}-repaired_net.keras"'
         assert 'id="compose-from-run"' in self.client.get(f"/runs/{self.run.pk}/").content.decode()
+
+
+def test_an_error_is_stored_as_plain_text():
+    from webapp.lab.models import printable
+
+    coloured = "\x1b[1;31mValueError\x1b[0m: bad\x07 scope\r\nnext line\tend\u200b"
+    assert printable(coloured) == "ValueError: bad scope\nnext line\tend"

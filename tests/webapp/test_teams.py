@@ -36,7 +36,7 @@ class TeamsTestCase(BaseTestCase):
         assert b"it is invited to blue: it joins when it accepts" in invited.content
         assert b"it is invited to blue: it joins when it accepts" in unknown.content
         assert not Membership.objects.filter(team=self.blue, user=self.bob).exists()
-        assert b"Invited, not yet accepted: bob" in self.client.get(f"/teams/{self.blue.pk}/").content
+        assert b"bob" not in self.client.get(f"/teams/{self.blue.pk}/").content  # no list tells who exists
         self.client.force_login(self.bob)
         assert b"invited you (alice" in self.client.get("/teams/").content
         self.client.post(f"/teams/{self.blue.pk}/invitation", {"answer": "accept"})
@@ -105,3 +105,26 @@ class TeamsTestCase(BaseTestCase):
         self.client.post("/token/")
         key = self.alice.auth_token.key
         assert key.encode() in self.client.get("/token/").content
+
+    def test_look_alike_team_names_and_too_many_teams_are_refused(self):
+        self.client.force_login(self.bob)
+        for name, reason in (("Blue", "reads the same"), (" blue ", "reads the same"), ("blue\u200b", "invisible"),
+                             ("b\u04cf\u0443e", "mixes cyrillic, latin"), ("\uff42lue", "reads the same")):  # fmt: skip
+            response = self.client.post("/teams/", {"name": name})
+            assert response.status_code == 200 and reason in response.content.decode(), name
+        assert Team.objects.count() == 2
+        for number in range(19):  # bob administers red already
+            self.client.post("/teams/", {"name": f"bob's team {number}"})
+        assert b"You administer 20 teams already" in self.client.post("/teams/", {"name": "one more"}).content
+
+    def test_an_admin_makes_another_admin_and_can_then_leave(self):
+        Membership.objects.create(team=self.blue, user=self.bob)
+        self.client.force_login(self.alice)
+        self.client.post(f"/teams/{self.blue.pk}/members/{self.bob.pk}/admin")
+        assert Membership.objects.get(team=self.blue, user=self.bob).is_admin
+        self.client.post(f"/teams/{self.blue.pk}/leave")
+        assert not Membership.objects.filter(team=self.blue, user=self.alice).exists()
+        carol = get_user_model().objects.create_user("carol", password="password-carol")
+        Membership.objects.create(team=self.red, user=carol)
+        self.client.force_login(carol)
+        assert self.client.post(f"/teams/{self.red.pk}/members/{carol.pk}/admin").status_code == 404

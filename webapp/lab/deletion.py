@@ -29,6 +29,10 @@ class Deletion:
     profiles: list[Profile] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)  # files and run folders removed with the rows
 
+    def owners(self) -> set[int]:
+        """Who made what goes: the row, and the experiments and GoodNets taken with it."""
+        return {row.owner_id for row in [self.row, *self.experiments, *self.goodnets]}
+
     @property
     def running(self) -> list[Run]:
         return [run for run in self.runs if run.status == Run.RUNNING]

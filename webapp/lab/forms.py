@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import unicodedata
 from dataclasses import asdict
 
 from django import forms
@@ -10,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 
 from defenses.planner import DEFENSES, SEED_STUDY, ParameterSpace, plan
-from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run
+from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team
 from webapp.lab.results import goodnet_label, run_label
 from webapp.lab.uploads import DATASET_SUFFIXES, IMAGE_SUFFIXES, MODEL_SUFFIXES, check_upload
 
@@ -109,8 +110,42 @@ def as_text(values) -> str:
     return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
+def name_key(name: str) -> str:
+    """What two team names are the same by: Unicode compatibility form, case folded ('Blue' is 'blue')."""
+    return unicodedata.normalize("NFKC", name).casefold().strip()
+
+
+def scripts_of(name: str) -> set[str]:
+    """The writing systems of a name's letters (LATIN, CYRILLIC, ...), from their Unicode names."""
+    return {unicodedata.name(char, "?").split()[0] for char in name if char.isalpha()}
+
+
 class TeamForm(forms.Form):
+    """A team's name as members will trust it: not a look-alike of another (a second attack review made
+    'Blue', 'blue' with a zero-width space, and 'blue' in Cyrillic look-alike letters beside 'blue') and not
+    one of too many."""
+
     name = forms.CharField(max_length=100)
+    MAX_TEAMS_ADMINISTERED = 20
+
+    def __init__(self, *args, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def clean_name(self):
+        name = unicodedata.normalize("NFKC", self.cleaned_data["name"]).strip()
+        if any(unicodedata.category(char)[0] in "CZ" and char != " " for char in name):
+            raise ValidationError("A team name may hold no invisible, control or unusual space characters.")
+        if len(scripts_of(name)) > 1:
+            raise ValidationError(f"A team name uses letters of one writing system; this one mixes "
+                                  f"{', '.join(sorted(scripts_of(name))).lower()}.")  # fmt: skip
+        if any(name_key(other) == name_key(name) for other in Team.objects.values_list("name", flat=True)):
+            raise ValidationError("That name is taken (or one that reads the same); choose another.")
+        if self.user is not None and Membership.objects.filter(user=self.user, is_admin=True).count() >= (
+            self.MAX_TEAMS_ADMINISTERED
+        ):
+            raise ValidationError(f"You administer {self.MAX_TEAMS_ADMINISTERED} teams already; that is the limit.")
+        return name
 
 
 class InviteForm(forms.Form):
@@ -288,6 +323,7 @@ class ExperimentForm(forms.Form):
                                          f"{', '.join(badnet.report['conv_layers'])}.")  # fmt: skip
         if badnet is not None:
             self.check_fit(badnet, data)
+        self.check_memory(data)
         if any(name in self.errors for name in self.PARAMETERS):
             return data
         try:
@@ -304,6 +340,18 @@ class ExperimentForm(forms.Form):
             self.add_error("poisoned", "Choose at least one poisoned test set: without one there is no ASR.")
         data["space"], data["plan"] = space, plan(space)  # the preview shows the plan even before the data is chosen
         return data
+
+    def check_memory(self, data: dict) -> None:
+        """A run's worker holds every chosen set in memory: their float32 pixels must fit MAX_RUN_PIXEL_BYTES
+        (judged from the stored sizes, before any run is queued). An attack review made a worker hold 6.5 GB
+        with three 26 MB uploads."""
+        sets = [data[name] for name in ("valid", "test") if data.get(name)] + list(data.get("poisoned") or [])
+        total = sum(dataset.memory_bytes for dataset in sets)
+        if total > settings.MAX_RUN_PIXEL_BYTES:
+            most = settings.MAX_RUN_PIXEL_BYTES / 2**30
+            self.add_error(None, f"These sets hold {total / 2**30:.1f} GiB of pixels as a worker reads them; the "
+                                 f"limit is {most:.1f} GiB. Choose fewer or smaller poisoned sets, or ask an "
+                                 "operator to raise PRUNELAB_MAX_RUN_PIXEL_BYTES.")  # fmt: skip
 
     def check_fit(self, badnet: BadNet, data: dict) -> None:
         """Every chosen set must fit the BadNet (Dataset.misfit): the refusal names the set and why."""

@@ -1,17 +1,21 @@
 """Answers from stored networks in the web process: the image-test form, GoodNet composition and bundles.
 
-TensorFlow is imported on first use only. Loaded networks are kept in a small cache keyed by the file's
-sha256 (a file's content, not its name, is what a network is), so a second image costs one forward pass.
+TensorFlow is imported on first use only. Loaded networks are kept in a cache keyed by the file's sha256 (a
+file's content, not its name, is what a network is), so a second image costs one forward pass. The cache is
+bounded by the weights it holds, not by a count: six networks of the largest accepted size would pin
+several GB in the web server (an attack review pinned 1.6 GB with two 58.7 M-weight uploads).
 """
 
 import io
 import shutil
 import tempfile
+import threading
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 
@@ -21,11 +25,38 @@ from webapp.lab.models import BadNet, GoodNet, Run
 TOP_CLASSES = 3
 
 
-@lru_cache(maxsize=6)
-def _cached_model(path: str, sha256: str, arch: str | None):
-    from defenses.models import load_model
+class ModelCache:
+    """Loaded networks by (sha256, arch), least recently used first out, at most `max_weights` weights in
+    all; a network larger than the whole budget is loaded for its request and not kept."""
 
-    return load_model(path, arch, model_limits())
+    def __init__(self, max_weights: int):
+        self.max_weights = max_weights
+        self.entries: OrderedDict[tuple, tuple] = OrderedDict()  # key -> (model, report)
+        self.lock = threading.Lock()
+
+    def get(self, path: str, sha256: str, arch: str | None):
+        key = (sha256, arch)
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
+        from defenses.models import load_model
+
+        loaded = load_model(path, arch, model_limits())
+        if loaded[1].params > self.max_weights:
+            return loaded
+        with self.lock:
+            self.entries[key] = loaded
+            while self.entries and sum(report.params for _, report in self.entries.values()) > self.max_weights:
+                self.entries.popitem(last=False)
+        return loaded
+
+
+MODELS = ModelCache(settings.WEB_MODEL_CACHE_WEIGHTS)
+
+
+def _cached_model(path: str, sha256: str, arch: str | None):
+    return MODELS.get(path, sha256, arch)
 
 
 def badnet_model(badnet: BadNet):

@@ -6,6 +6,8 @@ Our rows are the source of truth; a Celery task id is only noted on the run. A r
 
 import hashlib
 import json
+import re
+import unicodedata
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -53,6 +55,13 @@ class Invitation(models.Model):
 
     def __str__(self):
         return f"{self.user} invited to {self.team} by {self.invited_by}"
+
+
+def printable(text: str) -> str:
+    """Text for a page: terminal escape sequences (TensorFlow colours its errors) and other control characters
+    removed, lines kept."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    return "".join(char for char in text if char in "\n\t" or unicodedata.category(char)[0] != "C")
 
 
 def stored_name(instance, filename: str) -> str:
@@ -109,6 +118,11 @@ class Dataset(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.get_role_display()})"
+
+    @property
+    def memory_bytes(self) -> int:
+        """What a worker holds of this set: float32 pixels, channels-last (0 when its size is unknown)."""
+        return self.count * (self.height or 0) * (self.width or 0) * 3 * 4
 
     def misfit(self, badnet: "BadNet") -> str:
         """Why this set cannot be used with `badnet`, or "" when it fits: its images must have the BadNet's
@@ -267,7 +281,7 @@ class Run(models.Model):
         return Run.objects.filter(pk=self.pk, cancel_requested=True).exists()
 
     def finish(self, status: str, error: str = "") -> None:
-        self.status, self.error, self.finished_at = status, error[:5000], timezone.now()
+        self.status, self.error, self.finished_at = status, printable(error)[:5000], timezone.now()
         if status == self.DONE:
             self.progress = 1.0
         self.save(update_fields=["status", "error", "finished_at", "progress"])

@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.files import File
 from django.db import transaction
 
-from defenses.data import validate_dataset
+from defenses.data import DataError, validate_dataset
 from defenses.models import file_digest, verify_model_file
 from defenses.planner import ParameterSpace, Plan, plan
 from webapp.lab import limits
@@ -46,8 +46,14 @@ def add_badnet(team, user, path: Path, name: str, arch: str = "", divisor: float
 def add_dataset(team, user, path: Path, name: str, role: str, trigger: str = "", target: int | None = None,
                 n_classes: int | None = None, badnet: BadNet | None = None) -> Dataset:  # fmt: skip
     """Validate a CSAW dataset file completely (DataError says why not), then store it. With a BadNet, its
-    input size and classes are checked too. A file the team already has is offered instead (AlreadyStored)."""
-    digest = refuse_duplicate(Dataset, team, path)
+    input size and classes are checked too. A file the team already has is offered instead (AlreadyStored),
+    unless it does not fit the named BadNet: then that is the refusal."""
+    try:
+        digest = refuse_duplicate(Dataset, team, path)
+    except AlreadyStored as duplicate:
+        if badnet is not None and duplicate.row.misfit(badnet):
+            raise DataError(f"{Path(path).name}: {duplicate.row.misfit(badnet)}") from None
+        raise
     image_shape = tuple(badnet.report["input_shape"]) if badnet else None
     n_classes = badnet.n_classes if badnet else n_classes
     info = validate_dataset(path, image_shape, n_classes, limits.dataset_limits())

@@ -9,6 +9,7 @@ urlpatterns = [
     path("teams/<int:team_id>/invitation", teams.answer_invitation, name="answer-invitation"),
     path("teams/<int:team_id>/leave", teams.leave_team, name="leave-team"),
     path("teams/<int:team_id>/members/<int:user_id>/remove", teams.remove_member, name="remove-member"),
+    path("teams/<int:team_id>/members/<int:user_id>/admin", teams.make_admin, name="make-admin"),
     path("token/", teams.api_token, name="api-token"),
     path("demo-status", teams.demo_status, name="demo-status"),
     path("badnets/", files.badnets, name="badnets"),

@@ -184,15 +184,24 @@ MAX_REQUEST_OVERHEAD_BYTES = 2**20
 MAX_MODEL_PARAMS = int(os.environ.get("PRUNELAB_MAX_MODEL_PARAMS", 200_000_000))
 MAX_DATASET_IMAGES = int(os.environ.get("PRUNELAB_MAX_DATASET_IMAGES", 200_000))
 MAX_DATASET_IMAGE_PIXELS = int(os.environ.get("PRUNELAB_MAX_DATASET_IMAGE_PIXELS", 256 * 256))
+# what a run's worker holds: every set of the experiment as float32 pixels (a CSAW study with three poisoned
+# sets is 1.9 GB); more is refused when the experiment is made, before any work
+MAX_RUN_PIXEL_BYTES = int(os.environ.get("PRUNELAB_MAX_RUN_PIXEL_BYTES", 4 * 2**30))
 # the pixels' declared (uncompressed) size: what checking a set costs to decompress, about 3 s a GB
 MAX_DATASET_BYTES = int(os.environ.get("PRUNELAB_MAX_DATASET_BYTES", 4 * 2**30))
 MAX_IMAGE_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_IMAGE_UPLOAD_BYTES", 8 * 2**20))
 # Without a session or a valid API token a body can only be a sign-in form (a few hundred bytes).
 ANONYMOUS_MAX_BODY_BYTES = int(os.environ.get("PRUNELAB_ANONYMOUS_MAX_BODY_BYTES", 64 * 2**10))
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 2**20
+# stored uploads are the server account's alone (other local accounts must not read a team's files)
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 # every body that is not an upload or the image test's (forms, JSON): Django's own cap on what it reads into memory
 FORM_MAX_BODY_BYTES = DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("PRUNELAB_FORM_MAX_BODY_BYTES", 2**20))
 MAX_IMAGES_PER_TEST = 16
+# the image test's loaded networks, kept in the web process: at most this many weights in all (a CSAW BadNet
+# has about 0.6 M; 50 M weights is some 0.2 GB of arrays, more once TensorFlow holds them)
+WEB_MODEL_CACHE_WEIGHTS = int(os.environ.get("PRUNELAB_WEB_MODEL_CACHE_WEIGHTS", 50_000_000))
 DATA_UPLOAD_MAX_NUMBER_FILES = 32
 
 REST_FRAMEWORK = {

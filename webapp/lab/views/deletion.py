@@ -1,5 +1,6 @@
 """Delete a BadNet, dataset, experiment or GoodNet: a confirmation page that says what goes with it
-(webapp.lab.deletion), then the deletion. The row's owner or a team admin may delete it."""
+(webapp.lab.deletion), then the deletion. A team admin may delete anything of the team; a member only what
+is all their own (the row and everything it takes along)."""
 
 from django.contrib import messages
 from django.shortcuts import redirect, render
@@ -21,16 +22,14 @@ KINDS = {
 def delete_row(request, kind: str, pk: int):
     model, what, back = KINDS[kind]
     row = owned_or_404(model.objects.select_related("team", "owner"), request.user, pk=pk)
-    allowed = row.owner_id == request.user.pk or is_team_admin(request.user, row.team)
     deletion = plan_deletion(row)
+    allowed = deletion.owners() == {request.user.pk} or is_team_admin(request.user, row.team)
     context = {"row": row, "what": what, "summary": deletion.summary(), "running": deletion.running,
                "allowed": allowed, "back": back}  # fmt: skip
     if request.method != "POST":
         return render(request, "lab/delete.html", context)
     if not allowed:
-        context["refusal"] = (
-            f"Only {row.owner.username} (who uploaded it) or an admin of {row.team.name} may delete it."
-        )
+        context["refusal"] = f"It takes along other members' work: only an admin of {row.team.name} may delete it."
         return render(request, "lab/delete.html", context, status=403)
     try:
         delete(deletion)

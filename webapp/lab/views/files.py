@@ -2,6 +2,7 @@
 
 import io
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count
@@ -88,6 +89,10 @@ def badnet_profile(request, pk: int):
     dataset = owned_or_404(Dataset.objects, request.user, pk=dataset_id, team=badnet.team)
     if dataset.misfit(badnet):
         return HttpResponseBadRequest(dataset.misfit(badnet), content_type="text/plain; charset=utf-8")
+    if dataset.memory_bytes > settings.MAX_RUN_PIXEL_BYTES:
+        return HttpResponseBadRequest(f"{dataset.name} holds {dataset.memory_bytes / 2**30:.1f} GiB of pixels as a "
+                                      "worker reads them; over PRUNELAB_MAX_RUN_PIXEL_BYTES.",
+                                      content_type="text/plain; charset=utf-8")  # fmt: skip
     request_profile(badnet, dataset)
     messages.info(request, f"The activation profile on {dataset.name} is being computed by a worker.")
     return redirect("badnet", badnet.pk)

@@ -19,16 +19,13 @@ from webapp.lab.models import Invitation, Membership, Team
 
 @login_required
 def teams(request):
-    form = TeamForm(request.POST or None)
+    form = TeamForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        if Team.objects.filter(name=form.cleaned_data["name"]).exists():
-            form.add_error("name", "That name is taken; choose another.")
-        else:
-            with transaction.atomic():
-                team = Team.objects.create(name=form.cleaned_data["name"])
-                Membership.objects.create(user=request.user, team=team, is_admin=True)
-            choose_team(request, team)
-            return redirect("team", team.pk)
+        with transaction.atomic():
+            team = Team.objects.create(name=form.cleaned_data["name"])
+            Membership.objects.create(user=request.user, team=team, is_admin=True)
+        choose_team(request, team)
+        return redirect("team", team.pk)
     invitations = Invitation.objects.filter(user=request.user).select_related("team", "invited_by")
     context = {"teams": teams_of(request.user), "form": form, "current": current_team(request),
                "invitations": invitations}  # fmt: skip
@@ -57,8 +54,7 @@ def team(request, team_id: int):
                                       "joins when it accepts on its Teams page.")  # fmt: skip
             return redirect("team", team.pk)
     members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
-    pending = Invitation.objects.filter(team=team).select_related("user").order_by("user__username") if admin else []
-    context = {"team": team, "members": members, "form": form, "admin": admin, "pending": pending}
+    context = {"team": team, "members": members, "form": form, "admin": admin}
     return render(request, "lab/team.html", context)
 
 
@@ -103,6 +99,19 @@ def remove_member(request, team_id: int, user_id: int):
     else:
         membership.delete()
         messages.success(request, f"{membership.user.username} was removed from {team.name}.")
+    return redirect("team", team.pk)
+
+
+@login_required
+@require_POST
+def make_admin(request, team_id: int, user_id: int):
+    """An admin makes a member admin too (so that the last admin can hand over and leave)."""
+    team = member_team_or_404(request, team_id)
+    if not is_team_admin(request.user, team):
+        raise Http404("Only a team admin makes admins.")
+    membership = get_object_or_404(Membership, team=team, user_id=user_id)
+    Membership.objects.filter(pk=membership.pk).update(is_admin=True)
+    messages.success(request, f"{membership.user.username} is now an admin of {team.name}.")
     return redirect("team", team.pk)
 
 
