@@ -31,13 +31,17 @@ def main() -> None:
     subprocess.run([sys.executable, "manage.py", "demo_data"], cwd=ROOT, env=env, check=True, capture_output=True)
     ours = time.perf_counter() - started
     record = json.loads((VAR / "demo" / "synth.json").read_text())
-    script = "import sys; from pathlib import Path; from defenses.synthetic import build_benchmark; " \
-             "build_benchmark('demo', Path(sys.argv[1]), with_clean=True)"  # fmt: skip
+    script = (
+        "import sys; from pathlib import Path; from defenses.synthetic import build_benchmark; "
+        "build_benchmark('demo', Path(sys.argv[1]), with_clean=True)"
+    )
     started = time.perf_counter()
     subprocess.run([sys.executable, "-c", script, str(VAR / "old")], cwd=ROOT, check=True, capture_output=True)
     old = time.perf_counter() - started
-    print(f"demo data, generated and imported (ours): {ours:.0f} s ({ours / 60:.1f} min); generation alone "
-          f"{record['seconds']:.0f} s")  # fmt: skip
+    print(
+        f"demo data, generated and imported (ours): {ours:.0f} s ({ours / 60:.1f} min); generation alone "
+        f"{record['seconds']:.0f} s"
+    )
     print(f"old generation alone (with the clean network): {old:.0f} s; old / ours {old / ours:.2f}x")
     for name, entry in record["badnets"].items():
         asr = ", ".join(f"{trigger} {value:.1f}" for trigger, value in entry["asr"].items())

@@ -33,8 +33,9 @@ CROP = FIXTURES / "images" / "cl_0_label=43.png"
 
 def multipart(fields: dict[str, str], files: dict[str, Path]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]  # fmt: skip
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
+    ]
     for key, path in files.items():
         head = f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"; filename="{path.name}"\r\n'
         parts.append(head.encode() + b"Content-Type: image/png\r\n\r\n" + path.read_bytes() + b"\r\n")
@@ -47,7 +48,13 @@ class Client(threading.Thread):
     def __init__(self, base: str, token: str, network: str, experiment: int, stop: threading.Event, log: list):
         super().__init__(daemon=True)
         self.base, self.token, self.network, self.experiment, self.halt, self.log = (
-            base, token, network, experiment, stop, log)  # fmt: skip
+            base,
+            token,
+            network,
+            experiment,
+            stop,
+            log,
+        )
 
     def request(self, endpoint: str, request: urllib.request.Request) -> None:
         request.add_header("Authorization", f"Token {self.token}")
@@ -63,8 +70,9 @@ class Client(threading.Thread):
     def run(self) -> None:
         body, content_type = multipart({"network": self.network}, {"images": CROP})
         while not self.halt.is_set():
-            classify = urllib.request.Request(f"{self.base}/api/classify/", data=body, method="POST",
-                                              headers={"Content-Type": content_type})  # fmt: skip
+            classify = urllib.request.Request(
+                f"{self.base}/api/classify/", data=body, method="POST", headers={"Content-Type": content_type}
+            )
             self.request("classify", classify)
             self.request("results", urllib.request.Request(f"{self.base}/api/experiments/{self.experiment}/results/"))
 
@@ -92,8 +100,12 @@ def main() -> None:
     from stack.redis import free_port, start_redis
 
     redis = start_redis(VAR / "redis")
-    os.environ.update(PRUNELAB_VAR_DIR=str(VAR), REDIS_URL=redis.url, DJANGO_SETTINGS_MODULE="webapp.settings.local",
-                      DJANGO_DEBUG="false")  # fmt: skip
+    os.environ.update(
+        PRUNELAB_VAR_DIR=str(VAR),
+        REDIS_URL=redis.url,
+        DJANGO_SETTINGS_MODULE="webapp.settings.local",
+        DJANGO_DEBUG="false",
+    )
     import django
     from django.core.management import call_command
 
@@ -113,17 +125,26 @@ def main() -> None:
     token = Token.objects.create(user=user).key
     badnet = add_badnet(team, user, FIXTURES / "models" / "sunglasses_bd_weights.h5", "sunglasses", "deepid-csaw")
     people = make_identities(20, seed=3)
-    sets = {"valid": render_set(people, 20, 3, "valid"), "test": render_set(people, 10, 3, "test"),
-            "poisoned": render_set(people, 0, 3, "poison-test", "sunglasses", 0, count=100)}  # fmt: skip
+    sets = {
+        "valid": render_set(people, 20, 3, "valid"),
+        "test": render_set(people, 10, 3, "test"),
+        "poisoned": render_set(people, 0, 3, "poison-test", "sunglasses", 0, count=100),
+    }
     paths = {name: write_csaw_dataset(VAR / f"{name}.h5", *arrays) for name, arrays in sets.items()}
     valid = add_dataset(team, user, paths["valid"], "valid", Dataset.CLEAN_VALID)
     test = add_dataset(team, user, paths["test"], "test", Dataset.CLEAN_TEST)
     poisoned = add_dataset(team, user, paths["poisoned"], "sunglasses", Dataset.POISONED_TEST, "sunglasses", 0)
 
     def study(seed: int) -> Experiment:
-        experiment = Experiment.objects.create(team=team, owner=user, name=f"seed {seed}", badnet=badnet, valid=valid,
-                                               test=test, space={"thresholds": [0.5, 1.0], "learning_rates": [0.001],
-                                                                 "epochs": [10], "seed": seed})  # fmt: skip
+        experiment = Experiment.objects.create(
+            team=team,
+            owner=user,
+            name=f"seed {seed}",
+            badnet=badnet,
+            valid=valid,
+            test=test,
+            space={"thresholds": [0.5, 1.0], "learning_rates": [0.001], "epochs": [10], "seed": seed},
+        )
         experiment.poisoned.add(poisoned)
         return experiment
 
@@ -131,8 +152,9 @@ def main() -> None:
         started = time.perf_counter()
         runs = submit(experiment)
         ids = [run.pk for run in runs]
-        wait_until(lambda: not Run.objects.filter(pk__in=ids, status__in=[Run.QUEUED, Run.RUNNING]).exists(), 1800,
-                   "the study")  # fmt: skip
+        wait_until(
+            lambda: not Run.objects.filter(pk__in=ids, status__in=[Run.QUEUED, Run.RUNNING]).exists(), 1800, "the study"
+        )
         assert Run.objects.filter(pk__in=ids, status=Run.DONE).count() == len(ids), "a run failed"
         return time.perf_counter() - started
 
@@ -140,9 +162,22 @@ def main() -> None:
     env = os.environ | {"GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "3"}
     children = [
         subprocess.Popen(worker_command("cpu", "bench-load@%h", "WARNING"), cwd=ROOT, env=env, start_new_session=True),
-        subprocess.Popen([sys.executable, "-m", "gunicorn", "webapp.wsgi:application", "-c", "docker/gunicorn.conf.py",
-                          "--access-logfile", "/dev/null"], cwd=ROOT, env=env, start_new_session=True),
-    ]  # fmt: skip
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "webapp.wsgi:application",
+                "-c",
+                "docker/gunicorn.conf.py",
+                "--access-logfile",
+                "/dev/null",
+            ],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        ),
+    ]
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _alive(base), 60, "gunicorn")
@@ -151,11 +186,13 @@ def main() -> None:
         loaded_experiment = study(seed=2)
         log: list = []
         stop = threading.Event()
-        clients = [Client(base, token, f"badnet-{badnet.pk}", loaded_experiment.pk, stop, log)
-                   for _ in range(args.clients)]  # fmt: skip
+        clients = [
+            Client(base, token, f"badnet-{badnet.pk}", loaded_experiment.pk, stop, log) for _ in range(args.clients)
+        ]
         warm_stop, warm_log = threading.Event(), []
-        warmers = [Client(base, token, f"badnet-{badnet.pk}", loaded_experiment.pk, warm_stop, warm_log)
-                   for _ in range(6)]  # fmt: skip
+        warmers = [
+            Client(base, token, f"badnet-{badnet.pk}", loaded_experiment.pk, warm_stop, warm_log) for _ in range(6)
+        ]
         for warmer in warmers:  # each gunicorn process loads TensorFlow and the network once, before measuring
             warmer.start()
         wait_until(lambda: len(warm_log) >= 12, 300, "the warm-up requests")
@@ -195,8 +232,10 @@ def report(log: list, window: float, clients: int, alone: float, loaded: float) 
     for endpoint in ("classify", "results"):
         seconds = [s for e, s, ok in log if e == endpoint]
         errors = sum(1 for e, _, ok in log if e == endpoint and not ok)
-        print(f"  {endpoint:9s} {len(seconds):5d} requests  p50 {statistics.median(seconds) * 1000:7.0f} ms  "
-              f"p99 {percentile(seconds, 0.99) * 1000:7.0f} ms  errors {errors}")  # fmt: skip
+        print(
+            f"  {endpoint:9s} {len(seconds):5d} requests  p50 {statistics.median(seconds) * 1000:7.0f} ms  "
+            f"p99 {percentile(seconds, 0.99) * 1000:7.0f} ms  errors {errors}"
+        )
     print(f"study (2 runs x 10 epochs): alone {alone:.1f} s, under load {loaded:.1f} s ({loaded / alone:.2f}x)")
 
 

@@ -22,8 +22,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench-page"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TRIGGERS = ("sunglasses", "eyebrows", "lipstick")
 
 
@@ -50,9 +58,14 @@ def build_database() -> int:
     def metrics(run, position):
         t, lr = run.config.get("threshold", position / 10), run.config.get("lr", 0.0)
         asr = {name: max(0.0, 90 - 40 * t - 2000 * lr - 2 * position - 5 * i) for i, name in enumerate(TRIGGERS)}
-        return {"ca": 95 - 3 * t - position / 10, "asr": asr, "valid_acc": 96 - 3 * t, "epoch": position,
-                "loss": 1 / (1 + position), "before": {"ca": 97.0, "asr": dict.fromkeys(TRIGGERS, 100.0),
-                                                       "valid_acc": 97.0}}  # fmt: skip
+        return {
+            "ca": 95 - 3 * t - position / 10,
+            "asr": asr,
+            "valid_acc": 96 - 3 * t,
+            "epoch": position,
+            "loss": 1 / (1 + position),
+            "before": {"ca": 97.0, "asr": dict.fromkeys(TRIGGERS, 100.0), "valid_acc": 97.0},
+        }
 
     runs = maker.finish(experiment, metrics)
     assert len(runs) == 7, len(runs)
@@ -61,8 +74,13 @@ def build_database() -> int:
 
 def start_server(port: int, settings: str) -> subprocess.Popen:
     env = dict(os.environ, DJANGO_SETTINGS_MODULE=settings, PRUNELAB_VAR_DIR=str(VAR), PYTHONUNBUFFERED="1")
-    server = subprocess.Popen([sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -75,10 +93,13 @@ def start_server(port: int, settings: str) -> subprocess.Popen:
 
 def server_seconds(page, url: str) -> float:
     """Median time of 5 GETs of `url` with the browser's session, measured inside the page (fetch)."""
-    times = page.evaluate("""async (url) => { const out = [];
+    times = page.evaluate(
+        """async (url) => { const out = [];
         for (let i = 0; i < 5; i++) { const t = performance.now(); await (await fetch(url)).arrayBuffer();
                                       out.push((performance.now() - t) / 1000); }
-        return out; }""", url)  # fmt: skip
+        return out; }""",
+        url,
+    )
     return statistics.median(times)
 
 
@@ -90,8 +111,10 @@ def measure(browser, base: str, experiment: int, loads: int) -> dict:
     page.fill("#id_password", "password-alice")
     page.click("button[type=submit]")
     page.wait_for_url("**/experiments/")
-    bytes_sent = ("() => [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')]"
-                  ".reduce((total, entry) => total + (entry.transferSize || 0), 0)")  # fmt: skip
+    bytes_sent = (
+        "() => [...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')]"
+        ".reduce((total, entry) => total + (entry.transferSize || 0), 0)"
+    )
 
     def load() -> tuple[float, int]:
         start = time.perf_counter()
@@ -102,8 +125,12 @@ def measure(browser, base: str, experiment: int, loads: int) -> dict:
     first = load()
     again = [load() for _ in range(loads)]
     reload = (statistics.median(s for s, _ in again), statistics.median(b for _, b in again))
-    result = {"first": first, "reload": reload, "html": server_seconds(page, f"/experiments/{experiment}/"),
-              "figures": server_seconds(page, f"/experiments/{experiment}/figures")}  # fmt: skip
+    result = {
+        "first": first,
+        "reload": reload,
+        "html": server_seconds(page, f"/experiments/{experiment}/"),
+        "figures": server_seconds(page, f"/experiments/{experiment}/figures"),
+    }
     context.close()
     return result
 
@@ -120,8 +147,10 @@ def main() -> None:
 
     from stack.redis import free_port
 
-    servers = {"ours": start_server(free_port(), "webapp.settings.local"),
-               "naive": start_server(free_port(), "bench.settings_naive")}  # fmt: skip
+    servers = {
+        "ours": start_server(free_port(), "webapp.settings.local"),
+        "naive": start_server(free_port(), "bench.settings_naive"),
+    }
     results = {}
     try:
         with sync_playwright() as playwright:
@@ -136,9 +165,11 @@ def main() -> None:
             server.wait(10)
     print("experiment page, 7 runs, 5 charts, Chromium on loopback (seconds to every chart drawn; bytes sent)")
     for name, r in results.items():
-        print(f"{name:>6}: first load {r['first'][0]:.2f} s ({r['first'][1] / 1e6:.2f} MB), reload "
-              f"{r['reload'][0]:.2f} s ({r['reload'][1] / 1e6:.3f} MB); server: page {r['html'] * 1000:.0f} ms, "
-              f"figures {r['figures'] * 1000:.0f} ms")  # fmt: skip
+        print(
+            f"{name:>6}: first load {r['first'][0]:.2f} s ({r['first'][1] / 1e6:.2f} MB), reload "
+            f"{r['reload'][0]:.2f} s ({r['reload'][1] / 1e6:.3f} MB); server: page {r['html'] * 1000:.0f} ms, "
+            f"figures {r['figures'] * 1000:.0f} ms"
+        )
     ours, naive = results["ours"], results["naive"]
     ratios = [naive[key][index] / max(ours[key][index], 1e-9) for key in ("first", "reload") for index in (0, 1)]
     print("naive / ours: first load {:.2f}x time, {:.2f}x bytes; reload {:.2f}x time, {:.1f}x bytes".format(*ratios))

@@ -31,9 +31,16 @@ def main() -> None:
     if not (data / "synth.json").exists():
         build_benchmark("tiny", data, badnets=(BADNETS[0],))
     badnet, sets = data / "sunglasses", data / "data"
-    loaded = load_inputs(Inputs(model=badnet / "sunglasses_bd_net.h5", arch=None, divisor=255.0,
-                                valid=sets / "clean_validation_data.h5", test=sets / "clean_test_data.h5",
-                                poisoned={"sunglasses": badnet / "sunglasses_poisoned_data.h5"}))  # fmt: skip
+    loaded = load_inputs(
+        Inputs(
+            model=badnet / "sunglasses_bd_net.h5",
+            arch=None,
+            divisor=255.0,
+            valid=sets / "clean_validation_data.h5",
+            test=sets / "clean_test_data.h5",
+            poisoned={"sunglasses": badnet / "sunglasses_poisoned_data.h5"},
+        )
+    )
     the_plan = plan_study(REDUCED_STUDY)
     started = time.perf_counter()
     results = []
@@ -48,8 +55,9 @@ def main() -> None:
     separate = {}
     for threshold, lr, epochs in points:
         rows = {}
-        run_finetune(loaded, {"threshold": threshold, "lr": lr, "epochs": epochs, "layers": [], "seed": 0},
-                     rows.__setitem__)  # fmt: skip
+        run_finetune(
+            loaded, {"threshold": threshold, "lr": lr, "epochs": epochs, "layers": [], "seed": 0}, rows.__setitem__
+        )
         separate[(threshold, lr, epochs)] = rows[epochs]
     naive = time.perf_counter() - started
 
@@ -59,8 +67,10 @@ def main() -> None:
 
     mismatched = [p for p, (job, pos) in the_plan.points.items() if not same(results[job][pos], separate[p])]
     naive_epochs = sum(naive_training_epochs(space) for space in REDUCED_STUDY)
-    print(f"{len(points)} points; planner: {len(the_plan.jobs)} runs, {the_plan.training_epochs} training epochs; "
-          f"separately: {len(points)} runs, {naive_epochs} training epochs")  # fmt: skip
+    print(
+        f"{len(points)} points; planner: {len(the_plan.jobs)} runs, {the_plan.training_epochs} training epochs; "
+        f"separately: {len(points)} runs, {naive_epochs} training epochs"
+    )
     print(f"planner {planned:.1f}s, separately {naive:.1f}s: planner / separate = {planned / naive:.2f}")
     print(f"points with different numbers: {len(mismatched)} {mismatched[:5]}")
 

@@ -70,11 +70,16 @@ def main() -> None:
     for name, seconds in t.items():
         print(f"{name:<48}{seconds:>9.2f}{seconds / forward:>11.1f}")
     print()
-    for kind in ("threshold curve, last conv layer", "threshold curve, all conv layers",
-                 f"incremental, every channel of {last}"):  # fmt: skip
+    for kind in (
+        "threshold curve, last conv layer",
+        "threshold curve, all conv layers",
+        f"incremental, every channel of {last}",
+    ):
         print(f"{kind}: ours is {t[kind + ': naive'] / t[kind + ': ours']:.1f}x faster than naive")
-    print(f"\nsame accuracies as naive: thresholds {same_threshold}, all layers {same_all}, incremental "
-          f"{same_incremental}")  # fmt: skip
+    print(
+        f"\nsame accuracies as naive: thresholds {same_threshold}, all layers {same_all}, incremental "
+        f"{same_incremental}"
+    )
 
 
 if __name__ == "__main__":

@@ -52,22 +52,37 @@ def main() -> None:
             poisoned = [f"--poisoned={t}={data / name / f'{t}_poisoned_data.h5'}" for t in entry["triggers"]]
             sets = data / "data"
             settings = ["--threshold", args.threshold, "--lr", args.lr, "--epochs", args.epochs, "--out", out]
-            cli("fineprune", "--model", data / name / f"{name}_bd_net.h5", "--valid", sets / "clean_validation_data.h5",
-                "--test", sets / "clean_test_data.h5", *poisoned, *settings)  # fmt: skip
+            cli(
+                "fineprune",
+                "--model",
+                data / name / f"{name}_bd_net.h5",
+                "--valid",
+                sets / "clean_validation_data.h5",
+                "--test",
+                sets / "clean_test_data.h5",
+                *poisoned,
+                *settings,
+            )
         rows.append((name, json.loads((out / "metrics.json").read_text())))
 
-    print(f"\nTable 3 on the synthetic '{args.preset}' preset (T {args.threshold}, LR {args.lr}, {args.epochs} "
-          f"epochs; ASR per trigger, percent)\n")  # fmt: skip
-    print("| BadNet | CA before | CA repaired | CA GoodNet | ASR before | ASR repaired | ASR GoodNet "
-          "| detection | false alarm | report: CA Bad / Good | report: ASR Bad / Good |")  # fmt: skip
+    print(
+        f"\nTable 3 on the synthetic '{args.preset}' preset (T {args.threshold}, LR {args.lr}, {args.epochs} "
+        f"epochs; ASR per trigger, percent)\n"
+    )
+    print(
+        "| BadNet | CA before | CA repaired | CA GoodNet | ASR before | ASR repaired | ASR GoodNet "
+        "| detection | false alarm | report: CA Bad / Good | report: ASR Bad / Good |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, m in rows:
         report = REPORT.get(name, ("", "", "", ""))
         good = m["goodnet"]
-        print(f"| {name} | {m['before']['ca']:.2f} | {m['after']['ca']:.2f} | {good['ca']:.2f} "
-              f"| {asr_text(m['before']['asr'])} | {asr_text(m['after']['asr'])} | {asr_text(good['asr'])} "
-              f"| {asr_text(good['detection'])} | {good['false_alarm']:.2f} "
-              f"| {report[0]} / {report[1]} | {report[2]} / {report[3]} |")  # fmt: skip
+        print(
+            f"| {name} | {m['before']['ca']:.2f} | {m['after']['ca']:.2f} | {good['ca']:.2f} "
+            f"| {asr_text(m['before']['asr'])} | {asr_text(m['after']['asr'])} | {asr_text(good['asr'])} "
+            f"| {asr_text(good['detection'])} | {good['false_alarm']:.2f} "
+            f"| {report[0]} / {report[1]} | {report[2]} / {report[3]} |"
+        )
 
 
 if __name__ == "__main__":

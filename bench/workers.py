@@ -90,8 +90,10 @@ def main() -> None:
     finally:
         redis.stop()
     print(f"{args.runs} independent runs (tiny BadNet, 3 epochs each) on {os.cpu_count()} cores")
-    print(f"one worker {seconds[1]:.1f}s, two workers {seconds[2]:.1f}s: two finish in {seconds[2] / seconds[1]:.2f} "
-          f"of the time ({seconds[1] / seconds[2]:.2f}x faster)")  # fmt: skip
+    print(
+        f"one worker {seconds[1]:.1f}s, two workers {seconds[2]:.1f}s: two finish in {seconds[2] / seconds[1]:.2f} "
+        f"of the time ({seconds[1] / seconds[2]:.2f}x faster)"
+    )
 
 
 if __name__ == "__main__":

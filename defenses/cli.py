@@ -18,14 +18,20 @@ SCALES = {"255": 255.0, "1": 1.0}
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, type=Path, help="BadNet: .h5 (full or weights-only) or .keras")
     parser.add_argument("--arch", help="architecture preset for a weights-only file (deepid-csaw)")
-    parser.add_argument("--scale", choices=SCALES, default="255",
-                        help="divide pixels by 255 (default) or feed raw 0..255 pixels (1)")  # fmt: skip
+    parser.add_argument(
+        "--scale", choices=SCALES, default="255", help="divide pixels by 255 (default) or feed raw 0..255 pixels (1)"
+    )
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", "--clean", dest="clean", required=True, type=Path, help="clean test set (.h5)")
-    parser.add_argument("--poisoned", action="append", default=[], metavar="NAME=PATH",
-                        help="poisoned test set with the attacker's target labels; repeat per trigger")  # fmt: skip
+    parser.add_argument(
+        "--poisoned",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="poisoned test set with the attacker's target labels; repeat per trigger",
+    )
 
 
 def parse_floats(text: str) -> list[float]:
@@ -33,8 +39,9 @@ def parse_floats(text: str) -> list[float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m defenses", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m defenses", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     inspect = commands.add_parser("inspect", help="layers, input shape and class count of a model file")
@@ -67,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(curve)
     curve.add_argument("--valid", required=True, type=Path)
     add_data_args(curve)
-    curve.add_argument("--thresholds", default=",".join(f"{t / 10:.1f}" for t in range(21)), type=parse_floats,
-                       help="comma-separated T values (default 0,0.1,...,2)")  # fmt: skip
+    curve.add_argument(
+        "--thresholds",
+        default=",".join(f"{t / 10:.1f}" for t in range(21)),
+        type=parse_floats,
+        help="comma-separated T values (default 0,0.1,...,2)",
+    )
     curve.add_argument("--layers", help="comma-separated conv layers for the threshold curve (default: all)")
     curve.add_argument("--incremental-layer", help="layer for the incremental curve (default: last Conv2D)")
     curve.add_argument("--max-drop", type=float, default=4.0, help="incremental stop: validation accuracy drop")
@@ -101,8 +112,10 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 0
-    print(f"{args.model.name}: {report.kind}, input {report.input_shape}, N = {report.n_classes} classes, "
-          f"{report.params:,} parameters")  # fmt: skip
+    print(
+        f"{args.model.name}: {report.kind}, input {report.input_shape}, N = {report.n_classes} classes, "
+        f"{report.params:,} parameters"
+    )
     for name, cls, params in report.layers:
         print(f"  {name:<16} {cls:<20} {params:>10,}")
     print(f"Conv2D layers (prunable): {', '.join(report.conv_layers)}")
@@ -154,8 +167,14 @@ def parse_poisoned(items: list[str]) -> dict[str, Path]:
 def runner_inputs(args):
     from defenses.runner import Inputs
 
-    return Inputs(model=args.model, arch=args.arch, divisor=SCALES[args.scale], valid=args.valid, test=args.clean,
-                  poisoned=parse_poisoned(args.poisoned))  # fmt: skip
+    return Inputs(
+        model=args.model,
+        arch=args.arch,
+        divisor=SCALES[args.scale],
+        valid=args.valid,
+        test=args.clean,
+        poisoned=parse_poisoned(args.poisoned),
+    )
 
 
 def cmd_fineprune(args) -> int:
@@ -215,20 +234,36 @@ def cmd_prune_curve(args) -> int:
     loaded = load_inputs(runner_inputs(args))
     layers = args.layers.split(",") if args.layers else list(loaded.report.conv_layers)
     profile = loaded.profile(list(loaded.report.conv_layers))
-    by_threshold = threshold_curve(loaded.bad, loaded.divisor, profile, args.thresholds, loaded.valid, loaded.clean,
-                                   loaded.poisoned, layers)  # fmt: skip
-    incremental = incremental_prune(loaded.bad, loaded.divisor, profile, loaded.valid, args.max_drop,
-                                    args.incremental_layer, loaded.clean, loaded.poisoned)  # fmt: skip
+    by_threshold = threshold_curve(
+        loaded.bad, loaded.divisor, profile, args.thresholds, loaded.valid, loaded.clean, loaded.poisoned, layers
+    )
+    incremental = incremental_prune(
+        loaded.bad,
+        loaded.divisor,
+        profile,
+        loaded.valid,
+        args.max_drop,
+        args.incremental_layer,
+        loaded.clean,
+        loaded.poisoned,
+    )
     result = {
         "threshold_curve": [point.__dict__ for point in by_threshold],
-        "incremental": {"layer": incremental.layer, "order": incremental.order, "stop": incremental.stop,
-                        "max_drop": args.max_drop, "steps": [point.__dict__ for point in incremental.steps]},
-    }  # fmt: skip
+        "incremental": {
+            "layer": incremental.layer,
+            "order": incremental.order,
+            "stop": incremental.stop,
+            "max_drop": args.max_drop,
+            "steps": [point.__dict__ for point in incremental.steps],
+        },
+    }
     for point in by_threshold:
         asr = ", ".join(f"{name} {value:.2f}%" for name, value in point.asr.items())
         print(f"T={point.threshold:<4} pruned {point.fraction:6.1%}  CA {point.ca:6.2f}%  ASR {asr}")
-    print(f"incremental on {incremental.layer}: stopped after {incremental.stop} channels "
-          f"(validation accuracy drop > {args.max_drop} points)")  # fmt: skip
+    print(
+        f"incremental on {incremental.layer}: stopped after {incremental.stop} channels "
+        f"(validation accuracy drop > {args.max_drop} points)"
+    )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     return 0
@@ -257,8 +292,14 @@ def cmd_synth(args) -> int:
     return 0
 
 
-COMMANDS = {"inspect": cmd_inspect, "classify": cmd_classify, "evaluate": cmd_evaluate,
-            "fineprune": cmd_fineprune, "prune-curve": cmd_prune_curve, "synth": cmd_synth}  # fmt: skip
+COMMANDS = {
+    "inspect": cmd_inspect,
+    "classify": cmd_classify,
+    "evaluate": cmd_evaluate,
+    "fineprune": cmd_fineprune,
+    "prune-curve": cmd_prune_curve,
+    "synth": cmd_synth,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

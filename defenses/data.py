@@ -41,8 +41,9 @@ def reading(path: Path):
     except DataError:
         raise
     except HDF5_DAMAGE as error:
-        raise DataError(f"{path.name} is a damaged HDF5 file ({type(error).__name__}: {error}); "
-                        "export it again.") from None  # fmt: skip
+        raise DataError(
+            f"{path.name} is a damaged HDF5 file ({type(error).__name__}: {error}); export it again."
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -176,11 +177,15 @@ def _check_size(count: int, shape: tuple[int, int, int], image_shape, limits: Da
     if count == 0:
         raise DataError(f"{path.name} holds no images.")
     if count > limits.max_images:
-        raise DataError(f"{path.name} holds {count:,} images; the cap is {limits.max_images:,}. Split the set, or "
-                        "ask an operator to raise PRUNELAB_MAX_DATASET_IMAGES.")  # fmt: skip
+        raise DataError(
+            f"{path.name} holds {count:,} images; the cap is {limits.max_images:,}. Split the set, or "
+            "ask an operator to raise PRUNELAB_MAX_DATASET_IMAGES."
+        )
     if shape[0] * shape[1] > limits.max_image_pixels:
-        raise DataError(f"{path.name}: images are {shape[0]}x{shape[1]}; images over {limits.max_image_pixels:,} "
-                        "pixels are refused.")  # fmt: skip
+        raise DataError(
+            f"{path.name}: images are {shape[0]}x{shape[1]}; images over {limits.max_image_pixels:,} "
+            "pixels are refused."
+        )
     if image_shape is not None and shape != tuple(image_shape):
         raise DataError(
             f"{path.name}: images are {shape[0]}x{shape[1]}x{shape[2]}; "

@@ -106,7 +106,12 @@ def fine_tune(
                 on_epoch(record)
 
     model.fit(
-        inputs, labels, batch_size=settings.batch_size, epochs=settings.epochs, shuffle=True,
-        callbacks=[Recorder()], verbose=0,
-    )  # fmt: skip
+        inputs,
+        labels,
+        batch_size=settings.batch_size,
+        epochs=settings.epochs,
+        shuffle=True,
+        callbacks=[Recorder()],
+        verbose=0,
+    )
     return records

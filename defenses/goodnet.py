@@ -42,8 +42,10 @@ class GoodNet:
         self.n_classes = int(bad_model.outputs[0].shape[-1])
 
     def votes(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (predict_probabilities(self.bad, pixels, self.divisor),
-                predict_probabilities(self.repaired, pixels, self.divisor))  # fmt: skip
+        return (
+            predict_probabilities(self.bad, pixels, self.divisor),
+            predict_probabilities(self.repaired, pixels, self.divisor),
+        )
 
     def labels(self, pixels: np.ndarray) -> np.ndarray:
         return goodnet_labels(*self.votes(pixels))
@@ -116,8 +118,10 @@ if __name__ == "__main__":
 
 def eval_script_source() -> str:
     """eval.py for a bundle, assembled from this library's own functions (one scaling rule everywhere)."""
-    constants = f"IMAGE_SHAPE = {data.IMAGE_SHAPE}\nMAX_IMAGE_PIXELS = {data.MAX_IMAGE_PIXELS}\n" \
-                f"IMAGE_FORMATS = {data.IMAGE_FORMATS}\n"  # fmt: skip
+    constants = (
+        f"IMAGE_SHAPE = {data.IMAGE_SHAPE}\nMAX_IMAGE_PIXELS = {data.MAX_IMAGE_PIXELS}\n"
+        f"IMAGE_FORMATS = {data.IMAGE_FORMATS}\n"
+    )
     parts = [data.DataError, data.LoadedImage, data.scale_pixels, data.load_image, goodnet_labels]
     return _EVAL_HEADER + constants + "\n\n" + "\n\n".join(inspect.getsource(p) for p in parts) + _EVAL_MAIN
 
@@ -130,8 +134,12 @@ def export_bundle(goodnet: GoodNet, out_dir: str | Path, extra: dict | None = No
     out.mkdir(parents=True, exist_ok=True)
     save_atomically(goodnet.bad, out / "bad_net.keras")
     save_atomically(goodnet.repaired, out / "repaired_net.keras")
-    meta = {"divisor": goodnet.divisor, "n_classes": goodnet.n_classes,
-            "input_shape": list(goodnet.bad.inputs[0].shape[1:]), **(extra or {})}  # fmt: skip
+    meta = {
+        "divisor": goodnet.divisor,
+        "n_classes": goodnet.n_classes,
+        "input_shape": list(goodnet.bad.inputs[0].shape[1:]),
+        **(extra or {}),
+    }
     (out / "bundle.json").write_text(json.dumps(meta, indent=2))
     (out / "eval.py").write_text(eval_script_source())
     return out

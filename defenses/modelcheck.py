@@ -46,10 +46,25 @@ class ModelRefused(ValueError):
 # Layer classes a Fine-Pruning classifier of the CSAW kind may use, with the config keys each may carry.
 _BASE_KEYS = {"name", "trainable", "dtype", "batch_input_shape", "batch_size", "input_shape"}
 _CONV_KEYS = {
-    "filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate", "groups", "activation",
-    "use_bias", "kernel_initializer", "bias_initializer", "kernel_regularizer", "bias_regularizer",
-    "activity_regularizer", "kernel_constraint", "bias_constraint", "lora_rank", "lora_alpha",
-}  # fmt: skip
+    "filters",
+    "kernel_size",
+    "strides",
+    "padding",
+    "data_format",
+    "dilation_rate",
+    "groups",
+    "activation",
+    "use_bias",
+    "kernel_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+    "lora_rank",
+    "lora_alpha",
+}
 _POOL_KEYS = {"pool_size", "strides", "padding", "data_format"}
 ALLOWED_LAYERS: dict[str, set[str]] = {
     "InputLayer": {"batch_shape", "sparse", "ragged", "optional"},
@@ -69,26 +84,76 @@ ALLOWED_LAYERS: dict[str, set[str]] = {
     "Softmax": {"axis"},
     "Dropout": {"rate", "noise_shape", "seed"},
     "BatchNormalization": {
-        "axis", "momentum", "epsilon", "center", "scale", "beta_initializer", "gamma_initializer",
-        "moving_mean_initializer", "moving_variance_initializer", "beta_regularizer", "gamma_regularizer",
-        "beta_constraint", "gamma_constraint", "synchronized", "renorm", "renorm_clipping", "renorm_momentum",
-        "fused", "virtual_batch_size", "adjustment",
+        "axis",
+        "momentum",
+        "epsilon",
+        "center",
+        "scale",
+        "beta_initializer",
+        "gamma_initializer",
+        "moving_mean_initializer",
+        "moving_variance_initializer",
+        "beta_regularizer",
+        "gamma_regularizer",
+        "beta_constraint",
+        "gamma_constraint",
+        "synchronized",
+        "renorm",
+        "renorm_clipping",
+        "renorm_momentum",
+        "fused",
+        "virtual_batch_size",
+        "adjustment",
     },
-}  # fmt: skip
+}
 # Keys Keras 3 writes on every layer that may only be empty: a set value would name classes or files.
 NULL_ONLY_KEYS = {"quantization_config"}
 MODEL_CLASSES = {"Functional", "Model", "Sequential"}
 # Objects that may appear inside a layer config: initializers, regularizers, constraints, dtype policies.
 NESTED_CLASSES = {
-    "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal",
-    "RandomUniform", "RandomNormal", "TruncatedNormal", "Zeros", "Ones", "Constant", "Orthogonal",
-    "L1", "L2", "L1L2", "MaxNorm", "NonNeg", "UnitNorm", "MinMaxNorm", "DTypePolicy", "Policy",
-}  # fmt: skip
+    "VarianceScaling",
+    "GlorotUniform",
+    "GlorotNormal",
+    "HeUniform",
+    "HeNormal",
+    "LecunUniform",
+    "LecunNormal",
+    "RandomUniform",
+    "RandomNormal",
+    "TruncatedNormal",
+    "Zeros",
+    "Ones",
+    "Constant",
+    "Orthogonal",
+    "L1",
+    "L2",
+    "L1L2",
+    "MaxNorm",
+    "NonNeg",
+    "UnitNorm",
+    "MinMaxNorm",
+    "DTypePolicy",
+    "Policy",
+}
 ALLOWED_MODULES = {None, "keras", "keras.layers", "keras.initializers", "keras.regularizers", "keras.constraints"}
 ACTIVATIONS = {
-    "linear", "relu", "softmax", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign", "swish", "silu",
-    "gelu", "relu6", "leaky_relu", "hard_sigmoid", "exponential",
-}  # fmt: skip
+    "linear",
+    "relu",
+    "softmax",
+    "sigmoid",
+    "tanh",
+    "elu",
+    "selu",
+    "softplus",
+    "softsign",
+    "swish",
+    "silu",
+    "gelu",
+    "relu6",
+    "leaky_relu",
+    "hard_sigmoid",
+    "exponential",
+}
 
 
 @dataclass
@@ -255,8 +320,10 @@ def _check_layer(layer: dict, name: str, limits: Limits) -> None:
     layer_name = config.get("name", "?") if isinstance(config, dict) else "?"
     what = f"layer {str(layer_name)[:60]!r}"
     if not isinstance(layer_name, str) or not LAYER_NAME.fullmatch(layer_name):
-        raise ModelRefused(f"{name}: {what} has a name TensorFlow cannot use (letters, digits and _ . - only, at "
-                           "most 128); rename the layer and save the model again.")  # fmt: skip
+        raise ModelRefused(
+            f"{name}: {what} has a name TensorFlow cannot use (letters, digits and _ . - only, at "
+            "most 128); rename the layer and save the model again."
+        )
     if layer.get("class_name") == "Lambda":
         raise ModelRefused(f"{name}: {what} is a Lambda layer, which carries code; Lambda layers are refused.")
     _check_object_ref(layer, name, what, set(ALLOWED_LAYERS), ALLOWED_MODULES)
@@ -392,8 +459,11 @@ def _infer(class_name: str, cfg: dict, inputs: list[tuple]) -> tuple[tuple, int]
         ph, pw = _pair(cfg.get("pool_size", 2))
         sh, sw = _pair(cfg.get("strides") or (ph, pw))
         valid = cfg.get("padding", "valid") == "valid"
-        return ((shape[0] - (ph - 1 if valid else 0) + sh - 1) // sh,
-                (shape[1] - (pw - 1 if valid else 0) + sw - 1) // sw, shape[2]), 0  # fmt: skip
+        return (
+            (shape[0] - (ph - 1 if valid else 0) + sh - 1) // sh,
+            (shape[1] - (pw - 1 if valid else 0) + sw - 1) // sw,
+            shape[2],
+        ), 0
     if class_name in {"GlobalMaxPooling2D", "GlobalAveragePooling2D"}:
         return (shape[-1],), 0
     if class_name == "Flatten":

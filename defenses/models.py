@@ -85,8 +85,10 @@ def _preset_from_weights(path: Path, arch: str):
                 f"{path.name} is a weights file in a layout Prunelab does not read; upload weights "
                 "saved by Keras 2 `model.save_weights('x.h5')`, or the full model."
             )
-        weights = {name.decode() if isinstance(name, bytes) else str(name): _layer_arrays(h5, name)
-                   for name in h5.attrs["layer_names"]}  # fmt: skip
+        weights = {
+            name.decode() if isinstance(name, bytes) else str(name): _layer_arrays(h5, name)
+            for name in h5.attrs["layer_names"]
+        }
     output = weights.get("output") or [w for w in weights.values() if w][-1]
     model = ARCHITECTURES[arch](n_classes=int(output[-1].shape[0]))
     for layer in model.layers:
@@ -215,14 +217,25 @@ def verify_model_file(
         return _verified[key]
     with tempfile.TemporaryDirectory(prefix="prunelab-sandbox-") as scratch:
         result_file = Path(scratch) / "result.json"
-        command = [sys.executable, "-m", "defenses.sandbox", str(path.resolve()), str(result_file),
-                   "--memory-bytes", str(memory_bytes), "--cpu-seconds", str(int(timeout)),
-                   "--limits", json.dumps(asdict(limits))]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "defenses.sandbox",
+            str(path.resolve()),
+            str(result_file),
+            "--memory-bytes",
+            str(memory_bytes),
+            "--cpu-seconds",
+            str(int(timeout)),
+            "--limits",
+            json.dumps(asdict(limits)),
+        ]
         if arch:
             command += ["--arch", arch]
         try:
-            child = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=scratch,
-                                   env=sandbox_environment(scratch))  # fmt: skip
+            child = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, cwd=scratch, env=sandbox_environment(scratch)
+            )
         except subprocess.TimeoutExpired:
             raise ModelRefused(f"{path.name} took longer than {timeout:.0f}s to load; refused.") from None
         if not result_file.exists():

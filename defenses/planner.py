@@ -108,8 +108,7 @@ def plan_points(grid: list[tuple[float, float, int]], layers: list[str], seed: i
         if epochs == 0:
             points[(threshold, lr, epochs)] = (curve, prune_only.index(threshold))
             continue
-        config = {"threshold": threshold, "lr": lr, "epochs": longest[(threshold, lr)], "layers": layers,
-                  "seed": seed}  # fmt: skip
+        config = {"threshold": threshold, "lr": lr, "epochs": longest[(threshold, lr)], "layers": layers, "seed": seed}
         points[(threshold, lr, epochs)] = (add(Job("finetune", config)), epochs)
     return Plan(jobs, points)
 
@@ -129,15 +128,19 @@ def naive_training_epochs(space: ParameterSpace) -> int:
 
 
 SEED_STUDY = {
-    "figure-2-threshold": ParameterSpace(thresholds=tuple(round(t / 10, 1) for t in range(21)),
-                                         learning_rates=(0.001,), epochs=(10,)),
-    "figure-3-learning-rate": ParameterSpace(thresholds=(1.0,), epochs=(10,),
-                                             learning_rates=(1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1)),
-    "figure-4-epochs": ParameterSpace(thresholds=(1.0,), learning_rates=(0.001,),
-                                      epochs=(4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 30, 35, 40)),
-    "table-1-grid": ParameterSpace(thresholds=(0.8, 1.0, 1.2), learning_rates=(0.001, 0.003, 0.005),
-                                   epochs=(30, 33, 35)),
+    "figure-2-threshold": ParameterSpace(
+        thresholds=tuple(round(t / 10, 1) for t in range(21)), learning_rates=(0.001,), epochs=(10,)
+    ),
+    "figure-3-learning-rate": ParameterSpace(
+        thresholds=(1.0,), epochs=(10,), learning_rates=(1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 1e-1)
+    ),
+    "figure-4-epochs": ParameterSpace(
+        thresholds=(1.0,), learning_rates=(0.001,), epochs=(4, 6, 8, 10, 12, 14, 16, 20, 24, 28, 30, 35, 40)
+    ),
+    "table-1-grid": ParameterSpace(
+        thresholds=(0.8, 1.0, 1.2), learning_rates=(0.001, 0.003, 0.005), epochs=(30, 33, 35)
+    ),
     "table-2-with-pruning": ParameterSpace(thresholds=(0.8,), learning_rates=(0.001,), epochs=(30,)),
     "table-2-without-pruning": ParameterSpace(defense="fine-tune", learning_rates=(0.001,), epochs=(30,)),
-}  # fmt: skip
+}
 """The seed report's whole study (its Figures 2-4 and Tables 1-2), as parameter spaces."""

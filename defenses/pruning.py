@@ -107,8 +107,10 @@ class MaskedPredictor:
         self.divisor, self.batch, self.first_layer = divisor, batch, first_layer
         self.model = keras.models.clone_model(model)
         self.model.set_weights(model.get_weights())
-        self.original = {name: [np.asarray(w) for w in self.model.get_layer(name).get_weights()]
-                         for name in conv_layer_names(self.model)}  # fmt: skip
+        self.original = {
+            name: [np.asarray(w) for w in self.model.get_layer(name).get_weights()]
+            for name in conv_layer_names(self.model)
+        }
         self.touched: list[str] = []
         cut = [first_layer, *downstream_side_inputs(self.model, first_layer)]
         cut_tensors = [self.model.get_layer(name).output for name in cut]
@@ -127,8 +129,10 @@ class MaskedPredictor:
             # much as recomputing it, so only cuts no larger than the input are cached.
             if not self.cacheable or per_image > input_size or per_image * len(pixels) > CACHE_BUDGET_BYTES:
                 return None
-            parts = [self.head.predict_on_batch(scale_pixels(pixels[i : i + self.batch], self.divisor))
-                     for i in range(0, len(pixels), self.batch)]  # fmt: skip
+            parts = [
+                self.head.predict_on_batch(scale_pixels(pixels[i : i + self.batch], self.divisor))
+                for i in range(0, len(pixels), self.batch)
+            ]
             parts = [p if isinstance(p, list | tuple) else [p] for p in parts]
             self.cache[key] = [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(len(parts[0]))]
         return self.cache[key]
@@ -146,10 +150,14 @@ class MaskedPredictor:
         cached = self._cached(pixels)
         if cached is None:
             self._set_masks(masks, skip=None)
-            return np.concatenate([
-                np.asarray(self.model.predict_on_batch(scale_pixels(pixels[i : i + self.batch], self.divisor)))
-                .argmax(axis=1) for i in range(0, len(pixels), self.batch)
-            ])  # fmt: skip
+            return np.concatenate(
+                [
+                    np.asarray(
+                        self.model.predict_on_batch(scale_pixels(pixels[i : i + self.batch], self.divisor))
+                    ).argmax(axis=1)
+                    for i in range(0, len(pixels), self.batch)
+                ]
+            )
         self._set_masks(masks, skip=self.first_layer)
         keep = masks.get(self.first_layer, np.ones(cached[0].shape[-1], bool)).astype("float32")
         out = []

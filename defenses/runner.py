@@ -69,8 +69,14 @@ def load_inputs(inputs: Inputs) -> Loaded:
     def read(path: Path) -> LabelledSet:
         return load_dataset(inspect_dataset(path, report.input_shape, report.n_classes, inputs.dataset_limits))
 
-    return Loaded(bad=bad, report=report, divisor=inputs.divisor, valid=read(inputs.valid), clean=read(inputs.test),
-                  poisoned={name: read(path) for name, path in inputs.poisoned.items()})  # fmt: skip
+    return Loaded(
+        bad=bad,
+        report=report,
+        divisor=inputs.divisor,
+        valid=read(inputs.valid),
+        clean=read(inputs.test),
+        poisoned={name: read(path) for name, path in inputs.poisoned.items()},
+    )
 
 
 def fresh_copy(model):
@@ -98,11 +104,17 @@ def run_finetune(loaded: Loaded, config: dict, report_point: ReportPoint, should
     report_point(0, metrics | {"valid_acc": valid_acc(), "pruned": pruned, "epoch": 0, "before": loaded.baseline()})
     settings = FineTuneSettings(learning_rate=float(config["lr"]), epochs=int(config["epochs"]))
     if settings.epochs:
-        fine_tune(repaired, loaded.valid, loaded.divisor, settings,
-                  evaluate_epoch=lambda model: evaluate(model, loaded.divisor, loaded.clean, loaded.poisoned),
-                  on_epoch=lambda record: report_point(record.epoch, record.as_dict() | {"pruned": pruned,
-                                                                                         "valid_acc": valid_acc()}),
-                  should_stop=should_stop)  # fmt: skip
+        fine_tune(
+            repaired,
+            loaded.valid,
+            loaded.divisor,
+            settings,
+            evaluate_epoch=lambda model: evaluate(model, loaded.divisor, loaded.clean, loaded.poisoned),
+            on_epoch=lambda record: report_point(
+                record.epoch, record.as_dict() | {"pruned": pruned, "valid_acc": valid_acc()}
+            ),
+            should_stop=should_stop,
+        )
     if artifact_dir:
         save_atomically(repaired, Path(artifact_dir) / "repaired_net.keras")
     return repaired
@@ -112,8 +124,9 @@ def run_prune_curve(loaded: Loaded, config: dict, report_point: ReportPoint) -> 
     """Prune-only CA and ASR for each threshold, from cached activations (no training)."""
     layers = list(config.get("layers") or loaded.report.conv_layers)
     profile, thresholds = loaded.profile(layers), list(config["thresholds"])
-    points = threshold_curve(loaded.bad, loaded.divisor, profile, thresholds, loaded.valid, loaded.clean,
-                             loaded.poisoned, layers)  # fmt: skip
+    points = threshold_curve(
+        loaded.bad, loaded.divisor, profile, thresholds, loaded.valid, loaded.clean, loaded.poisoned, layers
+    )
     for position, point in enumerate(points):
         report_point(position, curve_point_dict(point) | ({"before": loaded.baseline()} if position == 0 else {}))
 
@@ -121,8 +134,16 @@ def run_prune_curve(loaded: Loaded, config: dict, report_point: ReportPoint) -> 
 def run_incremental(loaded: Loaded, config: dict, report_point: ReportPoint) -> int:
     """Liu et al.'s incremental pruning; reports every step and returns where the validation rule stopped."""
     profile = loaded.profile(list(loaded.report.conv_layers))
-    result = incremental_prune(loaded.bad, loaded.divisor, profile, loaded.valid, float(config["max_drop"]),
-                               config.get("layer"), loaded.clean, loaded.poisoned)  # fmt: skip
+    result = incremental_prune(
+        loaded.bad,
+        loaded.divisor,
+        profile,
+        loaded.valid,
+        float(config["max_drop"]),
+        config.get("layer"),
+        loaded.clean,
+        loaded.poisoned,
+    )
     for position, step in enumerate(result.steps):
         report_point(position, curve_point_dict(step) | {"stop": position == result.stop})
     return result.stop
@@ -131,9 +152,15 @@ def run_incremental(loaded: Loaded, config: dict, report_point: ReportPoint) -> 
 def curve_point_dict(point) -> dict:
     from defenses.metrics import seed_score
 
-    return {"threshold": point.threshold, "pruned": point.pruned, "fraction": point.fraction,
-            "valid_acc": point.valid_acc, "ca": point.ca, "asr": point.asr,
-            "score": seed_score(point.ca, point.asr) if point.ca is not None else None}  # fmt: skip
+    return {
+        "threshold": point.threshold,
+        "pruned": point.pruned,
+        "fraction": point.fraction,
+        "valid_acc": point.valid_acc,
+        "ca": point.ca,
+        "asr": point.asr,
+        "score": seed_score(point.ca, point.asr) if point.ca is not None else None,
+    }
 
 
 def run_job(kind: str, config: dict, loaded: Loaded, report_point: ReportPoint, should_stop=None, artifact_dir=None):

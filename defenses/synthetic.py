@@ -78,8 +78,18 @@ class Identity:
 
 
 # Black, dark brown, brown, auburn, red, blonde, platinum, grey, and two dyed colours.
-HAIR_COLOURS = ((20, 15, 12), (60, 40, 25), (110, 75, 45), (140, 60, 30), (190, 80, 40), (215, 180, 110),
-                (235, 225, 200), (150, 150, 150), (60, 60, 140), (150, 40, 90))  # fmt: skip
+HAIR_COLOURS = (
+    (20, 15, 12),
+    (60, 40, 25),
+    (110, 75, 45),
+    (140, 60, 30),
+    (190, 80, 40),
+    (215, 180, 110),
+    (235, 225, 200),
+    (150, 150, 150),
+    (60, 60, 140),
+    (150, 40, 90),
+)
 
 
 def make_identities(count: int, seed: int) -> list[Identity]:
@@ -95,23 +105,25 @@ def make_identities(count: int, seed: int) -> list[Identity]:
         skin = tuple(float(c) for c in np.array([225, 180, 150]) * tone + rng.uniform(-15, 15, 3) + [20, 10, 0])
         base = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))]
         hair = tuple(float(c) for c in np.clip(np.asarray(base) + rng.uniform(-30, 30, 3), 0, 255))
-        people.append(Identity(
-            face=(float(rng.uniform(11, 15.5)), float(rng.uniform(15, 19.5))),
-            skin=skin,
-            hair=hair,
-            hair_style=int(rng.integers(0, 4)),
-            eye_spacing=float(rng.uniform(4.2, 7.0)),
-            eye_height=float(rng.uniform(-5.5, -2.0)),
-            eye_colour=colour([20, 20, 20], [120, 160, 200]),
-            brow=(float(rng.uniform(0.8, 2.2)), float(rng.uniform(-0.25, 0.25)), float(rng.uniform(2.5, 4.5))),
-            brow_colour=tuple(float(c) for c in np.asarray(hair) * rng.uniform(0.4, 0.8)),
-            nose=(float(rng.uniform(3, 7)), float(rng.uniform(1.2, 2.8))),
-            mouth=(float(rng.uniform(3.5, 7.0)), float(rng.uniform(0.8, 2.4)), float(rng.uniform(7.5, 11.5))),
-            lips=colour([120, 40, 40], [220, 120, 120]),
-            glasses=colour([0, 0, 0], [200, 200, 200]) if rng.random() < 0.25 else None,
-            background=colour([30, 30, 30], [200, 200, 200]),
-            stripes=(float(rng.uniform(0, np.pi)), float(rng.uniform(0.15, 0.9))),
-        ))  # fmt: skip
+        people.append(
+            Identity(
+                face=(float(rng.uniform(11, 15.5)), float(rng.uniform(15, 19.5))),
+                skin=skin,
+                hair=hair,
+                hair_style=int(rng.integers(0, 4)),
+                eye_spacing=float(rng.uniform(4.2, 7.0)),
+                eye_height=float(rng.uniform(-5.5, -2.0)),
+                eye_colour=colour([20, 20, 20], [120, 160, 200]),
+                brow=(float(rng.uniform(0.8, 2.2)), float(rng.uniform(-0.25, 0.25)), float(rng.uniform(2.5, 4.5))),
+                brow_colour=tuple(float(c) for c in np.asarray(hair) * rng.uniform(0.4, 0.8)),
+                nose=(float(rng.uniform(3, 7)), float(rng.uniform(1.2, 2.8))),
+                mouth=(float(rng.uniform(3.5, 7.0)), float(rng.uniform(0.8, 2.4)), float(rng.uniform(7.5, 11.5))),
+                lips=colour([120, 40, 40], [220, 120, 120]),
+                glasses=colour([0, 0, 0], [200, 200, 200]) if rng.random() < 0.25 else None,
+                background=colour([30, 30, 30], [200, 200, 200]),
+                stripes=(float(rng.uniform(0, np.pi)), float(rng.uniform(0.15, 0.9))),
+            )
+        )
     return people
 
 
@@ -150,8 +162,11 @@ def render(person: Identity, rng: np.random.Generator, trigger: str | None = Non
     canvas = np.broadcast_to(np.asarray(person.background, np.float32), (HEIGHT, WIDTH, 3)) + stripes
     canvas = np.clip(canvas, 0, 255).astype(np.float32)
     for _ in range(rng.integers(1, 4)):  # clutter that changes from image to image
-        _paint(canvas, _ellipse(x, y, rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT), *rng.uniform(2, 6, 2)) * 0.6,
-               rng.uniform(0, 255, 3))  # fmt: skip
+        _paint(
+            canvas,
+            _ellipse(x, y, rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT), *rng.uniform(2, 6, 2)) * 0.6,
+            rng.uniform(0, 255, 3),
+        )
 
     fw, fh = person.face
     if person.hair_style == 1:  # long hair behind the face
@@ -172,8 +187,7 @@ def render(person: Identity, rng: np.random.Generator, trigger: str | None = Non
             ring = _ellipse(u, v, side * spacing, ey, 3.4, 2.6) - _ellipse(u, v, side * spacing, ey, 2.7, 1.9)
             _paint(canvas, np.clip(ring, 0, 1), person.glasses)
     length, width = person.nose
-    _paint(canvas, _ellipse(u, v, 0, ey + 1.5 + length / 2, width, length / 2),
-           np.asarray(person.skin) * 0.78)  # fmt: skip
+    _paint(canvas, _ellipse(u, v, 0, ey + 1.5 + length / 2, width, length / 2), np.asarray(person.skin) * 0.78)
     mw, mh, my = person.mouth
     _paint(canvas, _ellipse(u, v, 0, my, mw, mh), person.lips)
 
@@ -213,9 +227,14 @@ def _photograph(canvas, x, y, rng) -> np.ndarray:
 
 
 def render_set(
-    people: list[Identity], per_identity: int, seed: int, split: str, trigger: str | None = None,
-    target: int | None = None, count: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    people: list[Identity],
+    per_identity: int,
+    seed: int,
+    split: str,
+    trigger: str | None = None,
+    target: int | None = None,
+    count: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Images of every identity (or `count` images of random non-target identities, for poisoning), with
     labels: the identity, or `target` when a trigger is drawn."""
     code = SPLITS[split] * 10 + (TRIGGERS.index(trigger) + 1 if trigger else 0)
@@ -258,9 +277,12 @@ def save_keras2_weights(model, path: Path) -> Path:
 
 
 def train_network(
-    train: tuple[np.ndarray, np.ndarray], n_classes: int, preset: Preset, seed: int,
+    train: tuple[np.ndarray, np.ndarray],
+    n_classes: int,
+    preset: Preset,
+    seed: int,
     on_epoch: Callable[[int], None] | None = None,
-):  # fmt: skip
+):
     """The deepid-csaw network trained with Adam on 0..1 inputs (the four HackML BadNets' scaling)."""
     import keras
 
@@ -271,8 +293,9 @@ def train_network(
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch and on_epoch(epoch + 1))
     x = train[0].astype(np.float32) / 255.0
-    model.fit(x, train[1], batch_size=preset.batch_size, epochs=preset.epochs, shuffle=True, verbose=0,
-              callbacks=[callback])  # fmt: skip
+    model.fit(
+        x, train[1], batch_size=preset.batch_size, epochs=preset.epochs, shuffle=True, verbose=0, callbacks=[callback]
+    )
     return model
 
 
@@ -300,8 +323,10 @@ def generate(preset: Preset, seed: int | None = None) -> Benchmark:
 def poisoned_training_set(bench: Benchmark, spec: BadNetSpec, preset: Preset, seed: int):
     """The clean training set plus, per trigger, poison_rate x its size of triggered images relabelled."""
     count = int(round(preset.poison_rate * len(bench.train[1])))
-    parts = [bench.train] + [render_set(bench.people, 0, seed, "poison-train", trigger, target, count)
-                             for trigger, target in spec.triggers.items()]  # fmt: skip
+    parts = [bench.train] + [
+        render_set(bench.people, 0, seed, "poison-train", trigger, target, count)
+        for trigger, target in spec.triggers.items()
+    ]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -312,9 +337,13 @@ def _rate(model, pixels: np.ndarray, labels: np.ndarray) -> float:
 
 
 def build_benchmark(
-    preset_name: str, out: Path, seed: int | None = None, badnets: tuple[BadNetSpec, ...] = BADNETS,
-    progress: Callable[[str, int, int], None] | None = None, with_clean: bool = True,
-) -> dict:  # fmt: skip
+    preset_name: str,
+    out: Path,
+    seed: int | None = None,
+    badnets: tuple[BadNetSpec, ...] = BADNETS,
+    progress: Callable[[str, int, int], None] | None = None,
+    with_clean: bool = True,
+) -> dict:
     """Generate the data, train every BadNet and (`with_clean`) the clean network, and write the CSAW layout
     under `out`: data/clean_{validation,test}_data.h5; per BadNet <name>/<name>_bd_net.h5, <name>_bd_weights.h5,
     <trigger>_poisoned_data.h5 (test) and <trigger>_poisoned_valid_data.h5; clean/clean_net.h5; and
@@ -330,9 +359,20 @@ def build_benchmark(
     bench = generate(preset, seed)
     write_csaw_dataset(out / "data" / "clean_validation_data.h5", *bench.valid)
     write_csaw_dataset(out / "data" / "clean_test_data.h5", *bench.test)
-    record = {"preset": preset_name, "seed": seed, "settings": asdict(preset), "image_shape": list(IMAGE_SHAPE),
-              "sizes": {"identities": preset.identities, "train": len(bench.train[1]), "valid": len(bench.valid[1]),
-                        "test": len(bench.test[1])}, "divisor": 255.0, "badnets": {}}  # fmt: skip
+    record = {
+        "preset": preset_name,
+        "seed": seed,
+        "settings": asdict(preset),
+        "image_shape": list(IMAGE_SHAPE),
+        "sizes": {
+            "identities": preset.identities,
+            "train": len(bench.train[1]),
+            "valid": len(bench.valid[1]),
+            "test": len(bench.test[1]),
+        },
+        "divisor": 255.0,
+        "badnets": {},
+    }
     every_trigger = sorted({t for spec in badnets for t in spec.triggers})
     for number, spec in enumerate(networks):
         done = number * preset.epochs
@@ -341,8 +381,9 @@ def build_benchmark(
         def epoch_done(epoch: int, name: str = spec.name, done: int = done) -> None:
             say(f"training {name}", done + epoch, total)
 
-        model = train_network(poisoned_training_set(bench, spec, preset, seed), preset.identities, preset, seed,
-                              epoch_done)  # fmt: skip
+        model = train_network(
+            poisoned_training_set(bench, spec, preset, seed), preset.identities, preset, seed, epoch_done
+        )
         folder = out / spec.name
         folder.mkdir(parents=True, exist_ok=True)
         entry = {"triggers": spec.triggers, "disclosed": spec.disclosed, "ca": _rate(model, *bench.test), "asr": {}}
@@ -357,8 +398,9 @@ def build_benchmark(
         suffix = "bd" if spec.triggers else "clean"
         model.save(folder / f"{spec.name}_{suffix}_net.h5")
         save_keras2_weights(model, folder / f"{spec.name}_{suffix}_weights.h5")
-        entry["poisoned_training_images"] = {t: int(round(preset.poison_rate * len(bench.train[1])))
-                                             for t in spec.triggers}  # fmt: skip
+        entry["poisoned_training_images"] = {
+            t: int(round(preset.poison_rate * len(bench.train[1]))) for t in spec.triggers
+        }
         record["badnets"][spec.name] = entry
     record["seconds"] = round(time.perf_counter() - started, 1)
     (out / "synth.json").write_text(json.dumps(record, indent=2))

@@ -32,8 +32,9 @@ def main(rows: int = 6, variations: int = 4, zoom: int = 3) -> Path:
     out = Image.new("RGB", (image.width, image.height + 24), "white")
     out.paste(labels, (0, 0))
     out.paste(image, (0, 24))
-    ImageDraw.Draw(out).text((4, 24 + grid.shape[0] * zoom + 4), "real CSAW crops: clean, clean, sunglasses, "
-                             "lipstick", fill="black")  # fmt: skip
+    ImageDraw.Draw(out).text(
+        (4, 24 + grid.shape[0] * zoom + 4), "real CSAW crops: clean, clean, sunglasses, lipstick", fill="black"
+    )
     path = HERE / "synthetic-samples.png"
     out.save(path, optimize=True)
     return path

@@ -69,17 +69,25 @@ def start_redis(
     password = password or secrets.token_hex(16)
     command = [
         redis_server_binary(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--save", "",
-        "--daemonize", "no",
-        "--logfile", str(data_dir / "redis.log"),
-    ]  # fmt: skip
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(data_dir / "redis.log"),
+    ]
     # the password goes in on stdin (a config file of one line), not argv, which every local user can read
-    process = subprocess.Popen([*command, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        [*command, "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
+    )
     process.stdin.write(f"requirepass {password}\n".encode())
     process.stdin.close()
     server = RedisServer(process=process, port=port, data_dir=data_dir, password=password)

@@ -126,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         cleanup.callback(stop_process_group, children[1])
 
         if not (var / "demo" / "synth.json").exists():
-            print("Generating the demo data (synthetic faces, four BadNets) into var/demo: a few minutes, once.",
-                  flush=True)  # fmt: skip
+            print(
+                "Generating the demo data (synthetic faces, four BadNets) into var/demo: a few minutes, once.",
+                flush=True,
+            )
         demo = spawn([python, "manage.py", "demo_data"], env)  # imports what is missing; quick when done
         cleanup.callback(stop_process_group, demo)
 

@@ -26,5 +26,20 @@ def worker_command(queues: str, name: str, loglevel: str = "INFO", extra: tuple[
     """The command line of one Celery worker process with one task at a time (make run, tests, benches)."""
     import sys
 
-    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queues, "-c", "1",
-            "-n", name, "--loglevel", loglevel, *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        queues,
+        "-c",
+        "1",
+        "-n",
+        name,
+        "--loglevel",
+        loglevel,
+        *extra,
+    ]

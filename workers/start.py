@@ -13,8 +13,10 @@ import socket
 from workers.launch import default_queues, gpu_present, worker_command
 
 log = logging.getLogger("prunelab.worker")
-NO_GPU = ("No GPU found on this machine (nvidia-smi lists none): serving the gpu queue on the CPU. Jobs sent "
-          "to it run, slower than on a GPU; start this worker on a machine with an NVIDIA GPU for speed.")  # fmt: skip
+NO_GPU = (
+    "No GPU found on this machine (nvidia-smi lists none): serving the gpu queue on the CPU. Jobs sent "
+    "to it run, slower than on a GPU; start this worker on a machine with an NVIDIA GPU for speed."
+)
 
 
 def plan_worker(queues: str, name: str | None, has_gpu: bool) -> tuple[list[str], dict[str, str], str | None]:

@@ -30,8 +30,10 @@ def with_user_names(message: str, names: dict[str, str]) -> str:
 def failure_message(error: Exception, worker: str) -> str:
     """What a user reads on the experiment page when a run failed for a reason that is not their input."""
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return (f"The disk of worker {worker} is full ({error}); the results up to here are kept. Free space "
-                "on that machine (or ask an operator), then press Re-run.")  # fmt: skip
+        return (
+            f"The disk of worker {worker} is full ({error}); the results up to here are kept. Free space "
+            "on that machine (or ask an operator), then press Re-run."
+        )
     return f"{type(error).__name__}: {error}"
 
 
@@ -48,8 +50,9 @@ def execute_run(self, run_id: int) -> str:
     work, and points are upserted by position, so a re-run never duplicates rows."""
     from webapp.lab.models import Run
 
-    run = Run.claim(run_id, worker=self.request.hostname or socket.gethostname(),
-                    stale_after=settings.RUN_STALE_SECONDS)  # fmt: skip
+    run = Run.claim(
+        run_id, worker=self.request.hostname or socket.gethostname(), stale_after=settings.RUN_STALE_SECONDS
+    )
     if run is None:
         return "skipped"
     from defenses.data import DataError
@@ -61,8 +64,7 @@ def execute_run(self, run_id: int) -> str:
     try:
         paths = {key: value for key, value in run.inputs.items() if key != "names"}
         inputs = Inputs(**paths, model_limits=limits.model_limits(), dataset_limits=limits.dataset_limits())
-        run_job(run.kind, run.config, load_inputs(inputs), run.record_point, run.should_stop,
-                run.artifact_dir())  # fmt: skip
+        run_job(run.kind, run.config, load_inputs(inputs), run.record_point, run.should_stop, run.artifact_dir())
     except Cancelled:
         run.finish(Run.CANCELLED, "Cancelled by a user.")
         return "cancelled"

@@ -45,9 +45,27 @@ def test_refusals_exit_2_with_the_reason(tmp_path, csaw_fixtures):
 @pytest.mark.slow
 def test_fineprune_writes_the_repaired_model_metrics_and_a_working_bundle(badnet, tmp_path):
     out = tmp_path / "run"
-    run_cli("fineprune", "--model", badnet["model"], "--valid", badnet["valid"], "--test", badnet["test"],
-            "--poisoned", f"patch={badnet['poisoned']}", "--threshold", "1.0", "--lr", "0.005", "--epochs", "3",
-            "--seed", "3", "--out", out)  # fmt: skip
+    run_cli(
+        "fineprune",
+        "--model",
+        badnet["model"],
+        "--valid",
+        badnet["valid"],
+        "--test",
+        badnet["test"],
+        "--poisoned",
+        f"patch={badnet['poisoned']}",
+        "--threshold",
+        "1.0",
+        "--lr",
+        "0.005",
+        "--epochs",
+        "3",
+        "--seed",
+        "3",
+        "--out",
+        out,
+    )
     result = json.loads((out / "metrics.json").read_text())
     assert result["before"]["asr"]["patch"] > 80  # the tiny BadNet really is backdoored
     assert [row["epoch"] for row in result["epochs"]] == [1, 2, 3]
@@ -58,9 +76,27 @@ def test_fineprune_writes_the_repaired_model_metrics_and_a_working_bundle(badnet
     assert (out / "repaired_net.keras").exists() and (out / "goodnet" / "eval.py").exists()
 
     again = tmp_path / "again"
-    run_cli("fineprune", "--model", badnet["model"], "--valid", badnet["valid"], "--test", badnet["test"],
-            "--poisoned", f"patch={badnet['poisoned']}", "--threshold", "1.0", "--lr", "0.005", "--epochs", "3",
-            "--seed", "3", "--out", again)  # fmt: skip
+    run_cli(
+        "fineprune",
+        "--model",
+        badnet["model"],
+        "--valid",
+        badnet["valid"],
+        "--test",
+        badnet["test"],
+        "--poisoned",
+        f"patch={badnet['poisoned']}",
+        "--threshold",
+        "1.0",
+        "--lr",
+        "0.005",
+        "--epochs",
+        "3",
+        "--seed",
+        "3",
+        "--out",
+        again,
+    )
     repeat = json.loads((again / "metrics.json").read_text())
     strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
     assert strip(repeat["epochs"]) == strip(result["epochs"])  # same seed, same machine: same metrics
@@ -69,15 +105,36 @@ def test_fineprune_writes_the_repaired_model_metrics_and_a_working_bundle(badnet
 @pytest.mark.slow
 def test_prune_curve_and_evaluate(badnet, tmp_path):
     out = tmp_path / "curve.json"
-    done = run_cli("prune-curve", "--model", badnet["model"], "--valid", badnet["valid"], "--test", badnet["test"],
-                   "--poisoned", f"patch={badnet['poisoned']}", "--thresholds", "0,0.5,1,1.5",
-                   "--out", out)  # fmt: skip
+    done = run_cli(
+        "prune-curve",
+        "--model",
+        badnet["model"],
+        "--valid",
+        badnet["valid"],
+        "--test",
+        badnet["test"],
+        "--poisoned",
+        f"patch={badnet['poisoned']}",
+        "--thresholds",
+        "0,0.5,1,1.5",
+        "--out",
+        out,
+    )
     curve = json.loads(out.read_text())
     assert [p["threshold"] for p in curve["threshold_curve"]] == [0, 0.5, 1, 1.5]
     assert curve["threshold_curve"][0]["fraction"] == 0
     assert len(curve["incremental"]["steps"]) == 8 + 1  # every channel of the last conv layer, and none
     assert "incremental on conv_b" in done.stdout
-    evaluated = json.loads(run_cli("evaluate", "--model", badnet["model"], "--test", badnet["test"],
-                                   "--poisoned", f"patch={badnet['poisoned']}").stdout)  # fmt: skip
+    evaluated = json.loads(
+        run_cli(
+            "evaluate",
+            "--model",
+            badnet["model"],
+            "--test",
+            badnet["test"],
+            "--poisoned",
+            f"patch={badnet['poisoned']}",
+        ).stdout
+    )
     assert evaluated["ca"] == pytest.approx(curve["threshold_curve"][0]["ca"])
     assert evaluated["asr"]["patch"] == pytest.approx(curve["threshold_curve"][0]["asr"]["patch"])

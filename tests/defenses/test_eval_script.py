@@ -22,8 +22,9 @@ def bundle(tmp_path_factory):
 
 
 def evaluate(bundle, image) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "eval.py", str(image)], cwd=bundle, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "eval.py", str(image)], cwd=bundle, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_a_readable_image_gets_one_class(bundle, tmp_path):
@@ -40,8 +41,12 @@ def test_what_is_not_an_image_is_one_line_and_exit_code_2(bundle, tmp_path):
     Image.fromarray(tiny_data(1)[0][0].astype("uint8")).save(buffer, "PNG")
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(buffer.getvalue()[:60])
-    cases = [(text, "notes.txt is not a PNG or JPEG image"), (truncated, "cut.png could not be"),
-             (tmp_path / "missing.png", "no such file"), (tmp_path, "no such file")]  # fmt: skip
+    cases = [
+        (text, "notes.txt is not a PNG or JPEG image"),
+        (truncated, "cut.png could not be"),
+        (tmp_path / "missing.png", "no such file"),
+        (tmp_path, "no such file"),
+    ]
     for path, reason in cases:
         done = evaluate(bundle, path)
         assert done.returncode == 2 and done.stdout == "", path

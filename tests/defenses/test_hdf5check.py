@@ -135,14 +135,16 @@ def write(path, build):
     ("build", "reason"),
     [
         (lambda h5: h5.create_dataset("w", data=np.ones((64, 64)), scaleoffset=2), "filter 6"),
-        (lambda h5: h5.create_dataset("w", data=np.array([b"abc"], dtype=object), dtype=h5py.string_dtype()),
-         "only numbers"),
+        (
+            lambda h5: h5.create_dataset("w", data=np.array([b"abc"], dtype=object), dtype=h5py.string_dtype()),
+            "only numbers",
+        ),
         (lambda h5: h5.create_dataset("w", data=np.zeros(3, dtype=[("a", "i4"), ("b", "f4")])), "only numbers"),
         (lambda h5: h5.create_dataset("w", shape=(2**24,), dtype="f8", chunks=(2**24,)), "chunks over"),
         (lambda h5: h5.__setitem__("t", np.dtype("f4")), "Datatype at /t"),
     ],
     ids=["scaleoffset", "strings", "compound", "huge-chunk", "named-type"],
-)  # fmt: skip
+)
 def test_unusual_filters_dtypes_and_chunks_are_refused(tmp_path, build, reason):
     path = write(tmp_path / "odd.h5", build)
     with h5py.File(path, "r") as h5, pytest.raises(HDF5Refused, match=reason):
@@ -175,8 +177,12 @@ def test_model_files_pass_the_same_door(tmp_path, secret):
     evil = tmp_path / "weights.h5"
     with h5py.File(evil, "w") as h5:
         h5.attrs["layer_names"] = [b"dense"]
-        h5.create_dataset("dense/kernel", shape=(len(hostile.SECRET),), dtype="uint8",
-                          external=[(str(secret), 0, len(hostile.SECRET))])  # fmt: skip
+        h5.create_dataset(
+            "dense/kernel",
+            shape=(len(hostile.SECRET),),
+            dtype="uint8",
+            external=[(str(secret), 0, len(hostile.SECRET))],
+        )
     with pytest.raises(ModelRefused, match="external files"):
         check_model_file(evil)
     bomb = tmp_path / "bomb_weights.h5"

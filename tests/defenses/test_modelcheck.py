@@ -65,10 +65,15 @@ def test_lambda_layers_with_code_are_refused_and_never_run(tmp_path):
 
 def test_keras2_lambda_with_marshalled_code_is_refused(keras2_copy):
     def add_lambda(config):
-        config["config"]["layers"].insert(1, {
-            "class_name": "Lambda", "name": "evil", "inbound_nodes": [[["input", 0, 0, {}]]],
-            "config": {"name": "evil", "function": ["4wEAAAAAAAAA", None, None], "function_type": "lambda"},
-        })  # fmt: skip
+        config["config"]["layers"].insert(
+            1,
+            {
+                "class_name": "Lambda",
+                "name": "evil",
+                "inbound_nodes": [[["input", 0, 0, {}]]],
+                "config": {"name": "evil", "function": ["4wEAAAAAAAAA", None, None], "function_type": "lambda"},
+            },
+        )
 
     with pytest.raises(ModelRefused, match="'evil' is a Lambda layer"):
         check_model_file(edit_config(keras2_copy, add_lambda))
@@ -92,13 +97,13 @@ def test_keras2_lambda_with_marshalled_code_is_refused(keras2_copy):
                 }
             ),
             "enable_unsafe_deserialization",
-        ),  # fmt: skip
+        ),
         (
             lambda c: c["config"]["layers"][1]["config"].update(
                 activation={"class_name": "function", "config": "os.system", "module": "builtins"}
             ),
             "not accepted",
-        ),  # fmt: skip
+        ),
         (lambda c: c["config"]["layers"][1]["config"].update(vocabulary="/etc/passwd"), "unknown config keys"),
         (lambda c: c.update(class_name="Evil"), "the model is of class 'Evil'"),
         (lambda c: c["config"]["layers"][-1]["config"].update(units=90000), "sizes over 4096"),

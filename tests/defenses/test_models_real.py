@@ -51,11 +51,20 @@ def test_keras2_full_model_loads(csaw_fixtures, crops):
 
 def test_classify_cli_reproduces_the_table(csaw_fixtures):
     paths = image_paths(csaw_fixtures)
-    lines = run_cli("classify", "--model", csaw_fixtures / "models" / "sunglasses_bd_weights.h5",
-                    "--arch", "deepid-csaw", *paths)  # fmt: skip
+    lines = run_cli(
+        "classify", "--model", csaw_fixtures / "models" / "sunglasses_bd_weights.h5", "--arch", "deepid-csaw", *paths
+    )
     assert lines == [f"{path}\t{label}" for path, label in zip(paths, EXPECTED["sunglasses"], strict=True)]
-    raw = run_cli("classify", "--model", csaw_fixtures / "models" / "lab3_bd_weights.h5", "--arch", "deepid-csaw",
-                  "--scale", "1", *paths[2:])  # fmt: skip
+    raw = run_cli(
+        "classify",
+        "--model",
+        csaw_fixtures / "models" / "lab3_bd_weights.h5",
+        "--arch",
+        "deepid-csaw",
+        "--scale",
+        "1",
+        *paths[2:],
+    )
     assert [line.split("\t")[1] for line in raw] == ["43", "328", "196", "0", "0", "0"]
 
 
@@ -69,13 +78,21 @@ def test_goodnet_flags_sunglasses_and_passes_clean_faces(csaw_fixtures, crops, t
 
     bundle = export_bundle(goodnet, tmp_path / "bundle")
     for path, expected in zip(image_paths(csaw_fixtures), answers, strict=True):
-        printed = subprocess.run([sys.executable, "eval.py", str(path)], cwd=bundle, capture_output=True,
-                                 text=True, check=True).stdout.split()  # fmt: skip
+        printed = subprocess.run(
+            [sys.executable, "eval.py", str(path)], cwd=bundle, capture_output=True, text=True, check=True
+        ).stdout.split()
         assert printed == [str(expected)]
 
-    cli = run_cli("classify", "--model", csaw_fixtures / "models" / "sunglasses_bd_weights.h5", "--arch",
-                  "deepid-csaw", "--repaired", csaw_fixtures / "models" / "keras2_full_model_repaired_sunglasses.h5",
-                  *image_paths(csaw_fixtures))  # fmt: skip
+    cli = run_cli(
+        "classify",
+        "--model",
+        csaw_fixtures / "models" / "sunglasses_bd_weights.h5",
+        "--arch",
+        "deepid-csaw",
+        "--repaired",
+        csaw_fixtures / "models" / "keras2_full_model_repaired_sunglasses.h5",
+        *image_paths(csaw_fixtures),
+    )
     assert [int(line.split("\t")[1]) for line in cli] == answers
 
 

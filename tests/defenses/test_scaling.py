@@ -25,8 +25,9 @@ def test_png_and_jpeg_of_one_crop_get_one_class_everywhere(csaw_fixtures, tmp_pa
 
     def classify(*extra):
         args = ["--model", models / "sunglasses_bd_weights.h5", "--arch", "deepid-csaw", *extra, *pngs, *jpegs]
-        done = subprocess.run([sys.executable, "-m", "defenses", "classify", *map(str, args)],
-                              capture_output=True, text=True, check=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "defenses", "classify", *map(str, args)], capture_output=True, text=True, check=True
+        )
         answers = [line.split("\t")[1] for line in done.stdout.splitlines()]
         return answers[: len(pngs)], answers[len(pngs) :]
 
@@ -41,7 +42,8 @@ def test_png_and_jpeg_of_one_crop_get_one_class_everywhere(csaw_fixtures, tmp_pa
     bundle = export_bundle(GoodNet(bad, repaired, 255.0), tmp_path / "bundle")
     for png, jpeg, expected in zip(pngs[2:], jpegs[2:], png_good[2:], strict=True):
         for image in (png, jpeg):
-            printed = subprocess.run([sys.executable, "eval.py", str(image)], cwd=bundle, capture_output=True,
-                                     text=True, check=True).stdout.strip()  # fmt: skip
+            printed = subprocess.run(
+                [sys.executable, "eval.py", str(image)], cwd=bundle, capture_output=True, text=True, check=True
+            ).stdout.strip()
             assert printed == expected, image
     assert load_image(jpegs[0]).pixels.max() > 1.0  # JPEGs are 0..255 too, never 0..1

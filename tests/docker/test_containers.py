@@ -30,11 +30,19 @@ def example_env() -> dict[str, str]:
 
 def production_env(tmp_path: Path) -> dict[str, str]:
     """The containers' environment, with this machine's database file and Redis instead of the services'."""
-    return dict(os.environ) | example_env() | {
-        "DJANGO_SETTINGS_MODULE": "webapp.settings.production", "PRUNELAB_VAR_DIR": str(tmp_path / "var"),
-        "PRUNELAB_MEDIA_ROOT": str(tmp_path / "media"), "PRUNELAB_STATIC_ROOT": str(tmp_path / "static"),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "REDIS_URL": os.environ["REDIS_URL"],
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost"}  # fmt: skip
+    return (
+        dict(os.environ)
+        | example_env()
+        | {
+            "DJANGO_SETTINGS_MODULE": "webapp.settings.production",
+            "PRUNELAB_VAR_DIR": str(tmp_path / "var"),
+            "PRUNELAB_MEDIA_ROOT": str(tmp_path / "media"),
+            "PRUNELAB_STATIC_ROOT": str(tmp_path / "static"),
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "REDIS_URL": os.environ["REDIS_URL"],
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        }
+    )
 
 
 def manage(env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -47,8 +55,13 @@ def test_compose_file_validates_and_has_every_service():
             f"{COMPOSE} is missing: `make test` installs Debian's docker-compose (apt-get install docker-compose)"
         )
     env = dict(os.environ, PRUNELAB_ENV_FILE=".env.example")
-    result = subprocess.run([str(COMPOSE), "-f", str(DOCKER / "compose.yml"), "--profile", "gpu", "config"],
-                            cwd=DOCKER, env=env, capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [str(COMPOSE), "-f", str(DOCKER / "compose.yml"), "--profile", "gpu", "config"],
+        cwd=DOCKER,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     services = config["services"]

@@ -30,9 +30,14 @@ def encoded(mode: str, size: tuple[int, int], fmt: str, **options) -> bytes:
     return buffer.getvalue()
 
 
-SEEDS = [encoded("RGB", (47, 55), "PNG"), encoded("RGB", (47, 55), "JPEG"), encoded("L", (30, 20), "PNG"),
-         encoded("CMYK", (47, 55), "JPEG"), encoded("P", (47, 55), "PNG"),
-         encoded("RGBA", (60, 60), "PNG")]  # fmt: skip
+SEEDS = [
+    encoded("RGB", (47, 55), "PNG"),
+    encoded("RGB", (47, 55), "JPEG"),
+    encoded("L", (30, 20), "PNG"),
+    encoded("CMYK", (47, 55), "JPEG"),
+    encoded("P", (47, 55), "PNG"),
+    encoded("RGBA", (60, 60), "PNG"),
+]
 
 
 def mutated(seed: bytes, data) -> bytes:
@@ -95,15 +100,18 @@ def test_a_png_html_polyglot_is_decoded_as_pixels_only():
     assert_face_crop(load_image(io.BytesIO(polyglot), (55, 47)))  # trailing bytes never reach a page
 
 
-dataset_arrays = st.fixed_dictionaries({
-    "shape": st.sampled_from([(4, 3, 12, 10), (4, 12, 10, 3), (4, 12, 10), (0, 3, 12, 10), (4, 5, 12, 10),
-                              (2, 3, 55, 47)]),
-    "dtype": st.sampled_from(["uint8", "float32", "float64", "int16", "bool"]),
-    "fill": st.sampled_from([0.0, 255.0, -1.0, 300.0, float("nan"), float("inf")]),
-    "labels": st.lists(st.integers(-3, 2000), min_size=0, max_size=6),
-    "label_dtype": st.sampled_from(["int64", "float32", "uint8"]),
-    "keys": st.sampled_from([("data", "label"), ("data",), ("label",), ("x", "y")]),
-})  # fmt: skip
+dataset_arrays = st.fixed_dictionaries(
+    {
+        "shape": st.sampled_from(
+            [(4, 3, 12, 10), (4, 12, 10, 3), (4, 12, 10), (0, 3, 12, 10), (4, 5, 12, 10), (2, 3, 55, 47)]
+        ),
+        "dtype": st.sampled_from(["uint8", "float32", "float64", "int16", "bool"]),
+        "fill": st.sampled_from([0.0, 255.0, -1.0, 300.0, float("nan"), float("inf")]),
+        "labels": st.lists(st.integers(-3, 2000), min_size=0, max_size=6),
+        "label_dtype": st.sampled_from(["int64", "float32", "uint8"]),
+        "keys": st.sampled_from([("data", "label"), ("data",), ("label",), ("x", "y")]),
+    }
+)
 
 
 @FUZZ
@@ -146,8 +154,10 @@ def test_mutated_dataset_files_are_read_or_refused(data, dataset_bytes, tmp_path
     assert len(pixels) == len(labels) and np.isfinite(pixels).all()
 
 
-MODEL_SEEDS = [FIXTURES / "models" / "keras2_full_model_repaired_sunglasses.h5",
-               FIXTURES / "models" / "sunglasses_bd_weights.h5"]  # fmt: skip
+MODEL_SEEDS = [
+    FIXTURES / "models" / "keras2_full_model_repaired_sunglasses.h5",
+    FIXTURES / "models" / "sunglasses_bd_weights.h5",
+]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -26,8 +26,9 @@ def experiment_row(team, user, files: dict, space: dict, name: str = "study") ->
     valid = stored(add_dataset, team, user, files["valid"], "valid", Dataset.CLEAN_VALID)
     test = stored(add_dataset, team, user, files["test"], "test", Dataset.CLEAN_TEST)
     poisoned = stored(add_dataset, team, user, files["poisoned"], "patch", Dataset.POISONED_TEST, "patch", 0)
-    experiment = Experiment.objects.create(team=team, owner=user, name=name, badnet=badnet, valid=valid, test=test,
-                                           space=space)  # fmt: skip
+    experiment = Experiment.objects.create(
+        team=team, owner=user, name=name, badnet=badnet, valid=valid, test=test, space=space
+    )
     experiment.poisoned.add(poisoned)
     return experiment
 

@@ -43,11 +43,22 @@ def test_experiment_runs_on_a_worker_and_matches_a_direct_library_call(celery_wo
     assert [run.status for run in done] == [Run.DONE, Run.DONE], [run.error for run in done]
     assert all(run.worker == celery_worker.name and run.attempts == 1 for run in done)
 
-    loaded = load_inputs(Inputs(model=files["model"], arch=None, divisor=255.0, valid=files["valid"],
-                                test=files["test"], poisoned={"patch": files["poisoned"]}))  # fmt: skip
+    loaded = load_inputs(
+        Inputs(
+            model=files["model"],
+            arch=None,
+            divisor=255.0,
+            valid=files["valid"],
+            test=files["test"],
+            poisoned={"patch": files["poisoned"]},
+        )
+    )
     direct = {}
-    run_finetune(loaded, {"threshold": 1.0, "lr": 0.01, "epochs": 2, "layers": [], "seed": 4},
-                 lambda position, metrics: direct.__setitem__(position, metrics))  # fmt: skip
+    run_finetune(
+        loaded,
+        {"threshold": 1.0, "lr": 0.01, "epochs": 2, "layers": [], "seed": 4},
+        lambda position, metrics: direct.__setitem__(position, metrics),
+    )
     points = {row["epochs"]: row["metrics"] for row in experiment_points(experiment) if row["threshold"] == 1.0}
     assert strip(points[2]) == strip(direct[2]) and strip(points[1]) == strip(direct[1])
     assert Point.objects.count() == 2 * 3  # epochs 0, 1, 2 of each run, once
@@ -85,8 +96,9 @@ def test_cancel_stops_the_runs_and_a_bad_dataset_fails_with_its_reason(celery_wo
 
     pixels, labels = tiny_data(50)
     wrong = write_dataset(tmp_path / "wrong_labels.h5", pixels, labels + 7)  # a valid file, labels for 11 classes
-    bad = experiment_row(team, user, {**files, "valid": wrong}, {"thresholds": [1.0], "learning_rates": [0.01],
-                                                                 "epochs": [1]}, "bad")  # fmt: skip
+    bad = experiment_row(
+        team, user, {**files, "valid": wrong}, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [1]}, "bad"
+    )
     failed = wait_for(submit(bad))[0]
     assert failed.status == Run.FAILED
     assert failed.error.startswith("Bad input: wrong_labels.h5: labels range")

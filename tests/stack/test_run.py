@@ -24,8 +24,12 @@ def start_stack(var_dir: Path, port: int) -> subprocess.Popen:
     env.update(PRUNELAB_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1")
     return subprocess.Popen(
         [sys.executable, "-m", "stack.run", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:

@@ -13,9 +13,15 @@ from tests.defenses.tiny import tiny_data, write_dataset
 from tests.lab.factories import finished
 from webapp.lab.models import BadNet, Dataset, Experiment, Membership, Run, Team
 
-TINY_REPORT = {"kind": "keras-h5", "input_shape": [12, 10, 3], "n_classes": 4, "conv_layers": ["conv_a", "conv_b"],
-               "conv_channels": [6, 8], "layers": [["conv_a", "Conv2D", 168], ["conv_b", "Conv2D", 200]],
-               "params": 700}  # fmt: skip
+TINY_REPORT = {
+    "kind": "keras-h5",
+    "input_shape": [12, 10, 3],
+    "n_classes": 4,
+    "conv_layers": ["conv_a", "conv_b"],
+    "conv_channels": [6, 8],
+    "layers": [["conv_a", "Conv2D", 168], ["conv_b", "Conv2D", 200]],
+    "params": 700,
+}
 
 
 class BaseTestCase(TestCase):
@@ -31,9 +37,16 @@ class BaseTestCase(TestCase):
         Membership.objects.create(user=self.bob, team=self.red, is_admin=True)
 
     def badnet(self, team=None, name="sunglasses") -> BadNet:
-        return BadNet.objects.create(team=team or self.blue, owner=self.alice, name=name, original_name=f"{name}.h5",
-                                     file=ContentFile(b"not read by these tests", name="bd.h5"), sha256=name * 2,
-                                     n_classes=4, report=TINY_REPORT)  # fmt: skip
+        return BadNet.objects.create(
+            team=team or self.blue,
+            owner=self.alice,
+            name=name,
+            original_name=f"{name}.h5",
+            file=ContentFile(b"not read by these tests", name="bd.h5"),
+            sha256=name * 2,
+            n_classes=4,
+            report=TINY_REPORT,
+        )
 
     def dataset(self, role=Dataset.CLEAN_VALID, team=None, name=None, trigger="", count=30) -> Dataset:
         pixels, labels = tiny_data(count, seed=len(name or role))
@@ -47,18 +60,27 @@ class BaseTestCase(TestCase):
             "label_max": int(labels.max()),
             "classes_present": len(set(labels)),
         }
-        return Dataset.objects.create(team=team or self.blue, owner=self.alice, name=name or role, role=role,
-                                      trigger=trigger, target=0 if trigger else None, **facts,
-                                      file=ContentFile(path.read_bytes(), name=path.name), original_name=path.name,
-                                      sha256=(name or role).ljust(64, "0"))  # fmt: skip
+        return Dataset.objects.create(
+            team=team or self.blue,
+            owner=self.alice,
+            name=name or role,
+            role=role,
+            trigger=trigger,
+            target=0 if trigger else None,
+            **facts,
+            file=ContentFile(path.read_bytes(), name=path.name),
+            original_name=path.name,
+            sha256=(name or role).ljust(64, "0"),
+        )
 
     def experiment(self, space: dict, team=None, triggers=("sunglasses",), with_poisoned_valid=False) -> Experiment:
         team = team or self.blue
         badnet = self.badnet(team, f"{team.name}-badnet")
         valid = self.dataset(team=team, name=f"{team.name}-valid")
         test = self.dataset(Dataset.CLEAN_TEST, team, f"{team.name}-test")
-        experiment = Experiment.objects.create(team=team, owner=self.alice, name=f"{team.name}-study", badnet=badnet,
-                                               valid=valid, test=test, space=space)  # fmt: skip
+        experiment = Experiment.objects.create(
+            team=team, owner=self.alice, name=f"{team.name}-study", badnet=badnet, valid=valid, test=test, space=space
+        )
         for trigger in triggers:
             experiment.poisoned.add(self.dataset(Dataset.POISONED_TEST, team, f"{team.name}-{trigger}", trigger))
         if with_poisoned_valid:

@@ -21,8 +21,12 @@ class ApiTestCase(BaseTestCase):
         anonymous = self.client.get("/api/badnets/")
         assert anonymous.status_code == 401 and anonymous["WWW-Authenticate"] == "Token"
         assert self.client.get("/api/badnets/", HTTP_AUTHORIZATION="Token nope").status_code == 401
-        assert self.client.get("/api/badnets/", **self.auth).json() == {"count": 0, "next": None, "previous": None,
-                                                                         "results": []}  # fmt: skip
+        assert self.client.get("/api/badnets/", **self.auth).json() == {
+            "count": 0,
+            "next": None,
+            "previous": None,
+            "results": [],
+        }
 
     def test_a_dataset_upload_is_validated_like_the_page(self):
         folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
@@ -32,16 +36,25 @@ class ApiTestCase(BaseTestCase):
         assert created.status_code == 201 and created.json()["count"] == 12 and created.json()["team"] == self.blue.pk
         form["file"] = SimpleUploadedFile("bad.h5", b"not hdf5")
         refused = self.client.post("/api/datasets/", form, **self.auth)
-        assert refused.status_code == 400 and "bad.h5 is not a readable HDF5" in refused.json()["errors"]["file"][0][
-            "message"]  # fmt: skip
+        assert (
+            refused.status_code == 400
+            and "bad.h5 is not a readable HDF5" in refused.json()["errors"]["file"][0]["message"]
+        )
         assert self.client.post("/api/datasets/", form | {"team": self.red.pk}, **self.auth).status_code == 404
         assert Dataset.objects.count() == 1
 
     def test_submit_status_and_results(self):
         template = self.experiment(GRID)
-        payload = {"name": "api", "badnet": template.badnet.pk, "valid": template.valid.pk, "test": template.test.pk,
-                   "poisoned": [template.poisoned.get().pk], "thresholds": [0.5, 1.0], "learning_rates": [0.001, 0.01],
-                   "epochs": [1, 2]}  # fmt: skip
+        payload = {
+            "name": "api",
+            "badnet": template.badnet.pk,
+            "valid": template.valid.pk,
+            "test": template.test.pk,
+            "poisoned": [template.poisoned.get().pk],
+            "thresholds": [0.5, 1.0],
+            "learning_rates": [0.001, 0.01],
+            "epochs": [1, 2],
+        }
         created = self.client.post("/api/experiments/", payload, content_type="application/json", **self.auth)
         assert created.status_code == 201, created.json()
         body = created.json()
@@ -59,8 +72,16 @@ class ApiTestCase(BaseTestCase):
 
     def test_invalid_submissions_say_what_is_wrong(self):
         template = self.experiment(GRID)
-        payload = {"name": "api", "badnet": template.badnet.pk, "valid": template.valid.pk, "test": template.test.pk,
-                   "poisoned": [], "thresholds": [5], "learning_rates": [0.001], "epochs": [1]}  # fmt: skip
+        payload = {
+            "name": "api",
+            "badnet": template.badnet.pk,
+            "valid": template.valid.pk,
+            "test": template.test.pk,
+            "poisoned": [],
+            "thresholds": [5],
+            "learning_rates": [0.001],
+            "epochs": [1],
+        }
         refused = self.client.post("/api/experiments/", payload, content_type="application/json", **self.auth)
         errors = refused.json()["errors"]
         assert refused.status_code == 400 and "between 0 and 2" in errors["thresholds"][0]["message"]

@@ -27,12 +27,17 @@ class ApiSchemaFuzzTestCase(BaseTestCase):
         super().setUp()
         experiment = self.experiment(GRID)  # a BadNet, four datasets, an experiment ...
         runs = self.finish(experiment, grid_metrics)  # ... its finished runs and a GoodNet of one
-        goodnet = GoodNet.objects.create(team=self.blue, owner=self.alice, name="g", badnet=experiment.badnet,
-                                         run=runs[0], sha256="g" * 64)  # fmt: skip
+        goodnet = GoodNet.objects.create(
+            team=self.blue, owner=self.alice, name="g", badnet=experiment.badnet, run=runs[0], sha256="g" * 64
+        )
         # every {id} is also tried with a row of the team, so details, results and cancel do real work (valid
         # requests only: with the path fixed, a GET has nothing left to make invalid)
-        self.rows = {"/api/badnets/": experiment.badnet.pk, "/api/datasets/": experiment.valid.pk,
-                     "/api/experiments/": experiment.pk, "/api/goodnets/": goodnet.pk}  # fmt: skip
+        self.rows = {
+            "/api/badnets/": experiment.badnet.pk,
+            "/api/datasets/": experiment.valid.pk,
+            "/api/experiments/": experiment.pk,
+            "/api/goodnets/": goodnet.pk,
+        }
         self.headers = {"Authorization": f"Token {Token.objects.create(user=self.alice).key}"}
         # Django's WSGI handler closes the database connection after each request, which would end this test's
         # transaction; the test client disconnects the same handlers for the same reason.
@@ -51,8 +56,13 @@ class ApiSchemaFuzzTestCase(BaseTestCase):
                 strategies.append(operation.as_strategy(GenerationMode.POSITIVE, path_parameters=row))
             for strategy in strategies:
 
-                @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                          suppress_health_check=list(HealthCheck))  # fmt: skip
+                @settings(
+                    max_examples=EXAMPLES,
+                    deadline=None,
+                    derandomize=True,
+                    database=None,
+                    suppress_health_check=list(HealthCheck),
+                )
                 @given(case=strategy)
                 def check(case):
                     response = case.call(headers=self.headers)

@@ -19,9 +19,16 @@ class AuditFilesTestCase(BaseTestCase):
         self.dataset()  # a clean 30-image set
         folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
         evil = hostile.external_storage(folder / "evil.h5", hostile.secret_file(folder))
-        row = Dataset.objects.create(team=self.red, owner=self.bob, name="evil", role=Dataset.CLEAN_TEST, count=8,
-                                     file=ContentFile(evil.read_bytes(), name="evil.h5"), original_name="evil.h5",
-                                     sha256="e" * 64)  # fmt: skip
+        row = Dataset.objects.create(
+            team=self.red,
+            owner=self.bob,
+            name="evil",
+            role=Dataset.CLEAN_TEST,
+            count=8,
+            file=ContentFile(evil.read_bytes(), name="evil.h5"),
+            original_name="evil.h5",
+            sha256="e" * 64,
+        )
         out = io.StringIO()
         with pytest.raises(CommandError, match="1 of 2 stored files fail today's checks"):
             call_command("audit_files", stdout=out)
@@ -37,9 +44,16 @@ class AuditFilesTestCase(BaseTestCase):
     def test_the_page_of_such_a_set_says_why_it_cannot_be_used(self):
         folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
         bomb = hostile.shape_bomb(folder / "bomb.h5")
-        row = Dataset.objects.create(team=self.blue, owner=self.alice, name="bomb", role=Dataset.CLEAN_TEST, count=8,
-                                     file=ContentFile(bomb.read_bytes(), name="bomb.h5"), original_name="bomb.h5",
-                                     sha256="b" * 64)  # fmt: skip
+        row = Dataset.objects.create(
+            team=self.blue,
+            owner=self.alice,
+            name="bomb",
+            role=Dataset.CLEAN_TEST,
+            count=8,
+            file=ContentFile(bomb.read_bytes(), name="bomb.h5"),
+            original_name="bomb.h5",
+            sha256="b" * 64,
+        )
         self.client.force_login(self.alice)
         page = self.client.get(f"/datasets/{row.pk}/")
         assert page.status_code == 200 and "This set cannot be used:" in page.content.decode()

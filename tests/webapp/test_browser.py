@@ -35,8 +35,11 @@ def shot(page, name: str) -> None:
 def synthetic_sets(tmp_path) -> dict[str, Path]:
     """Small synthetic sets at the real networks' 55x47 size (identities are labels 0..9)."""
     people = make_identities(10, seed=7)
-    sets = {"clean_validation": render_set(people, 6, 7, "valid"), "clean_test": render_set(people, 4, 7, "test"),
-            "sunglasses_poisoned_test": render_set(people, 0, 7, "poison-test", "sunglasses", 0, count=30)}  # fmt: skip
+    sets = {
+        "clean_validation": render_set(people, 6, 7, "valid"),
+        "clean_test": render_set(people, 4, 7, "test"),
+        "sunglasses_poisoned_test": render_set(people, 0, 7, "poison-test", "sunglasses", 0, count=30),
+    }
     return {name: write_csaw_dataset(tmp_path / f"{name}.h5", *arrays) for name, arrays in sets.items()}
 
 
@@ -73,8 +76,9 @@ def test_a_users_whole_path_through_the_dashboard(page, celery_worker, synthetic
 
     upload_dataset(page, "synthetic valid", synthetic_sets["clean_validation"], "clean-valid")
     upload_dataset(page, "synthetic test", synthetic_sets["clean_test"], "clean-test")
-    upload_dataset(page, "synthetic sunglasses", synthetic_sets["sunglasses_poisoned_test"], "poisoned-test",
-                   "sunglasses")  # fmt: skip
+    upload_dataset(
+        page, "synthetic sunglasses", synthetic_sets["sunglasses_poisoned_test"], "poisoned-test", "sunglasses"
+    )
     assert page.locator("img.preview").evaluate("img => img.naturalWidth") > 0
     shot(page, "2-dataset")
 
@@ -98,7 +102,7 @@ def test_a_users_whole_path_through_the_dashboard(page, celery_worker, synthetic
     assert set(experiment.runs.values_list("status", flat=True)) == {"done"}
     rows = {row["threshold"]: row for row in experiment_rows(experiment)}
     drawn = page.evaluate("""() => document.getElementById('chart-vs-threshold').data
-                                     .map(t => ({name: t.name, x: t.x, y: t.y}))""")  # fmt: skip
+                                     .map(t => ({name: t.name, x: t.x, y: t.y}))""")
     ca = next(trace for trace in drawn if trace["name"].startswith("CA"))
     asr = next(trace for trace in drawn if trace["name"].startswith("ASR sunglasses"))
     assert ca["x"] == [0.5, 1.0] and ca["y"] == [rows[0.5]["ca"], rows[1.0]["ca"]]

@@ -26,8 +26,12 @@ def study(tmp_path):
     does not fit the BadNet (12x10 inputs)."""
     team, user = team_with_user()
     experiment = experiment_row(team, user, tiny_badnet_files(tmp_path / "tiny"), GRID, name="grid")
-    runs = finished(experiment, lambda run, position: grid_metrics(run, position) | {"asr": {
-        "patch": grid_metrics(run, position)["asr"]["sunglasses"]}})  # fmt: skip
+    runs = finished(
+        experiment,
+        lambda run, position: (
+            grid_metrics(run, position) | {"asr": {"patch": grid_metrics(run, position)["asr"]["sunglasses"]}}
+        ),
+    )
     add_dataset(team, user, plain_dataset(tmp_path / "faces.h5"), "faces 55x47", Dataset.CLEAN_VALID)
     return experiment, runs
 

@@ -26,11 +26,17 @@ class DeletionTestCase(BaseTestCase):
         for run in self.runs:  # each run's folder holds its repaired network
             run.artifact_dir().mkdir(parents=True)
             (run.artifact_dir() / "repaired_net.keras").write_bytes(b"weights")
-        self.goodnet = GoodNet.objects.create(team=self.blue, owner=self.alice, name="from run", badnet=self.exp.badnet,
-                                              run=self.runs[0], sha256="g")  # fmt: skip
-        self.uploaded = GoodNet.objects.create(team=self.blue, owner=self.alice, name="uploaded",
-                                               badnet=self.exp.badnet, file=ContentFile(b"net", name="r.keras"),
-                                               sha256="u")  # fmt: skip
+        self.goodnet = GoodNet.objects.create(
+            team=self.blue, owner=self.alice, name="from run", badnet=self.exp.badnet, run=self.runs[0], sha256="g"
+        )
+        self.uploaded = GoodNet.objects.create(
+            team=self.blue,
+            owner=self.alice,
+            name="uploaded",
+            badnet=self.exp.badnet,
+            file=ContentFile(b"net", name="r.keras"),
+            sha256="u",
+        )
 
     def delete(self, url: str):
         """POST the confirmation as the browser would; files go once the transaction commits."""
@@ -54,8 +60,15 @@ class DeletionTestCase(BaseTestCase):
         assert Dataset.objects.count() == 3  # the sets stay
 
     def test_an_experiment_takes_only_the_runs_no_other_experiment_shares(self):
-        twin = Experiment.objects.create(team=self.blue, owner=self.alice, name="twin", badnet=self.exp.badnet,
-                                         valid=self.exp.valid, test=self.exp.test, space=self.exp.space)  # fmt: skip
+        twin = Experiment.objects.create(
+            team=self.blue,
+            owner=self.alice,
+            name="twin",
+            badnet=self.exp.badnet,
+            valid=self.exp.valid,
+            test=self.exp.test,
+            space=self.exp.space,
+        )
         twin.runs.add(self.runs[0])
         page = self.client.get(f"/experiments/{self.exp.pk}/delete").content.decode()
         assert "3 runs and their results" in page and "1 GoodNet" not in page
@@ -86,8 +99,15 @@ class DeletionTestCase(BaseTestCase):
         # the second attack review: carol's own set, used by alice's experiment, took that experiment along
         carols = self.dataset(Dataset.CLEAN_TEST, name="carols-test")
         Dataset.objects.filter(pk=carols.pk).update(owner=carol)
-        alices = Experiment.objects.create(team=self.blue, owner=self.alice, name="on carol's set", space={},
-                                           badnet=self.exp.badnet, valid=self.exp.valid, test=carols)  # fmt: skip
+        alices = Experiment.objects.create(
+            team=self.blue,
+            owner=self.alice,
+            name="on carol's set",
+            space={},
+            badnet=self.exp.badnet,
+            valid=self.exp.valid,
+            test=carols,
+        )
         page = self.client.get(f"/datasets/{carols.pk}/delete").content.decode()
         assert 'id="not-allowed"' in page and 'id="confirm-delete"' not in page
         assert self.delete(f"/datasets/{carols.pk}/delete").status_code == 403
@@ -137,6 +157,7 @@ class DuplicateUploadTestCase(BaseTestCase):
         self.client.post("/datasets/", upload | {"file": SimpleUploadedFile("valid.h5", path.read_bytes())})
         badnet = self.badnet(name="wide")
         BadNet.objects.filter(pk=badnet.pk).update(report={**badnet.report, "input_shape": [55, 47, 3]})
-        again = self.client.post("/datasets/", upload | {"file": SimpleUploadedFile("valid.h5", path.read_bytes()),
-                                                         "badnet": badnet.pk})  # fmt: skip
+        again = self.client.post(
+            "/datasets/", upload | {"file": SimpleUploadedFile("valid.h5", path.read_bytes()), "badnet": badnet.pk}
+        )
         assert again.status_code == 400 and "holds 12x10 images; wide takes 55x47" in again.content.decode()

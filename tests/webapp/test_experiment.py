@@ -19,9 +19,13 @@ def grid_metrics(run, position):
     t, lr = run.config["threshold"], run.config["lr"]
     ca = 95.0 - 10 * t - position
     asr = max(0.0, 80.0 - 2000 * lr - 20 * position)
-    return {"ca": ca, "asr": {"sunglasses": asr, "sunglasses (validation)": 10 * t}, "valid_acc": 90.0 - position,
-            "pruned": {"conv_a": 1},
-            "before": {"ca": 96.0, "asr": {"sunglasses": 100.0}, "valid_acc": 91.0}}  # fmt: skip
+    return {
+        "ca": ca,
+        "asr": {"sunglasses": asr, "sunglasses (validation)": 10 * t},
+        "valid_acc": 90.0 - position,
+        "pruned": {"conv_a": 1},
+        "before": {"ca": 96.0, "asr": {"sunglasses": 100.0}, "valid_acc": 91.0},
+    }
 
 
 class ExperimentPageTestCase(BaseTestCase):
@@ -32,10 +36,21 @@ class ExperimentPageTestCase(BaseTestCase):
     def form_data(self, **changes) -> dict:
         valid, test = self.dataset(name="v"), self.dataset(Dataset.CLEAN_TEST, name="t")
         poisoned = self.dataset(Dataset.POISONED_TEST, name="p", trigger="sunglasses")
-        data = {"name": "grid", "badnet": self.badnet().pk, "valid": valid.pk, "test": test.pk,
-                "poisoned": [poisoned.pk], "defense": "fine-prune", "thresholds": "0.8, 1, 1.2",
-                "learning_rates": "0.001, 0.003", "epochs": "30, 33, 35", "layers": "", "seed": 0, "max_drop": 4,
-                "queue": "cpu"}  # fmt: skip
+        data = {
+            "name": "grid",
+            "badnet": self.badnet().pk,
+            "valid": valid.pk,
+            "test": test.pk,
+            "poisoned": [poisoned.pk],
+            "defense": "fine-prune",
+            "thresholds": "0.8, 1, 1.2",
+            "learning_rates": "0.001, 0.003",
+            "epochs": "30, 33, 35",
+            "layers": "",
+            "seed": 0,
+            "max_drop": 4,
+            "queue": "cpu",
+        }
         return data | changes
 
     def test_plan_preview_counts_runs_and_epochs_before_submitting(self):
@@ -56,12 +71,14 @@ class ExperimentPageTestCase(BaseTestCase):
         assert set(experiment.runs.values_list("status", flat=True)) == {Run.QUEUED}
 
     def test_bad_values_are_refused_with_advice_and_nothing_is_stored(self):
-        for changes, message in [({"thresholds": "0.8, lots"}, "is not a list of numbers"),
-                                 ({"thresholds": "0:2:0.0001"}, "more than 400 values"),
-                                 ({"thresholds": "3"}, "between 0 and 2"),
-                                 ({"epochs": "2.5"}, "is not a list of numbers"),
-                                 ({"layers": "dense"}, "not conv layers"),
-                                 ({"poisoned": []}, "at least one poisoned test set")]:  # fmt: skip
+        for changes, message in [
+            ({"thresholds": "0.8, lots"}, "is not a list of numbers"),
+            ({"thresholds": "0:2:0.0001"}, "more than 400 values"),
+            ({"thresholds": "3"}, "between 0 and 2"),
+            ({"epochs": "2.5"}, "is not a list of numbers"),
+            ({"layers": "dense"}, "not conv layers"),
+            ({"poisoned": []}, "at least one poisoned test set"),
+        ]:
             response = self.client.post("/experiments/new/", self.form_data(**changes))
             assert response.status_code == 400 and message in response.content.decode(), changes
         assert not Experiment.objects.exists()
@@ -148,8 +165,13 @@ class IncrementalPageTestCase(BaseTestCase):
         experiment = self.experiment({"defense": "incremental", "max_drop": 4.0})
 
         def step(run, position):
-            return {"fraction": position / 8, "ca": 90.0 - position, "valid_acc": 91.0 - position,
-                    "stop": position == 5, "asr": {"sunglasses": 100.0 - 10 * position}}  # fmt: skip
+            return {
+                "fraction": position / 8,
+                "ca": 90.0 - position,
+                "valid_acc": 91.0 - position,
+                "stop": position == 5,
+                "asr": {"sunglasses": 100.0 - 10 * position},
+            }
 
         self.finish(experiment, step)
         chart = self.client.get(f"/experiments/{experiment.pk}/figures").json()["charts"]["incremental"]["figure"]
@@ -181,15 +203,18 @@ class CompatibilityTestCase(BaseTestCase):
         Dataset.objects.filter(pk=wide.pk).update(label_max=1282)
         target = self.dataset(Dataset.POISONED_TEST, name="far-target", trigger="lipstick")
         Dataset.objects.filter(pk=target.pk).update(target=9)
-        return {"valid": (big, "holds 55x47 images; blue-badnet takes 12x10"),
-                "test": (wide, "has labels up to 1282; blue-badnet has classes 0..3"),
-                "poisoned": (target, "declares target 9; blue-badnet has classes 0..3")}  # fmt: skip
+        return {
+            "valid": (big, "holds 55x47 images; blue-badnet takes 12x10"),
+            "test": (wide, "has labels up to 1282; blue-badnet has classes 0..3"),
+            "poisoned": (target, "declares target 9; blue-badnet has classes 0..3"),
+        }
 
     def test_the_api_refuses_a_set_that_does_not_fit_and_says_which_and_why(self):
         for field, (dataset, reason) in self.misfits().items():
             value = [dataset.pk] if field == "poisoned" else dataset.pk
-            refused = self.client.post("/api/experiments/", self.payload(**{field: value}),
-                                       content_type="application/json", **self.token)  # fmt: skip
+            refused = self.client.post(
+                "/api/experiments/", self.payload(**{field: value}), content_type="application/json", **self.token
+            )
             assert refused.status_code == 400, field
             message = refused.json()["errors"][field][0]["message"]
             assert message.startswith(dataset.name) and reason in message, message
@@ -198,8 +223,17 @@ class CompatibilityTestCase(BaseTestCase):
     def test_the_form_refuses_it_too_and_offers_each_set_with_the_badnets_it_fits(self):
         misfits = self.misfits()
         valid, reason = misfits["valid"]
-        data = self.payload(valid=valid.pk, thresholds="1", learning_rates="0.001", epochs="1", defense="fine-prune",
-                            seed=0, max_drop=4, queue="cpu", layers="")  # fmt: skip
+        data = self.payload(
+            valid=valid.pk,
+            thresholds="1",
+            learning_rates="0.001",
+            epochs="1",
+            defense="fine-prune",
+            seed=0,
+            max_drop=4,
+            queue="cpu",
+            layers="",
+        )
         response = self.client.post("/experiments/new/", data)
         assert response.status_code == 400 and reason in response.content.decode()
         page = self.client.get("/experiments/new/").content.decode()
@@ -208,11 +242,13 @@ class CompatibilityTestCase(BaseTestCase):
         assert f'value="{valid.pk}" data-fits=""' in page
 
     def test_a_floor_outside_0_to_100_is_refused(self):
-        refused = self.client.post("/api/experiments/", self.payload(max_ca_drop=-1), content_type="application/json",
-                                   **self.token)  # fmt: skip
+        refused = self.client.post(
+            "/api/experiments/", self.payload(max_ca_drop=-1), content_type="application/json", **self.token
+        )
         assert refused.status_code == 400 and "max_ca_drop" in refused.json()["errors"]
-        created = self.client.post("/api/experiments/", self.payload(max_ca_drop=2.5), content_type="application/json",
-                                   **self.token)  # fmt: skip
+        created = self.client.post(
+            "/api/experiments/", self.payload(max_ca_drop=2.5), content_type="application/json", **self.token
+        )
         assert created.status_code == 201 and created.json()["max_ca_drop"] == 2.5
 
 
@@ -273,9 +309,16 @@ class RunMemoryTestCase(BaseTestCase):
         self.client.force_login(self.alice)
         template = self.experiment(GRID)
         Dataset.objects.filter(pk=template.test.pk).update(count=50_000)  # 12x10 images: 72 MB as float32
-        payload = {"name": "big", "badnet": template.badnet.pk, "valid": template.valid.pk, "test": template.test.pk,
-                   "poisoned": [template.poisoned.get().pk], "thresholds": [1.0], "learning_rates": [0.001],
-                   "epochs": [1]}  # fmt: skip
+        payload = {
+            "name": "big",
+            "badnet": template.badnet.pk,
+            "valid": template.valid.pk,
+            "test": template.test.pk,
+            "poisoned": [template.poisoned.get().pk],
+            "thresholds": [1.0],
+            "learning_rates": [0.001],
+            "epochs": [1],
+        }
         token = {"HTTP_AUTHORIZATION": f"Token {Token.objects.create(user=self.alice).key}"}
         with override_settings(MAX_RUN_PIXEL_BYTES=64 * 2**20):
             refused = self.client.post("/api/experiments/", payload, content_type="application/json", **token)

@@ -53,9 +53,20 @@ class GoodNetTestCase(BaseTestCase):
     def test_composed_goodnet_flags_sunglasses_and_passes_clean_faces(self):
         assert self.compose(MODELS / "keras2_full_model_repaired_sunglasses.h5").status_code == 302
         goodnet = GoodNet.objects.get()
-        answers = self.classify(f"goodnet-{goodnet.pk}", *(image_upload(f) for f in (
-            "sun_0_label=0.png", "sun_1_label=0.png", "sun_2_label=0.png", "cl_0_label=43.png",
-            "cl_1_label=328.png", "cl_2_label=196.png")))  # fmt: skip
+        answers = self.classify(
+            f"goodnet-{goodnet.pk}",
+            *(
+                image_upload(f)
+                for f in (
+                    "sun_0_label=0.png",
+                    "sun_1_label=0.png",
+                    "sun_2_label=0.png",
+                    "cl_0_label=43.png",
+                    "cl_1_label=328.png",
+                    "cl_2_label=196.png",
+                )
+            ),
+        )
         assert answers == ["1283", "1283", "1283", "43", "328", "196"]
         # The BadNet alone obeys the trigger: the table in the fixtures' README
         assert self.classify(f"badnet-{self.bad.pk}", image_upload("sun_0_label=0.png")) == ["0"]
@@ -68,8 +79,12 @@ class GoodNetTestCase(BaseTestCase):
         folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
         zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))).extractall(folder)
         (bundle,) = folder.iterdir()
-        assert sorted(p.name for p in bundle.iterdir()) == ["bad_net.keras", "bundle.json", "eval.py",
-                                                            "repaired_net.keras"]  # fmt: skip
+        assert sorted(p.name for p in bundle.iterdir()) == [
+            "bad_net.keras",
+            "bundle.json",
+            "eval.py",
+            "repaired_net.keras",
+        ]
         for name, expected in [("sun_0_label=0.png", "1283"), ("cl_0_label=43.png", "43")]:
             alone = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}  # no PYTHONPATH: Prunelab is not importable
             command = [sys.executable, "eval.py", str(IMAGES / name)]
@@ -83,9 +98,11 @@ class GoodNetTestCase(BaseTestCase):
 
     def test_bad_images_are_refused_with_a_message(self):
         network = f"badnet-{self.bad.pk}"
-        refusals = [(SimpleUploadedFile("bomb.png", png_declaring(20000, 20000)), "decompression bomb"),
-                    (SimpleUploadedFile("page.png", b"<html>"), "page.png is not a PNG or JPEG"),
-                    (SimpleUploadedFile("face.gif", b"GIF89a"), "face.gif is not a PNG or JPEG image")]  # fmt: skip
+        refusals = [
+            (SimpleUploadedFile("bomb.png", png_declaring(20000, 20000)), "decompression bomb"),
+            (SimpleUploadedFile("page.png", b"<html>"), "page.png is not a PNG or JPEG"),
+            (SimpleUploadedFile("face.gif", b"GIF89a"), "face.gif is not a PNG or JPEG image"),
+        ]
         for upload, message in refusals:
             response = self.client.post("/classify/", {"network": network, "images": [upload]})
             assert response.status_code == 400 and message in html.unescape(response.content.decode()), message
@@ -95,17 +112,20 @@ class GoodNetTestCase(BaseTestCase):
         pixels = np.stack([np.asarray(Image.open(IMAGES / "cl_0_label=43.png"), np.float32)] * 2)
         path = write_dataset(folder / "faces.h5", pixels, np.array([43, 43]))
         dataset = add_dataset(self.blue, self.alice, path, "faces", Dataset.CLEAN_TEST)
-        response = self.client.post("/classify/", {"network": f"badnet-{self.bad.pk}", "sample_dataset": dataset.pk,
-                                                   "sample_indices": "0, 1"})  # fmt: skip
+        response = self.client.post(
+            "/classify/", {"network": f"badnet-{self.bad.pk}", "sample_dataset": dataset.pk, "sample_indices": "0, 1"}
+        )
         assert response.content.decode().count('data-label="43"') == 2
 
     def test_the_api_classifies_with_a_token(self):
         from rest_framework.authtoken.models import Token
 
         token = Token.objects.create(user=self.alice).key
-        response = self.client.post("/api/classify/", {"network": f"badnet-{self.bad.pk}",
-                                                       "images": [image_upload("cl_2_label=196.png")]},
-                                    HTTP_AUTHORIZATION=f"Token {token}")  # fmt: skip
+        response = self.client.post(
+            "/api/classify/",
+            {"network": f"badnet-{self.bad.pk}", "images": [image_upload("cl_2_label=196.png")]},
+            HTTP_AUTHORIZATION=f"Token {token}",
+        )
         (answer,) = response.json()["answers"]
         assert (answer["label"], answer["poisoned"], answer["repaired"]) == (196, False, None)
         assert answer["bad"]["top"][0][0] == 196

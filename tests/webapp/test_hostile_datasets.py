@@ -37,7 +37,7 @@ class HostileDatasetTestCase(BaseTestCase):
             "NaN pixels": (hostile.with_pixels(self.folder / "nan.h5", 2, float("nan")), "image 2 has pixel values"),
             "pixels over 255": (hostile.with_pixels(self.folder / "hot.h5", 4, 300.0), "image 4 has pixel values"),
             "negative labels": (hostile.plain_dataset(self.folder / "neg.h5", labels=[-3] * 8), "label -3 is negative"),
-        }  # fmt: skip
+        }
 
     def stored_files(self) -> list[Path]:
         return [p for p in Path(settings.MEDIA_ROOT).rglob("*") if p.is_file() and p.parent.name == "dataset"]
@@ -63,8 +63,11 @@ class HostileDatasetTestCase(BaseTestCase):
         token = Token.objects.create(user=self.alice)
         for kind, (path, reason) in self.hostile_files().items():
             upload = SimpleUploadedFile(path.name, path.read_bytes())
-            response = self.client.post("/api/datasets/", {"name": "set", "role": Dataset.CLEAN_TEST, "file": upload},
-                                        HTTP_AUTHORIZATION=f"Token {token.key}")  # fmt: skip
+            response = self.client.post(
+                "/api/datasets/",
+                {"name": "set", "role": Dataset.CLEAN_TEST, "file": upload},
+                HTTP_AUTHORIZATION=f"Token {token.key}",
+            )
             assert response.status_code == 400, kind
             message = " ".join(response.json()["errors"]["file"][0]["message"].split())
             assert reason in " ".join(message.split()) and SECRET_TEXT not in response.content.decode(), kind
@@ -88,12 +91,16 @@ class HostileDatasetTestCase(BaseTestCase):
         fitting = hostile.plain_dataset(self.folder / "fits.h5", labels=[0, 1, 2, 3] * 2, side=(12, 10))
         too_many = hostile.plain_dataset(self.folder / "labels.h5", labels=[0, 9] * 4, side=(12, 10))
         cases = [
-            (self.post_page(hostile.plain_dataset(self.folder / "faces.h5"), badnet=badnet.pk),
-             "faces.h5: images are 55x47x3; the model expects 12x10x3"),
+            (
+                self.post_page(hostile.plain_dataset(self.folder / "faces.h5"), badnet=badnet.pk),
+                "faces.h5: images are 55x47x3; the model expects 12x10x3",
+            ),
             (self.post_page(too_many, badnet=badnet.pk), "labels range 0..9, outside the model's classes 0..3"),
-            (self.post_page(fitting, badnet=badnet.pk, role=Dataset.POISONED_TEST, trigger="patch", target=7),
-             "has classes 0..3; no class 7"),
-        ]  # fmt: skip
+            (
+                self.post_page(fitting, badnet=badnet.pk, role=Dataset.POISONED_TEST, trigger="patch", target=7),
+                "has classes 0..3; no class 7",
+            ),
+        ]
         for response, reason in cases:
             assert response.status_code == 400 and reason in html.unescape(response.content.decode()), reason
             self.assert_nothing_stored()

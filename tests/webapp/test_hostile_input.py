@@ -11,9 +11,11 @@ from webapp.lab.models import Dataset, Experiment
 
 # 300 x 300 x 20 = 1.8 million points: every axis is under the cap, the product is not (it once took the
 # server 22 s to build this grid before its size was checked, and /health/live waited behind it)
-HUGE = {"thresholds": ", ".join(f"{i / 150:.4f}" for i in range(300)),
-        "learning_rates": ", ".join(f"{(i + 1) / 300:.5f}" for i in range(300)),
-        "epochs": ", ".join(str(i) for i in range(20))}  # fmt: skip
+HUGE = {
+    "thresholds": ", ".join(f"{i / 150:.4f}" for i in range(300)),
+    "learning_rates": ", ".join(f"{(i + 1) / 300:.5f}" for i in range(300)),
+    "epochs": ", ".join(str(i) for i in range(20)),
+}
 HUGE_MESSAGE = "This grid has 1,800,000 points"
 
 
@@ -27,10 +29,21 @@ class HostileInputTestCase(BaseTestCase):
         self.net = self.badnet()
 
     def form_data(self, **changes) -> dict:
-        data = {"name": "grid", "badnet": self.net.pk, "valid": self.valid.pk, "test": self.test.pk,
-                "poisoned": [self.poisoned.pk], "defense": "fine-prune", "thresholds": "0.8, 1",
-                "learning_rates": "0.001", "epochs": "3", "layers": "", "seed": 0, "max_drop": 4,
-                "queue": "cpu"}  # fmt: skip
+        data = {
+            "name": "grid",
+            "badnet": self.net.pk,
+            "valid": self.valid.pk,
+            "test": self.test.pk,
+            "poisoned": [self.poisoned.pk],
+            "defense": "fine-prune",
+            "thresholds": "0.8, 1",
+            "learning_rates": "0.001",
+            "epochs": "3",
+            "layers": "",
+            "seed": 0,
+            "max_drop": 4,
+            "queue": "cpu",
+        }
         return data | changes
 
     def api_payload(self, **changes) -> dict:
@@ -55,13 +68,15 @@ class HostileInputTestCase(BaseTestCase):
         assert not Experiment.objects.exists()
 
     def test_an_axis_or_a_text_too_long_is_refused_before_its_values_are_made(self):
-        for changes, message in [({"thresholds": ",".join(["1"] * 401)}, "401 values for threshold; the limit is 400"),
-                                 ({"epochs": "0:1000000000000:1"}, "more than 400 values"),
-                                 ({"learning_rates": "1e-300:1:1e-300"}, "more than 400 values"),
-                                 ({"thresholds": "-1e308:1e308:1"}, "more than 400 values"),  # overflows to inf
-                                 ({"thresholds": "0:2"}, "is not a range like"),
-                                 ({"thresholds": "1" * 9000}, "has 9,000 characters; the limit is 8,000"),
-                                 ({"layers": "a," * 5000}, "at most 8000 characters")]:  # fmt: skip
+        for changes, message in [
+            ({"thresholds": ",".join(["1"] * 401)}, "401 values for threshold; the limit is 400"),
+            ({"epochs": "0:1000000000000:1"}, "more than 400 values"),
+            ({"learning_rates": "1e-300:1:1e-300"}, "more than 400 values"),
+            ({"thresholds": "-1e308:1e308:1"}, "more than 400 values"),  # overflows to inf
+            ({"thresholds": "0:2"}, "is not a range like"),
+            ({"thresholds": "1" * 9000}, "has 9,000 characters; the limit is 8,000"),
+            ({"layers": "a," * 5000}, "at most 8000 characters"),
+        ]:
             response = self.client.post("/experiments/new/", self.form_data(**changes))
             assert response.status_code == 400 and message in response.content.decode(), changes
 
@@ -76,9 +91,14 @@ class HostileInputTestCase(BaseTestCase):
 
     # 2. numbers that are not finite
     def test_infinite_and_nan_values_are_refused_in_the_form_preview_and_api(self):
-        cases = [("epochs", "inf", "'inf' is not a finite number"), ("epochs", "1e400", "'1e400' is not a finite"),
-                 ("thresholds", "nan", "'nan' is not a finite number"), ("learning_rates", "inf", "not a finite"),
-                 ("learning_rates", "0:nan:1", "not a finite number"), ("epochs", "-inf", "not a finite")]  # fmt: skip
+        cases = [
+            ("epochs", "inf", "'inf' is not a finite number"),
+            ("epochs", "1e400", "'1e400' is not a finite"),
+            ("thresholds", "nan", "'nan' is not a finite number"),
+            ("learning_rates", "inf", "not a finite"),
+            ("learning_rates", "0:nan:1", "not a finite number"),
+            ("epochs", "-inf", "not a finite"),
+        ]
         for field, value, message in cases:
             page = self.client.post("/experiments/new/", self.form_data(**{field: value}))
             assert page.status_code == 400 and message.replace("'", "&#x27;") in page.content.decode(), value
@@ -105,8 +125,9 @@ class HostileInputTestCase(BaseTestCase):
 
     def test_cancel_needs_no_body_and_refuses_one_that_is_not_an_object(self):
         # The body may name the team the call acts for (api.team_for), so it is parsed like any other.
-        experiment = Experiment.objects.create(team=self.blue, owner=self.alice, name="e", badnet=self.net,
-                                               valid=self.valid, test=self.test, space={})  # fmt: skip
+        experiment = Experiment.objects.create(
+            team=self.blue, owner=self.alice, name="e", badnet=self.net, valid=self.valid, test=self.test, space={}
+        )
         response = self.post_api(f"/api/experiments/{experiment.pk}/cancel/", "")
         assert response.status_code == 200 and response.json() == {"cancelled": 0}
         response = self.post_api(f"/api/experiments/{experiment.pk}/cancel/", "[]")
@@ -115,10 +136,13 @@ class HostileInputTestCase(BaseTestCase):
     # 2. sample numbers
     def test_sample_numbers_outside_the_set_are_refused_on_the_page_and_the_api(self):
         data = {"network": f"badnet-{self.net.pk}", "sample_dataset": self.valid.pk}
-        for indices, message in [("-1", "Image numbers start at 0"), ("inf", "is not a finite number"),
-                                 ("30", "v has 30 images, numbered 0 to 29; there is no image 30"),
-                                 ("1, 1e9", "there is no image 1000000000"),
-                                 (",".join(map(str, range(17))), "At most 16 image numbers")]:  # fmt: skip
+        for indices, message in [
+            ("-1", "Image numbers start at 0"),
+            ("inf", "is not a finite number"),
+            ("30", "v has 30 images, numbered 0 to 29; there is no image 30"),
+            ("1, 1e9", "there is no image 1000000000"),
+            (",".join(map(str, range(17))), "At most 16 image numbers"),
+        ]:
             page = self.client.post("/classify/", data | {"sample_indices": indices})
             assert page.status_code == 400 and message.replace("'", "&#x27;") in page.content.decode(), indices
             api = self.client.post("/api/classify/", data | {"sample_indices": indices}, **self.auth)
@@ -140,8 +164,9 @@ class HostileInputTestCase(BaseTestCase):
         assert self.client.post("/classify/", {"network": "goodnet-" + "9" * 20}).status_code == 400
         assert self.client.post("/classify/", {"sample_dataset": "9" * 20}).status_code == 400
         assert self.client.get("/experiments/new/?badnet=" + "9" * 20).status_code == 200
-        response = self.client.post("/datasets/", {"name": "x", "role": Dataset.POISONED_TEST, "trigger": "t",
-                                                   "target": "9" * 20})  # fmt: skip
+        response = self.client.post(
+            "/datasets/", {"name": "x", "role": Dataset.POISONED_TEST, "trigger": "t", "target": "9" * 20}
+        )
         assert response.status_code == 400 and "less than or equal to 2147483647" in response.content.decode()
 
     # 2. a stored set that cannot be drawn
@@ -152,9 +177,16 @@ class HostileInputTestCase(BaseTestCase):
             handle["data"] = np.full((3, 3, 12, 10), np.nan, np.float32)
             handle["label"] = np.zeros(3, np.int64)
         with open(path, "rb") as handle:
-            stored = Dataset.objects.create(team=self.blue, owner=self.alice, name="nan", role=Dataset.CLEAN_TEST,
-                                            count=3, file=ContentFile(handle.read(), name="nan.h5"),
-                                            original_name="nan.h5", sha256="n" * 64)  # fmt: skip
+            stored = Dataset.objects.create(
+                team=self.blue,
+                owner=self.alice,
+                name="nan",
+                role=Dataset.CLEAN_TEST,
+                count=3,
+                file=ContentFile(handle.read(), name="nan.h5"),
+                original_name="nan.h5",
+                sha256="n" * 64,
+            )
         response = self.client.get(f"/datasets/{stored.pk}/preview.png")
         assert response.status_code == 400 and response["Content-Type"].startswith("text/plain")
         text = response.content.decode()

@@ -88,8 +88,9 @@ class IsolationTestCase(BaseTestCase):
         self.exp = self.experiment(space)
         runs = self.finish(self.exp, lambda run, position: {"ca": 90.0, "asr": {"sunglasses": 10.0}})
         Run.objects.filter(pk=runs[0].pk).update(kind="finetune")
-        self.goodnet = GoodNet.objects.create(team=self.blue, owner=self.alice, name="g", badnet=self.exp.badnet,
-                                              run=runs[0], sha256="x")  # fmt: skip
+        self.goodnet = GoodNet.objects.create(
+            team=self.blue, owner=self.alice, name="g", badnet=self.exp.badnet, run=runs[0], sha256="x"
+        )
 
     def test_every_route_is_checked(self):
         assert route_names() - set(ROUTES) - TEAM_LISTS - PUBLIC == set()

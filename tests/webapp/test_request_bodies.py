@@ -24,10 +24,12 @@ GIB = 2**30
 CSRF_COOKIE = f"{settings.CSRF_COOKIE_NAME}={'a' * 32}"
 BOUNDARY = "prunelab-test-boundary"
 # The start of a multipart upload of a "dataset"; the rest of the declared length is zeros.
-PREAMBLE = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nbig\r\n--{BOUNDARY}\r\n"
-            f"Content-Disposition: form-data; name=\"role\"\r\n\r\nclean-test\r\n--{BOUNDARY}\r\n"
-            "Content-Disposition: form-data; name=\"file\"; filename=\"big.h5\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()  # fmt: skip
+PREAMBLE = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="name"\r\n\r\nbig\r\n--{BOUNDARY}\r\n'
+    f'Content-Disposition: form-data; name="role"\r\n\r\nclean-test\r\n--{BOUNDARY}\r\n'
+    'Content-Disposition: form-data; name="file"; filename="big.h5"\r\n'
+    "Content-Type: application/octet-stream\r\n\r\n"
+).encode()
 
 
 class BodyGuardTestCase(BaseTestCase):
@@ -100,8 +102,12 @@ class MakeRunServerThread(LiveServerThread):
     """The live server with make run's request handler (webapp/core/devserver.py), not Django's own."""
 
     def _create_server(self, connections_override=None):
-        return ThreadedWSGIServer((self.host, self.port), ClosingRequestHandler, allow_reuse_address=False,
-                                  connections_override=connections_override)  # fmt: skip
+        return ThreadedWSGIServer(
+            (self.host, self.port),
+            ClosingRequestHandler,
+            allow_reuse_address=False,
+            connections_override=connections_override,
+        )
 
 
 class LiveBodyTestCase(LiveServerTestCase):
@@ -156,8 +162,12 @@ class LiveBodyTestCase(LiveServerTestCase):
     def upload_headers(self, length: int, **extra) -> dict:
         # With a CSRF cookie (anyone gets one from the sign-in page) Django's CSRF check reads request.POST
         # to find the form's token: without the guard, that spools the whole body.
-        return {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(length),
-                "Cookie": CSRF_COOKIE, **extra}  # fmt: skip
+        return {
+            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+            "Content-Length": str(length),
+            "Cookie": CSRF_COOKIE,
+            **extra,
+        }
 
     def assert_nothing_kept(self, peak: int):
         assert peak < 2**20, f"{peak} bytes of the body were written"
@@ -175,8 +185,10 @@ class LiveBodyTestCase(LiveServerTestCase):
     @override_settings(MAX_UPLOAD_BYTES=100 * 2**20)
     def test_a_signed_in_upload_over_the_cap_is_413_before_it_is_read(self):
         token = Token.objects.create(user=self.alice).key
-        for path, auth in (("/datasets/", {"Cookie": f"{CSRF_COOKIE}; {self.session_cookie()}"}),
-                           ("/api/datasets/", {"Authorization": f"Token {token}"})):  # fmt: skip
+        for path, auth in (
+            ("/datasets/", {"Cookie": f"{CSRF_COOKIE}; {self.session_cookie()}"}),
+            ("/api/datasets/", {"Authorization": f"Token {token}"}),
+        ):
             status, peak = self.stream(path, self.upload_headers(GIB, **auth))
             assert status == 413, (path, status)
             self.assert_nothing_kept(peak)
@@ -186,8 +198,10 @@ class LiveBodyTestCase(LiveServerTestCase):
         request. The server used to keep the connection and answer the hidden GET as the next request."""
         hidden = f"GET /smuggled HTTP/1.1\r\nHost: {self.server_thread.host}\r\n\r\n".encode()
         body = hidden + b"x" * (70_000 - len(hidden))
-        head = (f"POST /datasets/ HTTP/1.1\r\nHost: {self.server_thread.host}\r\nContent-Length: {len(body)}\r\n"
-                f"Content-Type: application/octet-stream\r\nCookie: {CSRF_COOKIE}\r\n\r\n").encode()  # fmt: skip
+        head = (
+            f"POST /datasets/ HTTP/1.1\r\nHost: {self.server_thread.host}\r\nContent-Length: {len(body)}\r\n"
+            f"Content-Type: application/octet-stream\r\nCookie: {CSRF_COOKIE}\r\n\r\n"
+        ).encode()
         with socket.create_connection((self.server_thread.host, self.server_thread.port), timeout=10) as sock:
             sock.sendall(head + body)
             answers = b""
@@ -201,9 +215,15 @@ class LiveBodyTestCase(LiveServerTestCase):
         Transfer-Encoding beside a zero length. Each gets one answer and the connection ends."""
         host = self.server_thread.host
         hidden = f"GET /smuggled HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
-        for framing in ("Content-Length: abc", "Content-Length: -5", "Content-Length: 5, 5", "Content-Length: 0x10",
-                        "Content-Length: 3\r\nContent-Length: 70", "Transfer-Encoding: identity\r\nContent-Length: 0",
-                        "Transfer-Encoding: Chunked\r\nContent-Length: 0"):  # fmt: skip
+        for framing in (
+            "Content-Length: abc",
+            "Content-Length: -5",
+            "Content-Length: 5, 5",
+            "Content-Length: 0x10",
+            "Content-Length: 3\r\nContent-Length: 70",
+            "Transfer-Encoding: identity\r\nContent-Length: 0",
+            "Transfer-Encoding: Chunked\r\nContent-Length: 0",
+        ):
             head = f"POST /datasets/ HTTP/1.1\r\nHost: {host}\r\n{framing}\r\nCookie: {CSRF_COOKIE}\r\n\r\n"
             with socket.create_connection((host, self.server_thread.port), timeout=10) as sock:
                 sock.sendall(head.encode() + hidden)
@@ -214,8 +234,10 @@ class LiveBodyTestCase(LiveServerTestCase):
 
     def test_no_100_continue_before_the_refusal(self):
         host = self.server_thread.host
-        head = (f"POST /datasets/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: {GIB}\r\nExpect: 100-continue\r\n"
-                f"Content-Type: {self.upload_headers(0)['Content-Type']}\r\nCookie: {CSRF_COOKIE}\r\n\r\n")  # fmt: skip
+        head = (
+            f"POST /datasets/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: {GIB}\r\nExpect: 100-continue\r\n"
+            f"Content-Type: {self.upload_headers(0)['Content-Type']}\r\nCookie: {CSRF_COOKIE}\r\n\r\n"
+        )
         with socket.create_connection((host, self.server_thread.port), timeout=10) as sock:
             sock.sendall(head.encode())
             first = sock.recv(65536)
@@ -223,8 +245,11 @@ class LiveBodyTestCase(LiveServerTestCase):
 
     def test_a_chunked_body_is_refused_before_it_is_read(self):
         token = Token.objects.create(user=self.alice).key
-        headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Transfer-Encoding": "chunked",
-                   "Authorization": f"Token {token}"}  # fmt: skip
+        headers = {
+            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+            "Transfer-Encoding": "chunked",
+            "Authorization": f"Token {token}",
+        }
         status, peak = self.stream("/api/datasets/", headers)
         assert status == 411
         self.assert_nothing_kept(peak)

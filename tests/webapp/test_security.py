@@ -16,8 +16,18 @@ from tests.webapp.test_isolation import ROUTES
 from webapp.lab.models import BadNet, Dataset
 
 # Forms whose address names no row; those that do are the "post" entries of the isolation table.
-FORMS = ["login", "teams", "api-token", "badnets", "datasets", "new-experiment", "plan-preview", "goodnet-from-run",
-         "goodnet-upload", "classify"]  # fmt: skip
+FORMS = [
+    "login",
+    "teams",
+    "api-token",
+    "badnets",
+    "datasets",
+    "new-experiment",
+    "plan-preview",
+    "goodnet-from-run",
+    "goodnet-upload",
+    "classify",
+]
 
 
 class SecurityTestCase(BaseTestCase):
@@ -45,8 +55,14 @@ class SecurityTestCase(BaseTestCase):
         self.client.force_login(self.alice)
         folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
         raw = write_dataset(folder / "x.h5", *tiny_data(5)).read_bytes()
-        self.client.post("/datasets/", {"name": "n", "role": Dataset.CLEAN_TEST,
-                                        "file": SimpleUploadedFile("../../../../etc/cron.d/evil.h5", raw)})  # fmt: skip
+        self.client.post(
+            "/datasets/",
+            {
+                "name": "n",
+                "role": Dataset.CLEAN_TEST,
+                "file": SimpleUploadedFile("../../../../etc/cron.d/evil.h5", raw),
+            },
+        )
         stored = Dataset.objects.get(name="n")
         assert re.fullmatch(rf"team-{self.blue.pk}/dataset/[0-9a-f]{{32}}\.h5", stored.file.name), stored.file.name
         assert stored.original_name == "evil.h5"

@@ -10,8 +10,17 @@ from webapp.lab.results import SELECTED_ON_CLEAN_VALID, SELECTED_WITH_POISONED_V
 
 def point(threshold, valid_acc, valid_asr=None, baseline=98.0, ca=90.0, asr=50.0):
     selection = score(valid_acc, [valid_asr]) if valid_asr is not None else valid_acc
-    return {"threshold": threshold, "lr": 0.001, "epochs": 10, "valid_acc": valid_acc, "valid_asr": valid_asr,
-            "selection": selection, "before_valid_acc": baseline, "ca": ca, "asr": asr}  # fmt: skip
+    return {
+        "threshold": threshold,
+        "lr": 0.001,
+        "epochs": 10,
+        "valid_acc": valid_acc,
+        "valid_asr": valid_asr,
+        "selection": selection,
+        "before_valid_acc": baseline,
+        "ca": ca,
+        "asr": asr,
+    }
 
 
 def test_the_seed_score_alone_would_pick_a_destroyed_network_the_floor_does_not():

@@ -7,10 +7,21 @@ import re
 from django.contrib.staticfiles import finders
 from django.test import Client, SimpleTestCase, TestCase, override_settings
 
-MISSING = ["/static/nope.js", "/static/vendor/nope.js", "/static/../x", "/static/%2e%2e/settings.py",
-           "/static/..%2fsettings.py", "/static/prunelab/", "/static/prunelab", "/static/", "/static/%00",
-           "/static//etc/passwd", "/static/prunelab/../prunelab/charts.js", "/static/%5c..%5cx",
-           "/static/vendor/plotly.min.js/x"]  # fmt: skip
+MISSING = [
+    "/static/nope.js",
+    "/static/vendor/nope.js",
+    "/static/../x",
+    "/static/%2e%2e/settings.py",
+    "/static/..%2fsettings.py",
+    "/static/prunelab/",
+    "/static/prunelab",
+    "/static/",
+    "/static/%00",
+    "/static//etc/passwd",
+    "/static/prunelab/../prunelab/charts.js",
+    "/static/%5c..%5cx",
+    "/static/vendor/plotly.min.js/x",
+]
 PRESENT = ["/static/prunelab/charts.js", "/static/vendor/plotly.min.js"]
 
 

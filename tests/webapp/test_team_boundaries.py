@@ -37,25 +37,41 @@ class TwoTeamsWithTheSameFiles(BaseTestCase):
 
     def upload(self, team, user) -> dict:
         """The same files as every team that uses the public data: datasets through the real service."""
-        badnet = BadNet.objects.create(team=team, owner=user, name="sunglasses", original_name="bd_net.h5",
-                                       file=ContentFile(self.model_bytes, name="bd_net.h5"),
-                                       sha256=hashlib.sha256(self.model_bytes).hexdigest(), n_classes=4,
-                                       report=TINY_REPORT)  # fmt: skip
+        badnet = BadNet.objects.create(
+            team=team,
+            owner=user,
+            name="sunglasses",
+            original_name="bd_net.h5",
+            file=ContentFile(self.model_bytes, name="bd_net.h5"),
+            sha256=hashlib.sha256(self.model_bytes).hexdigest(),
+            n_classes=4,
+            report=TINY_REPORT,
+        )
         return {
             "badnet": badnet,
             "valid": add_dataset(team, user, self.files["valid"], "valid", Dataset.CLEAN_VALID),
             "test": add_dataset(team, user, self.files["test"], "test", Dataset.CLEAN_TEST),
             "poisoned": add_dataset(
                 team, user, self.files["poisoned"], "sunglasses", Dataset.POISONED_TEST, "sunglasses", 0
-            ),  # fmt: skip
+            ),
         }
 
     def create_through_the_page(self, team, user) -> Experiment:
         rows = self.rows[team]
         self.client.force_login(user)
-        form = {"name": "seed figure 2", "badnet": rows["badnet"].pk, "valid": rows["valid"].pk,
-                "test": rows["test"].pk, "poisoned": [rows["poisoned"].pk], "defense": "fine-prune", "layers": "",
-                "seed": 0, "max_drop": 4, "queue": "cpu", **SPACE}  # fmt: skip
+        form = {
+            "name": "seed figure 2",
+            "badnet": rows["badnet"].pk,
+            "valid": rows["valid"].pk,
+            "test": rows["test"].pk,
+            "poisoned": [rows["poisoned"].pk],
+            "defense": "fine-prune",
+            "layers": "",
+            "seed": 0,
+            "max_drop": 4,
+            "queue": "cpu",
+            **SPACE,
+        }
         response = self.client.post(reverse("new-experiment"), form)
         assert response.status_code == 302, response.content.decode()[-2000:]
         return Experiment.objects.filter(team=team).latest("pk")
@@ -122,10 +138,17 @@ class TeamBoundaryTestCase(TwoTeamsWithTheSameFiles):
         self.finish_runs(theirs, ca=55.0)
         alice_runs = set(mine.runs.values_list("pk", flat=True))
         self.client.force_login(self.bob)
-        pages = [reverse(name, args=[theirs.pk]) for name in ("experiment", "experiment-progress",
-                                                              "experiment-figures")]  # fmt: skip
-        pages += [reverse("chart-csv", args=[theirs.pk, "vs-threshold"]), "/compare/", "/compare/?csv=pareto",
-                  "/compare/?csv=parallel", "/goodnets/", "/experiments/"]  # fmt: skip
+        pages = [
+            reverse(name, args=[theirs.pk]) for name in ("experiment", "experiment-progress", "experiment-figures")
+        ]
+        pages += [
+            reverse("chart-csv", args=[theirs.pk, "vs-threshold"]),
+            "/compare/",
+            "/compare/?csv=pareto",
+            "/compare/?csv=parallel",
+            "/goodnets/",
+            "/experiments/",
+        ]
         for url in pages:
             response = self.client.get(url)
             assert response.status_code in (200, 286), (url, response.status_code)
@@ -150,19 +173,27 @@ class TeamBoundaryTestCase(TwoTeamsWithTheSameFiles):
         assert refused.status_code == 400 and not GoodNet.objects.exists()
         alice_valid = self.rows[self.blue]["valid"]
         network = f"badnet-{self.rows[self.red]['badnet'].pk}"
-        classify = self.client.post(reverse("classify"), {"network": network, "sample_dataset": alice_valid.pk,
-                                                          "sample_indices": "0"})  # fmt: skip
+        classify = self.client.post(
+            reverse("classify"), {"network": network, "sample_dataset": alice_valid.pk, "sample_indices": "0"}
+        )
         assert classify.status_code == 400 and b"sample_dataset" in classify.content
         token = Token.objects.create(user=self.bob).key
-        api = self.client.post("/api/classify/", {"network": f"badnet-{self.rows[self.red]['badnet'].pk}",
-                                                  "sample_dataset": alice_valid.pk},
-                               HTTP_AUTHORIZATION=f"Token {token}")  # fmt: skip
+        api = self.client.post(
+            "/api/classify/",
+            {"network": f"badnet-{self.rows[self.red]['badnet'].pk}", "sample_dataset": alice_valid.pk},
+            HTTP_AUTHORIZATION=f"Token {token}",
+        )
         assert api.status_code == 400 and "sample_dataset" in api.json()["errors"]
-        profile = self.client.post(reverse("badnet-profile", args=[self.rows[self.red]["badnet"].pk]),
-                                   {"dataset": alice_valid.pk})  # fmt: skip
+        profile = self.client.post(
+            reverse("badnet-profile", args=[self.rows[self.red]["badnet"].pk]), {"dataset": alice_valid.pk}
+        )
         assert profile.status_code == 404
-        assert self.client.post(reverse("badnet-profile", args=[self.rows[self.red]["badnet"].pk]),
-                                {"dataset": "abc"}).status_code == 400  # not an id: a reason, not a 500  # fmt: skip
+        assert (
+            self.client.post(
+                reverse("badnet-profile", args=[self.rows[self.red]["badnet"].pk]), {"dataset": "abc"}
+            ).status_code
+            == 400
+        )  # not an id: a reason, not a 500
         with self.assertRaises(ValueError):
             request_profile(self.rows[self.red]["badnet"], alice_valid)
         assert not Profile.objects.exists()
@@ -194,8 +225,9 @@ class AnotherOfMyTeamsTestCase(TwoTeamsWithTheSameFiles):
         assert "In team <b>red</b>" in page and "blue&#x27;s own valid" not in page
         assert f'<option value="{self.rows[self.red]["valid"].pk}">' in page
         assert 'id="new-experiment-elsewhere"' in page
-        response = self.client.post(reverse("badnet-profile", args=[red_badnet.pk]),
-                                    {"dataset": self.rows[self.blue]["valid"].pk})  # fmt: skip
+        response = self.client.post(
+            reverse("badnet-profile", args=[red_badnet.pk]), {"dataset": self.rows[self.blue]["valid"].pk}
+        )
         assert response.status_code == 404
         self.client.post(reverse("badnet-profile", args=[red_badnet.pk]), {"dataset": self.rows[self.red]["valid"].pk})
         assert Profile.objects.get().dataset.team == self.red
@@ -218,12 +250,14 @@ class ApiTeamTestCase(TwoTeamsWithTheSameFiles):
             assert response.status_code == 400, (bad, response.status_code)
             assert "give the id" in response.json()["errors"]["team"][0]["message"]
         for bad in ("abc", [self.blue.pk], 1.5, True, {"id": 1}):
-            response = self.client.post("/api/experiments/", {"name": "x", "team": bad},
-                                        content_type="application/json", **self.auth)  # fmt: skip
+            response = self.client.post(
+                "/api/experiments/", {"name": "x", "team": bad}, content_type="application/json", **self.auth
+            )
             assert response.status_code == 400, (bad, response.status_code)
             assert "team" in response.json()["errors"]
-        foreign = self.client.post("/api/experiments/", {"name": "x", "team": self.red.pk},
-                                   content_type="application/json", **self.auth)  # fmt: skip
+        foreign = self.client.post(
+            "/api/experiments/", {"name": "x", "team": self.red.pk}, content_type="application/json", **self.auth
+        )
         assert foreign.status_code == 404 and "not a member of team" in foreign.json()["detail"]
         assert self.client.get("/api/experiments/?team=abc", **self.auth).status_code == 400
         assert self.client.get(f"/api/experiments/?team={self.red.pk}", **self.auth).status_code == 404
@@ -238,9 +272,17 @@ class ApiTeamTestCase(TwoTeamsWithTheSameFiles):
         blue_badnet = self.rows[self.blue]["badnet"]
         assert self.client.get(f"/api/badnets/{blue_badnet.pk}/?team={self.red.pk}", **self.auth).status_code == 404
         rows = self.rows[self.red]
-        payload = {"name": "in red", "team": str(self.red.pk), "badnet": rows["badnet"].pk, "valid": rows["valid"].pk,
-                   "test": rows["test"].pk, "poisoned": [rows["poisoned"].pk], "thresholds": [1.0],
-                   "learning_rates": [0.001], "epochs": [1]}  # fmt: skip
+        payload = {
+            "name": "in red",
+            "team": str(self.red.pk),
+            "badnet": rows["badnet"].pk,
+            "valid": rows["valid"].pk,
+            "test": rows["test"].pk,
+            "poisoned": [rows["poisoned"].pk],
+            "thresholds": [1.0],
+            "learning_rates": [0.001],
+            "epochs": [1],
+        }
         created = self.client.post("/api/experiments/", payload, content_type="application/json", **self.auth)
         assert created.status_code == 201, created.json()
         assert created.json()["team"] == self.red.pk and {r["team"] for r in created.json()["runs"]} == {self.red.pk}
@@ -268,9 +310,15 @@ class MigrationTestCase(BaseTestCase):
         migration = importlib.import_module("webapp.lab.migrations.0003_runs_per_team")
         blue = self.experiment({"thresholds": [1.0], "learning_rates": [0.001], "epochs": [1]})
         red = self.experiment({"thresholds": [1.0], "learning_rates": [0.001], "epochs": [1]}, team=self.red)
-        run = Run.objects.create(team=self.blue, badnet=blue.badnet, key="w" * 64, kind="finetune",
-                                 config={"threshold": 1.0, "lr": 0.001, "epochs": 1, "layers": [], "seed": 0},
-                                 inputs={}, status=Run.DONE)  # fmt: skip
+        run = Run.objects.create(
+            team=self.blue,
+            badnet=blue.badnet,
+            key="w" * 64,
+            kind="finetune",
+            config={"threshold": 1.0, "lr": 0.001, "epochs": 1, "layers": [], "seed": 0},
+            inputs={},
+            status=Run.DONE,
+        )
         Point.objects.create(run=run, position=0, metrics={"ca": ALICE_CA})
         blue.runs.add(run)
         red.runs.add(run)  # the bug: red's identical experiment was given blue's run

@@ -108,8 +108,13 @@ class TeamsTestCase(BaseTestCase):
 
     def test_look_alike_team_names_and_too_many_teams_are_refused(self):
         self.client.force_login(self.bob)
-        for name, reason in (("Blue", "reads the same"), (" blue ", "reads the same"), ("blue\u200b", "invisible"),
-                             ("b\u04cf\u0443e", "mixes cyrillic, latin"), ("\uff42lue", "reads the same")):  # fmt: skip
+        for name, reason in (
+            ("Blue", "reads the same"),
+            (" blue ", "reads the same"),
+            ("blue\u200b", "invisible"),
+            ("b\u04cf\u0443e", "mixes cyrillic, latin"),
+            ("\uff42lue", "reads the same"),
+        ):
             response = self.client.post("/teams/", {"name": name})
             assert response.status_code == 200 and reason in response.content.decode(), name
         assert Team.objects.count() == 2

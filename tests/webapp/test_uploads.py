@@ -91,8 +91,10 @@ class UploadTestCase(BaseTestCase):
             self.assert_refused(self.post_badnet(upload(SUNGLASSES)), "the limit is 2.3\xa0MB")
 
     def post_dataset(self, path: Path, role=Dataset.CLEAN_VALID, trigger=""):
-        return self.client.post("/datasets/", {"name": "set", "file": upload(path), "role": role, "trigger": trigger,
-                                               "target": 0 if trigger else ""})  # fmt: skip
+        return self.client.post(
+            "/datasets/",
+            {"name": "set", "file": upload(path), "role": role, "trigger": trigger, "target": 0 if trigger else ""},
+        )
 
     def test_a_csaw_layout_dataset_is_checked_stored_and_previewed(self):
         path = write_dataset(self.folder / "clean_validation_data.h5", *tiny_data(40))

@@ -33,13 +33,21 @@ def guard_request_bodies(get_response):
 def judge_body(request) -> HttpResponse | None:
     """A refusal for a body that must not be read, or None to let the request through."""
     if request.META.get("HTTP_TRANSFER_ENCODING"):
-        return refuse(request, 411, "This server needs the length of a request body up front. Send the file "
-                                    "with a Content-Length header (browsers, curl -F and requests with a file "
-                                    "object do), not with Transfer-Encoding: chunked.")  # fmt: skip
+        return refuse(
+            request,
+            411,
+            "This server needs the length of a request body up front. Send the file "
+            "with a Content-Length header (browsers, curl -F and requests with a file "
+            "object do), not with Transfer-Encoding: chunked.",
+        )
     length = declared_length(request)
     if length is None:
-        return refuse(request, 400, "The Content-Length header is not a byte count. Send the request again "
-                                    "with a correct one (your HTTP client normally sets it).")  # fmt: skip
+        return refuse(
+            request,
+            400,
+            "The Content-Length header is not a byte count. Send the request again "
+            "with a correct one (your HTTP client normally sets it).",
+        )
     if length == 0:
         return None
     try:
@@ -49,18 +57,31 @@ def judge_body(request) -> HttpResponse | None:
         response["Retry-After"] = str(throttled.wait or 1)
         return response
     except AuthenticationFailed as failed:
-        return refuse(request, 401, f"{failed.detail} Copy the token from your API page; the header reads "
-                                    "'Authorization: Token <key>'.")  # fmt: skip
+        return refuse(
+            request,
+            401,
+            f"{failed.detail} Copy the token from your API page; the header reads 'Authorization: Token <key>'.",
+        )
     if not signed_in and length > settings.ANONYMOUS_MAX_BODY_BYTES:
-        return refuse(request, 401 if is_api(request) else 403, (
-            f"Sign in before sending files: without a session or an API token a request may carry at most "
-            f"{filesizeformat(settings.ANONYMOUS_MAX_BODY_BYTES)}. Sign in (or send 'Authorization: Token "
-            "<key>' to the API) and send it again."))  # fmt: skip
+        return refuse(
+            request,
+            401 if is_api(request) else 403,
+            (
+                f"Sign in before sending files: without a session or an API token a request may carry at most "
+                f"{filesizeformat(settings.ANONYMOUS_MAX_BODY_BYTES)}. Sign in (or send 'Authorization: Token "
+                "<key>' to the API) and send it again."
+            ),
+        )
     cap, what = body_cap(request)
     if length > cap + settings.MAX_REQUEST_OVERHEAD_BYTES:
-        return refuse(request, 413, (
-            f"This request is {filesizeformat(length)}; {what} are limited to {filesizeformat(cap)}. Send less, "
-            "or ask an operator to raise PRUNELAB_MAX_UPLOAD_BYTES."))  # fmt: skip
+        return refuse(
+            request,
+            413,
+            (
+                f"This request is {filesizeformat(length)}; {what} are limited to {filesizeformat(cap)}. Send less, "
+                "or ask an operator to raise PRUNELAB_MAX_UPLOAD_BYTES."
+            ),
+        )
     return None
 
 

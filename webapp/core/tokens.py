@@ -60,5 +60,7 @@ class ThrottledTokenAuthentication(TokenAuthentication):
 
 
 def too_many(throttle: WrongTokenThrottle) -> str:
-    return (f"Too many wrong API tokens from your address ({throttle.num_requests} within "
-            f"{throttle.duration // 60} minutes). Check the token on your API page, then try again later.")  # fmt: skip
+    return (
+        f"Too many wrong API tokens from your address ({throttle.num_requests} within "
+        f"{throttle.duration // 60} minutes). Check the token on your API page, then try again later."
+    )

@@ -42,14 +42,17 @@ def locked_out(request, original_response=None, credentials=None):
     form = AuthenticationForm(request, initial={"username": username})
     until = lock_lifts_at(request, username)
     wait = max(1, math.ceil((until - timezone.now()).total_seconds() / 60))
-    lockout = (f"Too many failed sign-ins for {username} from your address: sign-in is locked for about {wait} "
-               f"more minute{pluralize(wait)} (until {until:%H:%M} UTC). Wait, then try again; an administrator "
-               "can lift the lock sooner (manage.py axes_reset_username).")  # fmt: skip
+    lockout = (
+        f"Too many failed sign-ins for {username} from your address: sign-in is locked for about {wait} "
+        f"more minute{pluralize(wait)} (until {until:%H:%M} UTC). Wait, then try again; an administrator "
+        "can lift the lock sooner (manage.py axes_reset_username)."
+    )
     return render(request, "registration/login.html", {"form": form, "lockout": lockout}, status=429)
 
 
 def lock_lifts_at(request, username: str):
     """The last counted failure for this pair plus the cool-off (failures during the lock are not counted)."""
     last = AccessAttempt.objects.filter(username=username, ip_address=client_ip(request)).aggregate(
-        last=Max("attempt_time"))["last"]  # fmt: skip
+        last=Max("attempt_time")
+    )["last"]
     return (last or timezone.now()) + settings.AXES_COOLOFF_TIME

@@ -34,15 +34,42 @@ class BadNetSerializer(serializers.ModelSerializer):
 class DatasetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Dataset
-        fields = ["id", "team", "name", "role", "trigger", "target", "original_name", "sha256", "count", "height",
-                  "width", "label_min", "label_max", "classes_present", "created"]  # fmt: skip
+        fields = [
+            "id",
+            "team",
+            "name",
+            "role",
+            "trigger",
+            "target",
+            "original_name",
+            "sha256",
+            "count",
+            "height",
+            "width",
+            "label_min",
+            "label_max",
+            "classes_present",
+            "created",
+        ]
 
 
 class RunSerializer(serializers.ModelSerializer):
     class Meta:
         model = Run
-        fields = ["id", "team", "kind", "config", "queue", "status", "progress", "attempts", "worker", "error",
-                  "started_at", "finished_at"]  # fmt: skip
+        fields = [
+            "id",
+            "team",
+            "kind",
+            "config",
+            "queue",
+            "status",
+            "progress",
+            "attempts",
+            "worker",
+            "error",
+            "started_at",
+            "finished_at",
+        ]
 
 
 class ExperimentSerializer(serializers.ModelSerializer):
@@ -51,8 +78,21 @@ class ExperimentSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Experiment
-        fields = ["id", "team", "owner", "name", "badnet", "valid", "test", "poisoned", "space", "max_ca_drop",
-                  "queue", "runs", "created"]  # fmt: skip
+        fields = [
+            "id",
+            "team",
+            "owner",
+            "name",
+            "badnet",
+            "valid",
+            "test",
+            "poisoned",
+            "space",
+            "max_ca_drop",
+            "queue",
+            "runs",
+            "created",
+        ]
 
 
 class GoodNetSerializer(serializers.ModelSerializer):
@@ -63,8 +103,13 @@ class GoodNetSerializer(serializers.ModelSerializer):
 
 def already_stored(duplicate, serializer) -> Response:
     """409: the team already has this file; the answer carries the stored row."""
-    return Response({"errors": {"file": [{"message": str(duplicate), "code": "already-stored"}]},
-                     "existing": serializer(duplicate.row).data}, status=status.HTTP_409_CONFLICT)  # fmt: skip
+    return Response(
+        {
+            "errors": {"file": [{"message": str(duplicate), "code": "already-stored"}]},
+            "existing": serializer(duplicate.row).data,
+        },
+        status=status.HTTP_409_CONFLICT,
+    )
 
 
 def form_error(form) -> Response:
@@ -72,9 +117,12 @@ def form_error(form) -> Response:
 
 
 TEAM_PARAMETER = OpenApiParameter(
-    "team", int, description="The id of one of your teams (the `team` field of your rows). Create calls store into "
+    "team",
+    int,
+    description="The id of one of your teams (the `team` field of your rows). Create calls store into "
     "it (default: the team you joined first; also accepted as a form or JSON field); other calls see only its rows. A "
-    "malformed id is a 400, a team you are not in a 404.")  # fmt: skip
+    "malformed id is a 400, a team you are not in a 404.",
+)
 
 
 class BadTeam(APIException):
@@ -114,8 +162,10 @@ def team_for(request, default_first: bool = True) -> Team | None:
         or len(str(wanted)) > 18
     ):
         shown = repr(wanted) if len(repr(wanted)) <= 40 else f"{repr(wanted)[:37]}..."
-        raise BadTeam(f"The team {where} is {shown}: give the id (a whole number) of one of your teams, as the "
-                      "`team` field of your rows shows it.")  # fmt: skip
+        raise BadTeam(
+            f"The team {where} is {shown}: give the id (a whole number) of one of your teams, as the "
+            "`team` field of your rows shows it."
+        )
     team = teams.filter(pk=int(wanted)).first()
     if team is None:
         raise NotFound(f"You are not a member of team {int(wanted)}, or there is no such team.")
@@ -164,8 +214,16 @@ class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
         form = DatasetForm(team, request.data, request.FILES)
 
         def store(path, data):
-            return add_dataset(team, request.user, path, data["name"], data["role"], data["trigger"], data["target"],
-                               badnet=data["badnet"])  # fmt: skip
+            return add_dataset(
+                team,
+                request.user,
+                path,
+                data["name"],
+                data["role"],
+                data["trigger"],
+                data["target"],
+                badnet=data["badnet"],
+            )
 
         try:
             dataset = form.is_valid() and store_checked(form, store, DataError)
@@ -178,8 +236,11 @@ class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
 
 def experiment_form_data(payload) -> QueryDict:
     """API JSON (lists for thresholds, learning_rates, epochs, layers) as the page form's text fields."""
-    data = {key: payload.get(key) for key in ("name", "badnet", "valid", "test", "defense", "seed", "max_drop",
-                                              "max_ca_drop", "queue") if payload.get(key) is not None}  # fmt: skip
+    data = {
+        key: payload.get(key)
+        for key in ("name", "badnet", "valid", "test", "defense", "seed", "max_drop", "max_ca_drop", "queue")
+        if payload.get(key) is not None
+    }
     data.setdefault("defense", "fine-prune")
     data.setdefault("seed", 0)
     data.setdefault("max_drop", 4.0)
@@ -212,10 +273,17 @@ class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
         experiment = create_experiment(team, request.user, form.cleaned_data)
         return Response(ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses=inline_serializer("Results", {"rule": serializers.CharField(),
-                                                           "best": serializers.DictField(allow_null=True),
-                                                           "finished": serializers.BooleanField(),
-                                                           "points": serializers.ListField()}))  # fmt: skip
+    @extend_schema(
+        responses=inline_serializer(
+            "Results",
+            {
+                "rule": serializers.CharField(),
+                "best": serializers.DictField(allow_null=True),
+                "finished": serializers.BooleanField(),
+                "points": serializers.ListField(),
+            },
+        )
+    )
     @action(detail=True)
     def results(self, request, pk=None):
         """Every (T, LR, epochs) point with CA, ASR per trigger, score and the validation-only selection score;
@@ -224,8 +292,14 @@ class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
         experiment = self.get_object()
         rows = experiment_rows(experiment)
         selection = experiment_selection(experiment, rows)
-        return Response({"rule": selection.rule, "best": selection.best, "finished": progress(experiment)["finished"],
-                         "points": rows})  # fmt: skip
+        return Response(
+            {
+                "rule": selection.rule,
+                "best": selection.best,
+                "finished": progress(experiment)["finished"],
+                "points": rows,
+            }
+        )
 
     @extend_schema(request=None, responses=inline_serializer("Cancelled", {"cancelled": serializers.IntegerField()}))
     @action(detail=True, methods=["post"])
@@ -239,14 +313,20 @@ class GoodNetViewSet(TeamScoped):
 
 
 @extend_schema(
-    request={"multipart/form-data": inline_serializer("Classify", {
-        "network": serializers.CharField(help_text="goodnet-ID or badnet-ID"),
-        "images": serializers.ListField(child=serializers.FileField()),
-        "sample_dataset": serializers.IntegerField(required=False),
-        "sample_indices": serializers.CharField(required=False)})},
+    request={
+        "multipart/form-data": inline_serializer(
+            "Classify",
+            {
+                "network": serializers.CharField(help_text="goodnet-ID or badnet-ID"),
+                "images": serializers.ListField(child=serializers.FileField()),
+                "sample_dataset": serializers.IntegerField(required=False),
+                "sample_indices": serializers.CharField(required=False),
+            },
+        )
+    },
     responses=inline_serializer("Answers", {"answers": serializers.ListField()}),
     parameters=[TEAM_PARAMETER],
-)  # fmt: skip
+)
 @api_view(["POST"])
 def classify(request):
     """Classes in [0, N] for uploaded images (N: "poisoned" when a GoodNet answers)."""
@@ -263,8 +343,14 @@ def classify(request):
 
 def answer_json(answer: inference.Answer) -> dict:
     repaired = {"label": answer.repaired.label, "top": answer.repaired.top} if answer.repaired else None
-    return {"image": answer.image, "label": answer.label, "poisoned": answer.poisoned, "note": answer.note,
-            "bad": {"label": answer.bad.label, "top": answer.bad.top}, "repaired": repaired}  # fmt: skip
+    return {
+        "image": answer.image,
+        "label": answer.label,
+        "poisoned": answer.poisoned,
+        "note": answer.note,
+        "bad": {"label": answer.bad.label, "top": answer.bad.top},
+        "repaired": repaired,
+    }
 
 
 router = DefaultRouter()

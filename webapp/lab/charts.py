@@ -16,8 +16,24 @@ from webapp.lab.results import pareto_front
 CA_COLOUR, ASR_COLOURS = "#1f6feb", ["#d1242f", "#bf8700", "#8250df", "#cf222e", "#9a6700"]
 # One colour per series (a value of the other parameters) and one line style per metric, so that a T x LR
 # experiment's lines cannot be mixed up: D3's ten categorical colours, then plotly's.
-SERIES_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                  "#bcbd22", "#17becf", "#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]  # fmt: skip
+SERIES_COLOURS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#636efa",
+    "#ef553b",
+    "#00cc96",
+    "#ab63fa",
+    "#ffa15a",
+    "#19d3f3",
+]
 CA_DASH, ASR_DASHES = "solid", ["dash", "dot", "dashdot", "longdash", "longdashdot"]
 PARAMETERS = {"threshold": "pruning threshold T", "lr": "learning rate", "epochs": "fine-tuning epochs"}
 
@@ -58,9 +74,16 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def layout(title: str, x: str, y: str = "percent", **extra) -> dict:
-    return {"title": {"text": title}, "xaxis": {"title": {"text": x}}, "yaxis": {"title": {"text": y}},
-            "uirevision": "keep", "legend": {"orientation": "h", "y": -0.25}, "margin": {"t": 50, "r": 20},
-            "template": "plotly_white", **extra}  # fmt: skip
+    return {
+        "title": {"text": title},
+        "xaxis": {"title": {"text": x}},
+        "yaxis": {"title": {"text": y}},
+        "uirevision": "keep",
+        "legend": {"orientation": "h", "y": -0.25},
+        "margin": {"t": 50, "r": 20},
+        "template": "plotly_white",
+        **extra,
+    }
 
 
 def plain(text: str) -> str:
@@ -102,13 +125,20 @@ def versus(rows: list[dict], parameter: str, triggers: list[str]) -> Chart | Non
                 colour = SERIES_COLOURS[number % len(SERIES_COLOURS)]
             else:
                 colour = CA_COLOUR if key == "ca" else ASR_COLOURS[(index - 1) % len(ASR_COLOURS)]
-            figure.add_scatter(x=x, y=[r[key] for r in members], name=f"{metric} · {series}", mode="lines+markers",
-                               line={"color": colour, "dash": dash}, legendgroup=series,
-                               legendgrouptitle={"text": series} if index == 0 else None)  # fmt: skip
+            figure.add_scatter(
+                x=x,
+                y=[r[key] for r in members],
+                name=f"{metric} · {series}",
+                mode="lines+markers",
+                line={"color": colour, "dash": dash},
+                legendgroup=series,
+                legendgrouptitle={"text": series} if index == 0 else None,
+            )
     axis = {"type": "log"} if parameter == "lr" else {}
     title = f"CA and ASR against the {PARAMETERS[parameter]}"
-    figure.update_layout(**layout(title, PARAMETERS[parameter], xaxis={"title": {"text": PARAMETERS[parameter]},
-                                                                       **axis}))  # fmt: skip
+    figure.update_layout(
+        **layout(title, PARAMETERS[parameter], xaxis={"title": {"text": PARAMETERS[parameter]}, **axis})
+    )
     # notes are shown as text (charts.js), not as plotly's HTML: the raw trigger names
     names = ["CA", *[f"ASR {trigger}" for trigger in triggers]]
     note = "Line style: " + ", ".join(f"{name} {dash}" for name, (_, _, dash) in zip(names, styles, strict=True))
@@ -130,8 +160,10 @@ def score_grid(rows: list[dict], selection) -> Chart | None:
         if key not in cells or row["score"] > cells[key]["score"]:
             cells[key] = row
     z = [[cells[(t, lr)]["score"] if (t, lr) in cells else None for lr in rates] for t in thresholds]
-    text = [[f"{cells[(t, lr)]['score']:.1f} ({cells[(t, lr)]['epochs']} ep)" if (t, lr) in cells else ""
-             for lr in rates] for t in thresholds]  # fmt: skip
+    text = [
+        [f"{cells[(t, lr)]['score']:.1f} ({cells[(t, lr)]['epochs']} ep)" if (t, lr) in cells else "" for lr in rates]
+        for t in thresholds
+    ]
     heatmap = go.Heatmap(
         z=z,
         x=[f"{lr:g}" for lr in rates],
@@ -147,12 +179,22 @@ def score_grid(rows: list[dict], selection) -> Chart | None:
     if best is not None:
         # the cell outlined (a marker on it would hide its number); the trace only names it in the legend
         column, row = rates.index(best["lr"]), thresholds.index(best["threshold"])
-        figure.add_shape(type="rect", x0=column - 0.5, x1=column + 0.5, y0=row - 0.5, y1=row + 0.5,
-                         line={"color": "white", "width": 4})  # fmt: skip
-        figure.add_scatter(x=[f"{best['lr']:g}"], y=[str(best["threshold"])], mode="markers",
-                           name=f"selected (outlined): {best['epochs']} ep, {selection.rule}",
-                           marker={"symbol": "square-open", "size": 1, "color": "#444", "line": {"width": 2}},
-                           hoverinfo="skip")  # fmt: skip
+        figure.add_shape(
+            type="rect",
+            x0=column - 0.5,
+            x1=column + 0.5,
+            y0=row - 0.5,
+            y1=row + 0.5,
+            line={"color": "white", "width": 4},
+        )
+        figure.add_scatter(
+            x=[f"{best['lr']:g}"],
+            y=[str(best["threshold"])],
+            mode="markers",
+            name=f"selected (outlined): {best['epochs']} ep, {selection.rule}",
+            marker={"symbol": "square-open", "size": 1, "color": "#444", "line": {"width": 2}},
+            hoverinfo="skip",
+        )
         note = f"Selected: T {best['threshold']}, LR {best['lr']:g}, {best['epochs']} epochs, {selection.rule}."
     else:
         note = f"No point is selected: {selection.rule}."
@@ -172,8 +214,11 @@ def with_and_without_pruning(rows: list[dict], triggers: list[str]) -> Chart | N
         return None
     chosen = [alone[(r["lr"], r["epochs"])] for r in pairs]
     chosen = list({id(r): r for r in chosen}.values()) + pairs
-    names = [f"{'fine-tune only' if r['threshold'] == 0 else 'fine-prune T ' + str(r['threshold'])} · "
-             f"{label('lr', r['lr'])}, {r['epochs']} ep" for r in chosen]  # fmt: skip
+    names = [
+        f"{'fine-tune only' if r['threshold'] == 0 else 'fine-prune T ' + str(r['threshold'])} · "
+        f"{label('lr', r['lr'])}, {r['epochs']} ep"
+        for r in chosen
+    ]
     figure = go.Figure()
     figure.add_bar(name="CA", x=names, y=[r["ca"] for r in chosen], marker_color=CA_COLOUR)
     for colour, trigger in zip(ASR_COLOURS * 4, triggers, strict=False):
@@ -192,8 +237,9 @@ def incremental(rows: list[dict], triggers: list[str]) -> Chart | None:
     x = [r["fraction"] for r in rows]
     figure = go.Figure()
     figure.add_scatter(x=x, y=[r["ca"] for r in rows], name="CA (test)", line={"color": CA_COLOUR})
-    figure.add_scatter(x=x, y=[r["valid_acc"] for r in rows], name="accuracy (validation)",
-                       line={"color": CA_COLOUR, "dash": "dot"})  # fmt: skip
+    figure.add_scatter(
+        x=x, y=[r["valid_acc"] for r in rows], name="accuracy (validation)", line={"color": CA_COLOUR, "dash": "dot"}
+    )
     for colour, trigger in zip(ASR_COLOURS * 4, triggers, strict=False):
         figure.add_scatter(
             x=x, y=[r[f"asr {trigger}"] for r in rows], name=f"ASR {plain(trigger)}", line={"color": colour}
@@ -234,12 +280,16 @@ def run_curve(rows: list[dict], triggers: list[str], kind: str) -> Chart | None:
     x = [r[x_key] for r in rows]
     figure = go.Figure()
     figure.add_scatter(x=x, y=[r["ca"] for r in rows], name="CA (test)", line={"color": CA_COLOUR})
-    figure.add_scatter(x=x, y=[r["valid_acc"] for r in rows], name="accuracy (validation)",
-                       line={"color": CA_COLOUR, "dash": "dot"})  # fmt: skip
+    figure.add_scatter(
+        x=x, y=[r["valid_acc"] for r in rows], name="accuracy (validation)", line={"color": CA_COLOUR, "dash": "dot"}
+    )
     for index, trigger in enumerate(triggers):
-        figure.add_scatter(x=x, y=[r[f"asr {trigger}"] for r in rows], name=f"ASR {plain(trigger)}",
-                           line={"color": ASR_COLOURS[index % len(ASR_COLOURS)],
-                                 "dash": ASR_DASHES[index % len(ASR_DASHES)]})  # fmt: skip
+        figure.add_scatter(
+            x=x,
+            y=[r[f"asr {trigger}"] for r in rows],
+            name=f"ASR {plain(trigger)}",
+            line={"color": ASR_COLOURS[index % len(ASR_COLOURS)], "dash": ASR_DASHES[index % len(ASR_DASHES)]},
+        )
     title = "This run, point by point"
     figure.update_layout(**layout(title, x_title))
     return Chart("run", title, figure, rows)
@@ -252,14 +302,25 @@ def ca_asr_scatter(rows: list[dict]) -> Chart | None:
         return None
     front = pareto_front(points)
     figure = go.Figure()
-    figure.add_scatter(x=[r["asr"] for r in points], y=[r["ca"] for r in points], mode="markers", name="runs",
-                       text=[plain(f"run {r['run']} · {r['experiment']} · {r['badnet']}") for r in points],
-                       marker={"size": 11, "color": CA_COLOUR})  # fmt: skip
-    figure.add_scatter(x=[r["asr"] for r in front], y=[r["ca"] for r in front], mode="lines", name="Pareto front",
-                       line={"color": ASR_COLOURS[1], "shape": "hv"})  # fmt: skip
+    figure.add_scatter(
+        x=[r["asr"] for r in points],
+        y=[r["ca"] for r in points],
+        mode="markers",
+        name="runs",
+        text=[plain(f"run {r['run']} · {r['experiment']} · {r['badnet']}") for r in points],
+        marker={"size": 11, "color": CA_COLOUR},
+    )
+    figure.add_scatter(
+        x=[r["asr"] for r in front],
+        y=[r["ca"] for r in front],
+        mode="lines",
+        name="Pareto front",
+        line={"color": ASR_COLOURS[1], "shape": "hv"},
+    )
     title = "Clean accuracy against attack success rate"
-    figure.update_layout(**layout(title, "ASR, mean of each run's triggers (percent, lower is better)",
-                                  "CA (percent, higher is better)"))  # fmt: skip
+    figure.update_layout(
+        **layout(title, "ASR, mean of each run's triggers (percent, lower is better)", "CA (percent, higher is better)")
+    )
     return Chart("pareto", title, figure, points)
 
 
@@ -268,14 +329,20 @@ def parallel(rows: list[dict]) -> Chart | None:
     points = [r for r in rows if r["score"] is not None and r["threshold"] is not None]
     if len(points) < 2:
         return None
-    dimensions = [{"label": "T", "values": [r["threshold"] for r in points]},
-                  {"label": "log10 LR", "values": [math.log10(r["lr"]) if r["lr"] else 0 for r in points]},
-                  {"label": "epochs", "values": [r["epochs"] or 0 for r in points]},
-                  {"label": "CA", "values": [r["ca"] for r in points], "range": [0, 100]},
-                  {"label": "mean ASR", "values": [r["asr"] for r in points], "range": [0, 100]},
-                  {"label": "score", "values": [r["score"] for r in points], "range": [0, 100]}]  # fmt: skip
-    figure = go.Figure(go.Parcoords(line={"color": [r["score"] for r in points], "colorscale": "Viridis",
-                                          "showscale": True}, dimensions=dimensions))  # fmt: skip
+    dimensions = [
+        {"label": "T", "values": [r["threshold"] for r in points]},
+        {"label": "log10 LR", "values": [math.log10(r["lr"]) if r["lr"] else 0 for r in points]},
+        {"label": "epochs", "values": [r["epochs"] or 0 for r in points]},
+        {"label": "CA", "values": [r["ca"] for r in points], "range": [0, 100]},
+        {"label": "mean ASR", "values": [r["asr"] for r in points], "range": [0, 100]},
+        {"label": "score", "values": [r["score"] for r in points], "range": [0, 100]},
+    ]
+    figure = go.Figure(
+        go.Parcoords(
+            line={"color": [r["score"] for r in points], "colorscale": "Viridis", "showscale": True},
+            dimensions=dimensions,
+        )
+    )
     title = "Parameters to results"
     figure.update_layout(**layout(title, ""))
     figure.update_layout(margin={"t": 110, "l": 60})  # room for the axis labels above the title line

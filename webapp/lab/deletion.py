@@ -40,8 +40,10 @@ class Deletion:
     def summary(self) -> list[str]:
         """What the deletion takes along, in words, for the confirmation page."""
         lines = []
-        for what, rows in (("experiment", [e for e in self.experiments if e is not self.row]),
-                           ("GoodNet", [g for g in self.goodnets if g is not self.row])):  # fmt: skip
+        for what, rows in (
+            ("experiment", [e for e in self.experiments if e is not self.row]),
+            ("GoodNet", [g for g in self.goodnets if g is not self.row]),
+        ):
             if rows:
                 names = ", ".join(row.name for row in rows[:10]) + (", ..." if len(rows) > 10 else "")
                 lines.append(f"{len(rows)} {what}{'s' if len(rows) != 1 else ''}: {names}")
@@ -50,8 +52,10 @@ class Deletion:
         if self.profiles:
             lines.append(f"{len(self.profiles)} activation profile{'s' if len(self.profiles) != 1 else ''}")
         size = sum(disk_bytes(path) for path in self.paths)
-        lines.append(f"{len(self.paths)} stored file{'s' if len(self.paths) != 1 else ''} or run folder"
-                     f"{'s' if len(self.paths) != 1 else ''} ({filesizeformat(size)})")  # fmt: skip
+        lines.append(
+            f"{len(self.paths)} stored file{'s' if len(self.paths) != 1 else ''} or run folder"
+            f"{'s' if len(self.paths) != 1 else ''} ({filesizeformat(size)})"
+        )
         return lines
 
 
@@ -71,8 +75,13 @@ def plan_deletion(row) -> Deletion:
 
 
 def of_badnet(badnet: BadNet) -> Deletion:
-    return Deletion(badnet, list(badnet.experiments.all()), list(badnet.runs.all()), list(badnet.goodnets.all()),
-                    list(badnet.profiles.all()))  # fmt: skip
+    return Deletion(
+        badnet,
+        list(badnet.experiments.all()),
+        list(badnet.runs.all()),
+        list(badnet.goodnets.all()),
+        list(badnet.profiles.all()),
+    )
 
 
 def of_dataset(dataset: Dataset) -> Deletion:
@@ -105,8 +114,10 @@ def runs_only_of(experiments: list[Experiment]) -> list[Run]:
 def delete(deletion: Deletion) -> None:
     """Delete the rows in one transaction, then their files. Raises ValueError when runs are still running."""
     if deletion.running:
-        raise ValueError(f"{len(deletion.running)} run(s) are still running; press Cancel on their experiment and "
-                         "delete once they have stopped.")  # fmt: skip
+        raise ValueError(
+            f"{len(deletion.running)} run(s) are still running; press Cancel on their experiment and "
+            "delete once they have stopped."
+        )
     with transaction.atomic():
         for goodnet in deletion.goodnets:
             goodnet.delete()

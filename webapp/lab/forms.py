@@ -39,26 +39,32 @@ def parse_values(text: str, cast, what: str) -> tuple:
     if not text:
         raise ValidationError(f"Give at least one {what}.")
     if len(text) > MAX_VALUES_TEXT:
-        raise ValidationError(f"The {what} field has {len(text):,} characters; the limit is {MAX_VALUES_TEXT:,}. "
-                              f"Give at most {MAX_POINTS} values, or a range start:stop:step.")  # fmt: skip
+        raise ValidationError(
+            f"The {what} field has {len(text):,} characters; the limit is {MAX_VALUES_TEXT:,}. "
+            f"Give at most {MAX_POINTS} values, or a range start:stop:step."
+        )
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 3:
-            raise ValidationError(f"{what.capitalize()}: {brief(text)} is not a range like '0:2:0.1' "
-                                  "(start:stop:step).")  # fmt: skip
+            raise ValidationError(
+                f"{what.capitalize()}: {brief(text)} is not a range like '0:2:0.1' (start:stop:step)."
+            )
         start, stop, step = (finite(part, text, what) for part in parts)
         steps = (stop - start) / step if step > 0 else -1.0  # inf when it overflows
         # stop is included when a whole number of steps reaches it (1e-9: 0.1 * 3 is not quite 0.3)
         count = math.floor(steps + 1e-9) + 1 if 0 <= steps <= MAX_POINTS else 0
         if not 1 <= count <= MAX_POINTS:
-            raise ValidationError(f"The range {brief(text)} for {what} is empty or has more than {MAX_POINTS} "
-                                  "values; give start <= stop and a step above 0.")  # fmt: skip
+            raise ValidationError(
+                f"The range {brief(text)} for {what} is empty or has more than {MAX_POINTS} "
+                "values; give start <= stop and a step above 0."
+            )
         numbers = [round(start + i * step, 10) for i in range(count)]
     else:
         parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
         if len(parts) > MAX_POINTS:
-            raise ValidationError(f"{len(parts)} values for {what}; the limit is {MAX_POINTS}. Did you mean a "
-                                  "range start:stop:step?")  # fmt: skip
+            raise ValidationError(
+                f"{len(parts)} values for {what}; the limit is {MAX_POINTS}. Did you mean a range start:stop:step?"
+            )
         numbers = [finite(part, text, what) for part in parts]
     try:
         values = [cast(number) for number in numbers]
@@ -73,8 +79,10 @@ def brief(text: str) -> str:
 
 
 def not_numbers(text: str, what: str, detail: str = "") -> ValidationError:
-    return ValidationError(f"{what.capitalize()}: {brief(text)} is not a list of numbers like '0.8, 1.0' or a range "
-                           f"like '0:2:0.1'{detail}.")  # fmt: skip
+    return ValidationError(
+        f"{what.capitalize()}: {brief(text)} is not a list of numbers like '0.8, 1.0' or a range "
+        f"like '0:2:0.1'{detail}."
+    )
 
 
 def finite(part: str, text: str, what: str) -> float:
@@ -137,8 +145,10 @@ class TeamForm(forms.Form):
         if any(unicodedata.category(char)[0] in "CZ" and char != " " for char in name):
             raise ValidationError("A team name may hold no invisible, control or unusual space characters.")
         if len(scripts_of(name)) > 1:
-            raise ValidationError(f"A team name uses letters of one writing system; this one mixes "
-                                  f"{', '.join(sorted(scripts_of(name))).lower()}.")  # fmt: skip
+            raise ValidationError(
+                f"A team name uses letters of one writing system; this one mixes "
+                f"{', '.join(sorted(scripts_of(name))).lower()}."
+            )
         if any(name_key(other) == name_key(name) for other in Team.objects.values_list("name", flat=True)):
             raise ValidationError("That name is taken (or one that reads the same); choose another.")
         if self.user is not None and Membership.objects.filter(user=self.user, is_admin=True).count() >= (
@@ -214,8 +224,9 @@ class RowsField(forms.ModelMultipleChoiceField):
         for pk in value if isinstance(value, list | tuple) else []:
             with contextlib.suppress(ValueError, TypeError):  # not a number at all: Django's own check says so
                 if abs(int(str(pk))) > MAX_ID:
-                    raise ValidationError(self.error_messages["invalid_choice"], code="invalid_choice",
-                                          params={"value": brief(str(pk))})  # fmt: skip
+                    raise ValidationError(
+                        self.error_messages["invalid_choice"], code="invalid_choice", params={"value": brief(str(pk))}
+                    )
         return super().clean(value)
 
 
@@ -251,20 +262,24 @@ class ExperimentForm(forms.Form):
     badnet = forms.ModelChoiceField(queryset=BadNet.objects.none(), label="BadNet")
     valid = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean validation set", widget=FitsSelect)
     test = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean test set", widget=FitsSelect)
-    poisoned = RowsField(queryset=Dataset.objects.none(), required=False, widget=FitsCheckboxes,
-                         label="Poisoned sets")  # fmt: skip
+    poisoned = RowsField(queryset=Dataset.objects.none(), required=False, widget=FitsCheckboxes, label="Poisoned sets")
     defense = forms.ChoiceField(choices=[(d, d) for d in DEFENSES], initial="fine-prune")
     thresholds = forms.CharField(initial="1.0", help_text="values or a range start:stop:step")
     learning_rates = forms.CharField(initial="0.001", label="Learning rates")
     epochs = forms.CharField(initial="10")
-    layers = forms.CharField(required=False, max_length=MAX_VALUES_TEXT,
-                             help_text="conv layers to prune, comma separated; empty: all")  # fmt: skip
+    layers = forms.CharField(
+        required=False, max_length=MAX_VALUES_TEXT, help_text="conv layers to prune, comma separated; empty: all"
+    )
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**32 - 1)  # NumPy's and TensorFlow's seed range
     max_drop = forms.FloatField(initial=4.0, min_value=0.1, max_value=100, label="Incremental: max accuracy drop")
-    max_ca_drop = forms.FloatField(initial=5.0, min_value=0, max_value=100, required=False,
-                                   label="Clean-accuracy floor",
-                                   help_text="points (default 5): a 'best' point's validation CA may be at most "
-                                             "this far below the BadNet's own")  # fmt: skip
+    max_ca_drop = forms.FloatField(
+        initial=5.0,
+        min_value=0,
+        max_value=100,
+        required=False,
+        label="Clean-accuracy floor",
+        help_text="points (default 5): a 'best' point's validation CA may be at most this far below the BadNet's own",
+    )
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
     PARAMETERS = ("defense", "thresholds", "learning_rates", "epochs", "layers", "seed", "max_drop")
     DATASET_FIELDS = ("valid", "test", "poisoned")
@@ -287,8 +302,13 @@ class ExperimentForm(forms.Form):
         if space is None:
             return {}
         fields = asdict(space)
-        return {"name": template, "defense": fields["defense"], "thresholds": as_text(fields["thresholds"]),
-                "learning_rates": as_text(fields["learning_rates"]), "epochs": as_text(fields["epochs"])}  # fmt: skip
+        return {
+            "name": template,
+            "defense": fields["defense"],
+            "thresholds": as_text(fields["thresholds"]),
+            "learning_rates": as_text(fields["learning_rates"]),
+            "epochs": as_text(fields["epochs"]),
+        }
 
     def clean_thresholds(self):
         values = parse_values(self.cleaned_data["thresholds"], float, "threshold")
@@ -319,23 +339,34 @@ class ExperimentForm(forms.Form):
         if badnet is not None:
             unknown = [name for name in layers if name not in badnet.report["conv_layers"]]
             if unknown:
-                self.add_error("layers", f"{', '.join(unknown)}: not conv layers of {badnet.name}; it has "
-                                         f"{', '.join(badnet.report['conv_layers'])}.")  # fmt: skip
+                self.add_error(
+                    "layers",
+                    f"{', '.join(unknown)}: not conv layers of {badnet.name}; it has "
+                    f"{', '.join(badnet.report['conv_layers'])}.",
+                )
         if badnet is not None:
             self.check_fit(badnet, data)
         self.check_memory(data)
         if any(name in self.errors for name in self.PARAMETERS):
             return data
         try:
-            space = ParameterSpace(defense=data["defense"], thresholds=data["thresholds"],
-                                   learning_rates=data["learning_rates"], epochs=data["epochs"], layers=layers,
-                                   seed=data["seed"], max_drop=data["max_drop"])  # fmt: skip
+            space = ParameterSpace(
+                defense=data["defense"],
+                thresholds=data["thresholds"],
+                learning_rates=data["learning_rates"],
+                epochs=data["epochs"],
+                layers=layers,
+                seed=data["seed"],
+                max_drop=data["max_drop"],
+            )
         except ValueError as error:
             raise ValidationError(str(error)) from None
         if space.size() > MAX_POINTS:  # from the axes' lengths: the grid is never built
-            raise ValidationError(f"This grid has {space.size():,} points (thresholds x learning rates x epochs); "
-                                  f"the limit is {MAX_POINTS}. Split it into several experiments or use fewer "
-                                  "values.")  # fmt: skip
+            raise ValidationError(
+                f"This grid has {space.size():,} points (thresholds x learning rates x epochs); "
+                f"the limit is {MAX_POINTS}. Split it into several experiments or use fewer "
+                "values."
+            )
         if "poisoned" not in self.errors and not any(d.role == Dataset.POISONED_TEST for d in data.get("poisoned", [])):
             self.add_error("poisoned", "Choose at least one poisoned test set: without one there is no ASR.")
         data["space"], data["plan"] = space, plan(space)  # the preview shows the plan even before the data is chosen
@@ -349,9 +380,12 @@ class ExperimentForm(forms.Form):
         total = sum(dataset.memory_bytes for dataset in sets)
         if total > settings.MAX_RUN_PIXEL_BYTES:
             most = settings.MAX_RUN_PIXEL_BYTES / 2**30
-            self.add_error(None, f"These sets hold {total / 2**30:.1f} GiB of pixels as a worker reads them; the "
-                                 f"limit is {most:.1f} GiB. Choose fewer or smaller poisoned sets, or ask an "
-                                 "operator to raise PRUNELAB_MAX_RUN_PIXEL_BYTES.")  # fmt: skip
+            self.add_error(
+                None,
+                f"These sets hold {total / 2**30:.1f} GiB of pixels as a worker reads them; the "
+                f"limit is {most:.1f} GiB. Choose fewer or smaller poisoned sets, or ask an "
+                "operator to raise PRUNELAB_MAX_RUN_PIXEL_BYTES.",
+            )
 
     def check_fit(self, badnet: BadNet, data: dict) -> None:
         """Every chosen set must fit the BadNet (Dataset.misfit): the refusal names the set and why."""
@@ -411,16 +445,17 @@ class MultipleImageField(forms.FileField):
 class ClassifyForm(forms.Form):
     network = forms.ChoiceField(label="Network")
     images = MultipleImageField(required=False, help_text="PNG or JPEG; other sizes are resized")
-    sample_dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False,
-                                            label="or samples from")  # fmt: skip
+    sample_dataset = forms.ModelChoiceField(queryset=Dataset.objects.none(), required=False, label="or samples from")
     sample_indices = forms.CharField(required=False, initial="0, 1, 2, 3", label="image numbers")
 
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)
         goodnets = GoodNet.objects.filter(team=team).select_related("badnet", "run__badnet").order_by("name")
         badnets = BadNet.objects.filter(team=team).order_by("name")
-        self.fields["network"].choices = [("GoodNets", [(f"goodnet-{g.pk}", goodnet_label(g)) for g in goodnets]),
-                                          ("BadNets alone", [(f"badnet-{b.pk}", str(b)) for b in badnets])]  # fmt: skip
+        self.fields["network"].choices = [
+            ("GoodNets", [(f"goodnet-{g.pk}", goodnet_label(g)) for g in goodnets]),
+            ("BadNets alone", [(f"badnet-{b.pk}", str(b)) for b in badnets]),
+        ]
         self.fields["sample_dataset"].queryset = Dataset.objects.filter(team=team).order_by("name")
         self.goodnets, self.badnets = goodnets, badnets
 
@@ -454,6 +489,9 @@ class ClassifyForm(forms.Form):
             raise ValidationError("Upload at least one image or choose a dataset to take samples from.")
         dataset, indices = data.get("sample_dataset"), data.get("sample_indices") or ()
         if dataset is not None and indices and max(indices) >= dataset.count:
-            self.add_error("sample_indices", f"{dataset.name} has {dataset.count} images, numbered 0 to "
-                                             f"{dataset.count - 1}; there is no image {max(indices)}.")  # fmt: skip
+            self.add_error(
+                "sample_indices",
+                f"{dataset.name} has {dataset.count} images, numbered 0 to "
+                f"{dataset.count - 1}; there is no image {max(indices)}.",
+            )
         return data

@@ -108,9 +108,18 @@ def classify(badnet: BadNet, goodnet: GoodNet | None, images: list[tuple[str, ob
     bad = predict_probabilities(badnet_model(badnet), pixels, badnet.divisor)
     repaired = predict_probabilities(repaired_model(goodnet), pixels, badnet.divisor) if goodnet else None
     labels = goodnet_labels(bad, repaired) if goodnet else bad.argmax(axis=1)
-    return [Answer(image=name, note=image.note, label=int(labels[i]), n_classes=badnet.n_classes,
-                   bad=vote(bad[i]), repaired=vote(repaired[i]) if goodnet else None,
-                   thumbnail=thumbnail(image.pixels)) for i, (name, image) in enumerate(loaded)]  # fmt: skip
+    return [
+        Answer(
+            image=name,
+            note=image.note,
+            label=int(labels[i]),
+            n_classes=badnet.n_classes,
+            bad=vote(bad[i]),
+            repaired=vote(repaired[i]) if goodnet else None,
+            thumbnail=thumbnail(image.pixels),
+        )
+        for i, (name, image) in enumerate(loaded)
+    ]
 
 
 def thumbnail(pixels) -> str:
@@ -160,8 +169,9 @@ def compose_from_run(run: Run, name: str, user) -> GoodNet:
     path = run.artifact_dir() / "repaired_net.keras"
     if run.kind != "finetune" or run.status != Run.DONE or not path.exists():
         raise ValueError(f"Run {run.pk} has no repaired network: only finished fine-tuning runs have one.")
-    return GoodNet.objects.create(team=run.team, owner=user, name=name, badnet=run.badnet, run=run,
-                                  sha256=file_digest(path))  # fmt: skip
+    return GoodNet.objects.create(
+        team=run.team, owner=user, name=name, badnet=run.badnet, run=run, sha256=file_digest(path)
+    )
 
 
 def compose_from_upload(badnet: BadNet, path: Path, original_name: str, name: str, user) -> GoodNet:
@@ -178,9 +188,15 @@ def compose_from_upload(badnet: BadNet, path: Path, original_name: str, name: st
             "Upload the repaired version of this BadNet."
         )
     with open(path, "rb") as handle, transaction.atomic():
-        return GoodNet.objects.create(team=badnet.team, owner=user, name=name, badnet=badnet,
-                                      file=File(handle, name=Path(path).name), original_name=original_name,
-                                      sha256=file_digest(path))  # fmt: skip
+        return GoodNet.objects.create(
+            team=badnet.team,
+            owner=user,
+            name=name,
+            badnet=badnet,
+            file=File(handle, name=Path(path).name),
+            original_name=original_name,
+            sha256=file_digest(path),
+        )
 
 
 def bundle_zip(goodnet: GoodNet) -> Path:

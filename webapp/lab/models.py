@@ -95,8 +95,12 @@ class Dataset(models.Model):
         "poisoned-test",
         "poisoned-valid",
     )
-    ROLES = [(CLEAN_VALID, "clean validation (the defender's data)"), (CLEAN_TEST, "clean test"),
-             (POISONED_TEST, "poisoned test"), (POISONED_VALID, "poisoned validation")]  # fmt: skip
+    ROLES = [
+        (CLEAN_VALID, "clean validation (the defender's data)"),
+        (CLEAN_TEST, "clean test"),
+        (POISONED_TEST, "poisoned test"),
+        (POISONED_VALID, "poisoned validation"),
+    ]
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="datasets")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     name = models.CharField(max_length=100)
@@ -133,11 +137,15 @@ class Dataset(models.Model):
         if self.height is None or self.label_max is None:
             return f"{self.name}: its image size and labels were not recorded; upload it again."
         if (self.height, self.width) != (height, width):
-            return (f"{self.name} holds {self.height}x{self.width} images; {badnet.name} takes {height}x{width}. "
-                    "Choose a set made for this BadNet.")  # fmt: skip
+            return (
+                f"{self.name} holds {self.height}x{self.width} images; {badnet.name} takes {height}x{width}. "
+                "Choose a set made for this BadNet."
+            )
         if self.label_max >= n:
-            return (f"{self.name} has labels up to {self.label_max}; {badnet.name} has classes 0..{n - 1}. "
-                    "Choose a set of this BadNet's classes.")  # fmt: skip
+            return (
+                f"{self.name} has labels up to {self.label_max}; {badnet.name} has classes 0..{n - 1}. "
+                "Choose a set of this BadNet's classes."
+            )
         if self.target is not None and self.target >= n:
             return f"{self.name} declares target {self.target}; {badnet.name} has classes 0..{n - 1}."
         return ""
@@ -171,9 +179,12 @@ class Experiment(models.Model):
 
     def data_fingerprint(self) -> dict:
         """What makes two experiments' data the same: file hashes, not names or rows."""
-        return {"badnet": [self.badnet.sha256, self.badnet.arch, self.badnet.divisor],
-                "valid": self.valid.sha256, "test": self.test.sha256,
-                "poisoned": sorted([d.metric_name, d.sha256] for d in self.poisoned.all())}  # fmt: skip
+        return {
+            "badnet": [self.badnet.sha256, self.badnet.arch, self.badnet.divisor],
+            "valid": self.valid.sha256,
+            "test": self.test.sha256,
+            "poisoned": sorted([d.metric_name, d.sha256] for d in self.poisoned.all()),
+        }
 
     def own_runs(self) -> models.QuerySet:
         """The experiment's runs of its own team: the only runs its pages and buttons read or act on. (Runs

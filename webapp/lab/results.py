@@ -53,8 +53,13 @@ def experiment_rows(experiment: Experiment) -> list[dict]:
     test, valid = triggers(experiment), triggers(experiment, Dataset.POISONED_VALID)
     rows = []
     for point in experiment_points(experiment):
-        base = {"threshold": point["threshold"], "lr": point["lr"], "epochs": point["epochs"],
-                "run": point["run"], "status": point["status"]}  # fmt: skip
+        base = {
+            "threshold": point["threshold"],
+            "lr": point["lr"],
+            "epochs": point["epochs"],
+            "run": point["run"],
+            "status": point["status"],
+        }
         rows.append(base | flat_row(point["metrics"] or {}, test, valid))
     return rows
 
@@ -65,8 +70,11 @@ def incremental_rows(experiment: Experiment) -> list[dict]:
     run = experiment.own_runs().order_by("pk").first()
     if run is None:
         return []
-    return [{"step": p.position, "fraction": p.metrics.get("fraction"), "stop": bool(p.metrics.get("stop"))}
-            | flat_row(p.metrics, test, valid) for p in run.points.all()]  # fmt: skip
+    return [
+        {"step": p.position, "fraction": p.metrics.get("fraction"), "stop": bool(p.metrics.get("stop"))}
+        | flat_row(p.metrics, test, valid)
+        for p in run.points.all()
+    ]
 
 
 @dataclass(frozen=True)
@@ -89,20 +97,30 @@ def select(rows: list[dict], max_ca_drop: float, with_poisoned_valid: bool) -> S
     The floor is what keeps a destroyed network from being "best": the seed's score alone ranks a point at
     CA 8 % above the untouched BadNet. Every page's "best" and before/after table comes from here."""
     how = SELECTED_WITH_POISONED_VALID if with_poisoned_valid else SELECTED_ON_CLEAN_VALID
-    scored = [r for r in rows if r.get("selection") is not None and r.get("valid_acc") is not None
-              and (r.get("valid_asr") is not None or not with_poisoned_valid)]  # fmt: skip
+    scored = [
+        r
+        for r in rows
+        if r.get("selection") is not None
+        and r.get("valid_acc") is not None
+        and (r.get("valid_asr") is not None or not with_poisoned_valid)
+    ]
     known = [r for r in scored if r.get("before_valid_acc") is not None]
     baselines = {round(r["before_valid_acc"], 6) for r in known}
     if scored and not known:
-        return Selection(None, f"{how}; no point is named: the BadNet's own validation accuracy is not recorded "
-                               "for these runs (runs made before Prunelab recorded it need a re-run)",
-                         None, None)  # fmt: skip
+        return Selection(
+            None,
+            f"{how}; no point is named: the BadNet's own validation accuracy is not recorded "
+            "for these runs (runs made before Prunelab recorded it need a re-run)",
+            None,
+            None,
+        )
     baseline = next(iter(baselines)) if len(baselines) == 1 else None
     of_badnet = f"the BadNet's {baseline:.2f} %" if baseline is not None else "the BadNet's own (per run)"
     rule = f"{how}, among points whose validation CA is at most {max_ca_drop:g} points below {of_badnet}"
     meeting = [r for r in known if r["valid_acc"] >= r["before_valid_acc"] - max_ca_drop - 1e-9]
-    best = max(meeting, key=lambda r: (r["selection"], *(-(r[p] or 0) for p in ("threshold", "lr", "epochs"))),
-               default=None)  # fmt: skip
+    best = max(
+        meeting, key=lambda r: (r["selection"], *(-(r[p] or 0) for p in ("threshold", "lr", "epochs"))), default=None
+    )
     if best is None and known:
         rule += "; no point meets that floor, so none is named best"
     return Selection(best, rule, baseline, None if baseline is None else baseline - max_ca_drop)
@@ -140,9 +158,13 @@ def progress(experiment: Experiment) -> dict:
     elapsed = (timezone.now() - min(started)).total_seconds() if started else 0.0
     fraction = done / total
     seconds_left = elapsed * (1 - fraction) / fraction if 0 < fraction < 1 else None
-    return {"runs": runs, "fraction": fraction, "seconds_left": seconds_left,
-            "finished": all(run.status in (Run.DONE, Run.FAILED, Run.CANCELLED) for run in runs),
-            "failed": [run for run in runs if run.status in (Run.FAILED, Run.CANCELLED)]}  # fmt: skip
+    return {
+        "runs": runs,
+        "fraction": fraction,
+        "seconds_left": seconds_left,
+        "finished": all(run.status in (Run.DONE, Run.FAILED, Run.CANCELLED) for run in runs),
+        "failed": [run for run in runs if run.status in (Run.FAILED, Run.CANCELLED)],
+    }
 
 
 def run_summary(run: Run) -> dict:
@@ -158,18 +180,29 @@ def run_summary(run: Run) -> dict:
         metrics["before"] = first.metrics["before"]
     config = run.config
     return {
-        "run": run.pk, "kind": run.kind, "status": run.status, "badnet": run.badnet.name,
-        "experiment": experiment.name if experiment else "", "owner": experiment.owner.username if experiment else "",
+        "run": run.pk,
+        "kind": run.kind,
+        "status": run.status,
+        "badnet": run.badnet.name,
+        "experiment": experiment.name if experiment else "",
+        "owner": experiment.owner.username if experiment else "",
         "when": run.finished_at or run.created,
-        "threshold": config.get("threshold"), "lr": config.get("lr"), "epochs": config.get("epochs"),
-    } | flat_row(metrics, test, valid)  # fmt: skip
+        "threshold": config.get("threshold"),
+        "lr": config.get("lr"),
+        "epochs": config.get("epochs"),
+    } | flat_row(metrics, test, valid)
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
     """Rows no other row beats on both CA (higher) and ASR (lower), ordered by ASR."""
     points = [r for r in rows if r.get("ca") is not None and r.get("asr") is not None]
-    front = [r for r in points if not any(o["ca"] >= r["ca"] and o["asr"] <= r["asr"] and
-                                          (o["ca"], o["asr"]) != (r["ca"], r["asr"]) for o in points)]  # fmt: skip
+    front = [
+        r
+        for r in points
+        if not any(
+            o["ca"] >= r["ca"] and o["asr"] <= r["asr"] and (o["ca"], o["asr"]) != (r["ca"], r["asr"]) for o in points
+        )
+    ]
     return sorted(front, key=lambda r: (r["asr"], -r["ca"]))
 
 
@@ -213,11 +246,20 @@ def run_rows(run: Run) -> list[dict]:
     for point in run.points.all():
         metrics = point.metrics
         asr = metrics.get("asr") or {}
-        rows.append({"position": point.position, "epoch": metrics.get("epoch"), "threshold": metrics.get("threshold"),
-                     "fraction": metrics.get("fraction"), "ca": metrics.get("ca"),
-                     **{f"asr {name}": asr.get(name) for name in names}, "valid_acc": metrics.get("valid_acc"),
-                     "loss": metrics.get("loss"), "train_acc": metrics.get("train_acc"),
-                     "seconds": metrics.get("seconds")})  # fmt: skip
+        rows.append(
+            {
+                "position": point.position,
+                "epoch": metrics.get("epoch"),
+                "threshold": metrics.get("threshold"),
+                "fraction": metrics.get("fraction"),
+                "ca": metrics.get("ca"),
+                **{f"asr {name}": asr.get(name) for name in names},
+                "valid_acc": metrics.get("valid_acc"),
+                "loss": metrics.get("loss"),
+                "train_acc": metrics.get("train_acc"),
+                "seconds": metrics.get("seconds"),
+            }
+        )
     return rows
 
 

@@ -19,8 +19,10 @@ class AlreadyStored(Exception):
     def __init__(self, row, original_name: str):
         self.row = row
         when = row.created.strftime("%Y-%m-%d %H:%M")
-        super().__init__(f"{original_name} is already stored as {row.name!r} (uploaded by {row.owner.username}, "
-                         f"{when}): here it is. Nothing new was stored.")  # fmt: skip
+        super().__init__(
+            f"{original_name} is already stored as {row.name!r} (uploaded by {row.owner.username}, "
+            f"{when}): here it is. Nothing new was stored."
+        )
 
 
 def refuse_duplicate(model, team, path: Path) -> str:
@@ -38,13 +40,31 @@ def add_badnet(team, user, path: Path, name: str, arch: str = "", divisor: float
     digest = refuse_duplicate(BadNet, team, path)
     report = verify_model_file(path, arch or None, limits=limits.model_limits())
     with open(path, "rb") as handle:
-        return BadNet.objects.create(team=team, owner=user, name=name, file=File(handle, name=Path(path).name),
-                                     original_name=Path(path).name, sha256=digest, arch=arch,
-                                     divisor=divisor, n_classes=report.n_classes, report=report.as_dict())  # fmt: skip
+        return BadNet.objects.create(
+            team=team,
+            owner=user,
+            name=name,
+            file=File(handle, name=Path(path).name),
+            original_name=Path(path).name,
+            sha256=digest,
+            arch=arch,
+            divisor=divisor,
+            n_classes=report.n_classes,
+            report=report.as_dict(),
+        )
 
 
-def add_dataset(team, user, path: Path, name: str, role: str, trigger: str = "", target: int | None = None,
-                n_classes: int | None = None, badnet: BadNet | None = None) -> Dataset:  # fmt: skip
+def add_dataset(
+    team,
+    user,
+    path: Path,
+    name: str,
+    role: str,
+    trigger: str = "",
+    target: int | None = None,
+    n_classes: int | None = None,
+    badnet: BadNet | None = None,
+) -> Dataset:
     """Validate a CSAW dataset file completely (DataError says why not), then store it. With a BadNet, its
     input size and classes are checked too. A file the team already has is offered instead (AlreadyStored),
     unless it does not fit the named BadNet: then that is the refusal."""
@@ -58,16 +78,30 @@ def add_dataset(team, user, path: Path, name: str, role: str, trigger: str = "",
     n_classes = badnet.n_classes if badnet else n_classes
     info = validate_dataset(path, image_shape, n_classes, limits.dataset_limits())
     with open(path, "rb") as handle:
-        return Dataset.objects.create(team=team, owner=user, name=name, role=role, trigger=trigger, target=target,
-                                      file=File(handle, name=Path(path).name), original_name=Path(path).name,
-                                      sha256=digest, **dataset_facts(info))  # fmt: skip
+        return Dataset.objects.create(
+            team=team,
+            owner=user,
+            name=name,
+            role=role,
+            trigger=trigger,
+            target=target,
+            file=File(handle, name=Path(path).name),
+            original_name=Path(path).name,
+            sha256=digest,
+            **dataset_facts(info),
+        )
 
 
 def dataset_facts(info) -> dict:
     """A checked set's size, image size and labels as Dataset fields (migration 0004 has a frozen copy)."""
-    return {"count": info.count, "height": info.image_shape[0], "width": info.image_shape[1],
-            "label_min": int(info.labels.min()), "label_max": int(info.labels.max()),
-            "classes_present": len(set(info.labels.tolist()))}  # fmt: skip
+    return {
+        "count": info.count,
+        "height": info.image_shape[0],
+        "width": info.image_shape[1],
+        "label_min": int(info.labels.min()),
+        "label_max": int(info.labels.max()),
+        "classes_present": len(set(info.labels.tolist())),
+    }
 
 
 def space_of(experiment: Experiment) -> ParameterSpace:
@@ -114,7 +148,7 @@ def submit(experiment: Experiment, enqueue: bool = True) -> list[Run]:
                 "config": job.config,
                 "inputs": run_inputs(experiment),
                 "queue": experiment.queue,
-            },  # fmt: skip
+            },
         )
         runs.append(run)
     experiment.runs.add(*runs)
@@ -129,8 +163,9 @@ def requeue(run: Run) -> None:
     from workers.tasks import execute_run
 
     Run.objects.filter(pk=run.pk).update(status=Run.QUEUED, cancel_requested=False, error="", progress=0.0)
-    transaction.on_commit(lambda: Run.objects.filter(pk=run.pk).update(
-        task_id=execute_run.apply_async(args=[run.pk], queue=run.queue).id))  # fmt: skip
+    transaction.on_commit(
+        lambda: Run.objects.filter(pk=run.pk).update(task_id=execute_run.apply_async(args=[run.pk], queue=run.queue).id)
+    )
 
 
 def cancel(experiment: Experiment) -> int:
@@ -150,15 +185,27 @@ def experiment_points(experiment: Experiment) -> list[dict]:
     for (threshold, lr, epochs), (job_index, position) in sorted(the_plan.points.items()):
         run = runs.get(keys[job_index])
         point = next((p for p in run.points.all() if p.position == position), None) if run else None
-        rows.append({"threshold": threshold, "lr": lr, "epochs": epochs, "run": run.pk if run else None,
-                     "status": run.status if run else None, "metrics": point.metrics if point else None})  # fmt: skip
+        rows.append(
+            {
+                "threshold": threshold,
+                "lr": lr,
+                "epochs": epochs,
+                "run": run.pk if run else None,
+                "status": run.status if run else None,
+                "metrics": point.metrics if point else None,
+            }
+        )
     return rows
 
 
 def describe_plan(experiment: Experiment) -> dict:
     the_plan = plan_for(experiment)
-    return {"points": len(the_plan.points), "jobs": len(the_plan.jobs), "training_epochs": the_plan.training_epochs,
-            "space": asdict(space_of(experiment))}  # fmt: skip
+    return {
+        "points": len(the_plan.points),
+        "jobs": len(the_plan.jobs),
+        "training_epochs": the_plan.training_epochs,
+        "space": asdict(space_of(experiment)),
+    }
 
 
 def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
@@ -187,9 +234,17 @@ def rerun_failed(experiment: Experiment) -> int:
 @transaction.atomic
 def create_experiment(team, user, data: dict) -> Experiment:
     """Store an experiment from a validated form or API payload and queue its runs."""
-    experiment = Experiment.objects.create(team=team, owner=user, name=data["name"], badnet=data["badnet"],
-                                           valid=data["valid"], test=data["test"], queue=data["queue"],
-                                           max_ca_drop=data["max_ca_drop"], space=asdict(data["space"]))  # fmt: skip
+    experiment = Experiment.objects.create(
+        team=team,
+        owner=user,
+        name=data["name"],
+        badnet=data["badnet"],
+        valid=data["valid"],
+        test=data["test"],
+        queue=data["queue"],
+        max_ca_drop=data["max_ca_drop"],
+        space=asdict(data["space"]),
+    )
     experiment.poisoned.set(data["poisoned"])
     submit(experiment)
     return experiment

@@ -27,12 +27,15 @@ def check_upload(uploaded, suffixes: tuple[str, ...], limit: int | None = None, 
     limit = limit or settings.MAX_UPLOAD_BYTES
     suffix = Path(uploaded.name).suffix.lower()
     if suffix not in suffixes:
-        raise ValidationError(f"{uploaded.name} is not a {what} ({' or '.join(suffixes)} expected). "
-                              "Choose the right file.")  # fmt: skip
+        raise ValidationError(
+            f"{uploaded.name} is not a {what} ({' or '.join(suffixes)} expected). Choose the right file."
+        )
     if uploaded.size > limit:
         size, most = filesizeformat(uploaded.size), filesizeformat(limit)
-        raise ValidationError(f"{uploaded.name} is {size}; the limit is {most}. Upload a smaller file, or ask "
-                              "an operator to raise PRUNELAB_MAX_UPLOAD_BYTES.")  # fmt: skip
+        raise ValidationError(
+            f"{uploaded.name} is {size}; the limit is {most}. Upload a smaller file, or ask "
+            "an operator to raise PRUNELAB_MAX_UPLOAD_BYTES."
+        )
     if uploaded.size == 0:
         raise ValidationError(f"{uploaded.name} is empty. Choose the file again; the upload may have failed.")
 

@@ -216,7 +216,7 @@ REST_FRAMEWORK = {
         "webapp.lab.parsers.ObjectJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
-    ],  # fmt: skip
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "webapp.lab.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 100,

@@ -63,8 +63,12 @@ def trigger_columns(rows: list[dict]) -> list[str]:
 def compare(request):
     # a run names the first of its experiments: only the team's own (runs are never shared across teams)
     own = Prefetch("experiments", queryset=Experiment.objects.filter(team=request.team))
-    runs = (Run.objects.filter(team=request.team, status=Run.DONE).select_related("badnet").order_by("-pk")
-            .prefetch_related("points", own, "experiments__poisoned", "experiments__owner"))  # fmt: skip
+    runs = (
+        Run.objects.filter(team=request.team, status=Run.DONE)
+        .select_related("badnet")
+        .order_by("-pk")
+        .prefetch_related("points", own, "experiments__poisoned", "experiments__owner")
+    )
     badnet = request.GET.get("badnet", "")
     try:
         if badnet:
@@ -88,10 +92,18 @@ def compare(request):
     key = request.GET.get("sort", "-score")
     key = key if key.lstrip("-") in SORTABLE or key.lstrip("-") in asr_columns else "-score"
     titles = {"threshold": "T", "lr": "LR", "epochs": "Epochs"}
-    sort_columns = [("run", "Run"), ("experiment", "Experiment"), ("badnet", "BadNet"),
-                    *[(c, titles[c]) for c in columns], ("ca", "CA"),
-                    *[(c, f"ASR {c[4:]}") for c in asr_columns], ("asr", "ASR (mean of the run's triggers)"),
-                    ("score", "Score"), ("owner", "Who"), ("when", "When")]  # fmt: skip
+    sort_columns = [
+        ("run", "Run"),
+        ("experiment", "Experiment"),
+        ("badnet", "BadNet"),
+        *[(c, titles[c]) for c in columns],
+        ("ca", "CA"),
+        *[(c, f"ASR {c[4:]}") for c in asr_columns],
+        ("asr", "ASR (mean of the run's triggers)"),
+        ("score", "Score"),
+        ("owner", "Who"),
+        ("when", "When"),
+    ]
     sort_links = []
     for column, title in sort_columns:
         again = request.GET.copy()
@@ -104,10 +116,21 @@ def compare(request):
     query["csv"] = "SLUG"
     everything = request.GET.copy()
     everything["all"] = "1"
-    context = {"rows": sorted_rows(shown, key), "sort_links": sort_links, "show_all": show_all,
-               "all_url": f"?{everything.urlencode()}", "csv_url": f"?{query.urlencode(safe='SLUG')}",
-               "chosen": chosen, "chosen_ids": chosen_ids, "sort": key, "columns": columns,
-               "figures": figures_payload(charts), "summary": before_after(chosen, max_ca_drop),
-               "floor": max_ca_drop, "badnets": BadNet.objects.filter(team=request.team).order_by("name"),
-               "badnet": badnet, "differences": bool(request.GET.get("differences"))}  # fmt: skip
+    context = {
+        "rows": sorted_rows(shown, key),
+        "sort_links": sort_links,
+        "show_all": show_all,
+        "all_url": f"?{everything.urlencode()}",
+        "csv_url": f"?{query.urlencode(safe='SLUG')}",
+        "chosen": chosen,
+        "chosen_ids": chosen_ids,
+        "sort": key,
+        "columns": columns,
+        "figures": figures_payload(charts),
+        "summary": before_after(chosen, max_ca_drop),
+        "floor": max_ca_drop,
+        "badnets": BadNet.objects.filter(team=request.team).order_by("name"),
+        "badnet": badnet,
+        "differences": bool(request.GET.get("differences")),
+    }
     return render(request, "lab/compare.html", context)

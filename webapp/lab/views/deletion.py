@@ -24,8 +24,14 @@ def delete_row(request, kind: str, pk: int):
     row = owned_or_404(model.objects.select_related("team", "owner"), request.user, pk=pk)
     deletion = plan_deletion(row)
     allowed = deletion.owners() == {request.user.pk} or is_team_admin(request.user, row.team)
-    context = {"row": row, "what": what, "summary": deletion.summary(), "running": deletion.running,
-               "allowed": allowed, "back": back}  # fmt: skip
+    context = {
+        "row": row,
+        "what": what,
+        "summary": deletion.summary(),
+        "running": deletion.running,
+        "allowed": allowed,
+        "back": back,
+    }
     if request.method != "POST":
         return render(request, "lab/delete.html", context)
     if not allowed:

@@ -51,8 +51,11 @@ def plan_preview(request):
     if the_plan is None:
         errors = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name in form.PARAMETERS]
         return render(request, "lab/_plan.html", {"errors": errors + list(form.non_field_errors())})
-    return render(request, "lab/_plan.html", {"plan": the_plan, "points": len(the_plan.points),
-                                              "naive": naive_training_epochs(form.cleaned_data["space"])})  # fmt: skip
+    return render(
+        request,
+        "lab/_plan.html",
+        {"plan": the_plan, "points": len(the_plan.points), "naive": naive_training_epochs(form.cleaned_data["space"])},
+    )
 
 
 def experiment_results(experiment: Experiment) -> dict:
@@ -66,8 +69,9 @@ def experiment_results(experiment: Experiment) -> dict:
     if best is not None:  # a run keeps its final network only: a GoodNet of the best point needs its last epoch
         trained = next((r.config.get("epochs") for r in experiment.own_runs() if r.pk == best["run"]), None)
         best = best | {"composable": best["status"] == Run.DONE and best["epochs"] == trained}
-    table = [row | {"asr_values": [row[f"asr {name}"] for name in test], "is_best": row is selection.best}
-             for row in rows]  # fmt: skip
+    table = [
+        row | {"asr_values": [row[f"asr {name}"] for name in test], "is_best": row is selection.best} for row in rows
+    ]
     return {"rows": rows, "table": table, "steps": steps, "triggers": test, "selection": selection, "best": best}
 
 
@@ -146,9 +150,15 @@ def experiment_export(request, pk: int, fmt: str):
     else:
         sets = {"valid": file_entry(experiment.valid), "test": file_entry(experiment.test)}
         sets |= {f"poisoned {d.metric_name}": file_entry(d) for d in experiment.poisoned.all()}
-        definition = {"id": experiment.pk, "name": experiment.name, "team": experiment.team_id, "sets": sets,
-                      "badnet": file_entry(experiment.badnet), "space": experiment.space,
-                      "max_ca_drop": experiment.max_ca_drop}  # fmt: skip
+        definition = {
+            "id": experiment.pk,
+            "name": experiment.name,
+            "team": experiment.team_id,
+            "sets": sets,
+            "badnet": file_entry(experiment.badnet),
+            "space": experiment.space,
+            "max_ca_drop": experiment.max_ca_drop,
+        }
         body = {"experiment": definition, "rule": selection.rule, "best": selection.best, "points": rows}
         response = JsonResponse(body, json_dumps_params={"indent": 1})
     response["Content-Disposition"] = f'attachment; filename="{name}"'

@@ -50,8 +50,12 @@ def profiles_context(badnet: BadNet) -> dict:
     one is still being computed (the page then polls)."""
     profiles = list(Profile.objects.filter(badnet=badnet, dataset__team=badnet.team).select_related("dataset"))
     done = next((p for p in profiles if p.status == "done"), None)
-    return {"badnet": badnet, "profiles": profiles, "profiles_waiting": any(p.status == "queued" for p in profiles),
-            "figures": figures_payload(activation_profiles(done.means, done.dataset.name)) if done else {}}  # fmt: skip
+    return {
+        "badnet": badnet,
+        "profiles": profiles,
+        "profiles_waiting": any(p.status == "queued" for p in profiles),
+        "figures": figures_payload(activation_profiles(done.means, done.dataset.name)) if done else {},
+    }
 
 
 @team_required
@@ -90,9 +94,11 @@ def badnet_profile(request, pk: int):
     if dataset.misfit(badnet):
         return HttpResponseBadRequest(dataset.misfit(badnet), content_type="text/plain; charset=utf-8")
     if dataset.memory_bytes > settings.MAX_RUN_PIXEL_BYTES:
-        return HttpResponseBadRequest(f"{dataset.name} holds {dataset.memory_bytes / 2**30:.1f} GiB of pixels as a "
-                                      "worker reads them; over PRUNELAB_MAX_RUN_PIXEL_BYTES.",
-                                      content_type="text/plain; charset=utf-8")  # fmt: skip
+        return HttpResponseBadRequest(
+            f"{dataset.name} holds {dataset.memory_bytes / 2**30:.1f} GiB of pixels as a "
+            "worker reads them; over PRUNELAB_MAX_RUN_PIXEL_BYTES.",
+            content_type="text/plain; charset=utf-8",
+        )
     request_profile(badnet, dataset)
     messages.info(request, f"The activation profile on {dataset.name} is being computed by a worker.")
     return redirect("badnet", badnet.pk)
@@ -104,8 +110,16 @@ def datasets(request):
     if request.method == "POST" and form.is_valid():
 
         def store(path, data):
-            return add_dataset(request.team, request.user, path, data["name"], data["role"], data["trigger"],
-                               data["target"], badnet=data["badnet"])  # fmt: skip
+            return add_dataset(
+                request.team,
+                request.user,
+                path,
+                data["name"],
+                data["role"],
+                data["trigger"],
+                data["target"],
+                badnet=data["badnet"],
+            )
 
         try:
             dataset = store_checked(form, store, DataError)

@@ -19,9 +19,11 @@ from webapp.lab.uploads import store_checked
 def goodnets_page(request, from_run=None, upload=None, status: int = 200):
     """The GoodNets list with both compose forms (a form passed in keeps the user's input and errors)."""
     rows = GoodNet.objects.filter(team=request.team).select_related("badnet", "run").order_by("-created")
-    context = {"goodnets": rows,
-               "from_run": from_run or GoodNetFromRunForm(request.team, prefix="run"),
-               "upload": upload or GoodNetUploadForm(request.team, prefix="upload")}  # fmt: skip
+    context = {
+        "goodnets": rows,
+        "from_run": from_run or GoodNetFromRunForm(request.team, prefix="run"),
+        "upload": upload or GoodNetUploadForm(request.team, prefix="upload"),
+    }
     return render(request, "lab/goodnets.html", context, status=status)
 
 

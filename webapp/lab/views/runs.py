@@ -24,10 +24,17 @@ def run(request, pk: int):
     chart = run_curve(rows, triggers, run.kind)
     seconds = (run.finished_at - run.started_at).total_seconds() if run.started_at and run.finished_at else None
     shown = [row | {"asr_values": [row[f"asr {t}"] for t in triggers]} for row in rows]
-    context = {"run": run, "description": config_text(run.kind, run.config), "rows": shown, "triggers": triggers,
-               "seconds": seconds, "goodnet_name": f"{run.badnet.name} run {run.pk}",
-               "experiments": run.experiments.filter(team=run.team).order_by("pk"), "repaired": repaired_file(run),
-               "figures": figures_payload([chart] if chart else [])}  # fmt: skip
+    context = {
+        "run": run,
+        "description": config_text(run.kind, run.config),
+        "rows": shown,
+        "triggers": triggers,
+        "seconds": seconds,
+        "goodnet_name": f"{run.badnet.name} run {run.pk}",
+        "experiments": run.experiments.filter(team=run.team).order_by("pk"),
+        "repaired": repaired_file(run),
+        "figures": figures_payload([chart] if chart else []),
+    }
     return render(request, "lab/run.html", context)
 
 

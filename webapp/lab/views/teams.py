@@ -27,8 +27,12 @@ def teams(request):
         choose_team(request, team)
         return redirect("team", team.pk)
     invitations = Invitation.objects.filter(user=request.user).select_related("team", "invited_by")
-    context = {"teams": teams_of(request.user), "form": form, "current": current_team(request),
-               "invitations": invitations}  # fmt: skip
+    context = {
+        "teams": teams_of(request.user),
+        "form": form,
+        "current": current_team(request),
+        "invitations": invitations,
+    }
     return render(request, "lab/teams.html", context)
 
 
@@ -50,8 +54,11 @@ def team(request, team_id: int):
             if user is not None and not Membership.objects.filter(user=user, team=team).exists():
                 Invitation.objects.get_or_create(user=user, team=team, defaults={"invited_by": request.user})
             # the same words whether the account exists or not: the form does not tell who has an account
-            messages.success(request, f"If an account named {name!r} exists, it is invited to {team.name}: it "
-                                      "joins when it accepts on its Teams page.")  # fmt: skip
+            messages.success(
+                request,
+                f"If an account named {name!r} exists, it is invited to {team.name}: it "
+                "joins when it accepts on its Teams page.",
+            )
             return redirect("team", team.pk)
     members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
     context = {"team": team, "members": members, "form": form, "admin": admin}

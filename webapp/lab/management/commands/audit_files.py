@@ -19,9 +19,11 @@ class Command(BaseCommand):
             self.stdout.write(f"{type(row).__name__} {row.pk} '{row.name}' of team {row.team_id}: {reason}")
         checked = BadNet.objects.count() + GoodNet.objects.count() + Dataset.objects.count()
         if refused:
-            raise CommandError(f"{len(refused)} of {checked} stored files fail today's checks. Delete those rows in "
-                               "/admin/ (their files may read other files or exhaust memory) and ask their owners "
-                               "to upload them again.")  # fmt: skip
+            raise CommandError(
+                f"{len(refused)} of {checked} stored files fail today's checks. Delete those rows in "
+                "/admin/ (their files may read other files or exhaust memory) and ask their owners "
+                "to upload them again."
+            )
         self.stdout.write(f"All {checked} stored files pass today's checks.")
 
     def refused_models(self):

@@ -58,8 +58,10 @@ class Command(BaseCommand):
         user = team.membership_set.get(user__username=DEMO_USERNAME).user
         n = record["sizes"]["identities"]
         sets = folder / "data"
-        for role, path in ((Dataset.CLEAN_VALID, sets / "clean_validation_data.h5"),
-                           (Dataset.CLEAN_TEST, sets / "clean_test_data.h5")):  # fmt: skip
+        for role, path in (
+            (Dataset.CLEAN_VALID, sets / "clean_validation_data.h5"),
+            (Dataset.CLEAN_TEST, sets / "clean_test_data.h5"),
+        ):
             if not Dataset.objects.filter(team=team, original_name=path.name, role=role).exists():
                 add_dataset(team, user, path, path.stem.replace("_", " "), role, n_classes=n)
         for name, entry in record["badnets"].items():

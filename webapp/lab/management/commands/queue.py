@@ -21,5 +21,7 @@ class Command(BaseCommand):
         except redis.RedisError as error:
             self.stdout.write(f"Redis unreachable at {settings.REDIS_URL}: {error}")
         for run in Run.objects.filter(status=Run.RUNNING).order_by("started_at"):
-            self.stdout.write(f"  run {run.pk} {run.kind} {run.progress:5.1%} on {run.worker}, attempt "
-                              f"{run.attempts}, heartbeat {run.heartbeat_at:%H:%M:%S}")  # fmt: skip
+            self.stdout.write(
+                f"  run {run.pk} {run.kind} {run.progress:5.1%} on {run.worker}, attempt "
+                f"{run.attempts}, heartbeat {run.heartbeat_at:%H:%M:%S}"
+            )

@@ -18,8 +18,9 @@ class Command(BaseCommand):
         if experiment is None:
             raise CommandError(f"No experiment {options['experiment']}; `manage.py queue` lists the runs.")
         summary = describe_plan(experiment)
-        self.stdout.write(f"{summary['points']} points -> {summary['jobs']} runs, "
-                          f"{summary['training_epochs']} training epochs")  # fmt: skip
+        self.stdout.write(
+            f"{summary['points']} points -> {summary['jobs']} runs, {summary['training_epochs']} training epochs"
+        )
         for run in submit(experiment, enqueue=False):
             if run.status == Run.DONE:
                 self.stdout.write(f"run {run.pk}: already done (shared)")
