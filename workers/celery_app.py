@@ -10,6 +10,11 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
 
+# The tasks by name: the web app queues them by these names (app.send_task) and never imports workers.tasks,
+# which imports the web app's models: the dependency goes one way, workers -> webapp.
+EXECUTE_RUN = "prunelab.execute_run"
+COMPUTE_PROFILE = "prunelab.compute_profile"
+
 app = Celery("prunelab")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"])

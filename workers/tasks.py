@@ -9,7 +9,7 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from workers.celery_app import app
+from workers.celery_app import COMPUTE_PROFILE, EXECUTE_RUN, app
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def failure_message(error: Exception, worker: str) -> str:
 
 
 @app.task(
-    name="prunelab.execute_run",
+    name=EXECUTE_RUN,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
@@ -82,7 +82,7 @@ def execute_run(self, run_id: int) -> str:
     return "done"
 
 
-@app.task(name="prunelab.compute_profile", acks_late=True, reject_on_worker_lost=True)
+@app.task(name=COMPUTE_PROFILE, acks_late=True, reject_on_worker_lost=True)
 def compute_profile(profile_id: int) -> str:
     """A BadNet's activation profile on a clean dataset (for its detail page), stored on the Profile row."""
     from webapp.lab.models import Profile

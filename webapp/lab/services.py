@@ -11,6 +11,8 @@ from defenses.models import file_digest, verify_model_file
 from defenses.planner import ParameterSpace, Plan, plan
 from webapp.lab import limits
 from webapp.lab.models import BadNet, Dataset, Experiment, Profile, Run
+from workers.celery_app import COMPUTE_PROFILE, EXECUTE_RUN
+from workers.celery_app import app as celery_app
 
 
 class AlreadyStored(Exception):
@@ -160,11 +162,11 @@ def submit(experiment: Experiment, enqueue: bool = True) -> list[Run]:
 
 def requeue(run: Run) -> None:
     """Queue a run (again): failed or cancelled points re-run in place, without a new experiment."""
-    from workers.tasks import execute_run
-
     Run.objects.filter(pk=run.pk).update(status=Run.QUEUED, cancel_requested=False, error="", progress=0.0)
     transaction.on_commit(
-        lambda: Run.objects.filter(pk=run.pk).update(task_id=execute_run.apply_async(args=[run.pk], queue=run.queue).id)
+        lambda: Run.objects.filter(pk=run.pk).update(
+            task_id=celery_app.send_task(EXECUTE_RUN, args=[run.pk], queue=run.queue).id
+        )
     )
 
 
@@ -212,14 +214,12 @@ def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
     """The BadNet's activation profile on a clean set: the stored one, or a new one queued on a worker.
     Both rows must be of one team (the views fetch the dataset within the BadNet's team; this is the last
     check, so that no caller can read another team's file through a profile)."""
-    from workers.tasks import compute_profile
-
     if badnet.team_id != dataset.team_id:
         raise ValueError(f"{dataset.name} is not a dataset of {badnet.name}'s team.")
     profile, created = Profile.objects.get_or_create(badnet=badnet, dataset=dataset)
     if created or profile.status == "failed":
         Profile.objects.filter(pk=profile.pk).update(status="queued", error="")
-        transaction.on_commit(lambda: compute_profile.apply_async(args=[profile.pk], queue="cpu"))
+        transaction.on_commit(lambda: celery_app.send_task(COMPUTE_PROFILE, args=[profile.pk], queue="cpu"))
     return profile
 
 
