@@ -10,8 +10,9 @@ Uses the tiny synthetic preset's sunglasses BadNet (written to var/bench-planner
 import time
 from pathlib import Path
 
+from defenses.methods.fineprune import run_finetune
 from defenses.planner import ParameterSpace, naive_training_epochs, plan_study
-from defenses.runner import Inputs, load_inputs, run_finetune, run_job
+from defenses.runner import Inputs, load_inputs, run_job
 from defenses.synthetic import BADNETS, build_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -179,8 +179,9 @@ def runner_inputs(args):
 
 def cmd_fineprune(args) -> int:
     from defenses.goodnet import GoodNet, export_bundle
+    from defenses.methods.fineprune import run_finetune
     from defenses.metrics import evaluate
-    from defenses.runner import load_inputs, run_finetune
+    from defenses.runner import load_inputs
 
     loaded = load_inputs(runner_inputs(args))
     layers = args.layers.split(",") if args.layers else list(loaded.report.conv_layers)

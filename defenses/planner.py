@@ -63,7 +63,11 @@ class Job:
 
     @property
     def training_epochs(self) -> int:
-        return int(self.config.get("epochs", 0))
+        """The job's cost in fine-tuning-epoch units, as its kind counts them (defenses.methods)."""
+        from defenses.methods import JOB_KINDS
+
+        kind = JOB_KINDS.get(self.kind)
+        return kind.training_epochs(self.config) if kind else int(self.config.get("epochs", 0))
 
 
 @dataclass

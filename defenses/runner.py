@@ -1,23 +1,16 @@
-"""One planned job run end to end: load the BadNet and the datasets, prune, fine-tune, measure, and hand
-every result point to a callback (the CLI prints it, a worker stores it)."""
+"""One planned job run end to end: load the BadNet and the datasets once, then run the job's kind (each defense
+module says how, defenses.methods) and hand every result point to a callback (the CLI prints it, a worker
+stores it)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from defenses.data import DatasetLimits, inspect_dataset, load_dataset
-from defenses.finetune import FineTuneSettings, fine_tune, save_atomically, seed_everything
 from defenses.metrics import LabelledSet, evaluate, percent_equal, predict_labels
 from defenses.modelcheck import Limits
 from defenses.models import ModelReport, load_model
-from defenses.pruning import (
-    activation_profile,
-    apply_masks,
-    incremental_prune,
-    pruned_counts,
-    threshold_curve,
-    threshold_masks,
-)
+from defenses.pruning import activation_profile
 
 ReportPoint = Callable[[int, dict], None]  # (position, metrics): epoch, threshold index or channels pruned
 
@@ -87,68 +80,6 @@ def fresh_copy(model):
     return copy
 
 
-def run_finetune(loaded: Loaded, config: dict, report_point: ReportPoint, should_stop=None, artifact_dir=None):
-    """Threshold pruning then fine-tuning; reports position 0 (pruned, not trained) and every epoch.
-    Returns the repaired model; saves it to artifact_dir/repaired_net.keras when given."""
-    seed_everything(int(config.get("seed", 0)))
-    layers = list(config.get("layers") or loaded.report.conv_layers)
-    repaired = fresh_copy(loaded.bad)
-    masks = threshold_masks(loaded.profile(layers), float(config["threshold"]), layers)
-    apply_masks(repaired, masks)
-    pruned = pruned_counts(masks)
-
-    def valid_acc() -> float:  # every point carries it: selections are made on validation data only
-        return percent_equal(predict_labels(repaired, loaded.valid[0], loaded.divisor), loaded.valid[1])
-
-    metrics = evaluate(repaired, loaded.divisor, loaded.clean, loaded.poisoned).as_dict()
-    report_point(0, metrics | {"valid_acc": valid_acc(), "pruned": pruned, "epoch": 0, "before": loaded.baseline()})
-    settings = FineTuneSettings(learning_rate=float(config["lr"]), epochs=int(config["epochs"]))
-    if settings.epochs:
-        fine_tune(
-            repaired,
-            loaded.valid,
-            loaded.divisor,
-            settings,
-            evaluate_epoch=lambda model: evaluate(model, loaded.divisor, loaded.clean, loaded.poisoned),
-            on_epoch=lambda record: report_point(
-                record.epoch, record.as_dict() | {"pruned": pruned, "valid_acc": valid_acc()}
-            ),
-            should_stop=should_stop,
-        )
-    if artifact_dir:
-        save_atomically(repaired, Path(artifact_dir) / "repaired_net.keras")
-    return repaired
-
-
-def run_prune_curve(loaded: Loaded, config: dict, report_point: ReportPoint) -> None:
-    """Prune-only CA and ASR for each threshold, from cached activations (no training)."""
-    layers = list(config.get("layers") or loaded.report.conv_layers)
-    profile, thresholds = loaded.profile(layers), list(config["thresholds"])
-    points = threshold_curve(
-        loaded.bad, loaded.divisor, profile, thresholds, loaded.valid, loaded.clean, loaded.poisoned, layers
-    )
-    for position, point in enumerate(points):
-        report_point(position, curve_point_dict(point) | ({"before": loaded.baseline()} if position == 0 else {}))
-
-
-def run_incremental(loaded: Loaded, config: dict, report_point: ReportPoint) -> int:
-    """Liu et al.'s incremental pruning; reports every step and returns where the validation rule stopped."""
-    profile = loaded.profile(list(loaded.report.conv_layers))
-    result = incremental_prune(
-        loaded.bad,
-        loaded.divisor,
-        profile,
-        loaded.valid,
-        float(config["max_drop"]),
-        config.get("layer"),
-        loaded.clean,
-        loaded.poisoned,
-    )
-    for position, step in enumerate(result.steps):
-        report_point(position, curve_point_dict(step) | {"stop": position == result.stop})
-    return result.stop
-
-
 def curve_point_dict(point) -> dict:
     from defenses.metrics import seed_score
 
@@ -164,11 +95,7 @@ def curve_point_dict(point) -> dict:
 
 
 def run_job(kind: str, config: dict, loaded: Loaded, report_point: ReportPoint, should_stop=None, artifact_dir=None):
-    """Run a planner Job of any kind (see defenses.planner)."""
-    if kind == "finetune":
-        return run_finetune(loaded, config, report_point, should_stop, artifact_dir)
-    if kind == "prune-curve":
-        return run_prune_curve(loaded, config, report_point)
-    if kind == "incremental":
-        return run_incremental(loaded, config, report_point)
-    raise ValueError(f"unknown job kind {kind!r}")
+    """Run a planned job of any kind, through the registry of defenses (defenses.methods)."""
+    from defenses.methods import job_kind
+
+    return job_kind(kind).run(loaded, config, report_point, should_stop, artifact_dir)

@@ -19,3 +19,10 @@ app = Celery("prunelab")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["workers"])
 app.autodiscover_tasks(["workers"], related_name="recovery")
+
+
+def task(name: str):
+    """A task by its name, to run in this process (manage.py run_experiment, tests): Celery's own discovery
+    imports workers.tasks, so no caller names that module."""
+    app.loader.import_default_modules()
+    return app.tasks[name]

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from defenses.runner import Inputs, load_inputs, run_finetune
+from defenses.methods.fineprune import run_finetune
+from defenses.runner import Inputs, load_inputs
 from tests.defenses.tiny import tiny_badnet_files, tiny_data, write_dataset
 from tests.lab.factories import experiment_row, team_with_user
 from tests.processes import celery_worker_process

@@ -15,10 +15,11 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 
 from defenses.data import DataError
+from defenses.methods import LAYERS, METHODS, PARAMETERS
 from defenses.modelcheck import ModelRefused
 from webapp.lab import inference
 from webapp.lab.access import first_team, teams_of
-from webapp.lab.forms import BadNetForm, ClassifyForm, DatasetForm, ExperimentForm, as_text
+from webapp.lab.forms import MAX_POINTS, BadNetForm, ClassifyForm, DatasetForm, ExperimentForm, as_text
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run, Team
 from webapp.lab.results import experiment_rows, experiment_selection, progress
 from webapp.lab.services import AlreadyStored, add_badnet, add_dataset, cancel, create_experiment
@@ -235,20 +236,19 @@ class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
 
 
 def experiment_form_data(payload) -> QueryDict:
-    """API JSON (lists for thresholds, learning_rates, epochs, layers) as the page form's text fields."""
-    data = {
-        key: payload.get(key)
-        for key in ("name", "badnet", "valid", "test", "defense", "seed", "max_drop", "max_ca_drop", "queue")
-        if payload.get(key) is not None
-    }
+    """API JSON as the page form's fields: a list for an axis parameter (thresholds, learning rates, ...) or
+    for layers becomes the text the form reads; every defense's parameters are taken (defenses.methods)."""
+    common = ("name", "badnet", "valid", "test", "defense", "max_ca_drop", "queue")
+    data = {key: payload.get(key) for key in common if payload.get(key) is not None}
     data.setdefault("defense", "fine-prune")
-    data.setdefault("seed", 0)
-    data.setdefault("max_drop", 4.0)
     data.setdefault("max_ca_drop", 5.0)
     data.setdefault("queue", "cpu")
-    for key in ("thresholds", "learning_rates", "epochs", "layers"):
-        value = payload.get(key, [] if key == "layers" else None)
-        data[key] = as_text(value) if isinstance(value, list | tuple) else str(value if value is not None else "")
+    for name, parameter in PARAMETERS.items():
+        value = payload.get(name)
+        if isinstance(value, list | tuple):
+            data[name] = as_text(value) if parameter.kind != LAYERS else ", ".join(map(str, value))
+        elif value is not None:
+            data[name] = str(value)
     form_data = QueryDict(mutable=True)
     form_data.update(data)
     poisoned = payload.get("poisoned") or []
@@ -256,11 +256,48 @@ def experiment_form_data(payload) -> QueryDict:
     return form_data
 
 
+def parameter_schema(parameter) -> dict:
+    """The JSON schema of one defense parameter: a list of numbers (an axis of the grid), one number, or
+    conv layer names."""
+    if parameter.kind == LAYERS:
+        return {"type": "array", "items": {"type": "string"}, "description": parameter.help}
+    number = {"type": "integer" if parameter.kind is int else "number", "maximum": parameter.high}
+    number |= {"minimum": parameter.low} | ({"exclusiveMinimum": True} if parameter.low_open else {})  # OpenAPI 3.0
+    used = ", ".join(m.name for m in METHODS.values() if parameter in m.parameters)
+    described = {"description": f"{parameter.label} ({used}). {parameter.help}".strip()}
+    return ({"type": "array", "items": number, "maxItems": MAX_POINTS} if parameter.axis else number) | described
+
+
+def experiment_body_schema(result, generator, request, public):
+    """drf-spectacular hook: the body of POST /api/experiments/, with every registered defense (defenses.methods)
+    and its parameters, made when the schema is asked for (a defense registered later is in it too)."""
+    common = {
+        "name": {"type": "string", "maxLength": 100},
+        "badnet": {"type": "integer"},
+        "valid": {"type": "integer"},
+        "test": {"type": "integer"},
+        "poisoned": {"type": "array", "items": {"type": "integer"}},
+        "defense": {"type": "string", "enum": list(METHODS), "default": "fine-prune"},
+        "max_ca_drop": {"type": "number", "minimum": 0, "maximum": 100, "default": 5.0},
+        "queue": {"type": "string", "enum": [queue for queue, _ in Experiment.QUEUES]},
+        "team": {"type": "integer"},
+    }
+    parameters = {name: parameter_schema(parameter) for name, parameter in PARAMETERS.items()}
+    body = {"type": "object", "properties": common | parameters, "required": ["name", "badnet", "valid", "test"]}
+    result.setdefault("components", {}).setdefault("schemas", {})["ExperimentCreate"] = body
+    operation = result.get("paths", {}).get("/api/experiments/", {}).get("post")
+    if operation is not None:
+        reference = {"schema": {"$ref": "#/components/schemas/ExperimentCreate"}}
+        operation["requestBody"] = {"content": {"application/json": reference}, "required": True}
+    return result
+
+
 class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
-    """Experiments. POST JSON: name, badnet, valid, test, poisoned [ids], defense, thresholds [..],
-    learning_rates [..], epochs [..], layers [..], seed, max_drop, max_ca_drop (the clean-accuracy floor of
-    the "best" choice, default 5 points), queue; the runs are queued at once. Every set must fit the BadNet
-    (image size, labels, target): a refusal names the set and why."""
+    """Experiments. POST JSON: name, badnet, valid, test, poisoned [ids], defense (any of the registered
+    defenses) and its parameters (e.g. fine-prune: thresholds [..], learning_rates [..], epochs [..],
+    layers [..], seed; the schema lists every defense's), max_ca_drop (the clean-accuracy floor of the "best"
+    choice, default 5 points), queue; the runs are queued at once. Every set must fit the BadNet (image
+    size, labels, target): a refusal names the set and why."""
 
     queryset = Experiment.objects.prefetch_related("runs")
     serializer_class = ExperimentSerializer

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
 
+from defenses.methods import JOB_KINDS, Baseline, Column, Grid, Steps, Versus
 from webapp.lab.results import pareto_front
 
 CA_COLOUR, ASR_COLOURS = "#1f6feb", ["#d1242f", "#bf8700", "#8250df", "#cf222e", "#9a6700"]
@@ -35,7 +36,6 @@ SERIES_COLOURS = [
     "#19d3f3",
 ]
 CA_DASH, ASR_DASHES = "solid", ["dash", "dot", "dashdot", "longdash", "longdashdot"]
-PARAMETERS = {"threshold": "pruning threshold T", "lr": "learning rate", "epochs": "fine-tuning epochs"}
 
 
 @dataclass
@@ -93,8 +93,9 @@ def plain(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
-def label(key: str, value) -> str:
-    return {"threshold": f"T {value}", "lr": f"LR {value:g}", "epochs": f"{value} ep"}[key]
+def label(column: Column, value) -> str:
+    """One value of a point's coordinate in a legend ("T 0.8", "LR 0.001", "30 ep")."""
+    return column.short.format(value)
 
 
 def metric_styles(triggers: list[str]) -> list[tuple[str, str, str]]:
@@ -103,71 +104,75 @@ def metric_styles(triggers: list[str]) -> list[tuple[str, str, str]]:
     return [("ca", "CA", CA_DASH), *asr]
 
 
-def versus(rows: list[dict], parameter: str, triggers: list[str]) -> Chart | None:
-    """CA and ASR (one line per trigger) against one parameter; one series per value of the other two.
+def versus(rows: list[dict], parameter: Column, triggers: list[str], columns: tuple[Column, ...]) -> Chart | None:
+    """CA and ASR (one line per trigger) against one column; one series per value of the other columns.
 
     Colour says the series (e.g. LR 0.001, 10 ep), line style the metric (CA solid, each trigger's ASR its
     own dash); the legend groups a series' lines under its name. With a single series, colours tell the
     metrics apart too."""
+    key = parameter.name
     done = [r for r in rows if r["ca"] is not None]
-    if len({r[parameter] for r in rows}) < 2 or not done:
+    if len({r[key] for r in rows}) < 2 or not done:
         return None
-    others = [p for p in PARAMETERS if p != parameter]
-    groups = sorted({tuple(r[p] for p in others) for r in done})
+    others = [column for column in columns if column.name != key]
+    groups = sorted({tuple(r[c.name] for c in others) for r in done})
     styles = metric_styles(triggers)
     figure = go.Figure()
     for number, group in enumerate(groups):
-        members = sorted((r for r in done if tuple(r[p] for p in others) == group), key=lambda r: r[parameter])
-        series = ", ".join(label(p, v) for p, v in zip(others, group, strict=True))
-        x = [r[parameter] for r in members]
-        for index, (key, metric, dash) in enumerate(styles):
+        members = sorted((r for r in done if tuple(r[c.name] for c in others) == group), key=lambda r: r[key])
+        series = ", ".join(label(c, v) for c, v in zip(others, group, strict=True))
+        x = [r[key] for r in members]
+        for index, (metric_key, metric, dash) in enumerate(styles):
             if len(groups) > 1:
                 colour = SERIES_COLOURS[number % len(SERIES_COLOURS)]
             else:
-                colour = CA_COLOUR if key == "ca" else ASR_COLOURS[(index - 1) % len(ASR_COLOURS)]
+                colour = CA_COLOUR if metric_key == "ca" else ASR_COLOURS[(index - 1) % len(ASR_COLOURS)]
             figure.add_scatter(
                 x=x,
-                y=[r[key] for r in members],
+                y=[r[metric_key] for r in members],
                 name=f"{metric} · {series}",
                 mode="lines+markers",
                 line={"color": colour, "dash": dash},
                 legendgroup=series,
                 legendgrouptitle={"text": series} if index == 0 else None,
             )
-    axis = {"type": "log"} if parameter == "lr" else {}
-    title = f"CA and ASR against the {PARAMETERS[parameter]}"
-    figure.update_layout(
-        **layout(title, PARAMETERS[parameter], xaxis={"title": {"text": PARAMETERS[parameter]}, **axis})
-    )
+    axis = {"type": "log"} if parameter.log else {}
+    title = f"CA and ASR against the {parameter.label}"
+    figure.update_layout(**layout(title, parameter.label, xaxis={"title": {"text": parameter.label}, **axis}))
     # notes are shown as text (charts.js), not as plotly's HTML: the raw trigger names
     names = ["CA", *[f"ASR {trigger}" for trigger in triggers]]
     note = "Line style: " + ", ".join(f"{name} {dash}" for name, (_, _, dash) in zip(names, styles, strict=True))
     if len(groups) > 1:
-        note += f"; colour: one per {' and '.join(PARAMETERS[p] for p in others)} value"
-    return Chart(f"vs-{parameter}", title, figure, done, note + ".")
+        note += f"; colour: one per {' and '.join(c.label for c in others)} value"
+    return Chart(f"vs-{key}", title, figure, done, note + ".")
 
 
-def score_grid(rows: list[dict], selection) -> Chart | None:
-    """The T x LR grid as a heatmap of the seed's score (the best test score over each cell's epochs), the
-    selected point's cell outlined so that its number stays readable."""
+def score_grid(rows: list[dict], selection, spec: Grid, columns: tuple[Column, ...]) -> Chart | None:
+    """Two columns (e.g. LR across, T up) as a heatmap of the seed's score (the best test score over the
+    other columns' values in each cell), the selected point's cell outlined so that its number stays
+    readable."""
+    x_col, y_col = (next(c for c in columns if c.name == name) for name in (spec.x, spec.y))
+    rest = [c for c in columns if c.name not in (spec.x, spec.y)]
     done = [r for r in rows if r["score"] is not None]
-    thresholds, rates = sorted({r["threshold"] for r in done}), sorted({r["lr"] for r in done})
-    if len(thresholds) < 2 or len(rates) < 2:
+    ys, xs = sorted({r[y_col.name] for r in done}), sorted({r[x_col.name] for r in done})
+    if len(ys) < 2 or len(xs) < 2:
         return None
     cells = {}
     for row in done:
-        key = (row["threshold"], row["lr"])
+        key = (row[y_col.name], row[x_col.name])
         if key not in cells or row["score"] > cells[key]["score"]:
             cells[key] = row
-    z = [[cells[(t, lr)]["score"] if (t, lr) in cells else None for lr in rates] for t in thresholds]
-    text = [
-        [f"{cells[(t, lr)]['score']:.1f} ({cells[(t, lr)]['epochs']} ep)" if (t, lr) in cells else "" for lr in rates]
-        for t in thresholds
-    ]
+
+    def cell_text(row: dict) -> str:
+        where = ", ".join(label(c, row[c.name]) for c in rest)
+        return f"{row['score']:.1f} ({where})" if where else f"{row['score']:.1f}"
+
+    z = [[cells[(y, x)]["score"] if (y, x) in cells else None for x in xs] for y in ys]
+    text = [[cell_text(cells[(y, x)]) if (y, x) in cells else "" for x in xs] for y in ys]
     heatmap = go.Heatmap(
         z=z,
-        x=[f"{lr:g}" for lr in rates],
-        y=[str(t) for t in thresholds],
+        x=[f"{x:g}" for x in xs],
+        y=[f"{y:g}" if isinstance(y, float) and y != int(y) else str(y) for y in ys],
         text=text,
         texttemplate="%{text}",
         textfont={"size": 13},
@@ -176,9 +181,9 @@ def score_grid(rows: list[dict], selection) -> Chart | None:
     )
     figure = go.Figure(heatmap)
     best = selection.best
-    if best is not None:
+    if best is not None and best.get(x_col.name) in xs and best.get(y_col.name) in ys:
         # the cell outlined (a marker on it would hide its number); the trace only names it in the legend
-        column, row = rates.index(best["lr"]), thresholds.index(best["threshold"])
+        column, row = xs.index(best[x_col.name]), ys.index(best[y_col.name])
         figure.add_shape(
             type="rect",
             x0=column - 0.5,
@@ -188,53 +193,62 @@ def score_grid(rows: list[dict], selection) -> Chart | None:
             line={"color": "white", "width": 4},
         )
         figure.add_scatter(
-            x=[f"{best['lr']:g}"],
-            y=[str(best["threshold"])],
+            x=[heatmap.x[column]],
+            y=[heatmap.y[row]],
             mode="markers",
-            name=f"selected (outlined): {best['epochs']} ep, {selection.rule}",
+            name=f"selected (outlined): {', '.join(label(c, best[c.name]) for c in rest)}, {selection.rule}",
             marker={"symbol": "square-open", "size": 1, "color": "#444", "line": {"width": 2}},
             hoverinfo="skip",
         )
-        note = f"Selected: T {best['threshold']}, LR {best['lr']:g}, {best['epochs']} epochs, {selection.rule}."
+        where = ", ".join(label(c, best[c.name]) for c in columns)
+        note = f"Selected: {where}, {selection.rule}."
     else:
         note = f"No point is selected: {selection.rule}."
-    title = "Score (CA + 100 - mean ASR) / 2 over the T x LR grid (best test score over each cell's epochs)"
-    figure.update_layout(**layout(title, "learning rate", "pruning threshold T"))
+    title = (
+        f"Score (CA + 100 - mean ASR) / 2 over the {y_col.label} x {x_col.label} grid (best test score in each cell)"
+    )
+    figure.update_layout(**layout(title, x_col.label, y_col.label))
     figure.update_layout(legend={"orientation": "h", "y": -0.25, "itemsizing": "constant"})
-    return Chart("grid", title, figure, sorted(cells.values(), key=lambda r: (r["threshold"], r["lr"])), note)
+    ordered = sorted(cells.values(), key=lambda r: (r[y_col.name], r[x_col.name]))
+    return Chart(spec.slug, title, figure, ordered, note)
 
 
-def with_and_without_pruning(rows: list[dict], triggers: list[str]) -> Chart | None:
-    """The seed's Table 2: fine-tuning alone (T = 0) beside fine-pruning at each other T, same LR/epochs;
-    CA and each trigger's ASR as bars of their own (never a mean without saying so)."""
-    done = [r for r in rows if r["ca"] is not None and r["epochs"] > 0]
-    alone = {(r["lr"], r["epochs"]): r for r in done if r["threshold"] == 0}
-    pairs = [r for r in done if r["threshold"] > 0 and (r["lr"], r["epochs"]) in alone]
+def baseline(rows: list[dict], triggers: list[str], spec: Baseline, columns: tuple[Column, ...]) -> Chart | None:
+    """The seed's Table 2: the points at `column` = `at` (fine-tuning alone, T = 0) beside every other value
+    of it with the other columns equal; CA and each trigger's ASR as bars of their own (never a mean without
+    saying so). Only points that trained (epochs > 0) when there is an epochs column."""
+    key = spec.column
+    others = [c for c in columns if c.name != key]
+    done = [r for r in rows if r["ca"] is not None and r.get("epochs", 1) > 0]
+
+    def rest(row: dict) -> tuple:
+        return tuple(row[c.name] for c in others)
+
+    alone = {rest(r): r for r in done if r[key] == spec.at}
+    pairs = [r for r in done if r[key] != spec.at and rest(r) in alone]
     if not pairs:
         return None
-    chosen = [alone[(r["lr"], r["epochs"])] for r in pairs]
-    chosen = list({id(r): r for r in chosen}.values()) + pairs
+    chosen = list({id(r): r for r in (alone[rest(r)] for r in pairs)}.values()) + pairs
     names = [
-        f"{'fine-tune only' if r['threshold'] == 0 else 'fine-prune T ' + str(r['threshold'])} · "
-        f"{label('lr', r['lr'])}, {r['epochs']} ep"
+        f"{spec.alone if r[key] == spec.at else spec.paired.format(r[key])} · "
+        f"{', '.join(label(c, r[c.name]) for c in others)}"
         for r in chosen
     ]
     figure = go.Figure()
     figure.add_bar(name="CA", x=names, y=[r["ca"] for r in chosen], marker_color=CA_COLOUR)
     for colour, trigger in zip(ASR_COLOURS * 4, triggers, strict=False):
-        figure.add_bar(
-            name=f"ASR {plain(trigger)}", x=names, y=[r[f"asr {trigger}"] for r in chosen], marker_color=colour
-        )
-    title = "Fine-tuning with and without pruning"
-    figure.update_layout(**layout(title, "", barmode="group"))
-    return Chart("pruning-vs-none", title, figure, chosen)
+        asr = [r[f"asr {trigger}"] for r in chosen]
+        figure.add_bar(name=f"ASR {plain(trigger)}", x=names, y=asr, marker_color=colour)
+    figure.update_layout(**layout(spec.title, "", barmode="group"))
+    return Chart(spec.slug, spec.title, figure, chosen)
 
 
-def incremental(rows: list[dict], triggers: list[str]) -> Chart | None:
-    """Liu et al.'s curve: CA, validation accuracy and ASR against the fraction of channels pruned."""
+def steps_curve(rows: list[dict], triggers: list[str], spec: Steps) -> Chart | None:
+    """A steps defense's curve (Liu et al.'s incremental pruning): CA, validation accuracy and ASR against
+    `spec.x`, with the step where its validation rule stopped marked."""
     if not rows:
         return None
-    x = [r["fraction"] for r in rows]
+    x = [r[spec.x] for r in rows]
     figure = go.Figure()
     figure.add_scatter(x=x, y=[r["ca"] for r in rows], name="CA (test)", line={"color": CA_COLOUR})
     figure.add_scatter(
@@ -244,36 +258,35 @@ def incremental(rows: list[dict], triggers: list[str]) -> Chart | None:
         figure.add_scatter(
             x=x, y=[r[f"asr {trigger}"] for r in rows], name=f"ASR {plain(trigger)}", line={"color": colour}
         )
-    stop = next((r for r in rows if r["stop"]), None)
+    stop = next((r for r in rows if r.get("stop")), None)
     if stop is not None:
-        figure.add_vline(x=stop["fraction"], line_dash="dash", annotation_text="stopped (validation rule)")
-    title = "Incremental pruning of the last conv layer"
-    figure.update_layout(**layout(title, "fraction of channels pruned"))
-    return Chart("incremental", title, figure, rows)
+        figure.add_vline(x=stop[spec.x], line_dash="dash", annotation_text="stopped (validation rule)")
+    figure.update_layout(**layout(spec.title, spec.label))
+    return Chart(spec.slug, spec.title, figure, rows)
 
 
-def experiment_charts(rows: list[dict], triggers: list[str], selection, steps: list[dict] | None = None) -> list[Chart]:
-    """Every chart that the experiment's points can fill, in the seed report's order; `selection` is the
-    experiment's honest choice (results.Selection), marked on the grid."""
-    if steps is not None:
-        charts = [incremental(steps, triggers)]
-    else:
-        charts = [versus(rows, p, triggers) for p in PARAMETERS]
-        charts += [score_grid(rows, selection), with_and_without_pruning(rows, triggers)]
+def experiment_charts(
+    method, rows: list[dict], triggers: list[str], selection, steps: list[dict] | None = None
+) -> list[Chart]:
+    """Every chart the defense declares (defenses.methods chart specs) that the experiment's points can fill;
+    `selection` is the experiment's honest choice (results.Selection), marked on a grid."""
+    charts = []
+    for spec in method.charts:
+        if isinstance(spec, Versus):
+            charts.append(versus(rows, method.column(spec.column), triggers, method.columns))
+        elif isinstance(spec, Grid):
+            charts.append(score_grid(rows, selection, spec, method.columns))
+        elif isinstance(spec, Baseline):
+            charts.append(baseline(rows, triggers, spec, method.columns))
+        elif isinstance(spec, Steps):
+            charts.append(steps_curve(steps or [], triggers, spec))
     return [chart for chart in charts if chart is not None]
-
-
-RUN_AXES = {
-    "finetune": ("epoch", "fine-tuning epoch (0: pruned, not yet trained)"),
-    "prune-curve": ("threshold", "pruning threshold T"),
-    "incremental": ("fraction", "fraction of channels pruned"),
-}
 
 
 def run_curve(rows: list[dict], triggers: list[str], kind: str) -> Chart | None:
     """One run's points: CA, validation accuracy and each trigger's ASR against its epochs, thresholds or
     fraction pruned."""
-    x_key, x_title = RUN_AXES.get(kind, ("position", "point"))
+    x_key, x_title = JOB_KINDS[kind].x if kind in JOB_KINDS else ("position", "point")
     rows = [r for r in rows if r.get(x_key) is not None and r.get("ca") is not None]
     if not rows:
         return None

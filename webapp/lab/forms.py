@@ -10,7 +10,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 
-from defenses.planner import DEFENSES, SEED_STUDY, ParameterSpace, plan
+from defenses.methods import LAYERS, METHODS, PARAMETERS, Parameter, grid_size, plan_space
+from defenses.planner import SEED_STUDY, ParameterSpace
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team
 from webapp.lab.results import goodnet_label, run_label
 from webapp.lab.uploads import DATASET_SUFFIXES, IMAGE_SUFFIXES, MODEL_SUFFIXES, check_upload
@@ -257,21 +258,28 @@ def fits_by_dataset(datasets, badnets) -> dict[int, str]:
     return {d.pk: " ".join(str(b.pk) for b in badnets if not d.misfit(b)) for d in datasets}
 
 
+def parameter_field(parameter: Parameter, methods: list[str]) -> forms.Field:
+    """The form field of a defense's parameter (defenses.methods): the text of a list or range for an axis of
+    the grid, a number for a single value, names for conv layers. Fields of every defense are on the form (the
+    page shows the chosen one's, forms.js); only the chosen defense's are checked."""
+    attrs = {"data-methods": " ".join(methods)}
+    # Text fields all: a field of a defense not chosen is not checked at all, and parse_values measures and
+    # counts a value's text itself before making anything of it.
+    initial = as_text(parameter.default) if parameter.axis else "" if parameter.kind == LAYERS else parameter.default
+    return forms.CharField(
+        label=parameter.label, required=False, help_text=parameter.help, initial=initial, widget=forms.TextInput(attrs)
+    )
+
+
 class ExperimentForm(forms.Form):
+    """A defense (any registered in defenses.methods), its parameters' values, the sets and the floor."""
+
     name = forms.CharField(max_length=100)
     badnet = forms.ModelChoiceField(queryset=BadNet.objects.none(), label="BadNet")
     valid = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean validation set", widget=FitsSelect)
     test = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean test set", widget=FitsSelect)
     poisoned = RowsField(queryset=Dataset.objects.none(), required=False, widget=FitsCheckboxes, label="Poisoned sets")
-    defense = forms.ChoiceField(choices=[(d, d) for d in DEFENSES], initial="fine-prune")
-    thresholds = forms.CharField(initial="1.0", help_text="values or a range start:stop:step")
-    learning_rates = forms.CharField(initial="0.001", label="Learning rates")
-    epochs = forms.CharField(initial="10")
-    layers = forms.CharField(
-        required=False, max_length=MAX_VALUES_TEXT, help_text="conv layers to prune, comma separated; empty: all"
-    )
-    seed = forms.IntegerField(initial=0, min_value=0, max_value=2**32 - 1)  # NumPy's and TensorFlow's seed range
-    max_drop = forms.FloatField(initial=4.0, min_value=0.1, max_value=100, label="Incremental: max accuracy drop")
+    defense = forms.ChoiceField(initial="fine-prune")
     max_ca_drop = forms.FloatField(
         initial=5.0,
         min_value=0,
@@ -281,7 +289,6 @@ class ExperimentForm(forms.Form):
         help_text="points (default 5): a 'best' point's validation CA may be at most this far below the BadNet's own",
     )
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
-    PARAMETERS = ("defense", "thresholds", "learning_rates", "epochs", "layers", "seed", "max_drop")
     DATASET_FIELDS = ("valid", "test", "poisoned")
 
     def __init__(self, team, *args, **kwargs):
@@ -295,6 +302,18 @@ class ExperimentForm(forms.Form):
         fits = fits_by_dataset(datasets, badnets)
         for name in self.DATASET_FIELDS:
             self.fields[name].widget.fits = fits
+        self.fields["defense"].choices = [(m.name, f"{m.name}: {m.summary}") for m in METHODS.values()]
+        for name, parameter in PARAMETERS.items():  # after max_ca_drop and queue: fields in the page's order
+            using = [m.name for m in METHODS.values() if parameter in m.parameters]
+            self.fields[name] = parameter_field(parameter, using)
+        # the common fields after the defense's own
+        self.order_fields(["name", "badnet", "valid", "test", "poisoned", "defense", *PARAMETERS])
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """The fields the live preview reports errors of: the defense and its parameters."""
+        method = METHODS.get(self.data.get("defense") or self.initial.get("defense") or "fine-prune")
+        return ("defense", *(p.name for p in (method.parameters if method else ())))
 
     @classmethod
     def initial_for(cls, template: str) -> dict:
@@ -310,67 +329,72 @@ class ExperimentForm(forms.Form):
             "epochs": as_text(fields["epochs"]),
         }
 
-    def clean_thresholds(self):
-        values = parse_values(self.cleaned_data["thresholds"], float, "threshold")
-        if any(not 0 <= t <= 2 for t in values):
-            raise ValidationError("Thresholds are between 0 and 2 (T times the layer's mean activation).")
-        return values
-
-    def clean_learning_rates(self):
-        values = parse_values(self.cleaned_data["learning_rates"], float, "learning rate")
-        if any(not 0 < lr <= 1 for lr in values):
-            raise ValidationError("Learning rates are above 0 and at most 1.")
-        return values
-
     def clean_max_ca_drop(self):
         value = self.cleaned_data["max_ca_drop"]
         return 5.0 if value is None else value
 
-    def clean_epochs(self):
-        values = parse_values(self.cleaned_data["epochs"], whole, "epoch count")
-        if any(not 0 <= e <= MAX_EPOCHS for e in values):
-            raise ValidationError(f"Epochs are whole numbers from 0 to {MAX_EPOCHS}.")
-        return values
-
     def clean(self):
         data = super().clean()
         badnet = data.get("badnet")
-        layers = tuple(name.strip() for name in data.get("layers", "").split(",") if name.strip())
-        if badnet is not None:
-            unknown = [name for name in layers if name not in badnet.report["conv_layers"]]
-            if unknown:
-                self.add_error(
-                    "layers",
-                    f"{', '.join(unknown)}: not conv layers of {badnet.name}; it has "
-                    f"{', '.join(badnet.report['conv_layers'])}.",
-                )
+        method = METHODS.get(data.get("defense"))
         if badnet is not None:
             self.check_fit(badnet, data)
         self.check_memory(data)
-        if any(name in self.errors for name in self.PARAMETERS):
+        if method is None:
             return data
-        try:
-            space = ParameterSpace(
-                defense=data["defense"],
-                thresholds=data["thresholds"],
-                learning_rates=data["learning_rates"],
-                epochs=data["epochs"],
-                layers=layers,
-                seed=data["seed"],
-                max_drop=data["max_drop"],
-            )
-        except ValueError as error:
-            raise ValidationError(str(error)) from None
-        if space.size() > MAX_POINTS:  # from the axes' lengths: the grid is never built
+        space = {"defense": method.name}
+        for parameter in method.parameters:
+            try:
+                space[parameter.name] = self.parameter_value(parameter, data, badnet)
+            except ValidationError as error:
+                self.add_error(parameter.name, error)
+        if any(name in self.errors for name in self.parameter_names):
+            return data
+        size = grid_size(space)
+        if size > MAX_POINTS:  # from the axes' lengths: the grid is never built
+            axes = " x ".join(p.label.lower() for p in method.axes())
             raise ValidationError(
-                f"This grid has {space.size():,} points (thresholds x learning rates x epochs); "
-                f"the limit is {MAX_POINTS}. Split it into several experiments or use fewer "
-                "values."
+                f"This grid has {size:,} points ({axes}); the limit is {MAX_POINTS}. Split it into several "
+                "experiments or use fewer values."
             )
         if "poisoned" not in self.errors and not any(d.role == Dataset.POISONED_TEST for d in data.get("poisoned", [])):
             self.add_error("poisoned", "Choose at least one poisoned test set: without one there is no ASR.")
-        data["space"], data["plan"] = space, plan(space)  # the preview shows the plan even before the data is chosen
+        data["space"], data["plan"] = space, plan_space(space)  # the preview shows the plan before the data
         return data
+
+    def parameter_value(self, parameter: Parameter, data: dict, badnet):
+        """A parameter's checked value: a list of numbers (an axis), a number, or conv layer names of the BadNet.
+        What JSON can store: lists, not tuples."""
+        raw = data.get(parameter.name)
+        if raw and len(raw) > MAX_VALUES_TEXT:
+            raise ValidationError(
+                f"The {parameter.noun or parameter.name} field has {len(raw):,} characters; the limit is "
+                f"{MAX_VALUES_TEXT:,}."
+            )
+        if parameter.kind == LAYERS:
+            layers = [name.strip() for name in (raw or "").split(",") if name.strip()]
+            conv = badnet.report["conv_layers"] if badnet is not None else None
+            unknown = [name for name in layers if conv is not None and name not in conv]
+            if unknown:
+                raise ValidationError(
+                    f"{', '.join(unknown)}: not conv layers of {badnet.name}; it has {', '.join(conv)}."
+                )
+            return layers
+        cast = whole if parameter.kind is int else float
+        what = parameter.noun or parameter.name
+        if parameter.axis:
+            numbers = parse_values(raw, cast, what)
+        elif not (raw or "").strip():
+            numbers = (parameter.default,)
+        else:  # one value: the same rules as one value of a list (finite, a whole number where it must be)
+            numbers = parse_values(raw.replace(",", " "), cast, what)[:1]
+        low_ok = (lambda v: v > parameter.low) if parameter.low_open else (lambda v: v >= parameter.low)
+        if any(not (low_ok(v) and v <= parameter.high) for v in numbers):
+            low, high = (f"{v}" if isinstance(v, int) else f"{v:g}" for v in (parameter.low, parameter.high))
+            bounds = f"above {low} and at most {high}" if parameter.low_open else f"between {low} and {high}"
+            whole_only = " (whole numbers)" if parameter.kind is int else ""
+            raise ValidationError(f"{parameter.label}: every value must be {bounds}{whole_only}.")
+        return list(numbers) if parameter.axis else numbers[0]
 
     def check_memory(self, data: dict) -> None:
         """A run's worker holds every chosen set in memory: their float32 pixels must fit MAX_RUN_PIXEL_BYTES

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from defenses.methods import job_kind
 from defenses.planner import Job
 
 
@@ -166,7 +167,7 @@ class Experiment(models.Model):
     valid = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="+")
     test = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="+")
     poisoned = models.ManyToManyField(Dataset, blank=True, related_name="+")
-    space = models.JSONField(help_text="defenses.planner.ParameterSpace fields")
+    space = models.JSONField(help_text="defense (a defenses.methods name) and its parameters' values")
     queue = models.CharField(max_length=3, choices=QUEUES, default="cpu")
     # The honest-selection floor (DESIGN.md): a point is "best" only if its validation CA is at most this many
     # points below the BadNet's own. Not part of `space`: it chooses among results, it changes no work.
@@ -244,12 +245,8 @@ class Run(models.Model):
 
     @property
     def total_positions(self) -> int:
-        if self.kind == "finetune":
-            return int(self.config["epochs"]) + 1
-        if self.kind == "prune-curve":
-            return len(self.config["thresholds"])
-        channels = dict(zip(self.badnet.report["conv_layers"], self.badnet.report["conv_channels"], strict=True))
-        return channels[self.config.get("layer") or self.badnet.report["conv_layers"][-1]] + 1
+        """How many points the run stores, as its job kind counts them (defenses.methods)."""
+        return job_kind(self.kind).positions(self.config, self.badnet.report)
 
     @classmethod
     def claim(cls, run_id: int, worker: str, stale_after: float) -> "Run | None":

@@ -7,6 +7,7 @@ such) is kept apart and is the only poisoned data a selection may look at (DESIG
 from dataclasses import dataclass
 from statistics import mean
 
+from defenses.methods import METHODS, describe, method_of
 from webapp.lab.models import Dataset, Experiment, Point, Run
 from webapp.lab.services import experiment_points
 
@@ -48,24 +49,19 @@ def flat_row(metrics: dict, test: list[str], valid: list[str]) -> dict:
 
 
 def experiment_rows(experiment: Experiment) -> list[dict]:
-    """One row per requested (T, LR, epochs) point, metrics flattened; points without results yet have
-    None metrics and the status of their run."""
+    """One row per requested point (its defense's columns, e.g. T, LR, epochs), metrics flattened; points
+    without results yet have None metrics and the status of their run."""
     test, valid = triggers(experiment), triggers(experiment, Dataset.POISONED_VALID)
     rows = []
     for point in experiment_points(experiment):
-        base = {
-            "threshold": point["threshold"],
-            "lr": point["lr"],
-            "epochs": point["epochs"],
-            "run": point["run"],
-            "status": point["status"],
-        }
-        rows.append(base | flat_row(point["metrics"] or {}, test, valid))
+        metrics = point.pop("metrics")
+        rows.append(point | flat_row(metrics or {}, test, valid))
     return rows
 
 
-def incremental_rows(experiment: Experiment) -> list[dict]:
-    """Every step of an incremental-pruning run: fraction pruned, CA, ASR, validation accuracy, stop."""
+def step_rows(experiment: Experiment) -> list[dict]:
+    """Every step of a steps defense's one run (incremental pruning): fraction pruned, CA, ASR, validation
+    accuracy, and where its rule stopped."""
     test, valid = triggers(experiment), triggers(experiment, Dataset.POISONED_VALID)
     run = experiment.own_runs().order_by("pk").first()
     if run is None:
@@ -118,12 +114,17 @@ def select(rows: list[dict], max_ca_drop: float, with_poisoned_valid: bool) -> S
     of_badnet = f"the BadNet's {baseline:.2f} %" if baseline is not None else "the BadNet's own (per run)"
     rule = f"{how}, among points whose validation CA is at most {max_ca_drop:g} points below {of_badnet}"
     meeting = [r for r in known if r["valid_acc"] >= r["before_valid_acc"] - max_ca_drop - 1e-9]
-    best = max(
-        meeting, key=lambda r: (r["selection"], *(-(r[p] or 0) for p in ("threshold", "lr", "epochs"))), default=None
-    )
+    best = max(meeting, key=lambda row: (row["selection"], *(-value for value in coordinates(row))), default=None)
     if best is None and known:
         rule += "; no point meets that floor, so none is named best"
     return Selection(best, rule, baseline, None if baseline is None else baseline - max_ca_drop)
+
+
+def coordinates(row: dict) -> tuple:
+    """A row's point as numbers (ties go to the smaller ones: the least pruning, the lowest LR, the fewest
+    epochs): the defense's columns are the row's numeric keys before its results."""
+    columns = {column.name for method in METHODS.values() for column in method.columns}
+    return tuple(value or 0 for key, value in row.items() if key in columns)
 
 
 def experiment_selection(experiment: Experiment, rows: list[dict]) -> Selection:
@@ -207,20 +208,8 @@ def pareto_front(rows: list[dict]) -> list[dict]:
 
 
 def config_text(kind: str, config: dict) -> str:
-    """A run's configuration as a sentence ("T 0.8 on every conv layer, then 30 epochs at LR 0.001, seed 0")."""
-    layers = ", ".join(config.get("layers") or []) or "every conv layer"
-    if kind == "finetune":
-        pruning = f"prune T {config['threshold']:g} on {layers}" if config["threshold"] else "no pruning"
-        seed = config.get("seed", 0)
-        return f"{pruning}, then fine-tune {config['epochs']} epochs at LR {config['lr']:g} (seed {seed})"
-    if kind == "prune-curve":
-        values = config.get("thresholds") or []
-        shown = ", ".join(f"{t:g}" for t in values[:8]) + (", ..." if len(values) > 8 else "")
-        return f"prune only, {len(values)} threshold{'s' if len(values) != 1 else ''} ({shown}) on {layers}"
-    if kind == "incremental":
-        layer = config.get("layer") or "the last conv layer"
-        return f"incremental pruning of {layer}, stop at a validation drop over {config['max_drop']:g} points"
-    return f"{kind} {config}"
+    """A run's configuration as a sentence, as its job kind says it (defenses.methods)."""
+    return describe((kind, config))
 
 
 def run_label(run: Run) -> str:
@@ -276,7 +265,7 @@ def experiment_summary(experiment: Experiment) -> dict:
         state = f"{stopped} of {len(runs)} failed or cancelled" if stopped else Run.DONE
     fraction = sum(run.progress for run in runs) / len(runs) if runs else 0.0
     best = None
-    if experiment.space.get("defense") != "incremental":
+    if not method_of(experiment.space).steps:
         best = experiment_selection(experiment, experiment_rows(experiment)).best
     return {"state": state, "fraction": fraction, "best": best}
 

@@ -1,14 +1,14 @@
 """What the views, the API and the management commands do with experiments: one place for each rule."""
 
-from dataclasses import asdict
 from pathlib import Path
 
 from django.core.files import File
 from django.db import transaction
 
 from defenses.data import DataError, validate_dataset
+from defenses.methods import method_of, plan_space
 from defenses.models import file_digest, verify_model_file
-from defenses.planner import ParameterSpace, Plan, plan
+from defenses.planner import Plan
 from webapp.lab import limits
 from webapp.lab.models import BadNet, Dataset, Experiment, Profile, Run
 from workers.celery_app import COMPUTE_PROFILE, EXECUTE_RUN
@@ -106,14 +106,6 @@ def dataset_facts(info) -> dict:
     }
 
 
-def space_of(experiment: Experiment) -> ParameterSpace:
-    fields = dict(experiment.space)
-    for name in ("thresholds", "learning_rates", "epochs", "layers"):
-        if name in fields:
-            fields[name] = tuple(fields[name])
-    return ParameterSpace(**fields)
-
-
 def run_inputs(experiment: Experiment) -> dict:
     """File paths and scaling a worker needs to load this experiment's BadNet and data, and the names the
     user gave those files (for error messages)."""
@@ -130,7 +122,8 @@ def run_inputs(experiment: Experiment) -> dict:
 
 
 def plan_for(experiment: Experiment) -> Plan:
-    return plan(space_of(experiment))
+    """The experiment's jobs and points, by its defense's own planner (defenses.methods)."""
+    return plan_space(experiment.space)
 
 
 @transaction.atomic
@@ -177,22 +170,23 @@ def cancel(experiment: Experiment) -> int:
 
 
 def experiment_points(experiment: Experiment) -> list[dict]:
-    """Every (T, LR, epochs) point of the experiment with its metrics, read from the team's shared runs."""
+    """Every point of the experiment (its defense's columns, e.g. T, LR, epochs) with its metrics, read from
+    the team's shared runs."""
+    columns = [column.name for column in method_of(experiment.space).columns]
     the_plan = plan_for(experiment)
     fingerprint = experiment.data_fingerprint()
     keys = [Run.key_for(job, fingerprint, experiment.team_id) for job in the_plan.jobs]
     found = Run.objects.filter(team_id=experiment.team_id, key__in=keys).prefetch_related("points")
     runs = {run.key: run for run in found}
     rows = []
-    for (threshold, lr, epochs), (job_index, position) in sorted(the_plan.points.items()):
+    for coordinates, (job_index, position) in sorted(the_plan.points.items()):
         run = runs.get(keys[job_index])
         point = next((p for p in run.points.all() if p.position == position), None) if run else None
         rows.append(
-            {
-                "threshold": threshold,
-                "lr": lr,
-                "epochs": epochs,
+            dict(zip(columns, coordinates, strict=True))
+            | {
                 "run": run.pk if run else None,
+                "position": position,
                 "status": run.status if run else None,
                 "metrics": point.metrics if point else None,
             }
@@ -206,7 +200,7 @@ def describe_plan(experiment: Experiment) -> dict:
         "points": len(the_plan.points),
         "jobs": len(the_plan.jobs),
         "training_epochs": the_plan.training_epochs,
-        "space": asdict(space_of(experiment)),
+        "space": experiment.space,
     }
 
 
@@ -243,7 +237,7 @@ def create_experiment(team, user, data: dict) -> Experiment:
         test=data["test"],
         queue=data["queue"],
         max_ca_drop=data["max_ca_drop"],
-        space=asdict(data["space"]),
+        space=data["space"],
     )
     experiment.poisoned.set(data["poisoned"])
     submit(experiment)

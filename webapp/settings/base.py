@@ -226,6 +226,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "BadNets, datasets, experiments, results, GoodNets and image classification, per team.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # the experiment body lists every registered defense's parameters, read when the schema is made
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "webapp.lab.api.experiment_body_schema",
+    ],
 }
 
 # Queue: Redis is broker and result store. `make run` and the tests start one when REDIS_URL is unset.

@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from defenses.planner import naive_training_epochs
+from defenses.methods import job_kind, method_of, separate_training_epochs
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, experiment_charts, figures_payload
 from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm
@@ -15,8 +15,8 @@ from webapp.lab.results import (
     experiment_rows,
     experiment_selection,
     experiment_summary,
-    incremental_rows,
     progress,
+    step_rows,
     triggers,
 )
 from webapp.lab.services import cancel, create_experiment, rerun_failed
@@ -49,36 +49,61 @@ def plan_preview(request):
     form.is_valid()
     the_plan = form.cleaned_data.get("plan")
     if the_plan is None:
-        errors = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name in form.PARAMETERS]
+        errors = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name in form.parameter_names]
         return render(request, "lab/_plan.html", {"errors": errors + list(form.non_field_errors())})
     return render(
         request,
         "lab/_plan.html",
-        {"plan": the_plan, "points": len(the_plan.points), "naive": naive_training_epochs(form.cleaned_data["space"])},
+        {
+            "plan": the_plan,
+            "points": len(the_plan.points),
+            "naive": separate_training_epochs(form.cleaned_data["space"]),
+        },
     )
 
 
 def experiment_results(experiment: Experiment) -> dict:
     """The points (or incremental steps), the table rows and the validation-selected best point."""
     test = triggers(experiment)
-    incremental = experiment.space.get("defense") == "incremental"
-    rows = [] if incremental else experiment_rows(experiment)
-    steps = incremental_rows(experiment) if incremental else None
+    stepwise = method_of(experiment.space).steps
+    rows = [] if stepwise else experiment_rows(experiment)
+    steps = step_rows(experiment) if stepwise else None
     selection = experiment_selection(experiment, rows)
     best = selection.best
-    if best is not None:  # a run keeps its final network only: a GoodNet of the best point needs its last epoch
-        trained = next((r.config.get("epochs") for r in experiment.own_runs() if r.pk == best["run"]), None)
-        best = best | {"composable": best["status"] == Run.DONE and best["epochs"] == trained}
+    if best is not None:  # a run keeps its final network only: a GoodNet of the best point needs its last one
+        run = experiment.own_runs().select_related("badnet").filter(pk=best["run"]).first()
+        last = run is not None and best["position"] == run.total_positions - 1
+        repairs = run is not None and job_kind(run.kind).repairs
+        best = best | {"composable": best["status"] == Run.DONE and repairs and last}
+    columns = method_of(experiment.space).columns
+    if best is not None:
+        best["where"] = ", ".join(column.short.format(best[column.name]) for column in columns)
     table = [
-        row | {"asr_values": [row[f"asr {name}"] for name in test], "is_best": row is selection.best} for row in rows
+        row
+        | {
+            "asr_values": [row[f"asr {name}"] for name in test],
+            "coords": [row[c.name] for c in columns],
+            "is_best": row is selection.best,
+        }
+        for row in rows
     ]
-    return {"rows": rows, "table": table, "steps": steps, "triggers": test, "selection": selection, "best": best}
+    headings = [{"label": c.label, "heading": c.heading or c.label} for c in columns]
+    return {
+        "rows": rows,
+        "table": table,
+        "steps": steps,
+        "triggers": test,
+        "selection": selection,
+        "best": best,
+        "columns": headings,
+    }
 
 
 def charts_of(experiment: Experiment) -> list:
     """The experiment's charts; only the figures and CSV views build them (the polled partial does not)."""
     results = experiment_results(experiment)
-    return experiment_charts(results["rows"], results["triggers"], results["selection"], results["steps"])
+    method = method_of(experiment.space)
+    return experiment_charts(method, results["rows"], results["triggers"], results["selection"], results["steps"])
 
 
 @team_required

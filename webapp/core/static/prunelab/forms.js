@@ -35,6 +35,20 @@ function fitDatasets(form) {
   update();
 }
 
+// Each defense has its own parameters (data-methods on their fields, webapp.lab.forms.parameter_field): show
+// the chosen defense's only. The server checks only those too.
+function showDefenseParameters(form) {
+  const defense = form.querySelector("select[name=defense]");
+  if (!defense) return;
+  const update = () => {
+    for (const field of form.querySelectorAll("[data-methods]")) {
+      field.closest("p").hidden = !field.dataset.methods.split(" ").includes(defense.value);
+    }
+  };
+  defense.addEventListener("change", update);
+  update();
+}
+
 // Uploads are checked before the page answers: say so while the browser waits.
 function busyOnSubmit(form) {
   form.addEventListener("submit", () => {
@@ -49,6 +63,7 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-autosubmit]").forEach(autosubmit);
   document.querySelectorAll("form").forEach((form) => {
     if (form.querySelector("[data-fits]")) fitDatasets(form);
+    if (form.querySelector("[data-methods]")) showDefenseParameters(form);
     if (form.dataset.busy) busyOnSubmit(form);
   });
 });

@@ -4,8 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from webapp.lab.models import Experiment, Run
 from webapp.lab.services import describe_plan, submit
-from workers.celery_app import EXECUTE_RUN
-from workers.celery_app import app as celery_app
+from workers.celery_app import EXECUTE_RUN, task
 
 
 class Command(BaseCommand):
@@ -27,6 +26,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"run {run.pk}: already done (shared)")
                 continue
             Run.objects.filter(pk=run.pk).update(status=Run.QUEUED, cancel_requested=False)
-            outcome = celery_app.tasks[EXECUTE_RUN](run.pk)  # the task itself, run here: no worker needed
+            outcome = task(EXECUTE_RUN)(run.pk)  # the task itself, run here: no worker needed
             run.refresh_from_db()
             self.stdout.write(f"run {run.pk} ({run.kind}): {outcome}{': ' + run.error if run.error else ''}")

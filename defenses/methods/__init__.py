@@ -1,0 +1,202 @@
+"""Defenses as plug-ins. A defense (a repair or a detector) is one module of this package that describes itself
+with a `Method` and registers it with `register`: what the user sets (`Parameter`s), what a result point is
+made of (`Column`s), how the points are planned into jobs that share work (`plan`), how each kind of job runs
+(`JobKind.run`, reporting points through the runner's callback) and which charts its results have (chart
+specs). The planner, the runner, the web forms, the API, the results and the charts find it here; adding a
+defense is one module and its tests.
+
+A space is a dict: {"defense": method name, parameter name: tuple of values (an axis of the grid) or one
+value}. A point is a tuple of values in the method's column order; a plan maps each point to (job index,
+position within that job's stored points).
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from defenses.planner import Job, Plan
+
+LAYERS = "layers"  # a Parameter kind: conv layer names of the BadNet, checked against it
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """Something the user sets. `axis`: a list of values is an axis of the grid; otherwise one value."""
+
+    name: str  # key in a space, a form and the API: "thresholds"
+    label: str
+    kind: type | str  # float, int or LAYERS
+    default: tuple | float | int
+    low: float = 0.0
+    high: float = 1.0
+    low_open: bool = False  # the value must be above `low`, not at it
+    axis: bool = True
+    help: str = ""
+    noun: str = ""  # one value in a message: "threshold", "epoch count"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A coordinate of a result point: its key in a result row, how charts name it and one value of it."""
+
+    name: str  # "threshold"
+    label: str  # "pruning threshold T"
+    short: str  # "T {}": a value in a legend
+    log: bool = False
+    heading: str = ""  # a table's column heading ("T"); the label when empty
+
+
+@dataclass(frozen=True)
+class Versus:
+    """A chart of CA and ASR against one column, one series per value of the other columns."""
+
+    column: str
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A heatmap of the seed's score over two columns (the best over the others), the selected point outlined."""
+
+    x: str
+    y: str
+    slug: str = "grid"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Bars of CA and ASR per trigger at `column` = `at` beside every other value of it, the other columns
+    equal (the seed's Table 2: fine-tuning alone, T = 0, beside fine-pruning)."""
+
+    column: str
+    at: float
+    title: str
+    slug: str
+    alone: str  # names the bars at `at` ("fine-tune only")
+    paired: str  # names the others, with their value ("fine-prune T {}")
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The curve of one job's every stored point (not a grid): CA, validation accuracy, ASR against `x`."""
+
+    x: str
+    label: str
+    title: str
+    slug: str
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of job: `run(loaded, config, report_point, should_stop, artifact_dir)` does it and reports its
+    points; `positions(config, model_report)` says how many it stores; `describe(config)` says it in words;
+    `training_epochs(config)` is its cost in fine-tuning-epoch units."""
+
+    name: str  # stored on runs and part of the reuse key: never renamed
+    run: Callable
+    positions: Callable[[dict, dict], int]
+    describe: Callable[[dict], str]
+    training_epochs: Callable[[dict], int] = lambda config: 0
+    repairs: bool = False  # leaves a repaired network (repaired_net.keras) in the run's folder
+    x: tuple[str, str] = ("position", "point")  # what a position is on the run's page: (metrics key, label)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str  # "fine-prune": the `defense` of a space
+    title: str
+    paper: str
+    summary: str
+    parameters: tuple[Parameter, ...]
+    columns: tuple[Column, ...]
+    plan: Callable[[dict], Plan]
+    charts: tuple = ()
+    jobs: tuple[JobKind, ...] = ()
+    steps: bool = False  # results are the steps of one job (incremental pruning), not a grid of points
+    deviations: str = ""  # where it departs from the paper, said on its pages
+    extra: dict = field(default_factory=dict)
+
+    def axes(self) -> tuple[Parameter, ...]:
+        return tuple(parameter for parameter in self.parameters if parameter.axis)
+
+    def column(self, name: str) -> Column:
+        return next(column for column in self.columns if column.name == name)
+
+
+METHODS: dict[str, Method] = {}
+JOB_KINDS: dict[str, JobKind] = {}
+PARAMETERS: dict[str, Parameter] = {}  # by name, across methods: a name means one thing everywhere
+
+
+def register(method: Method) -> Method:
+    """Make a method (and its job kinds) known to the planner, runner, forms, API, results and charts. A
+    parameter name two methods share must mean the same; a job kind may be shared by several methods."""
+    for parameter in method.parameters:
+        known = PARAMETERS.setdefault(parameter.name, parameter)
+        if known != parameter:
+            raise ValueError(f"{method.name} redefines parameter {parameter.name!r}: {parameter} vs {known}")
+    for kind in method.jobs:
+        JOB_KINDS[kind.name] = kind
+    METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Forget a method (tests register toy ones); its job kinds and parameters stay if others use them."""
+    method = METHODS.pop(name)
+    used = {p.name for m in METHODS.values() for p in m.parameters}
+    kinds = {k.name for m in METHODS.values() for k in m.jobs}
+    for parameter in method.parameters:
+        if parameter.name not in used:
+            PARAMETERS.pop(parameter.name, None)
+    for kind in method.jobs:
+        if kind.name not in kinds:
+            JOB_KINDS.pop(kind.name, None)
+
+
+def method_of(space: dict) -> Method:
+    name = space.get("defense", "fine-prune")
+    if name not in METHODS:
+        raise ValueError(f"unknown defense {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def values(space: dict, parameter: Parameter) -> tuple:
+    """A parameter's values in a space (its default when absent), always as a tuple."""
+    value = space.get(parameter.name, parameter.default)
+    return tuple(value) if isinstance(value, list | tuple) else (value,)
+
+
+def grid_size(space: dict) -> int:
+    """How many points a space asks for, from the axes' lengths alone: a caller refuses a huge grid before
+    anything is built."""
+    return math.prod(len(set(values(space, parameter))) for parameter in method_of(space).axes())
+
+
+def plan_space(space: dict) -> Plan:
+    """The fewest jobs for every point of a space (the method's own planner)."""
+    return method_of(space).plan(space)
+
+
+def separate_training_epochs(space: dict) -> int:
+    """Epochs trained when every point runs on its own from scratch, as the seed report did: the sum of the
+    points' epochs (or, for a defense without an epochs column, what its plan trains)."""
+    method, the_plan = method_of(space), plan_space(space)
+    names = [column.name for column in method.columns]
+    if "epochs" not in names:
+        return the_plan.training_epochs
+    return sum(point[names.index("epochs")] for point in the_plan.points)
+
+
+def job_kind(name: str) -> JobKind:
+    if name not in JOB_KINDS:
+        raise ValueError(f"unknown job kind {name!r}")
+    return JOB_KINDS[name]
+
+
+def describe(job: Job | tuple[str, dict]) -> str:
+    kind, config = (job.kind, job.config) if isinstance(job, Job) else job
+    return job_kind(kind).describe(config) if kind in JOB_KINDS else f"{kind} {config}"
+
+
+# The defenses that ship with Prunelab register themselves on import.
+from defenses.methods import fineprune, incremental  # noqa: E402, F401
