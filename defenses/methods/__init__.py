@@ -96,8 +96,24 @@ class JobKind:
     positions: Callable[[dict, dict], int]
     describe: Callable[[dict], str]
     training_epochs: Callable[[dict], int] = lambda config: 0
-    repairs: bool = False  # leaves a repaired network (repaired_net.keras) in the run's folder
+    repairs: bool = False  # leaves a repaired network in the run's folder
     x: tuple[str, str] = ("position", "point")  # what a position is on the run's page: (metrics key, label)
+    # the file of the network at a position (None: none kept there); default: repaired_net.keras at the last
+    network_file: Callable[[dict, int], str | None] | None = None
+    # the cost in passes over the clean validation set of `n` images, when it is not `training_epochs`
+    epoch_units: Callable[[dict, int], float] | None = None
+
+    def network_at(self, config: dict, position: int, report: dict) -> str | None:
+        """The run folder's file holding the repaired network of `position`, or None."""
+        if not self.repairs:
+            return None
+        if self.network_file is not None:
+            return self.network_file(config, position)
+        return "repaired_net.keras" if position == self.positions(config, report) - 1 else None
+
+    def cost(self, config: dict, n_valid: int) -> float:
+        """Fine-tuning-epoch units: passes over the clean validation set (of `n_valid` images)."""
+        return self.epoch_units(config, n_valid) if self.epoch_units else float(self.training_epochs(config))
 
 
 @dataclass(frozen=True)
@@ -113,7 +129,8 @@ class Method:
     jobs: tuple[JobKind, ...] = ()
     steps: bool = False  # results are the steps of one job (incremental pruning), not a grid of points
     deviations: str = ""  # where it departs from the paper, said on its pages
-    extra: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)  # this defense's own defaults for shared parameters
+    sweep: dict = field(default_factory=dict)  # the leaderboard's small sweep: parameter -> values
 
     def axes(self) -> tuple[Parameter, ...]:
         return tuple(parameter for parameter in self.parameters if parameter.axis)
@@ -160,9 +177,15 @@ def method_of(space: dict) -> Method:
     return METHODS[name]
 
 
+def default(method: "Method", parameter: Parameter):
+    """A parameter's default for one defense: its own where it says (FT-SAM: T = 0), else the parameter's."""
+    return method.defaults.get(parameter.name, parameter.default)
+
+
 def values(space: dict, parameter: Parameter) -> tuple:
-    """A parameter's values in a space (its default when absent), always as a tuple."""
-    value = space.get(parameter.name, parameter.default)
+    """A parameter's values in a space (the defense's default when absent), always as a tuple."""
+    method = METHODS.get(space.get("defense", "fine-prune"))
+    value = space.get(parameter.name, default(method, parameter) if method else parameter.default)
     return tuple(value) if isinstance(value, list | tuple) else (value,)
 
 
@@ -199,4 +222,4 @@ def describe(job: Job | tuple[str, dict]) -> str:
 
 
 # The defenses that ship with Prunelab register themselves on import.
-from defenses.methods import fineprune, incremental  # noqa: E402, F401
+from defenses.methods import anp, fineprune, ftsam, incremental, nad  # noqa: E402, F401

@@ -1,6 +1,7 @@
 """Forms: every field a user types or uploads is checked here before a service sees it."""
 
 import contextlib
+import json
 import math
 import unicodedata
 from dataclasses import asdict
@@ -10,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 
-from defenses.methods import LAYERS, METHODS, PARAMETERS, Parameter, grid_size, plan_space
+from defenses.methods import LAYERS, METHODS, PARAMETERS, Parameter, default, grid_size, plan_space
 from defenses.planner import SEED_STUDY, ParameterSpace
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team
 from webapp.lab.results import goodnet_label, run_label
@@ -258,14 +259,25 @@ def fits_by_dataset(datasets, badnets) -> dict[int, str]:
     return {d.pk: " ".join(str(b.pk) for b in badnets if not d.misfit(b)) for d in datasets}
 
 
+def text_of(parameter: Parameter, value) -> str:
+    """A parameter's value as its field shows it."""
+    if parameter.kind == LAYERS:
+        return ", ".join(value or ())
+    return as_text(value) if isinstance(value, list | tuple) else as_text([value])
+
+
 def parameter_field(parameter: Parameter, methods: list[str]) -> forms.Field:
     """The form field of a defense's parameter (defenses.methods): the text of a list or range for an axis of
     the grid, a number for a single value, names for conv layers. Fields of every defense are on the form (the
     page shows the chosen one's, forms.js); only the chosen defense's are checked."""
-    attrs = {"data-methods": " ".join(methods)}
+    own = {m: default(METHODS[m], parameter) for m in methods if default(METHODS[m], parameter) != parameter.default}
+    attrs = {
+        "data-methods": " ".join(methods),
+        "data-defaults": json.dumps({m: text_of(parameter, v) for m, v in own.items()}),
+    }
     # Text fields all: a field of a defense not chosen is not checked at all, and parse_values measures and
     # counts a value's text itself before making anything of it.
-    initial = as_text(parameter.default) if parameter.axis else "" if parameter.kind == LAYERS else parameter.default
+    initial = text_of(parameter, parameter.default)
     return forms.CharField(
         label=parameter.label, required=False, help_text=parameter.help, initial=initial, widget=forms.TextInput(attrs)
     )

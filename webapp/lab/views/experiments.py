@@ -6,7 +6,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from defenses.methods import job_kind, method_of, separate_training_epochs
+from defenses.methods import METHODS, job_kind, method_of, separate_training_epochs
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, experiment_charts, figures_payload
 from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm
@@ -48,18 +48,13 @@ def plan_preview(request):
     form = ExperimentForm(request.team, request.POST)
     form.is_valid()
     the_plan = form.cleaned_data.get("plan")
+    method = METHODS.get(request.POST.get("defense", ""))
     if the_plan is None:
         errors = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name in form.parameter_names]
-        return render(request, "lab/_plan.html", {"errors": errors + list(form.non_field_errors())})
-    return render(
-        request,
-        "lab/_plan.html",
-        {
-            "plan": the_plan,
-            "points": len(the_plan.points),
-            "naive": separate_training_epochs(form.cleaned_data["space"]),
-        },
-    )
+        return render(request, "lab/_plan.html", {"errors": errors + list(form.non_field_errors()), "method": method})
+    naive = separate_training_epochs(form.cleaned_data["space"])
+    context = {"plan": the_plan, "points": len(the_plan.points), "naive": naive, "method": method}
+    return render(request, "lab/_plan.html", context)
 
 
 def experiment_results(experiment: Experiment) -> dict:
@@ -110,6 +105,7 @@ def charts_of(experiment: Experiment) -> list:
 def experiment(request, pk: int):
     experiment = owned_or_404(Experiment.objects.select_related("team", "badnet", "valid", "test"), request.user, pk=pk)
     context = experiment_results(experiment) | {"experiment": experiment, "progress": progress(experiment)}
+    context["method"] = method_of(experiment.space)
     return render(request, "lab/experiment.html", context)
 
 

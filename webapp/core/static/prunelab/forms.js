@@ -40,13 +40,20 @@ function fitDatasets(form) {
 function showDefenseParameters(form) {
   const defense = form.querySelector("select[name=defense]");
   if (!defense) return;
-  const update = () => {
+  // a field the user has not typed in takes the chosen defense's own default (FT-SAM: T = 0)
+  for (const field of form.querySelectorAll("[data-methods]")) {
+    field.dataset.initial = field.value;
+    field.addEventListener("input", () => (field.dataset.edited = "true"));
+  }
+  const update = (takeDefaults) => {
     for (const field of form.querySelectorAll("[data-methods]")) {
       field.closest("p").hidden = !field.dataset.methods.split(" ").includes(defense.value);
+      const own = JSON.parse(field.dataset.defaults || "{}");
+      if (takeDefaults && !field.dataset.edited) field.value = own[defense.value] ?? field.dataset.initial;
     }
   };
-  defense.addEventListener("change", update);
-  update();
+  defense.addEventListener("change", () => update(true));
+  update(false);  // what the page came with (a template, the user's last try) stays
 }
 
 // Uploads are checked before the page answers: say so while the browser waits.
