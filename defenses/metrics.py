@@ -43,6 +43,11 @@ def percent_equal(predicted: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(predicted == labels) * 100.0)
 
 
+def percent_unequal(first: np.ndarray, second: np.ndarray) -> float:
+    """Share of positions where two labellings differ, in percent: where a GoodNet answers N ('poisoned')."""
+    return float(np.mean(first != second) * 100.0)
+
+
 def seed_score(ca: float, asr: Mapping[str, float]) -> float | None:
     """The seed report's score: (CA + (100 - ASR)) / 2, with the mean ASR over triggers; None without any
     poisoned set."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from defenses.data import DatasetLimits, inspect_dataset, load_dataset
-from defenses.metrics import LabelledSet, evaluate, percent_equal, predict_labels
+from defenses.metrics import LabelledSet, evaluate, percent_equal, percent_unequal, predict_labels, seed_score
 from defenses.modelcheck import Limits
 from defenses.models import ModelReport, load_model
 from defenses.pruning import activation_profile
@@ -37,6 +37,26 @@ class Loaded:
     poisoned: dict[str, LabelledSet]
     profiles: dict[tuple[str, ...], dict] = field(default_factory=dict)  # the BadNet's, per layer choice
     before: dict | None = None
+    bad_answers: dict | None = None  # the BadNet's labels on the test sets, for GoodNet rates
+
+    def measure(self, model) -> dict:
+        """A repaired network's point: CA, ASR per trigger and the seed's score on the test sets, validation
+        accuracy (what selections read), and its GoodNet's rates against the BadNet: false alarms (clean test
+        images answered N) and detection per trigger (poisoned test images answered N). One prediction per
+        set; the BadNet's own answers are computed once."""
+        if self.bad_answers is None:
+            self.bad_answers = self.answers(self.bad)
+        mine = self.answers(model)
+        clean = percent_equal(mine["clean"], self.clean[1])
+        asr = {name: percent_equal(mine[name], labels) for name, (_, labels) in self.poisoned.items()}
+        detection = {name: percent_unequal(mine[name], self.bad_answers[name]) for name in self.poisoned}
+        valid = percent_equal(predict_labels(model, self.valid[0], self.divisor), self.valid[1])
+        goodnet = {"false_alarm": percent_unequal(mine["clean"], self.bad_answers["clean"]), "detection": detection}
+        return {"ca": clean, "asr": asr, "score": seed_score(clean, asr), "valid_acc": valid, "goodnet": goodnet}
+
+    def answers(self, model) -> dict:
+        sets = {"clean": self.clean[0]} | {name: pixels for name, (pixels, _) in self.poisoned.items()}
+        return {name: predict_labels(model, pixels, self.divisor) for name, pixels in sets.items()}
 
     def baseline(self) -> dict:
         """The BadNet's own CA, ASR, score and validation accuracy (before any defense), computed once. The

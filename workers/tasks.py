@@ -102,8 +102,8 @@ def compute_profile(profile_id: int) -> str:
         means = activation_profile(model, pixels, badnet.divisor)
     except (ModelRefused, DataError) as refusal:
         names = {Path(badnet.file.name).name: badnet.original_name, Path(dataset.file.name).name: dataset.original_name}
-        profile.status, profile.error = "failed", with_user_names(str(refusal), names)
+        profile.status, profile.error = Profile.Status.FAILED, with_user_names(str(refusal), names)
     else:
-        profile.status, profile.means = "done", {name: values.tolist() for name, values in means.items()}
+        profile.status, profile.means = Profile.Status.DONE, {name: values.tolist() for name, values in means.items()}
     profile.save(update_fields=["status", "error", "means"])
     return profile.status

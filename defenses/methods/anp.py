@@ -154,7 +154,6 @@ def run_anp(loaded, config: dict, report_point, should_stop=None, artifact_dir=N
     import json
 
     from defenses.finetune import save_atomically, seed_everything
-    from defenses.metrics import evaluate, percent_equal, predict_labels
     from defenses.pruning import apply_masks, pruned_counts
     from defenses.runner import fresh_copy
 
@@ -178,11 +177,9 @@ def run_anp(loaded, config: dict, report_point, should_stop=None, artifact_dir=N
         keep = {layer: values > tau for layer, values in learnt.items()}
         pruned_net = fresh_copy(loaded.bad)
         apply_masks(pruned_net, keep)
-        metrics = evaluate(pruned_net, loaded.divisor, loaded.clean, loaded.poisoned).as_dict()
-        valid = percent_equal(predict_labels(pruned_net, loaded.valid[0], loaded.divisor), loaded.valid[1])
         extra = {"before": loaded.baseline()} if position == 0 else {}
         report_point(
-            position, metrics | {"valid_acc": valid, "mask_threshold": tau, "pruned": pruned_counts(keep)} | extra
+            position, loaded.measure(pruned_net) | {"mask_threshold": tau, "pruned": pruned_counts(keep)} | extra
         )
         if artifact_dir:
             save_atomically(pruned_net, Path(artifact_dir) / network_file(config, position))
@@ -235,6 +232,7 @@ ANP = register(
         plan=plan_anp,
         charts=(Versus("mask_threshold"),),
         jobs=(ANP_JOB,),
+        sweep={"mask_thresholds": [0.1, 0.2, 0.3, 0.5], "anp_iterations": 500},
         deviations="No BatchNorm in DeepID: a channel's perturbation scales its conv kernel slice and bias; "
         "perturbations clipped to [-eps, eps]; the clean validation set is the defender's data.",
     )

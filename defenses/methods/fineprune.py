@@ -12,7 +12,7 @@ epoch (position = epoch; 0 is pruned, not yet trained), so it serves every epoch
 comes from one `prune-curve` job on cached activations (position = index of T), without training.
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from defenses.methods import LAYERS, Baseline, Column, Grid, JobKind, Method, Parameter, Versus, register, values
@@ -75,7 +75,6 @@ def run_finetune(loaded, config: dict, report_point, should_stop=None, artifact_
     """Threshold pruning then fine-tuning; reports position 0 (pruned, not trained) and every epoch.
     Returns the repaired model; saves it to artifact_dir/repaired_net.keras when given."""
     from defenses.finetune import FineTuneSettings, fine_tune, save_atomically, seed_everything
-    from defenses.metrics import evaluate, percent_equal, predict_labels
     from defenses.pruning import apply_masks, pruned_counts, threshold_masks
     from defenses.runner import fresh_copy
 
@@ -87,25 +86,13 @@ def run_finetune(loaded, config: dict, report_point, should_stop=None, artifact_
     apply_masks(repaired, masks)
     pruned = pruned_counts(masks)
 
-    def valid_acc() -> float:  # every point carries it: selections are made on validation data only
-        return percent_equal(predict_labels(repaired, loaded.valid[0], loaded.divisor), loaded.valid[1])
+    def on_epoch(record) -> None:  # every point carries validation accuracy: selections read only it
+        report_point(record.epoch, record.as_dict() | loaded.measure(repaired) | {"pruned": pruned})
 
-    def on_epoch(record) -> None:
-        report_point(record.epoch, record.as_dict() | {"pruned": pruned, "valid_acc": valid_acc()})
-
-    metrics = evaluate(repaired, loaded.divisor, loaded.clean, loaded.poisoned).as_dict()
-    report_point(0, metrics | {"valid_acc": valid_acc(), "pruned": pruned, "epoch": 0, "before": loaded.baseline()})
+    report_point(0, loaded.measure(repaired) | {"pruned": pruned, "epoch": 0, "before": loaded.baseline()})
     settings = FineTuneSettings(learning_rate=float(job.lr), epochs=int(job.epochs))
     if settings.epochs:
-        fine_tune(
-            repaired,
-            loaded.valid,
-            loaded.divisor,
-            settings,
-            evaluate_epoch=lambda model: evaluate(model, loaded.divisor, loaded.clean, loaded.poisoned),
-            on_epoch=on_epoch,
-            should_stop=should_stop,
-        )
+        fine_tune(repaired, loaded.valid, loaded.divisor, settings, on_epoch=on_epoch, should_stop=should_stop)
     if artifact_dir:
         save_atomically(repaired, Path(artifact_dir) / "repaired_net.keras")
     return repaired
@@ -173,7 +160,7 @@ def plan_variant(space: dict) -> Plan:
     return plan(parameter_space(space))
 
 
-def variant(name: str, title: str, summary: str, parameters: tuple) -> Method:
+def variant(name: str, title: str, summary: str, parameters: tuple, sweep: dict) -> Method:
     return register(
         Method(
             name=name,
@@ -185,6 +172,7 @@ def variant(name: str, title: str, summary: str, parameters: tuple) -> Method:
             plan=plan_variant,
             charts=CHARTS,
             jobs=(FINETUNE, PRUNE_CURVE),
+            sweep=sweep,
             deviations="Threshold rule of the seed report (every conv layer at T times its mean activation), "
             "not the paper's incremental pruning of the last layer (that is the 'incremental' defense).",
         )
@@ -196,18 +184,19 @@ FINE_PRUNE = variant(
     "Fine-pruning",
     "threshold pruning, then fine-tuning on the clean validation set",
     (THRESHOLDS, LEARNING_RATES, EPOCHS, PRUNED_LAYERS, SEED),
+    {"thresholds": [0.8, 1.0, 1.2], "learning_rates": [0.001], "epochs": [10]},
 )
 FINE_TUNE = variant(
     "fine-tune",
     "Fine-tuning only",
     "fine-tuning on the clean validation set, no pruning (T = 0)",
     (LEARNING_RATES, EPOCHS, SEED),
+    {"learning_rates": [0.001, 0.002], "epochs": [10]},
 )
 PRUNE_ONLY = variant(
-    "prune-only", "Pruning only", "threshold pruning without training (0 epochs)", (THRESHOLDS, PRUNED_LAYERS)
+    "prune-only",
+    "Pruning only",
+    "threshold pruning without training (0 epochs)",
+    (THRESHOLDS, PRUNED_LAYERS),
+    {"thresholds": [round(0.2 * step, 1) for step in range(11)]},
 )
-
-
-def space_dict(space: ParameterSpace) -> dict:
-    """A planner space as the dict an experiment stores."""
-    return asdict(space)

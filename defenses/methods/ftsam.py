@@ -111,7 +111,6 @@ def sam_fine_tune(model, train, divisor: float, lr: float, epochs: int, rho: flo
 def run_ftsam(loaded, config: dict, report_point, should_stop=None, artifact_dir=None):
     """Threshold pruning (T = 0: none), then FT-SAM; reports position 0 and every epoch; saves the network."""
     from defenses.finetune import save_atomically, seed_everything
-    from defenses.metrics import evaluate, percent_equal, predict_labels
     from defenses.pruning import apply_masks, pruned_counts, threshold_masks
     from defenses.runner import fresh_copy
 
@@ -124,9 +123,7 @@ def run_ftsam(loaded, config: dict, report_point, should_stop=None, artifact_dir
     pruned = pruned_counts(masks)
 
     def measured() -> dict:
-        metrics = evaluate(repaired, loaded.divisor, loaded.clean, loaded.poisoned).as_dict()
-        valid = percent_equal(predict_labels(repaired, loaded.valid[0], loaded.divisor), loaded.valid[1])
-        return metrics | {"valid_acc": valid, "pruned": pruned}
+        return loaded.measure(repaired) | {"pruned": pruned}
 
     report_point(0, measured() | {"epoch": 0, "before": loaded.baseline()})
 
@@ -200,6 +197,7 @@ FTSAM = register(
         charts=(Versus("epochs"), Versus("lr"), Versus("threshold")),
         jobs=(FTSAM_JOB,),
         defaults={"thresholds": (0.0,)},  # FT-SAM alone; a T > 0 prunes first
+        sweep={"thresholds": [0.0], "learning_rates": [0.001], "epochs": [10]},
         deviations="Adam as the base optimizer (the paper: SGD with momentum, weight decay and a cosine "
         "schedule) and a constant rho; the clean validation set is the defender's data.",
     )

@@ -93,6 +93,7 @@ INCREMENTAL = register(
             ),
         ),
         jobs=(INCREMENTAL_JOB,),
+        sweep={"max_drop": 4.0},
         steps=True,
     )
 )

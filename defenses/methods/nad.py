@@ -132,7 +132,6 @@ def run_nad(loaded, config: dict, report_point, should_stop=None, artifact_dir=N
     """The teacher (plain fine-tuning), then the student's distillation; reports the BadNet at position 0
     and every student epoch; saves the student."""
     from defenses.finetune import FineTuneSettings, fine_tune, save_atomically, seed_everything
-    from defenses.metrics import evaluate, percent_equal, predict_labels
     from defenses.runner import fresh_copy
 
     job = NADConfig(**config)
@@ -149,9 +148,7 @@ def run_nad(loaded, config: dict, report_point, should_stop=None, artifact_dir=N
     layers, weights = attention_layers(student, list(loaded.report.conv_layers))
 
     def measured() -> dict:
-        metrics = evaluate(student, loaded.divisor, loaded.clean, loaded.poisoned).as_dict()
-        valid = percent_equal(predict_labels(student, loaded.valid[0], loaded.divisor), loaded.valid[1])
-        return metrics | {"valid_acc": valid}
+        return loaded.measure(student)
 
     report_point(0, measured() | {"epoch": 0, "before": loaded.baseline()})
 
@@ -222,6 +219,7 @@ NAD = register(
         plan=plan_nad,
         charts=(Versus("epochs"), Versus("lr")),
         jobs=(NAD_JOB,),
+        sweep={"learning_rates": [0.001, 0.002], "epochs": [10], "teacher_epochs": 5},
         deviations="Adam for teacher and student (the paper: SGD with momentum and a decayed lr); the clean "
         "validation set is the defender's data; the last three conv layers carry the attention loss.",
     )

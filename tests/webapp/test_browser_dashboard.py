@@ -113,3 +113,47 @@ def test_a_delete_says_what_it_takes_and_removes_the_files(page, study):
     assert "Deleted the BadNet tiny" in page.text_content(".messages")
     assert not BadNet.objects.exists() and not Experiment.objects.exists() and not Run.objects.exists()
     assert not Path(badnet_file).exists() and not any(run.artifact_dir().exists() for run in runs)
+
+
+def test_a_leaderboard_starts_with_one_click_ranks_itself_when_done_and_composes_a_goodnet(page, study):
+    from tests.defenses.tiny import tiny_model
+    from tests.webapp.test_leaderboard import VALID_ASR
+    from webapp.lab.models import GoodNet, Leaderboard
+
+    experiment, _ = study
+    page.goto(f"/badnets/{experiment.badnet.pk}/")
+    page.click("#leaderboard-link")
+    page.select_option("#id_valid", str(experiment.valid.pk))
+    page.select_option("#id_test", str(experiment.test.pk))
+    page.check("text=patch")
+    page.click("#leaderboard-form button[type=submit]")
+    page.wait_for_url("**/leaderboards/*/")
+    assert "still running" in page.text_content("#leaderboard")
+    board = Leaderboard.objects.get()
+    for each in board.experiments.all():  # what the workers would store, while the page polls
+        name = each.space["defense"]
+        finished(
+            each,
+            lambda run, position, name=name: {
+                "ca": 94.0,
+                "asr": {"patch": 100 - VALID_ASR[name]},
+                "valid_acc": 95.0 - VALID_ASR[name] / 100,
+                "fraction": position / 8,
+                "stop": position == 1,
+                "goodnet": {"false_alarm": 1.0, "detection": {"patch": 60.0}},
+                "before": {"ca": 96.0, "asr": {"patch": 100.0}, "valid_acc": 96.0},
+            },
+        )
+    page.wait_for_selector('#leaderboard[data-finished="true"]', timeout=30_000)  # no reload: htmx polled it
+    ranked = page.locator("#ranking tr.defense").evaluate_all("rows => rows.map(r => r.dataset.method)")
+    assert ranked[0] == "ft-sam" and len(ranked) == len(VALID_ASR)  # its validation accuracy is the highest here
+    page.shot("6-leaderboard")
+    top = board.experiments.get(space__defense="ft-sam").own_runs().get()
+    top.artifact_dir().mkdir(parents=True, exist_ok=True)
+    tiny_model().save(top.artifact_dir() / "repaired_net.keras")
+    page.reload()
+    page.click("#ranking tr.defense >> nth=0 >> button")
+    page.wait_for_url("**/goodnets/")
+    goodnet = GoodNet.objects.get()
+    assert goodnet.run == top and goodnet.repaired_path.exists()
+    assert "FT-SAM on tiny" in page.text_content("table")

@@ -5,7 +5,7 @@ entry here fails `test_every_route_is_checked`."""
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from tests.webapp.base import BaseTestCase
-from webapp.lab.models import GoodNet, Run
+from webapp.lab.models import Experiment, GoodNet, Leaderboard, Run
 
 # route name -> (method, kwargs builder); kwargs name the blue team's rows.
 ROUTES = {
@@ -30,6 +30,10 @@ ROUTES = {
     "experiment-rerun": ("post", lambda t: {"pk": t.exp.pk}),
     "goodnet-bundle": ("get", lambda t: {"pk": t.goodnet.pk}),
     "run": ("get", lambda t: {"pk": t.goodnet.run.pk}),
+    "new-leaderboard": ("get", lambda t: {"pk": t.exp.badnet.pk}),
+    "leaderboard": ("get", lambda t: {"pk": t.board.pk}),
+    "leaderboard-table": ("get", lambda t: {"pk": t.board.pk}),
+    "leaderboard-goodnet": ("post", lambda t: {"pk": t.board.pk}),
     # GET: the confirmation page (a POST by another team is refused in test_deletion.py too)
     "badnet-delete": ("get", lambda t: {"pk": t.exp.badnet.pk}),
     "dataset-delete": ("get", lambda t: {"pk": t.exp.valid.pk}),
@@ -88,6 +92,8 @@ class IsolationTestCase(BaseTestCase):
         self.exp = self.experiment(space)
         runs = self.finish(self.exp, lambda run, position: {"ca": 90.0, "asr": {"sunglasses": 10.0}})
         Run.objects.filter(pk=runs[0].pk).update(kind="finetune")
+        self.board = Leaderboard.objects.create(team=self.blue, owner=self.alice, badnet=self.exp.badnet)
+        Experiment.objects.filter(pk=self.exp.pk).update(leaderboard=self.board)
         self.goodnet = GoodNet.objects.create(
             team=self.blue, owner=self.alice, name="g", badnet=self.exp.badnet, run=runs[0], sha256="x"
         )

@@ -13,7 +13,7 @@ from tests.defenses.tiny import tiny_data, write_dataset
 from tests.webapp.base import BaseTestCase
 from tests.webapp.test_experiment import GRID, grid_metrics
 from tests.webapp.test_isolation import ROUTES
-from webapp.lab.models import BadNet, Dataset
+from webapp.lab.models import BadNet, Dataset, Leaderboard
 
 # Forms whose address names no row; those that do are the "post" entries of the isolation table.
 FORMS = [
@@ -35,6 +35,7 @@ class SecurityTestCase(BaseTestCase):
         super().setUp()
         self.exp = self.experiment(GRID)
         self.finish(self.exp, grid_metrics)
+        self.board = Leaderboard.objects.create(team=self.blue, owner=self.alice, badnet=self.exp.badnet)
 
     def test_every_form_refuses_a_post_without_its_csrf_token(self):
         client = Client(enforce_csrf_checks=True)

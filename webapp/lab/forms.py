@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 
-from defenses.methods import LAYERS, METHODS, PARAMETERS, Parameter, default, grid_size, plan_space
+from defenses.methods import JOB_KINDS, LAYERS, METHODS, PARAMETERS, Parameter, default, grid_size, plan_space
 from defenses.planner import SEED_STUDY, ParameterSpace
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team
 from webapp.lab.results import goodnet_label, run_label
@@ -434,6 +434,39 @@ class ExperimentForm(forms.Form):
                     self.add_error(name, reason)
 
 
+class LeaderboardForm(forms.Form):
+    """A BadNet's sets and the floor for a leaderboard: every defense's small sweep on them."""
+
+    valid = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean validation set")
+    test = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean test set")
+    poisoned = RowsField(
+        queryset=Dataset.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        label="Poisoned sets",
+        help_text="a poisoned *validation* set lets the ranking see the backdoor; without one it "
+        "ranks by clean validation accuracy",
+    )
+    max_ca_drop = forms.FloatField(initial=5.0, min_value=0, max_value=100, label="Clean-accuracy floor")
+    queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
+
+    def __init__(self, badnet: BadNet, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.badnet = badnet
+        fitting = [d.pk for d in Dataset.objects.filter(team=badnet.team) if not d.misfit(badnet)]
+        sets = Dataset.objects.filter(pk__in=fitting).order_by("name")
+        self.fields["valid"].queryset = sets.filter(role=Dataset.CLEAN_VALID)
+        self.fields["test"].queryset = sets.filter(role=Dataset.CLEAN_TEST)
+        self.fields["poisoned"].queryset = sets.filter(role__in=[Dataset.POISONED_TEST, Dataset.POISONED_VALID])
+
+    def clean(self):
+        data = super().clean()
+        if "poisoned" not in self.errors and not any(d.role == Dataset.POISONED_TEST for d in data.get("poisoned", [])):
+            self.add_error("poisoned", "Choose at least one poisoned test set: without one there is no ASR.")
+        ExperimentForm.check_memory(self, data)
+        data["badnet"] = self.badnet
+        return data
+
+
 class RunChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj):
         return run_label(obj)
@@ -445,7 +478,8 @@ class GoodNetFromRunForm(forms.Form):
 
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        runs = Run.objects.filter(team=team, kind="finetune", status=Run.DONE).order_by("-pk")
+        repairs = [kind.name for kind in JOB_KINDS.values() if kind.repairs]
+        runs = Run.objects.filter(team=team, kind__in=repairs, status=Run.DONE).order_by("-pk")
         own = Prefetch("experiments", queryset=Experiment.objects.filter(team=team).select_related("owner"))
         self.fields["run"].queryset = runs.select_related("badnet").prefetch_related(
             "points", own, "experiments__poisoned"

@@ -162,15 +162,32 @@ def sample_images(dataset, indices) -> list[tuple[str, object]]:
     return images
 
 
-def compose_from_run(run: Run, name: str, user) -> GoodNet:
-    """A GoodNet from a finished fine-tuning run's repaired network."""
+def run_network(run: Run, position: int | None = None) -> Path | None:
+    """The file of a finished run's repaired network at `position` (default: its last point), or None: runs
+    keep the network of their last epoch (ANP: of every tau), as their job kind says."""
+    from defenses.methods import JOB_KINDS
+
+    kind = JOB_KINDS.get(run.kind)
+    if kind is None or run.status != Run.DONE:
+        return None
+    position = run.total_positions - 1 if position is None else position
+    name = kind.network_at(run.config, position, run.badnet.report)
+    path = run.artifact_dir() / name if name else None
+    return path if path is not None and path.exists() else None
+
+
+def compose_from_run(run: Run, name: str, user, position: int | None = None) -> GoodNet:
+    """A GoodNet from a finished run's repaired network (at `position`, default its last point)."""
     from defenses.models import file_digest
 
-    path = run.artifact_dir() / "repaired_net.keras"
-    if run.kind != "finetune" or run.status != Run.DONE or not path.exists():
-        raise ValueError(f"Run {run.pk} has no repaired network: only finished fine-tuning runs have one.")
+    path = run_network(run, position)
+    if path is None:
+        raise ValueError(
+            f"Run {run.pk} keeps no repaired network at that point: finished repairs keep their last "
+            "epoch's (ANP: every tau's)."
+        )
     return GoodNet.objects.create(
-        team=run.team, owner=user, name=name, badnet=run.badnet, run=run, sha256=file_digest(path)
+        team=run.team, owner=user, name=name, badnet=run.badnet, run=run, run_file=path.name, sha256=file_digest(path)
     )
 
 

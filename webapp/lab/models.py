@@ -158,6 +158,24 @@ class Dataset(models.Model):
         return f"{name} (validation)" if self.role == self.POISONED_VALID else name
 
 
+class Leaderboard(models.Model):
+    """Every registered defense's small sweep on one BadNet and its sets, started with one click: one
+    experiment per defense (sharing work where their jobs coincide), ranked by the honest selection."""
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="leaderboards")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    badnet = models.ForeignKey("BadNet", on_delete=models.CASCADE, related_name="leaderboards")
+    max_ca_drop = models.FloatField(default=5.0)
+    created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return f"leaderboard {self.pk} of {self.badnet}"
+
+    @property
+    def name(self) -> str:
+        return f"leaderboard of {self.badnet.name}, {self.created:%Y-%m-%d %H:%M}"
+
+
 class Experiment(models.Model):
     QUEUES = [("cpu", "CPU workers"), ("gpu", "GPU workers")]
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="experiments")
@@ -173,6 +191,9 @@ class Experiment(models.Model):
     # points below the BadNet's own. Not part of `space`: it chooses among results, it changes no work.
     max_ca_drop = models.FloatField(default=5.0)
     runs = models.ManyToManyField("Run", related_name="experiments", blank=True)
+    leaderboard = models.ForeignKey(
+        Leaderboard, null=True, blank=True, on_delete=models.CASCADE, related_name="experiments"
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -198,8 +219,20 @@ class Experiment(models.Model):
 
 
 class Run(models.Model):
-    QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, DONE, FAILED, CANCELLED)]
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    QUEUED, RUNNING, DONE, FAILED, CANCELLED = (
+        Status.QUEUED,
+        Status.RUNNING,
+        Status.DONE,
+        Status.FAILED,
+        Status.CANCELLED,
+    )
     MAX_ATTEMPTS = 3
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="runs")
@@ -209,7 +242,7 @@ class Run(models.Model):
     config = models.JSONField()
     inputs = models.JSONField(help_text="paths and scaling the worker loads")
     queue = models.CharField(max_length=3, default="cpu")
-    status = models.CharField(max_length=10, choices=STATUSES, default=QUEUED)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     cancel_requested = models.BooleanField(default=False)
     progress = models.FloatField(default=0.0)
     attempts = models.PositiveIntegerField(default=0)
@@ -320,7 +353,13 @@ class Profile(models.Model):
 
     badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="profiles")
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
-    status = models.CharField(max_length=10, default="queued")
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        DONE = "done"
+        FAILED = "failed"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
     means = models.JSONField(default=dict, help_text="conv layer -> mean activation of each channel")
     created = models.DateTimeField(auto_now_add=True)
@@ -343,6 +382,8 @@ class GoodNet(models.Model):
     run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="goodnets")
     file = models.FileField(upload_to=stored_name, blank=True)
     original_name = models.CharField(max_length=255, blank=True)
+    # the network's file in the run's folder (a run may keep several, one per point: ANP's taus)
+    run_file = models.CharField(max_length=100, default="repaired_net.keras")
     sha256 = models.CharField(max_length=64)
     created = models.DateTimeField(auto_now_add=True)
 
@@ -351,4 +392,4 @@ class GoodNet(models.Model):
 
     @property
     def repaired_path(self) -> Path:
-        return Path(self.file.path) if self.file else self.run.artifact_dir() / "repaired_net.keras"
+        return Path(self.file.path) if self.file else self.run.artifact_dir() / self.run_file

@@ -32,6 +32,7 @@ def flat_row(metrics: dict, test: list[str], valid: list[str]) -> dict:
     valid_acc = metrics.get("valid_acc")
     before = metrics.get("before") or {}
     before_asr = [before["asr"][name] for name in test if name in before.get("asr", {})]
+    goodnet = metrics.get("goodnet") or {}
     return {
         "ca": metrics.get("ca"),
         **{f"asr {name}": asr.get(name) for name in test},
@@ -45,6 +46,8 @@ def flat_row(metrics: dict, test: list[str], valid: list[str]) -> dict:
         "before_asr": mean(before_asr) if before_asr else None,
         **{f"before asr {name}": before.get("asr", {}).get(name) for name in test},
         "before_valid_acc": before.get("valid_acc"),
+        "false_alarm": goodnet.get("false_alarm"),
+        **{f"detection {name}": (goodnet.get("detection") or {}).get(name) for name in test},
     }
 
 
@@ -279,3 +282,57 @@ def goodnet_label(goodnet) -> str:
     else:
         source = f"uploaded {goodnet.original_name}"
     return f"{goodnet.name} · BadNet {goodnet.badnet.name} · {source}"
+
+
+def der(before_ca: float | None, before_asr: float | None, ca: float | None, asr: float | None) -> float | None:
+    """BackdoorBench's defense effectiveness rating, in [0, 1]: (max(0, ASR drop) - max(0, CA drop) + 1) / 2
+    with rates as fractions; 1 is an attack removed at no cost, 0.5 nothing done."""
+    if None in (before_ca, before_asr, ca, asr):
+        return None
+    return (max(0.0, before_asr - asr) / 100 - max(0.0, before_ca - ca) / 100 + 1) / 2
+
+
+def leaderboard_rows(board) -> list[dict]:
+    """One row per defense of a leaderboard: its experiment's validation-selected point (the experiment's
+    floor rule; a steps defense's own stop), its test figures (CA, ASR per trigger, the GoodNet's false alarms
+    and detection), DER, and its cost (wall time of its runs, fine-tuning-epoch units). Ranked: defenses with a
+    selected point first, by their validation selection score; then the others, saying why."""
+    from defenses.methods import job_kind
+
+    rows = []
+    for experiment in board.experiments.select_related("badnet", "valid").order_by("pk"):
+        method = method_of(experiment.space)
+        points = step_rows(experiment) if method.steps else experiment_rows(experiment)
+        if method.steps:
+            stop = next((row for row in points if row.get("stop")), None)
+            chosen = stop if stop and stop.get("valid_acc") is not None else None
+            rule = "the defense's own validation rule (where it stopped)"
+        else:
+            selection = experiment_selection(experiment, points)
+            chosen, rule = selection.best, selection.rule
+        runs = list(experiment.own_runs())
+        seconds = sum((r.finished_at - r.started_at).total_seconds() for r in runs if r.started_at and r.finished_at)
+        units = sum(job_kind(r.kind).cost(r.config, experiment.valid.count) for r in runs)
+        before = next((p for p in points if p.get("before_ca") is not None), {})
+        rows.append(
+            {
+                "method": method,
+                "experiment": experiment,
+                "best": chosen,
+                "rule": rule,
+                "seconds": seconds,
+                "epoch_units": units,
+                "finished": all(r.status in (Run.DONE, Run.FAILED, Run.CANCELLED) for r in runs),
+                "failed": sum(r.status == Run.FAILED for r in runs),
+                "before": before,
+                "der": der(
+                    before.get("before_ca"),
+                    before.get("before_asr"),
+                    (chosen or {}).get("ca"),
+                    (chosen or {}).get("asr"),
+                )
+                if chosen
+                else None,
+            }
+        )
+    return sorted(rows, key=lambda row: (row["best"] is None, -row["best"]["selection"] if row["best"] else 0))

@@ -6,11 +6,11 @@ from django.core.files import File
 from django.db import transaction
 
 from defenses.data import DataError, validate_dataset
-from defenses.methods import method_of, plan_space
+from defenses.methods import METHODS, method_of, plan_space
 from defenses.models import file_digest, verify_model_file
 from defenses.planner import Plan
 from webapp.lab import limits
-from webapp.lab.models import BadNet, Dataset, Experiment, Profile, Run
+from webapp.lab.models import BadNet, Dataset, Experiment, Leaderboard, Profile, Run
 from workers.celery_app import COMPUTE_PROFILE, EXECUTE_RUN
 from workers.celery_app import app as celery_app
 
@@ -211,8 +211,8 @@ def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
     if badnet.team_id != dataset.team_id:
         raise ValueError(f"{dataset.name} is not a dataset of {badnet.name}'s team.")
     profile, created = Profile.objects.get_or_create(badnet=badnet, dataset=dataset)
-    if created or profile.status == "failed":
-        Profile.objects.filter(pk=profile.pk).update(status="queued", error="")
+    if created or profile.status == Profile.Status.FAILED:
+        Profile.objects.filter(pk=profile.pk).update(status=Profile.Status.QUEUED, error="")
         transaction.on_commit(lambda: celery_app.send_task(COMPUTE_PROFILE, args=[profile.pk], queue="cpu"))
     return profile
 
@@ -242,3 +242,28 @@ def create_experiment(team, user, data: dict) -> Experiment:
     experiment.poisoned.set(data["poisoned"])
     submit(experiment)
     return experiment
+
+
+@transaction.atomic
+def start_leaderboard(team, user, data: dict) -> Leaderboard:
+    """One experiment per registered defense, each with the defense's small sweep (defenses.methods `sweep`),
+    on the BadNet and sets of `data` (a valid LeaderboardForm's), queued at once. Jobs that coincide (a
+    fine-tune point and a fine-prune point at T = 0) are one run, computed once."""
+    board = Leaderboard.objects.create(team=team, owner=user, badnet=data["badnet"], max_ca_drop=data["max_ca_drop"])
+    for method in METHODS.values():
+        space = {"defense": method.name, **method.sweep}
+        experiment = Experiment.objects.create(
+            team=team,
+            owner=user,
+            name=f"{method.title} ({board.name})",
+            badnet=data["badnet"],
+            valid=data["valid"],
+            test=data["test"],
+            queue=data["queue"],
+            max_ca_drop=data["max_ca_drop"],
+            space=space,
+            leaderboard=board,
+        )
+        experiment.poisoned.set(data["poisoned"])
+        submit(experiment)
+    return board

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.lab.views import compare, deletion, experiments, files, goodnets, runs, teams
+from webapp.lab.views import compare, deletion, experiments, files, goodnets, leaderboards, runs, teams
 
 urlpatterns = [
     path("teams/", teams.teams, name="teams"),
@@ -33,6 +33,10 @@ urlpatterns = [
     path("runs/<int:pk>/", runs.run, name="run"),
     path("runs/<int:pk>/points.csv", runs.run_csv, name="run-csv"),
     path("runs/<int:pk>/repaired.keras", runs.run_repaired, name="run-repaired"),
+    path("badnets/<int:pk>/leaderboard", leaderboards.new_leaderboard, name="new-leaderboard"),
+    path("leaderboards/<int:pk>/", leaderboards.leaderboard, name="leaderboard"),
+    path("leaderboards/<int:pk>/table", leaderboards.leaderboard_table, name="leaderboard-table"),
+    path("leaderboards/<int:pk>/goodnet", leaderboards.leaderboard_goodnet, name="leaderboard-goodnet"),
     path("compare/", compare.compare, name="compare"),
     path("goodnets/", goodnets.goodnets, name="goodnets"),
     path("goodnets/from-run", goodnets.goodnet_from_run, name="goodnet-from-run"),

@@ -49,11 +49,11 @@ def profiles_context(badnet: BadNet) -> dict:
     """The BadNet's profiles (of its own team's sets), the charts of the first finished one, and whether
     one is still being computed (the page then polls)."""
     profiles = list(Profile.objects.filter(badnet=badnet, dataset__team=badnet.team).select_related("dataset"))
-    done = next((p for p in profiles if p.status == "done"), None)
+    done = next((p for p in profiles if p.status == Profile.Status.DONE), None)
     return {
         "badnet": badnet,
         "profiles": profiles,
-        "profiles_waiting": any(p.status == "queued" for p in profiles),
+        "profiles_waiting": any(p.status == Profile.Status.QUEUED for p in profiles),
         "figures": figures_payload(activation_profiles(done.means, done.dataset.name)) if done else {},
     }
 

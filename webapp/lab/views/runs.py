@@ -6,14 +6,14 @@ from django.shortcuts import render
 
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, figures_payload, run_curve
+from webapp.lab.inference import run_network
 from webapp.lab.models import Run
 from webapp.lab.results import config_text, run_rows, run_triggers
 
 
 def repaired_file(run: Run):
-    """The run's repaired network, when it has one (finished fine-tuning runs)."""
-    path = run.artifact_dir() / "repaired_net.keras"
-    return path if run.kind == "finetune" and run.status == Run.DONE and path.exists() else None
+    """The run's repaired network of its last point, when it keeps one (webapp.lab.inference.run_network)."""
+    return run_network(run)
 
 
 @team_required

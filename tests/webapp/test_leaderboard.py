@@ -1,0 +1,100 @@
+"""A BadNet's leaderboard: one click makes one experiment per registered defense with its small sweep; the page
+ranks the defenses by their validation-selected points (the floor rule), with test figures, the GoodNet's
+rates, DER and cost; a defense with no point within the floor is listed last, saying so."""
+
+from defenses.methods import METHODS
+from tests.webapp.base import BaseTestCase
+from webapp.lab.models import Dataset, Experiment, Leaderboard, Run
+from webapp.lab.results import der, leaderboard_rows
+
+# validation ASR of each defense's points: the ranking must follow it (lower is better), not the test ASR
+VALID_ASR = {
+    "fine-prune": 30.0,
+    "fine-tune": 60.0,
+    "prune-only": 90.0,
+    "anp": 10.0,
+    "ft-sam": 5.0,
+    "nad": 50.0,
+    "incremental": 70.0,
+}
+
+
+def test_der_is_backdoorbenchs_rating():
+    assert der(90.0, 100.0, 90.0, 0.0) == 1.0  # attack gone, nothing lost
+    assert der(90.0, 100.0, 90.0, 100.0) == 0.5  # nothing done
+    assert der(90.0, 100.0, 80.0, 100.0) == 0.45  # accuracy lost for nothing
+    assert der(None, 100.0, 80.0, 100.0) is None
+
+
+class LeaderboardTestCase(BaseTestCase):
+    def setUp(self):
+        super().setUp()
+        self.client.force_login(self.alice)
+        self.template = self.experiment({"epochs": [1]}, with_poisoned_valid=True)
+
+    def start(self):
+        t = self.template
+        form = {
+            "valid": t.valid.pk,
+            "test": t.test.pk,
+            "poisoned": [d.pk for d in t.poisoned.all()],
+            "max_ca_drop": 5,
+            "queue": "cpu",
+        }
+        with self.captureOnCommitCallbacks(execute=False):  # runs are stored, not sent to a worker here
+            response = self.client.post(f"/badnets/{t.badnet.pk}/leaderboard", form)
+        board = Leaderboard.objects.get()
+        assert response.status_code == 302 and response["Location"] == f"/leaderboards/{board.pk}/"
+        return board
+
+    def test_one_click_makes_one_experiment_per_defense_with_its_sweep(self):
+        board = self.start()
+        spaces = {e.space["defense"]: e.space for e in board.experiments.all()}
+        assert set(spaces) == set(METHODS)
+        assert all(spaces[name] == {"defense": name, **METHODS[name].sweep} for name in METHODS)
+        assert all(set(e.runs.values_list("status", flat=True)) == {Run.QUEUED} for e in board.experiments.all())
+
+    def finish_board(self, board, destroyed: set[str] = frozenset()):
+        for experiment in board.experiments.all():
+            name = experiment.space["defense"]
+
+            def metrics(run, position, name=name):
+                valid_acc = 50.0 if name in destroyed else 95.0 - position * 0.01
+                return {
+                    "ca": 94.0,
+                    "asr": {"sunglasses": 100 - VALID_ASR[name], "sunglasses (validation)": VALID_ASR[name]},
+                    "valid_acc": valid_acc,
+                    "fraction": position / 8,
+                    "stop": position == 2,
+                    "position": position,
+                    "goodnet": {"false_alarm": 1.0, "detection": {"sunglasses": 60.0}},
+                    "before": {"ca": 96.0, "asr": {"sunglasses": 100.0}, "valid_acc": 96.0},
+                }
+
+            self.finish(experiment, metrics)
+
+    def test_defenses_are_ranked_by_validation_not_by_the_test_sets(self):
+        board = self.start()
+        self.finish_board(board, destroyed={"nad"})
+        rows = leaderboard_rows(board)
+        order = [row["method"].name for row in rows]
+        # incremental's point is its own stop (validation rule), ranked by its selection score like the others
+        ranked = sorted((name for name in VALID_ASR if name != "nad"), key=lambda n: VALID_ASR[n])
+        assert order[:-1] == ranked and order[-1] == "nad"  # the test ASR (100 - valid ASR) would invert it
+        nad = rows[-1]
+        assert nad["best"] is None and "no point meets that floor" in nad["rule"]
+        top = rows[0]
+        assert top["best"]["false_alarm"] == 1.0 and top["best"]["detection sunglasses"] == 60.0
+        assert round(top["der"], 3) == round((0.05 - 0.02 + 1) / 2, 3)  # ASR 100 -> 95 on the test set, CA 96 -> 94
+        page = self.client.get(f"/leaderboards/{board.pk}/").content.decode()
+        assert page.index('data-method="ft-sam"') < page.index('data-method="anp"') < page.index('data-method="nad"')
+        assert "no point selected" in page and 'data-finished="true"' in page
+
+    def test_sets_that_do_not_fit_are_not_offered_and_another_team_cannot_start_one(self):
+        wide = self.dataset(Dataset.CLEAN_VALID, name="wide")
+        Dataset.objects.filter(pk=wide.pk).update(height=55, width=47)
+        page = self.client.get(f"/badnets/{self.template.badnet.pk}/leaderboard").content.decode()
+        assert f'value="{self.template.valid.pk}"' in page and f'value="{wide.pk}"' not in page
+        self.client.force_login(self.bob)
+        assert self.client.get(f"/badnets/{self.template.badnet.pk}/leaderboard").status_code == 404
+        assert Experiment.objects.count() == 1

@@ -1,0 +1,100 @@
+"""A BadNet's leaderboard: one click runs every registered defense's small sweep on its sets, and the page
+ranks the defenses by their honestly selected points (webapp.lab.results.leaderboard_rows), with a GoodNet to
+compose from each."""
+
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from webapp.lab import inference
+from webapp.lab.access import owned_or_404, team_required
+from webapp.lab.forms import LeaderboardForm, row_id
+from webapp.lab.models import BadNet, Dataset, Leaderboard, Run
+from webapp.lab.results import leaderboard_rows, triggers
+from webapp.lab.services import start_leaderboard
+
+
+@team_required
+def new_leaderboard(request, pk: int):
+    """The form on a BadNet's page: its fitting sets and the floor; POST starts every defense's sweep."""
+    badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
+    form = LeaderboardForm(badnet, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        board = start_leaderboard(badnet.team, request.user, form.cleaned_data)
+        messages.success(request, f"{board.experiments.count()} defenses queued on {badnet.name}.")
+        return redirect("leaderboard", board.pk)
+    boards = Leaderboard.objects.filter(badnet=badnet).order_by("-created")
+    context = {"badnet": badnet, "form": form, "boards": boards}
+    return render(request, "lab/leaderboard_new.html", context, status=400 if form.errors else 200)
+
+
+def board_context(board: Leaderboard) -> dict:
+    rows = leaderboard_rows(board)
+    first = board.experiments.order_by("pk").first()
+    names = triggers(first) if first else []
+    before = next((row["before"] for row in rows if row["before"]), {})
+    for row in rows:
+        best = row["best"] or {}
+        if row["method"].steps and best:
+            row["where"] = f"stopped at step {best.get('step')}, {best.get('fraction') or 0:.0%} of the layer pruned"
+        else:
+            row["where"] = ", ".join(c.short.format(best[c.name]) for c in row["method"].columns if c.name in best)
+        row["asr_values"] = [best.get(f"asr {name}") for name in names]
+        row["detection_values"] = [best.get(f"detection {name}") for name in names]
+        run = Run.objects.filter(pk=best.get("run")).select_related("badnet").first() if best.get("run") else None
+        row["composable"] = bool(run and inference.run_network(run, best.get("position")))
+    finished = all(row["finished"] for row in rows)
+    before_asr = [(name, before.get(f"before asr {name}")) for name in names]
+    return {
+        "board": board,
+        "rows": rows,
+        "triggers": names,
+        "before": before,
+        "before_asr": before_asr,
+        "finished": finished,
+        "blind": first is not None and not triggers(first, Dataset.POISONED_VALID),
+    }
+
+
+@team_required
+def leaderboard(request, pk: int):
+    board = owned_or_404(Leaderboard.objects.select_related("team", "badnet"), request.user, pk=pk)
+    return render(request, "lab/leaderboard.html", board_context(board))
+
+
+@team_required
+def leaderboard_table(request, pk: int):
+    """htmx partial: the ranking, polled until every defense's runs are finished."""
+    board = owned_or_404(Leaderboard.objects.select_related("team", "badnet"), request.user, pk=pk)
+    context = board_context(board)
+    response = render(request, "lab/_leaderboard.html", context)
+    return HttpResponseStopPolling(response.content) if context["finished"] else response
+
+
+@team_required
+@require_POST
+def leaderboard_goodnet(request, pk: int):
+    """Compose a GoodNet from one defense's selected point (the experiment names which)."""
+    board = owned_or_404(Leaderboard.objects.select_related("team", "badnet"), request.user, pk=pk)
+    row = next((r for r in leaderboard_rows(board) if r["experiment"].pk == _experiment_id(request)), None)
+    best = (row or {}).get("best") or {}
+    run = board.team.runs.filter(pk=best.get("run")).first() if best.get("run") else None
+    try:
+        if run is None:
+            raise ValueError("That defense has no selected point to compose a GoodNet from.")
+        goodnet = inference.compose_from_run(
+            run, f"{row['method'].title} on {board.badnet.name}", request.user, best.get("position")
+        )
+    except ValueError as refusal:
+        messages.error(request, str(refusal))
+        return redirect("leaderboard", board.pk)
+    messages.success(request, f"GoodNet {goodnet.name} composed: test it with an image, or download its bundle.")
+    return redirect("goodnets")
+
+
+def _experiment_id(request) -> int | None:
+    try:
+        return row_id(request.POST.get("experiment", ""), "experiment")
+    except Exception:  # a malformed id is no experiment of the board: the refusal below says so
+        return None
