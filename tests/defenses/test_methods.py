@@ -129,9 +129,9 @@ def test_nad_lowers_the_attack_success_rate(preset):
 
 @pytest.mark.slow
 def test_anp_masks_stay_in_0_1_the_perturbation_drives_some_down_and_pruning_them_lowers_asr(preset):
-    from defenses.methods.anp import learn_masks
-
     import keras
+
+    from defenses.methods.anp import learn_masks
 
     loaded = preset["patch"]
     conv = list(loaded.report.conv_layers)

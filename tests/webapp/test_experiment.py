@@ -6,9 +6,9 @@ import io
 
 from rest_framework.authtoken.models import Token
 
+from defenses.selection import SELECTED_ON_CLEAN_VALID, SELECTED_WITH_POISONED_VALID
 from tests.webapp.base import BaseTestCase
 from webapp.lab.models import Dataset, Experiment, Run
-from webapp.lab.results import SELECTED_ON_CLEAN_VALID, SELECTED_WITH_POISONED_VALID
 
 GRID = {"thresholds": [0.5, 1.0], "learning_rates": [0.001, 0.01], "epochs": [1, 2]}
 

@@ -3,9 +3,10 @@ ranks the defenses by their validation-selected points (the floor rule), with te
 rates, DER and cost; a defense with no point within the floor is listed last, saying so."""
 
 from defenses.methods import METHODS
+from defenses.selection import der
 from tests.webapp.base import BaseTestCase
 from webapp.lab.models import Dataset, Experiment, Leaderboard, Run
-from webapp.lab.results import der, leaderboard_rows
+from webapp.lab.results import leaderboard_rows
 
 # validation ASR of each defense's points: the ranking must follow it (lower is better), not the test ASR
 VALID_ASR = {

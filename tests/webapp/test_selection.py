@@ -1,11 +1,11 @@
-"""The honest "best" (results.select): validation data only, within the clean-accuracy floor, the rule said
+"""The honest "best" (defenses.selection.select): validation data only, within the clean-accuracy floor, the rule said
 in words; the experiment page, the grid chart, the API and the compare page's before/after table use it."""
 
 from rest_framework.authtoken.models import Token
 
+from defenses.selection import SELECTED_ON_CLEAN_VALID, SELECTED_WITH_POISONED_VALID, score, select
 from tests.webapp.base import BaseTestCase
 from tests.webapp.test_experiment import GRID, grid_metrics
-from webapp.lab.results import SELECTED_ON_CLEAN_VALID, SELECTED_WITH_POISONED_VALID, score, select
 
 
 def point(threshold, valid_acc, valid_asr=None, baseline=98.0, ca=90.0, asr=50.0):

@@ -269,7 +269,7 @@ def experiment_charts(
     method, rows: list[dict], triggers: list[str], selection, steps: list[dict] | None = None
 ) -> list[Chart]:
     """Every chart the defense declares (defenses.methods chart specs) that the experiment's points can fill;
-    `selection` is the experiment's honest choice (results.Selection), marked on a grid."""
+    `selection` is the experiment's honest choice (defenses.selection.Selection), marked on a grid."""
     charts = []
     for spec in method.charts:
         if isinstance(spec, Versus):

@@ -8,11 +8,12 @@ from django.db.models import Prefetch
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 
+from defenses.selection import select
 from webapp.lab.access import team_required
 from webapp.lab.charts import ca_asr_scatter, figures_payload, parallel
 from webapp.lab.forms import brief, row_id
 from webapp.lab.models import BadNet, Experiment, Run
-from webapp.lab.results import run_summary, select
+from webapp.lab.results import run_summary
 
 SORTABLE = {"ca", "asr", "score", "owner", "when", "threshold", "lr", "epochs", "run", "badnet", "experiment"}
 PARAMETER_COLUMNS = ["threshold", "lr", "epochs"]
@@ -32,7 +33,7 @@ def differing(rows: list[dict], columns: list[str]) -> list[str]:
 
 
 def before_after(rows: list[dict], max_ca_drop: float) -> list[dict]:
-    """Per BadNet: its own CA/ASR beside the chosen run the honest rule selects (results.select, on
+    """Per BadNet: its own CA/ASR beside the chosen run the honest rule selects (defenses.selection.select, on
     validation data, within the clean-accuracy floor), with the rule in words; no run when none meets it."""
     table = []
     for name in sorted({row["badnet"] for row in rows}):
