@@ -10,7 +10,9 @@ value}. A point is a tuple of values in the method's column order; a plan maps e
 position within that job's stored points).
 """
 
+import importlib
 import math
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -221,5 +223,6 @@ def describe(job: Job | tuple[str, dict]) -> str:
     return job_kind(kind).describe(config) if kind in JOB_KINDS else f"{kind} {config}"
 
 
-# The defenses that ship with Prunelab register themselves on import.
-from defenses.methods import anp, fineprune, ftsam, incremental, nad  # noqa: E402, F401
+# Every module of this package is a defense that registers itself on import: adding one is adding its file.
+for _module in pkgutil.iter_modules(__path__):  # sorted by name, so forms list them in a stable order
+    importlib.import_module(f"{__name__}.{_module.name}")

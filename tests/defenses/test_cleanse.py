@@ -17,14 +17,28 @@ def test_a_stamp_is_one_minus_m_times_x_plus_m_times_p():
     assert stamped[0, 0, 0, 0] == 200.0 and stamped[1, 1, 1, 2] == 125.0 and stamped[0, 2, 2, 1] == 100.0
 
 
-def test_the_anomaly_index_is_the_distance_below_the_median_in_units_of_1_4826_mad():
+def test_the_papers_anomaly_index_is_the_distance_below_the_median_in_units_of_1_4826_mad():
     norms = {0: 2.0, 1: 10.0, 2: 11.0, 3: 12.0, 4: 13.0}  # median 11, deviations 9, 1, 0, 1, 2: MAD 1
-    index = anomaly_indices(norms)
+    index = anomaly_indices(norms, log=False)
     assert index[0] == pytest.approx(9 / 1.4826) and index[4] == pytest.approx(-2 / 1.4826)
     assert flagged_labels(index) == [0]  # 6.07 > 2; label 4 is anomalous on the large side, not a target
     # against a reference (the random labels of a pre-screened scan), the median and MAD are the reference's
-    assert anomaly_indices({7: 5.0}, reference=[10.0, 11.0, 12.0])[7] == pytest.approx(6 / 1.4826)
+    assert anomaly_indices({7: 5.0}, reference=[10.0, 11.0, 12.0], log=False)[7] == pytest.approx(6 / 1.4826)
     assert anomaly_indices({0: 1.0, 1: 1.0}) == {0: 0.0, 1: 0.0}  # no spread: nothing is anomalous
+
+
+def test_prunelabs_index_is_the_same_rule_on_log_l1_so_a_spread_of_clean_norms_does_not_hide_a_target():
+    # the 40 mask norms a 300-step scan found on the tiny preset's patch BadNet (target first: 4.8)
+    found = [4.8, 41.5, 50.4, 62.5, 64.9, 70.2, 70.8, 75.5, 77.7, 79.0, 84.2, 91.9, 96.9, 100.6, 102.8, 112.4]
+    found += [114.6, 116.5, 123.4, 128.8, 129.7, 144.4, 144.9, 146.6, 147.1, 149.3, 149.8, 169.4, 205.0, 205.3]
+    found += [207.5, 223.1, 225.5, 228.4, 231.5, 272.8, 278.9, 322.9, 341.9, 361.4]
+    norms = dict(enumerate(found))
+    assert anomaly_indices(norms, log=False)[0] < 2  # the paper's index misses a mask 25 times under the median
+    logs = np.log(found)
+    median = np.median(logs)
+    expected = (median - np.log(4.8)) / (1.4826 * np.median(np.abs(logs - median)))
+    assert anomaly_indices(norms)[0] == pytest.approx(expected) and expected > 4
+    assert flagged_labels(anomaly_indices(norms)) == [0]
 
 
 @pytest.fixture(scope="module")
