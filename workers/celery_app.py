@@ -14,6 +14,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
 # which imports the web app's models: the dependency goes one way, workers -> webapp.
 EXECUTE_RUN = "prunelab.execute_run"
 COMPUTE_PROFILE = "prunelab.compute_profile"
+COMPUTE_SCAN = "prunelab.compute_scan"
+CALIBRATE_STRIP = "prunelab.calibrate_strip"
 
 app = Celery("prunelab")
 app.config_from_object("django.conf:settings", namespace="CELERY")

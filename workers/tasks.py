@@ -9,7 +9,7 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from workers.celery_app import COMPUTE_PROFILE, EXECUTE_RUN, app
+from workers.celery_app import COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN, app
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +107,38 @@ def compute_profile(profile_id: int) -> str:
         profile.status, profile.means = Profile.Status.DONE, {name: values.tolist() for name, values in means.items()}
     profile.save(update_fields=["status", "error", "means"])
     return profile.status
+
+
+@app.task(name=COMPUTE_SCAN, acks_late=True, reject_on_worker_lost=True)
+def compute_scan(scan_id: int) -> str:
+    """A BadNet's Neural Cleanse scan on a clean set (defenses.cleanse), stored on the TriggerScan row."""
+    from webapp.lab.models import TriggerScan
+
+    row = TriggerScan.objects.select_related("badnet", "dataset").get(pk=scan_id)
+    TriggerScan.objects.filter(pk=scan_id).update(status=TriggerScan.Status.RUNNING)
+    from defenses.cleanse import scan
+    from defenses.data import DataError, inspect_dataset, load_dataset
+    from defenses.finetune import seed_everything
+    from defenses.modelcheck import ModelRefused
+    from defenses.models import load_model
+    from webapp.lab import limits
+    from webapp.lab.detection import scan_record
+
+    badnet, dataset = row.badnet, row.dataset
+    try:
+        model, report = load_model(badnet.file.path, badnet.arch or None, limits.model_limits())
+        info = inspect_dataset(dataset.file.path, report.input_shape, report.n_classes, limits.dataset_limits())
+        pixels, _ = load_dataset(info)
+        seed_everything(0)
+        result = scan(model, pixels, badnet.divisor, report.n_classes)
+    except (ModelRefused, DataError) as refusal:
+        names = {Path(badnet.file.name).name: badnet.original_name, Path(dataset.file.name).name: dataset.original_name}
+        row.status, row.error = TriggerScan.Status.FAILED, with_user_names(str(refusal), names)
+    except Exception as error:  # the row must not stay "running": say it stopped, and why
+        log.exception("scan %s failed", scan_id)
+        row.status = TriggerScan.Status.FAILED
+        row.error = f"The scan stopped on the worker ({error}). Press Scan again."
+    else:
+        row.status, row.result = TriggerScan.Status.DONE, scan_record(result, pixels[0])
+    row.save(update_fields=["status", "error", "result"])
+    return row.status

@@ -18,6 +18,8 @@ ROUTES = {
     "badnet": ("get", lambda t: {"pk": t.exp.badnet.pk}),
     "badnet-profile": ("post", lambda t: {"pk": t.exp.badnet.pk}),
     "badnet-profiles": ("get", lambda t: {"pk": t.exp.badnet.pk}),
+    "badnet-scan": ("post", lambda t: {"pk": t.exp.badnet.pk}),
+    "badnet-scans": ("get", lambda t: {"pk": t.exp.badnet.pk}),
     "dataset": ("get", lambda t: {"pk": t.exp.valid.pk}),
     "dataset-preview": ("get", lambda t: {"pk": t.exp.valid.pk}),
     "experiment": ("get", lambda t: {"pk": t.exp.pk}),

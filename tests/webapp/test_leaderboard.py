@@ -17,6 +17,7 @@ VALID_ASR = {
     "ft-sam": 5.0,
     "nad": 50.0,
     "incremental": 70.0,
+    "nc-unlearn": 40.0,
 }
 
 

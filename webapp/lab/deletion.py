@@ -3,7 +3,8 @@ confirmation page shows `Deletion.summary()` before anything happens) and does i
 
 What goes with what: a BadNet takes its experiments, runs, profiles and GoodNets; a dataset takes the
 experiments that use it (with the runs only they use) and its profiles; an experiment takes the runs no other
-experiment uses; every run taken takes the GoodNets composed from it (their network is the run's file). Files
+experiment uses; every run taken takes the GoodNets composed from it (their network is the run's file); a
+BadNet or dataset takes its Neural Cleanse scans (by cascade: they hold no file). Files
 go once the database has let go of them (on commit): uploads are stored under a name of their own per row,
 so a file is referenced by exactly one row. Runs still running are not deleted under a worker's feet: the
 user is asked to cancel them first.
@@ -70,6 +71,7 @@ def plan_deletion(row) -> Deletion:
     planned = {BadNet: of_badnet, Dataset: of_dataset, Experiment: of_experiment, GoodNet: of_goodnet}[type(row)](row)
     own = [planned.row] if isinstance(planned.row, BadNet | Dataset) else []
     files = [Path(r.file.path) for r in own + planned.goodnets if r.file]
+    files += [Path(g.strip_file.path) for g in planned.goodnets if g.strip_file]  # STRIP's overlays
     planned.paths = files + [run.artifact_dir() for run in planned.runs if run.artifact_dir().exists()]
     return planned
 

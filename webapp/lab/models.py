@@ -371,6 +371,32 @@ class Profile(models.Model):
         return f"profile of {self.badnet} on {self.dataset}"
 
 
+class TriggerScan(models.Model):
+    """A Neural Cleanse scan of a BadNet on one clean validation set (defenses.cleanse), computed by a worker
+    and kept: per label the reversed trigger's mask size and anomaly indices, the flagged labels, and
+    pictures (mask, pattern, a stamped example) of the flagged and smallest ones."""
+
+    badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="scans")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, help_text="norms, anomaly indices, flagged labels, pictures")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["badnet", "dataset"], name="one_scan_per_data")]
+
+    def __str__(self):
+        return f"Neural Cleanse scan of {self.badnet} on {self.dataset}"
+
+
 class GoodNet(models.Model):
     """A BadNet and its repaired network answering together (defenses.goodnet). The repaired network is an
     experiment run's output or a file the user uploaded, loaded through the same safe path as a BadNet."""
@@ -386,6 +412,15 @@ class GoodNet(models.Model):
     run_file = models.CharField(max_length=100, default="repaired_net.keras")
     sha256 = models.CharField(max_length=64)
     created = models.DateTimeField(auto_now_add=True)
+    # STRIP (defenses.strip) on the BadNet as a second rule: N also when the entropy is under the threshold
+    strip_frr = models.FloatField(null=True, blank=True, help_text="false-rejection rate asked, percent")
+    strip_valid = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    strip_status = models.CharField(max_length=10, blank=True, help_text="queued, done or failed; blank: no STRIP")
+    strip_error = models.TextField(blank=True)
+    strip_threshold = models.FloatField(null=True, blank=True)
+    strip_file = models.FileField(upload_to=stored_name, blank=True, help_text="the overlays (.npy)")
+    # the detector's figures on test sets: per trigger detection, false alarms, ROC and AUC of each rule
+    figures = models.JSONField(default=dict, blank=True)
 
     def __str__(self):
         return self.name

@@ -10,8 +10,8 @@ from defenses.methods import METHODS, method_of, plan_space
 from defenses.models import file_digest, verify_model_file
 from defenses.planner import Plan
 from webapp.lab import limits
-from webapp.lab.models import BadNet, Dataset, Experiment, Leaderboard, Profile, Run
-from workers.celery_app import COMPUTE_PROFILE, EXECUTE_RUN
+from webapp.lab.models import BadNet, Dataset, Experiment, Leaderboard, Profile, Run, TriggerScan
+from workers.celery_app import COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN
 from workers.celery_app import app as celery_app
 
 
@@ -215,6 +215,18 @@ def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
         Profile.objects.filter(pk=profile.pk).update(status=Profile.Status.QUEUED, error="")
         transaction.on_commit(lambda: celery_app.send_task(COMPUTE_PROFILE, args=[profile.pk], queue="cpu"))
     return profile
+
+
+def request_scan(badnet: BadNet, dataset: Dataset) -> TriggerScan:
+    """The BadNet's Neural Cleanse scan on a clean set: the stored one, or a new one queued on a worker. Both
+    rows must be of one team (as for profiles: no caller can scan with another team's file)."""
+    if badnet.team_id != dataset.team_id:
+        raise ValueError(f"{dataset.name} is not a dataset of {badnet.name}'s team.")
+    scan, created = TriggerScan.objects.get_or_create(badnet=badnet, dataset=dataset)
+    if created or scan.status == TriggerScan.Status.FAILED:
+        TriggerScan.objects.filter(pk=scan.pk).update(status=TriggerScan.Status.QUEUED, error="")
+        transaction.on_commit(lambda: celery_app.send_task(COMPUTE_SCAN, args=[scan.pk], queue="cpu"))
+    return scan
 
 
 def rerun_failed(experiment: Experiment) -> int:

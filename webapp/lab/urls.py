@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.lab.views import compare, deletion, experiments, files, goodnets, leaderboards, runs, teams
+from webapp.lab.views import compare, deletion, detection, experiments, files, goodnets, leaderboards, runs, teams
 
 urlpatterns = [
     path("teams/", teams.teams, name="teams"),
@@ -16,6 +16,8 @@ urlpatterns = [
     path("badnets/<int:pk>/", files.badnet, name="badnet"),
     path("badnets/<int:pk>/profile", files.badnet_profile, name="badnet-profile"),
     path("badnets/<int:pk>/profiles", files.badnet_profiles, name="badnet-profiles"),
+    path("badnets/<int:pk>/scan", detection.badnet_scan, name="badnet-scan"),
+    path("badnets/<int:pk>/scans", detection.badnet_scans, name="badnet-scans"),
     path("datasets/", files.datasets, name="datasets"),
     path("datasets/<int:pk>/", files.dataset, name="dataset"),
     path("datasets/<int:pk>/preview.png", files.dataset_preview, name="dataset-preview"),

@@ -16,6 +16,7 @@ from defenses.data import DataError, inspect_dataset, sample_pixels, tile
 from defenses.modelcheck import ModelRefused
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import activation_profiles, figures_payload
+from webapp.lab.detection import scans_context
 from webapp.lab.forms import BadNetForm, DatasetForm, row_id
 from webapp.lab.limits import dataset_limits
 from webapp.lab.models import BadNet, Dataset, Profile
@@ -64,11 +65,15 @@ def badnet(request, pk: int):
     profile form offers the clean validation sets that fit the BadNet (Dataset.misfit)."""
     badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
     clean = Dataset.objects.filter(team=badnet.team, role=Dataset.CLEAN_VALID).order_by("name")
-    context = profiles_context(badnet) | {
-        "clean_sets": [d for d in clean if not d.misfit(badnet)],
-        "datasets": Dataset.objects.filter(team=badnet.team).order_by("role", "name"),
-        "experiments": badnet.experiments.order_by("-created"),
-    }
+    context = (
+        profiles_context(badnet)
+        | scans_context(badnet)
+        | {
+            "clean_sets": [d for d in clean if not d.misfit(badnet)],
+            "datasets": Dataset.objects.filter(team=badnet.team).order_by("role", "name"),
+            "experiments": badnet.experiments.order_by("-created"),
+        }
+    )
     return render(request, "lab/badnet.html", context)
 
 
@@ -86,6 +91,17 @@ def badnet_profiles(request, pk: int):
 def badnet_profile(request, pk: int):
     """Queue a profile on a clean set of the BadNet's own team; another team's dataset is a 404."""
     badnet = owned_or_404(BadNet.objects, request.user, pk=pk)
+    dataset = chosen_clean_set(request, badnet)
+    if isinstance(dataset, HttpResponseBadRequest):
+        return dataset
+    request_profile(badnet, dataset)
+    messages.info(request, f"The activation profile on {dataset.name} is being computed by a worker.")
+    return redirect("badnet", badnet.pk)
+
+
+def chosen_clean_set(request, badnet: BadNet) -> Dataset | HttpResponseBadRequest:
+    """The POSTed `dataset`: a set of the BadNet's own team (else 404) that fits it and that a worker can
+    hold; a 400 saying why not."""
     try:
         dataset_id = row_id(request.POST.get("dataset", ""), "dataset")
     except ValidationError as error:
@@ -99,9 +115,7 @@ def badnet_profile(request, pk: int):
             "worker reads them; over PRUNELAB_MAX_RUN_PIXEL_BYTES.",
             content_type="text/plain; charset=utf-8",
         )
-    request_profile(badnet, dataset)
-    messages.info(request, f"The activation profile on {dataset.name} is being computed by a worker.")
-    return redirect("badnet", badnet.pk)
+    return dataset
 
 
 @team_required
