@@ -11,15 +11,28 @@ from pathlib import Path
 
 import numpy as np
 
-from defenses import data
+from defenses import data, strip
 from defenses.metrics import LabelledSet, percent_equal, predict_probabilities, seed_score
 
 
-def goodnet_labels(bad_probabilities: np.ndarray, repaired_probabilities: np.ndarray) -> np.ndarray:
-    """The repaired network's class where both networks agree, else N (the number of classes)."""
+def goodnet_labels(
+    bad_probabilities: np.ndarray, repaired_probabilities: np.ndarray, flagged: np.ndarray | None = None
+) -> np.ndarray:
+    """The repaired network's class where both networks agree, else N (the number of classes); N also where
+    `flagged` (a second detector, STRIP: its entropy under the threshold) is true."""
     n_classes = bad_probabilities.shape[1]
     bad, repaired = bad_probabilities.argmax(axis=1), repaired_probabilities.argmax(axis=1)
-    return np.where(bad == repaired, repaired, n_classes)
+    poisoned = bad != repaired if flagged is None else (bad != repaired) | np.asarray(flagged, dtype=bool)
+    return np.where(poisoned, n_classes, repaired)
+
+
+def disagreement_scores(bad_probabilities: np.ndarray, repaired_probabilities: np.ndarray) -> np.ndarray:
+    """How far the repaired network withdrew its support from the BadNet's answer, p_B(c) - p_R(c) with c the
+    BadNet's class: the disagreement rule as a score (the rule answers N when the two classes differ), for
+    its ROC curve."""
+    chosen = bad_probabilities.argmax(axis=1)
+    rows = np.arange(len(chosen))
+    return bad_probabilities[rows, chosen] - repaired_probabilities[rows, chosen]
 
 
 @dataclass(frozen=True)
@@ -64,15 +77,66 @@ class GoodNet:
         )
 
 
+FIGURE_IMAGES = 500  # images per test set the detector figures are measured on, at most
+
+
+def detector_figures(
+    goodnet: "GoodNet", detector, clean: LabelledSet, poisoned: Mapping[str, LabelledSet], limit: int = FIGURE_IMAGES
+) -> dict:
+    """A GoodNet's detectors on test sets (the first `limit` images of each): per rule (the two networks'
+    disagreement, STRIP's entropy on the BadNet under its threshold, and either of them, which is the
+    GoodNet's answer) the false alarms on clean images and the detection per trigger, in percent; per
+    trigger the ROC curve and AUC of the disagreement score and of STRIP's (lower entropy = more
+    suspicious)."""
+    from defenses.metrics import auc, roc_curve
+    from defenses.strip import entropies
+
+    def scored(pixels: np.ndarray) -> dict:
+        bad, repaired = goodnet.votes(pixels)
+        strip = entropies(goodnet.bad, pixels, goodnet.divisor, detector.overlays)
+        return {
+            "disagreement": bad.argmax(axis=1) != repaired.argmax(axis=1),
+            "STRIP": detector.poisoned(strip),
+            "disagreement score": disagreement_scores(bad, repaired),
+            "STRIP score": -strip,
+        }
+
+    clean_scores = scored(clean[0][:limit])
+    sets = {name: scored(pixels[:limit]) for name, (pixels, _) in poisoned.items()}
+    rules = {}
+    for rule in ("disagreement", "STRIP", "either"):
+
+        def fired(scores: dict, rule: str = rule) -> np.ndarray:
+            return scores["disagreement"] | scores["STRIP"] if rule == "either" else scores[rule]
+
+        rules[rule] = {
+            "false_alarm": float(np.mean(fired(clean_scores)) * 100),
+            "detection": {name: float(np.mean(fired(scores)) * 100) for name, scores in sets.items()},
+        }
+    roc = {
+        name: {
+            rule: roc_curve(clean_scores[f"{rule} score"], scores[f"{rule} score"])
+            | {"auc": auc(clean_scores[f"{rule} score"], scores[f"{rule} score"])}
+            for rule in ("disagreement", "STRIP")
+        }
+        for name, scores in sets.items()
+    }
+    images = {"clean": len(clean_scores["STRIP"]), **{name: len(s["STRIP"]) for name, s in sets.items()}}
+    return {"rules": rules, "roc": roc, "images": images, "threshold": detector.threshold, "frr": detector.frr}
+
+
 _EVAL_HEADER = '''"""Standalone GoodNet evaluator exported by Prunelab. Needs Python 3.11+, numpy, pillow and keras 3.
 
-Usage: python eval.py IMAGE   -> prints one class in [0, N]; N means "this input is poisoned".
+Usage: python eval.py IMAGE   -> prints one class in [0, N]; N means "this input is poisoned" (the two networks
+disagree, or, in a bundle with STRIP, the entropy of the BadNet over blends with clean images is under the
+threshold in bundle.json).
 An image that cannot be read (missing, not a PNG or JPEG, truncated) is one line on stderr and exit code 2.
 """
 
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -104,8 +168,16 @@ def main(image_path: str) -> int:
     bad = keras.models.load_model(HERE / "bad_net.keras", safe_mode=True, compile=False)
     repaired = keras.models.load_model(HERE / "repaired_net.keras", safe_mode=True, compile=False)
     pixels = scale_pixels(image.pixels[None], bundle["divisor"])
-    answer = goodnet_labels(np.asarray(bad.predict_on_batch(pixels)), np.asarray(repaired.predict_on_batch(pixels)))
-    print(int(answer[0]))
+    flagged = None
+    if "strip" in bundle:  # STRIP on the BadNet: a low entropy over blends with clean images is poisoned too
+        overlays = np.load(HERE / "strip_overlays.npy", allow_pickle=False)
+
+        def predict(blends):
+            return np.asarray(bad.predict_on_batch(scale_pixels(blends, bundle["divisor"])))
+
+        flagged = np.array([strip_entropy(predict, image.pixels, overlays) < bundle["strip"]["threshold"]])
+    bad_votes, repaired_votes = np.asarray(bad.predict_on_batch(pixels)), np.asarray(repaired.predict_on_batch(pixels))
+    print(int(goodnet_labels(bad_votes, repaired_votes, flagged)[0]))
     return 0
 
 
@@ -123,11 +195,13 @@ def eval_script_source() -> str:
         f"IMAGE_FORMATS = {data.IMAGE_FORMATS}\n"
     )
     parts = [data.DataError, data.LoadedImage, data.scale_pixels, data.load_image, goodnet_labels]
+    parts += [strip.superimpose, strip.entropy, strip.strip_entropy]
     return _EVAL_HEADER + constants + "\n\n" + "\n\n".join(inspect.getsource(p) for p in parts) + _EVAL_MAIN
 
 
-def export_bundle(goodnet: GoodNet, out_dir: str | Path, extra: dict | None = None) -> Path:
-    """Write the networks (.keras), bundle.json and eval.py to `out_dir`; return the folder."""
+def export_bundle(goodnet: GoodNet, out_dir: str | Path, extra: dict | None = None, detector=None) -> Path:
+    """Write the networks (.keras), bundle.json and eval.py to `out_dir`, and with a STRIP `detector` its
+    overlays (strip_overlays.npy) and threshold; return the folder."""
     from defenses.finetune import save_atomically
 
     out = Path(out_dir)
@@ -140,6 +214,9 @@ def export_bundle(goodnet: GoodNet, out_dir: str | Path, extra: dict | None = No
         "input_shape": list(goodnet.bad.inputs[0].shape[1:]),
         **(extra or {}),
     }
+    if detector is not None:
+        np.save(out / "strip_overlays.npy", detector.overlays.astype(np.float32), allow_pickle=False)
+        meta["strip"] = {"threshold": detector.threshold, "frr": detector.frr, "overlays": len(detector.overlays)}
     (out / "bundle.json").write_text(json.dumps(meta, indent=2))
     (out / "eval.py").write_text(eval_script_source())
     return out

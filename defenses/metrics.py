@@ -73,3 +73,29 @@ def guess_divisor(model, clean: LabelledSet, sample: int = 512) -> dict[float, f
     wrong scaling is far worse, which lets an upload form warn the user."""
     pixels, labels = clean[0][:sample], clean[1][:sample]
     return {divisor: percent_equal(predict_labels(model, pixels, divisor), labels) for divisor in (255.0, 1.0)}
+
+
+def roc_curve(clean_scores: np.ndarray, poisoned_scores: np.ndarray, points: int = 101) -> dict[str, list[float]]:
+    """A detector's ROC curve from its scores (higher = more suspicious) on clean and on poisoned inputs:
+    false-alarm and detection rates in percent, at up to `points` thresholds spread over the scores'
+    quantiles, from "flag everything" to "flag nothing"."""
+    clean, poisoned = np.asarray(clean_scores, dtype=np.float64), np.asarray(poisoned_scores, dtype=np.float64)
+    every = np.concatenate([clean, poisoned])
+    cuts = np.unique(np.quantile(every, np.linspace(0.0, 1.0, points), method="lower"))  # scores themselves
+    curve = [(100.0, 100.0)]
+    for cut in [*cuts, np.inf]:
+        point = (float(np.mean(clean >= cut) * 100), float(np.mean(poisoned >= cut) * 100))
+        if point != curve[-1]:
+            curve.append(point)
+    return {"false_alarm": [fa for fa, _ in curve], "detection": [d for _, d in curve]}
+
+
+def auc(clean_scores: np.ndarray, poisoned_scores: np.ndarray) -> float:
+    """Area under the ROC curve: the chance that a poisoned input scores above a clean one (ties count one
+    half), by the Mann-Whitney U statistic, exact and free of any threshold grid."""
+    clean, poisoned = np.asarray(clean_scores, dtype=np.float64), np.asarray(poisoned_scores, dtype=np.float64)
+    _, inverse, counts = np.unique(np.concatenate([clean, poisoned]), return_inverse=True, return_counts=True)
+    before = np.cumsum(counts) - counts  # scores below each distinct value
+    ranks = (before + (counts + 1) / 2.0)[inverse]  # tied scores share their mean rank
+    u = ranks[len(clean) :].sum() - len(poisoned) * (len(poisoned) + 1) / 2
+    return float(u / (len(clean) * len(poisoned)))

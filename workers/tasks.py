@@ -9,7 +9,7 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from workers.celery_app import COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN, app
+from workers.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN, app
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +142,53 @@ def compute_scan(scan_id: int) -> str:
         row.status, row.result = TriggerScan.Status.DONE, scan_record(result, pixels[0])
     row.save(update_fields=["status", "error", "result"])
     return row.status
+
+
+@app.task(name=CALIBRATE_STRIP, acks_late=True, reject_on_worker_lost=True)
+def calibrate_strip(goodnet_id: int, test_id: int, poisoned_ids: list[int]) -> str:
+    """STRIP for a GoodNet (defenses.strip): overlays and threshold from its clean validation set, then the
+    detector figures on the test sets (defenses.goodnet.detector_figures), stored on the GoodNet row."""
+    import io
+
+    import numpy as np
+    from django.core.files.base import ContentFile
+
+    from defenses.data import DataError, inspect_dataset, load_dataset
+    from defenses.finetune import seed_everything
+    from defenses.goodnet import GoodNet as Pair
+    from defenses.goodnet import detector_figures
+    from defenses.modelcheck import ModelRefused
+    from defenses.models import load_model
+    from defenses.strip import fit_strip
+    from webapp.lab import limits
+    from webapp.lab.models import Dataset, GoodNet
+
+    goodnet = GoodNet.objects.select_related("badnet", "run", "strip_valid").get(pk=goodnet_id)
+    badnet, team = goodnet.badnet, goodnet.team_id
+    test = Dataset.objects.get(pk=test_id, team_id=team)
+    poisoned = list(Dataset.objects.filter(pk__in=poisoned_ids, team_id=team))
+    names = {Path(row.file.name).name: row.original_name for row in [badnet, goodnet.strip_valid, test, *poisoned]}
+    try:
+        bad, report = load_model(badnet.file.path, badnet.arch or None, limits.model_limits())
+        repaired, _ = load_model(goodnet.repaired_path, None, limits.model_limits())
+
+        def read(dataset):
+            info = inspect_dataset(dataset.file.path, report.input_shape, report.n_classes, limits.dataset_limits())
+            return load_dataset(info)
+
+        seed_everything(0)
+        detector, _ = fit_strip(bad, read(goodnet.strip_valid)[0], badnet.divisor, goodnet.strip_frr)
+        sets = {dataset.metric_name: read(dataset) for dataset in poisoned}
+        figures = detector_figures(Pair(bad, repaired, badnet.divisor), detector, read(test), sets)
+    except (ModelRefused, DataError, ValueError) as refusal:
+        goodnet.strip_status, goodnet.strip_error = "failed", with_user_names(str(refusal), names)
+    except Exception as error:  # the row must not stay "queued": say it stopped, and why
+        log.exception("STRIP of GoodNet %s failed", goodnet_id)
+        goodnet.strip_status, goodnet.strip_error = "failed", f"STRIP stopped on the worker ({error})."
+    else:
+        buffer = io.BytesIO()
+        np.save(buffer, detector.overlays, allow_pickle=False)
+        goodnet.strip_file.save("strip.npy", ContentFile(buffer.getvalue()), save=False)
+        goodnet.strip_status, goodnet.strip_threshold, goodnet.figures = "done", detector.threshold, figures
+    goodnet.save(update_fields=["strip_status", "strip_error", "strip_threshold", "strip_file", "figures"])
+    return goodnet.strip_status

@@ -52,3 +52,39 @@ def test_what_is_not_an_image_is_one_line_and_exit_code_2(bundle, tmp_path):
         assert done.returncode == 2 and done.stdout == "", path
         assert done.stderr.startswith(f"eval.py: {path}: ") and reason in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def strip_bundle(tmp_path_factory):
+    """A bundle whose two networks are the same tiny BadNet (so they never disagree) with STRIP: only STRIP
+    can answer N, for an image carrying the BadNet's patch."""
+    import keras
+
+    from defenses.strip import fit_strip
+    from tests.defenses.tiny import tiny_badnet_files
+
+    folder = tmp_path_factory.mktemp("strip-bundle")
+    bad = keras.models.load_model(tiny_badnet_files(folder / "bd")["model"])
+    detector, _ = fit_strip(bad, tiny_data(300, seed=1)[0], 255.0, frr=5.0, n=40)
+    return export_bundle(GoodNet(bad, bad, 255.0), folder / "goodnet", detector=detector), bad, detector
+
+
+def test_a_strip_bundle_answers_n_for_a_triggered_image_as_the_library_does(strip_bundle, tmp_path):
+    import numpy as np
+
+    from defenses.goodnet import goodnet_labels
+    from defenses.metrics import predict_probabilities
+    from defenses.strip import entropies
+    from tests.defenses.tiny import add_trigger
+
+    bundle, bad, detector = strip_bundle
+    clean = tiny_data(20, seed=7)[0].round()
+    images = np.concatenate([clean, add_trigger(clean)])
+    votes = predict_probabilities(bad, images, 255.0)
+    expected = goodnet_labels(votes, votes, detector.poisoned(entropies(bad, images, 255.0, detector.overlays)))
+    assert (expected[20:] == 4).all() and (expected[:20] < 4).sum() >= 18  # STRIP alone says N for the patch
+    for number in (0, 1, 20, 21):
+        path = tmp_path / f"image-{number}.png"
+        Image.fromarray(images[number].astype("uint8")).save(path)
+        done = evaluate(bundle, path)
+        assert done.returncode == 0 and int(done.stdout) == expected[number], (number, done.stderr[-500:])

@@ -31,6 +31,10 @@ ROUTES = {
     "experiment-json": ("get", lambda t: {"pk": t.exp.pk}),
     "experiment-rerun": ("post", lambda t: {"pk": t.exp.pk}),
     "goodnet-bundle": ("get", lambda t: {"pk": t.goodnet.pk}),
+    "goodnet": ("get", lambda t: {"pk": t.goodnet.pk}),
+    "goodnet-strip": ("post", lambda t: {"pk": t.goodnet.pk}),
+    "goodnet-detector": ("get", lambda t: {"pk": t.goodnet.pk}),
+    "goodnet-csv": ("get", lambda t: {"pk": t.goodnet.pk, "slug": "detector-rates"}),
     "run": ("get", lambda t: {"pk": t.goodnet.run.pk}),
     "new-leaderboard": ("get", lambda t: {"pk": t.exp.badnet.pk}),
     "leaderboard": ("get", lambda t: {"pk": t.board.pk}),
@@ -96,8 +100,17 @@ class IsolationTestCase(BaseTestCase):
         Run.objects.filter(pk=runs[0].pk).update(kind="finetune")
         self.board = Leaderboard.objects.create(team=self.blue, owner=self.alice, badnet=self.exp.badnet)
         Experiment.objects.filter(pk=self.exp.pk).update(leaderboard=self.board)
+        rates = {"false_alarm": 1.0, "detection": {"sunglasses": 90.0}}
+        curve = {"false_alarm": [100.0, 0.0], "detection": [100.0, 0.0], "auc": 0.9}
+        figures = {
+            "rules": {rule: rates for rule in ("disagreement", "STRIP", "either")},
+            "roc": {"sunglasses": {"disagreement": curve, "STRIP": curve}},
+            "images": {"clean": 30, "sunglasses": 30},
+            "threshold": 0.2,
+            "frr": 1.0,
+        }
         self.goodnet = GoodNet.objects.create(
-            team=self.blue, owner=self.alice, name="g", badnet=self.exp.badnet, run=runs[0], sha256="x"
+            team=self.blue, owner=self.alice, name="g", badnet=self.exp.badnet, run=runs[0], sha256="x", figures=figures
         )
 
     def test_every_route_is_checked(self):

@@ -13,7 +13,7 @@ from tests.defenses.tiny import tiny_data, write_dataset
 from tests.webapp.base import BaseTestCase
 from tests.webapp.test_experiment import GRID, grid_metrics
 from tests.webapp.test_isolation import ROUTES
-from webapp.lab.models import BadNet, Dataset, Leaderboard
+from webapp.lab.models import BadNet, Dataset, GoodNet, Leaderboard
 
 # Forms whose address names no row; those that do are the "post" entries of the isolation table.
 FORMS = [
@@ -36,6 +36,10 @@ class SecurityTestCase(BaseTestCase):
         self.exp = self.experiment(GRID)
         self.finish(self.exp, grid_metrics)
         self.board = Leaderboard.objects.create(team=self.blue, owner=self.alice, badnet=self.exp.badnet)
+        run = self.exp.runs.first()
+        self.goodnet = GoodNet.objects.create(
+            team=self.blue, owner=self.alice, name="g", badnet=self.exp.badnet, run=run, sha256="x"
+        )
 
     def test_every_form_refuses_a_post_without_its_csrf_token(self):
         client = Client(enforce_csrf_checks=True)

@@ -379,3 +379,51 @@ def activation_profiles(means: dict[str, list[float]], dataset: str) -> list[Cha
 def figures_payload(charts: list[Chart]) -> dict:
     """What charts.js draws: slug -> figure, title and note."""
     return {chart.slug: {"title": chart.title, "figure": chart.figure_json(), "note": chart.note} for chart in charts}
+
+
+RULE_NAMES = {
+    "disagreement": "networks disagree",
+    "STRIP": "STRIP entropy under threshold",
+    "either": "either (the GoodNet)",
+}
+
+
+def detector_charts(figures: dict) -> list[Chart]:
+    """A GoodNet's detector figures (defenses.goodnet.detector_figures): the rates of each rule (false alarms
+    on clean images, detection per trigger), and per trigger the ROC curves of the disagreement score and of
+    STRIP, their AUC in the legend."""
+    if not figures:
+        return []
+    rules, triggers = figures["rules"], list(figures["roc"])
+    rows, bars = [], go.Figure()
+    for number, (rule, rates) in enumerate(rules.items()):
+        sets = ["clean (false alarm)", *triggers]
+        values = [rates["false_alarm"], *(rates["detection"][name] for name in triggers)]
+        rows += [
+            {"rule": RULE_NAMES[rule], "set": s, "percent answered N": v} for s, v in zip(sets, values, strict=True)
+        ]
+        colour = SERIES_COLOURS[number]
+        bars.add_trace(go.Bar(x=[plain(s) for s in sets], y=values, name=RULE_NAMES[rule], marker_color=colour))
+    title = (
+        f"Inputs answered N, per rule ({figures['images']['clean']} clean images; STRIP at {figures['frr']:g} % FRR)"
+    )
+    bars.update_layout(**layout(title, "test set", "percent answered N"), barmode="group")
+    charts = [Chart("detector-rates", title, bars, rows)]
+    for number, name in enumerate(triggers, start=1):
+        figure, rows = go.Figure(), []
+        for colour, (rule, curve) in zip(SERIES_COLOURS, figures["roc"][name].items(), strict=False):
+            legend = f"{RULE_NAMES[rule]} (AUC {curve['auc']:.3f})"
+            figure.add_trace(
+                go.Scatter(x=curve["false_alarm"], y=curve["detection"], mode="lines", name=legend, line_color=colour)
+            )
+            rows += [
+                {"rule": RULE_NAMES[rule], "false alarm": fa, "detection": d, "auc": curve["auc"]}
+                for fa, d in zip(curve["false_alarm"], curve["detection"], strict=True)
+            ]
+        figure.add_trace(
+            go.Scatter(x=[0, 100], y=[0, 100], mode="lines", name="chance", line={"dash": "dot", "color": "#999"})
+        )
+        title = plain(f"ROC on {name}: detection against false alarms")
+        figure.update_layout(**layout(title, "false alarms on clean images (%)", "poisoned images detected (%)"))
+        charts.append(Chart(f"roc-{number}", title, figure, rows))
+    return charts

@@ -500,6 +500,44 @@ class GoodNetUploadForm(forms.Form):
         return self.cleaned_data["file"]
 
 
+class StripForm(forms.Form):
+    """STRIP for a GoodNet: the clean set it is calibrated on, the false-rejection rate, and the test sets its
+    figures are measured on; only sets of the GoodNet's team that fit its BadNet are offered."""
+
+    valid = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Calibrate on (clean validation set)")
+    frr = forms.FloatField(
+        initial=1.0,
+        min_value=0.1,
+        max_value=50.0,
+        label="False-rejection rate (%)",
+        help_text="the share of clean inputs STRIP may call poisoned",
+    )
+    test = forms.ModelChoiceField(queryset=Dataset.objects.none(), label="Clean test set (false alarms)")
+    poisoned = RowsField(
+        queryset=Dataset.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        label="Poisoned test sets (detection per trigger)",
+    )
+
+    def __init__(self, goodnet: GoodNet, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        badnet = goodnet.badnet
+        fitting = [d.pk for d in Dataset.objects.filter(team=goodnet.team) if not d.misfit(badnet)]
+        sets = Dataset.objects.filter(pk__in=fitting).order_by("name")
+        self.fields["valid"].queryset = sets.filter(role=Dataset.CLEAN_VALID)
+        self.fields["test"].queryset = sets.filter(role=Dataset.CLEAN_TEST)
+        self.fields["poisoned"].queryset = sets.filter(role=Dataset.POISONED_TEST)
+
+    def clean(self):
+        data = super().clean()
+        valid = data.get("valid")
+        if valid is not None and valid.count < 120:
+            needed = "STRIP needs at least 120 (100 to blend with, the rest to calibrate on)"
+            self.add_error("valid", f"{valid.name} has {valid.count} images; {needed}.")
+        ExperimentForm.check_memory(self, data)
+        return data
+
+
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
 

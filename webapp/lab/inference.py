@@ -82,6 +82,12 @@ class Answer:
     bad: Vote
     repaired: Vote | None  # None when a BadNet alone answered
     thumbnail: str = ""  # the image as the network saw it (after resizing), a data: URL for the page
+    entropy: float | None = None  # STRIP's entropy on the BadNet (a GoodNet with STRIP)
+    threshold: float | None = None  # under it, STRIP calls the image poisoned
+
+    @property
+    def strip_flagged(self) -> bool:
+        return self.entropy is not None and self.entropy < self.threshold
 
     @property
     def poisoned(self) -> bool:
@@ -107,7 +113,14 @@ def classify(badnet: BadNet, goodnet: GoodNet | None, images: list[tuple[str, ob
     pixels = np.stack([image.pixels for _, image in loaded])
     bad = predict_probabilities(badnet_model(badnet), pixels, badnet.divisor)
     repaired = predict_probabilities(repaired_model(goodnet), pixels, badnet.divisor) if goodnet else None
-    labels = goodnet_labels(bad, repaired) if goodnet else bad.argmax(axis=1)
+    detector = strip_detector(goodnet) if goodnet else None
+    entropy = None
+    if detector is not None:
+        from defenses.strip import entropies
+
+        entropy = entropies(badnet_model(badnet), pixels, badnet.divisor, detector.overlays)
+    flagged = detector.poisoned(entropy) if detector is not None else None
+    labels = goodnet_labels(bad, repaired, flagged) if goodnet else bad.argmax(axis=1)
     return [
         Answer(
             image=name,
@@ -117,9 +130,24 @@ def classify(badnet: BadNet, goodnet: GoodNet | None, images: list[tuple[str, ob
             bad=vote(bad[i]),
             repaired=vote(repaired[i]) if goodnet else None,
             thumbnail=thumbnail(image.pixels),
+            entropy=None if entropy is None else float(entropy[i]),
+            threshold=None if detector is None else detector.threshold,
         )
         for i, (name, image) in enumerate(loaded)
     ]
+
+
+def strip_detector(goodnet: GoodNet):
+    """The GoodNet's calibrated STRIP detector (defenses.strip.StripDetector), or None without one."""
+    import numpy as np
+
+    from defenses.strip import StripDetector
+
+    if goodnet.strip_status != "done" or not goodnet.strip_file:
+        return None
+    with goodnet.strip_file.open("rb") as handle:
+        overlays = np.load(handle, allow_pickle=False)
+    return StripDetector(overlays, goodnet.strip_threshold, goodnet.strip_frr)
 
 
 def thumbnail(pixels) -> str:
@@ -225,7 +253,8 @@ def bundle_zip(goodnet: GoodNet) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix="prunelab-bundle-"))
     try:
         pair = Pair(badnet_model(goodnet.badnet), repaired_model(goodnet), goodnet.badnet.divisor)
-        folder = export_bundle(pair, scratch / "goodnet", {"name": goodnet.name, "badnet": goodnet.badnet.name})
+        extra = {"name": goodnet.name, "badnet": goodnet.badnet.name}
+        folder = export_bundle(pair, scratch / "goodnet", extra, detector=strip_detector(goodnet))
         archive = scratch / f"goodnet-{goodnet.pk}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
             for item in sorted(folder.iterdir()):

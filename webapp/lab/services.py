@@ -10,8 +10,8 @@ from defenses.methods import METHODS, method_of, plan_space
 from defenses.models import file_digest, verify_model_file
 from defenses.planner import Plan
 from webapp.lab import limits
-from webapp.lab.models import BadNet, Dataset, Experiment, Leaderboard, Profile, Run, TriggerScan
-from workers.celery_app import COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN
+from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Leaderboard, Profile, Run, TriggerScan
+from workers.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN
 from workers.celery_app import app as celery_app
 
 
@@ -227,6 +227,21 @@ def request_scan(badnet: BadNet, dataset: Dataset) -> TriggerScan:
         TriggerScan.objects.filter(pk=scan.pk).update(status=TriggerScan.Status.QUEUED, error="")
         transaction.on_commit(lambda: celery_app.send_task(COMPUTE_SCAN, args=[scan.pk], queue="cpu"))
     return scan
+
+
+def request_strip(goodnet: GoodNet, data: dict) -> GoodNet:
+    """STRIP for a GoodNet (a valid StripForm's data): calibrated and measured by a worker; until it is done
+    the GoodNet answers by the disagreement rule alone. Every set must be of the GoodNet's team."""
+    sets = [data["valid"], data["test"], *data["poisoned"]]
+    if any(dataset.team_id != goodnet.team_id for dataset in sets):
+        raise ValueError(f"Every set must be one of {goodnet.team.name}'s.")
+    GoodNet.objects.filter(pk=goodnet.pk).update(
+        strip_frr=data["frr"], strip_valid=data["valid"], strip_status="queued", strip_error="", figures={}
+    )
+    args = [goodnet.pk, data["test"].pk, [dataset.pk for dataset in data["poisoned"]]]
+    transaction.on_commit(lambda: celery_app.send_task(CALIBRATE_STRIP, args=args, queue="cpu"))
+    goodnet.refresh_from_db()
+    return goodnet
 
 
 def rerun_failed(experiment: Experiment) -> int:

@@ -43,6 +43,10 @@ urlpatterns = [
     path("goodnets/", goodnets.goodnets, name="goodnets"),
     path("goodnets/from-run", goodnets.goodnet_from_run, name="goodnet-from-run"),
     path("goodnets/upload", goodnets.goodnet_upload, name="goodnet-upload"),
+    path("goodnets/<int:pk>/", goodnets.goodnet, name="goodnet"),
+    path("goodnets/<int:pk>/strip", goodnets.goodnet_strip, name="goodnet-strip"),
+    path("goodnets/<int:pk>/detector", goodnets.goodnet_detector, name="goodnet-detector"),
+    path("goodnets/<int:pk>/charts/<slug:slug>.csv", goodnets.goodnet_csv, name="goodnet-csv"),
     path("goodnets/<int:pk>/bundle.zip", goodnets.goodnet_bundle, name="goodnet-bundle"),
     path("classify/", goodnets.classify, name="classify"),
     *[

@@ -3,16 +3,20 @@
 import shutil
 
 from django.contrib import messages
-from django.http import FileResponse
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from defenses.data import DataError
 from defenses.modelcheck import ModelRefused
 from webapp.lab import inference
 from webapp.lab.access import owned_or_404, team_required
-from webapp.lab.forms import ClassifyForm, GoodNetFromRunForm, GoodNetUploadForm
+from webapp.lab.charts import detector_charts, figures_payload
+from webapp.lab.forms import ClassifyForm, GoodNetFromRunForm, GoodNetUploadForm, StripForm
 from webapp.lab.models import GoodNet
+from webapp.lab.services import request_strip
 from webapp.lab.uploads import store_checked
 
 
@@ -61,6 +65,60 @@ def goodnet_upload(request):
             messages.success(request, f"GoodNet {goodnet.name} composed from {goodnet.original_name}.")
             return redirect("goodnets")
     return goodnets_page(request, upload=form, status=400)
+
+
+def detector_context(goodnet: GoodNet) -> dict:
+    figures = goodnet.figures or {}
+    return {
+        "goodnet": goodnet,
+        "figures": figures_payload(detector_charts(figures)),
+        "rules": figures.get("rules", {}),
+        "triggers": list(figures.get("roc", {})),
+        "waiting": goodnet.strip_status == "queued",
+        "csv_url": reverse("goodnet-csv", args=[goodnet.pk, "SLUG"]),
+    }
+
+
+@team_required
+def goodnet(request, pk: int, form: StripForm | None = None, status: int = 200):
+    """A GoodNet: its networks, its bundle, and STRIP (the form, its state, the detector figures)."""
+    goodnet = owned_or_404(GoodNet.objects.select_related("badnet", "run", "team"), request.user, pk=pk)
+    chosen = {"valid": goodnet.strip_valid_id, "frr": goodnet.strip_frr or 1.0}  # the last calibration's
+    context = detector_context(goodnet) | {"form": form or StripForm(goodnet, initial=chosen)}
+    return render(request, "lab/goodnet.html", context, status=status)
+
+
+@team_required
+@require_POST
+def goodnet_strip(request, pk: int):
+    """Calibrate STRIP for the GoodNet on a worker (its detector figures with it)."""
+    row = owned_or_404(GoodNet.objects.select_related("badnet", "team"), request.user, pk=pk)
+    form = StripForm(row, request.POST)
+    if not form.is_valid():
+        return goodnet(request, pk, form=form, status=400)
+    request_strip(row, form.cleaned_data)
+    messages.info(request, "STRIP is being calibrated by a worker; this page updates when it is done.")
+    return redirect("goodnet", row.pk)
+
+
+@team_required
+def goodnet_detector(request, pk: int):
+    """htmx partial: STRIP's state and the detector figures; stops polling once calibrated or failed."""
+    row = owned_or_404(GoodNet.objects.select_related("badnet", "team"), request.user, pk=pk)
+    context = detector_context(row)
+    response = render(request, "lab/_detector.html", context)
+    return response if context["waiting"] else HttpResponseStopPolling(response.content)
+
+
+@team_required
+def goodnet_csv(request, pk: int, slug: str):
+    row = owned_or_404(GoodNet.objects, request.user, pk=pk)
+    chart = next((c for c in detector_charts(row.figures or {}) if c.slug == slug), None)
+    if chart is None:
+        raise Http404("This GoodNet has no such chart (yet).")
+    response = HttpResponse(chart.csv(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="goodnet-{row.pk}-{slug}.csv"'
+    return response
 
 
 @team_required
