@@ -447,7 +447,7 @@ def _infer(class_name: str, cfg: dict, inputs: list[tuple]) -> tuple[tuple, int]
     """(output shape without batch, parameter count) of one layer; unknown sizes count as 1."""
     if class_name == "InputLayer" or not inputs:
         return _input_shape(cfg), 0
-    shape = inputs[0]
+    shape = inputs[0] or (1,)  # a declared shape with no dimensions: unknown, counted as 1
     if class_name == "Conv2D" and len(shape) == 3:
         kh, kw = _pair(cfg["kernel_size"])
         sh, sw = _pair(cfg.get("strides", 1))

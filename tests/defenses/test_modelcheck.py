@@ -238,3 +238,12 @@ def test_a_layer_name_tensorflow_cannot_use_and_a_config_nested_too_deep_are_ref
         h5.attrs["model_config"] = "[" * 100_000 + "]" * 100_000
     with pytest.raises(ModelRefused, match="nests objects thousands deep"):
         check_model_file(deep)
+
+
+def test_a_layer_fed_a_shape_without_dimensions_is_sized_not_crashed_on():
+    """Found by the fuzz test: a mutated file gave a Dense layer an input shape of no dimensions, and the
+    size inference raised IndexError (a 500) instead of sizing it (unknown sizes count as 1)."""
+    from defenses.modelcheck import _infer
+
+    assert _infer("Dense", {"units": 3}, [()]) == ((3,), 6)
+    assert _infer("GlobalAveragePooling2D", {}, [()]) == ((1,), 0)
