@@ -4,6 +4,7 @@ chosen on validation data only (the poisoned validation sets and the clean-accur
 defenses.selection.select, the rule every page uses), then that point's test-set figures.
 
     .venv/bin/python -m bench.leaderboard [--preset demo] [--max-ca-drop 5] [--badnets sunglasses,lipstick]
+        [--methods fine-prune,nc-unlearn]
 
 Generates the preset into var/bench-<preset>/ first if it is not there (demo: about 3 minutes on 2 cores;
 full: about an hour). Jobs two defenses share (fine-tuning alone is fine-pruning at T = 0) run once; their
@@ -91,7 +92,7 @@ def point_text(method, row: dict | None) -> str:
     return ", ".join(shown) or "its stop"
 
 
-def board(name: str, triggers: list[str], data: Path, max_ca_drop: float) -> list[dict]:
+def board(name: str, triggers: list[str], data: Path, max_ca_drop: float, methods: list[str] | None) -> list[dict]:
     from defenses.methods import METHODS, job_kind
     from defenses.runner import load_inputs
     from defenses.selection import der
@@ -102,6 +103,8 @@ def board(name: str, triggers: list[str], data: Path, max_ca_drop: float) -> lis
     done: dict = {}
     lines = []
     for method in METHODS.values():
+        if methods and method.name not in methods:
+            continue
         plan = method.plan({"defense": method.name, **method.sweep})
         results, seconds = run_jobs(plan, loaded, done)
         row, rule = chosen_point(method, plan, results, loaded, triggers, max_ca_drop)
@@ -130,7 +133,9 @@ def print_table(lines: list[dict]) -> None:
     for line in ranked:
         row = line["row"]
         if row is None:
-            print(f"| {line['method']} | {line['point']} | | | | | | {line['seconds']:.0f} | {line['epoch_units']:g} |")
+            print(
+                f"| {line['method']} | {line['point']} | | | | | | {line['seconds']:.0f} | {line['epoch_units']:.0f} |"
+            )
             continue
         asr = " / ".join(f"{row[f'asr {t}']:.1f}" for t in triggers)
         detection = " / ".join(
@@ -140,7 +145,7 @@ def print_table(lines: list[dict]) -> None:
         mark = " (goal met)" if line["meets_goal"] else ""
         print(
             f"| {line['method']}{mark} | {line['point']} | {row['ca']:.2f} | {asr} | {detection} | {alarm} "
-            f"| {line['der']:.3f} | {line['seconds']:.0f} | {line['epoch_units']:g} |"
+            f"| {line['der']:.3f} | {line['seconds']:.0f} | {line['epoch_units']:.0f} |"
         )
 
 
@@ -149,6 +154,7 @@ def main() -> None:
     parser.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"])
     parser.add_argument("--max-ca-drop", type=float, default=5.0, help="the selection's clean-accuracy floor")
     parser.add_argument("--badnets", help="comma-separated BadNet names (default: every BadNet of the preset)")
+    parser.add_argument("--methods", help="comma-separated defense names (default: every registered defense)")
     args = parser.parse_args()
     data = ROOT / "var" / f"bench-{args.preset}"
     if not (data / "synth.json").exists():
@@ -157,7 +163,10 @@ def main() -> None:
     record = json.loads((data / "synth.json").read_text())
     chosen = args.badnets.split(",") if args.badnets else [n for n in record["badnets"] if n != "clean"]
     start = time.perf_counter()
-    boards = [board(name, list(record["badnets"][name]["triggers"]), data, args.max_ca_drop) for name in chosen]
+    methods = args.methods.split(",") if args.methods else None
+    boards = [
+        board(name, list(record["badnets"][name]["triggers"]), data, args.max_ca_drop, methods) for name in chosen
+    ]
     print(
         f"\nLeaderboard on the synthetic '{args.preset}' preset: each defense's default sweep, the point chosen on "
         f"validation data only (floor: at most {args.max_ca_drop:g} points below the BadNet's validation CA), "

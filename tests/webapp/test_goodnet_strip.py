@@ -50,6 +50,8 @@ class StripTestCase(BaseTestCase):
         with self.captureOnCommitCallbacks(execute=False):
             assert self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.form()).status_code == 302
         assert GoodNet.objects.get().strip_status == "queued"
+        again = self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.form())
+        assert again.status_code == 400 and "being calibrated already" in again.content.decode()
         assert calibrate_strip(self.goodnet.pk, self.test.pk, [self.patch.pk]) == "done"
         goodnet = GoodNet.objects.get()
         rules = goodnet.figures["rules"]

@@ -94,6 +94,8 @@ def goodnet_strip(request, pk: int):
     """Calibrate STRIP for the GoodNet on a worker (its detector figures with it)."""
     row = owned_or_404(GoodNet.objects.select_related("badnet", "team"), request.user, pk=pk)
     form = StripForm(row, request.POST)
+    if row.strip_status == "queued":  # one calibration at a time: two would race for the same row and file
+        form.add_error(None, "STRIP is being calibrated already; wait until this page shows its figures.")
     if not form.is_valid():
         return goodnet(request, pk, form=form, status=400)
     request_strip(row, form.cleaned_data)
