@@ -100,3 +100,24 @@ class LeaderboardTestCase(BaseTestCase):
         self.client.force_login(self.bob)
         assert self.client.get(f"/badnets/{self.template.badnet.pk}/leaderboard").status_code == 404
         assert Experiment.objects.count() == 1
+
+    def test_a_goodnet_composed_from_the_board_shows_its_detector_figures_there(self):
+        from webapp.lab.models import GoodNet
+
+        board = self.start()
+        self.finish_board(board)
+        assert 'id="detectors"' not in self.client.get(f"/leaderboards/{board.pk}/").content.decode()
+        run = Run.objects.filter(experiments__leaderboard=board).first()
+        curve = {"false_alarm": [100.0, 0.0], "detection": [100.0, 0.0]}
+        rates = {"false_alarm": 2.5, "detection": {"sunglasses": 97.0}}
+        figures = {
+            "rules": {"disagreement": rates, "STRIP": rates, "either": rates},
+            "roc": {"sunglasses": {"disagreement": curve | {"auc": 0.812}, "STRIP": curve | {"auc": 0.987}}},
+            "images": {"clean": 30},
+            "threshold": 0.1,
+            "frr": 1.0,
+        }
+        GoodNet.objects.create(team=self.blue, owner=self.alice, name="g", badnet=run.badnet, run=run, figures=figures)
+        page = self.client.get(f"/leaderboards/{board.pk}/").content.decode()
+        table = page[page.index('id="detectors"') :]
+        assert "2.5 %" in table and "97.0 %" in table and "0.812 / 0.987" in table

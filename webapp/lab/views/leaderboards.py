@@ -10,7 +10,7 @@ from django_htmx.http import HttpResponseStopPolling
 from webapp.lab import inference
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.forms import LeaderboardForm, row_id
-from webapp.lab.models import BadNet, Dataset, Leaderboard, Run
+from webapp.lab.models import BadNet, Dataset, GoodNet, Leaderboard, Run
 from webapp.lab.results import leaderboard_rows, triggers
 from webapp.lab.services import start_leaderboard
 
@@ -45,6 +45,8 @@ def board_context(board: Leaderboard) -> dict:
         run = Run.objects.filter(pk=best.get("run")).select_related("badnet").first() if best.get("run") else None
         row["composable"] = bool(run and inference.run_network(run, best.get("position")))
     finished = all(row["finished"] for row in rows)
+    runs = Run.objects.filter(experiments__leaderboard=board)
+    goodnets = GoodNet.objects.filter(team=board.team, run__in=runs).exclude(figures={}).distinct().order_by("pk")
     before_asr = [(name, before.get(f"before asr {name}")) for name in names]
     return {
         "board": board,
@@ -54,7 +56,24 @@ def board_context(board: Leaderboard) -> dict:
         "before_asr": before_asr,
         "finished": finished,
         "blind": first is not None and not triggers(first, Dataset.POISONED_VALID),
+        "detectors": [detector_row(goodnet, names) for goodnet in goodnets],
     }
+
+
+def detector_row(goodnet: GoodNet, names: list[str]) -> dict:
+    """A composed GoodNet's detector figures for the leaderboard: the GoodNet's false alarms (either rule)
+    and, per trigger, its detection and the AUC of the disagreement score and of STRIP."""
+    figures = goodnet.figures
+    either = figures["rules"]["either"]
+    per_trigger = [
+        (
+            either["detection"].get(name),
+            figures["roc"].get(name, {}).get("disagreement", {}).get("auc"),
+            figures["roc"].get(name, {}).get("STRIP", {}).get("auc"),
+        )
+        for name in names
+    ]
+    return {"goodnet": goodnet, "false_alarm": either["false_alarm"], "per_trigger": per_trigger}
 
 
 @team_required
