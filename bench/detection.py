@@ -2,7 +2,7 @@
 labels against the true targets) and STRIP (detection per trigger and false alarms at 1 % false rejections),
 then batched against one-label-at-a-time reverse engineering, side by side.
 
-    .venv/bin/python -m bench.detection [--preset demo] [--skip-real] [--steps 300]
+    .venv/bin/python -m bench.detection [--preset demo] [--skip-real | --only-real] [--steps 300]
 
 Generates the preset into var/bench-<preset>/ first if it is not there (demo: about 3 minutes on 2 cores).
 The synthetic part scans each BadNet and the clean network on the preset's clean validation set; the real
@@ -101,11 +101,16 @@ def main() -> None:
     parser.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"])
     parser.add_argument("--steps", type=int, default=300, help="optimisation steps per label")
     parser.add_argument("--skip-real", action="store_true", help="leave out the real CSAW BadNet (1283 labels)")
+    parser.add_argument("--only-real", action="store_true", help="only the real CSAW BadNet's scan")
     args = parser.parse_args()
     data = ROOT / "var" / f"bench-{args.preset}"
     if not (data / "synth.json").exists():
         command = [sys.executable, "-m", "defenses", "synth", "--preset", args.preset, "--out", str(data)]
         subprocess.run(command, cwd=ROOT, check=True)
+    if args.only_real:
+        real = real_row(args.steps)
+        print(f"Real CSAW sunglasses BadNet, 1283 labels, pre-screened: {real['seconds']:.0f} s; {real}")
+        return
     batched, alone = batched_against_one_at_a_time(data)
     rows = synthetic_rows(data, args.steps)
     real = None if args.skip_real else real_row(args.steps)

@@ -109,12 +109,20 @@ def compute_profile(profile_id: int) -> str:
     return profile.status
 
 
-@app.task(name=COMPUTE_SCAN, acks_late=True, reject_on_worker_lost=True)
+@app.task(
+    name=COMPUTE_SCAN,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.LONGEST_RUN_SECONDS,
+    time_limit=settings.LONGEST_RUN_SECONDS + 300,
+)
 def compute_scan(scan_id: int) -> str:
     """A BadNet's Neural Cleanse scan on a clean set (defenses.cleanse), stored on the TriggerScan row."""
     from webapp.lab.models import TriggerScan
 
-    row = TriggerScan.objects.select_related("badnet", "dataset").get(pk=scan_id)
+    row = TriggerScan.objects.select_related("badnet", "dataset").filter(pk=scan_id).first()
+    if row is None:
+        return "gone"  # its BadNet or set was deleted while it was queued
     TriggerScan.objects.filter(pk=scan_id).update(status=TriggerScan.Status.RUNNING)
     from defenses.cleanse import scan
     from defenses.data import DataError, inspect_dataset, load_dataset
@@ -144,7 +152,13 @@ def compute_scan(scan_id: int) -> str:
     return row.status
 
 
-@app.task(name=CALIBRATE_STRIP, acks_late=True, reject_on_worker_lost=True)
+@app.task(
+    name=CALIBRATE_STRIP,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.LONGEST_RUN_SECONDS,
+    time_limit=settings.LONGEST_RUN_SECONDS + 300,
+)
 def calibrate_strip(goodnet_id: int, test_id: int, poisoned_ids: list[int]) -> str:
     """STRIP for a GoodNet (defenses.strip): overlays and threshold from its clean validation set, then the
     detector figures on the test sets (defenses.goodnet.detector_figures), stored on the GoodNet row."""
@@ -163,12 +177,17 @@ def calibrate_strip(goodnet_id: int, test_id: int, poisoned_ids: list[int]) -> s
     from webapp.lab import limits
     from webapp.lab.models import Dataset, GoodNet
 
-    goodnet = GoodNet.objects.select_related("badnet", "run", "strip_valid").get(pk=goodnet_id)
-    badnet, team = goodnet.badnet, goodnet.team_id
-    test = Dataset.objects.get(pk=test_id, team_id=team)
-    poisoned = list(Dataset.objects.filter(pk__in=poisoned_ids, team_id=team))
-    names = {Path(row.file.name).name: row.original_name for row in [badnet, goodnet.strip_valid, test, *poisoned]}
+    goodnet = GoodNet.objects.select_related("badnet", "run", "strip_valid").filter(pk=goodnet_id).first()
+    if goodnet is None:
+        return "gone"  # deleted while queued
+    badnet, team, names = goodnet.badnet, goodnet.team_id, {}
+    old_file = goodnet.strip_file.name
     try:
+        test = Dataset.objects.filter(pk=test_id, team_id=team).first()
+        poisoned = list(Dataset.objects.filter(pk__in=poisoned_ids, team_id=team))
+        if goodnet.strip_valid is None or test is None or len(poisoned) != len(set(poisoned_ids)):
+            raise ValueError("A set chosen for STRIP was deleted before a worker reached it; choose the sets again.")
+        names = {Path(row.file.name).name: row.original_name for row in [badnet, goodnet.strip_valid, test, *poisoned]}
         bad, report = load_model(badnet.file.path, badnet.arch or None, limits.model_limits())
         repaired, _ = load_model(goodnet.repaired_path, None, limits.model_limits())
 
@@ -191,4 +210,6 @@ def calibrate_strip(goodnet_id: int, test_id: int, poisoned_ids: list[int]) -> s
         goodnet.strip_file.save("strip.npy", ContentFile(buffer.getvalue()), save=False)
         goodnet.strip_status, goodnet.strip_threshold, goodnet.figures = "done", detector.threshold, figures
     goodnet.save(update_fields=["strip_status", "strip_error", "strip_threshold", "strip_file", "figures"])
+    if old_file and old_file != goodnet.strip_file.name:  # one overlays file per GoodNet: the last calibration's
+        goodnet.strip_file.storage.delete(old_file)
     return goodnet.strip_status

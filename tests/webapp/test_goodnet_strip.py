@@ -72,6 +72,13 @@ class StripTestCase(BaseTestCase):
         names = zipfile.ZipFile(io.BytesIO(b"".join(archive.streaming_content))).namelist()
         assert f"goodnet-{goodnet.pk}/strip_overlays.npy" in names
 
+        first = Path(goodnet.strip_file.path)  # calibrating again keeps one overlays file, the new one
+        with self.captureOnCommitCallbacks(execute=False):
+            assert self.client.post(f"/goodnets/{goodnet.pk}/strip", self.form(frr=2)).status_code == 302
+        assert calibrate_strip(goodnet.pk, self.test.pk, [self.patch.pk]) == "done"
+        goodnet.refresh_from_db()
+        assert not first.exists() and Path(goodnet.strip_file.path).exists() and goodnet.strip_frr == 2
+
     def test_the_form_refuses_another_teams_set_a_set_too_small_and_a_rate_out_of_range(self):
         folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
         small_file = write_dataset(folder / "s.h5", *tiny_data(50))

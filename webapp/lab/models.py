@@ -389,12 +389,19 @@ class TriggerScan(models.Model):
     error = models.TextField(blank=True)
     result = models.JSONField(default=dict, help_text="norms, anomaly indices, flagged labels, pictures")
     created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)  # queued or running for longer than a worker may take: stale
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["badnet", "dataset"], name="one_scan_per_data")]
 
     def __str__(self):
         return f"Neural Cleanse scan of {self.badnet} on {self.dataset}"
+
+    @property
+    def stale(self) -> bool:
+        """Queued or running past the tasks' hard time limit: its message or worker was lost; ask again."""
+        limit = timedelta(seconds=settings.LONGEST_RUN_SECONDS + 600)
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING) and timezone.now() - self.updated > limit
 
 
 class GoodNet(models.Model):
@@ -416,6 +423,7 @@ class GoodNet(models.Model):
     strip_frr = models.FloatField(null=True, blank=True, help_text="false-rejection rate asked, percent")
     strip_valid = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     strip_status = models.CharField(max_length=10, blank=True, help_text="queued, done or failed; blank: no STRIP")
+    strip_queued_at = models.DateTimeField(null=True, blank=True)
     strip_error = models.TextField(blank=True)
     strip_threshold = models.FloatField(null=True, blank=True)
     strip_file = models.FileField(upload_to=stored_name, blank=True, help_text="the overlays (.npy)")
@@ -424,6 +432,14 @@ class GoodNet(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def strip_pending(self) -> bool:
+        """A calibration is queued and not past the tasks' hard time limit (after it, its message or worker
+        was lost, and a new one may be asked for)."""
+        limit = timedelta(seconds=settings.LONGEST_RUN_SECONDS + 600)
+        queued_at = self.strip_queued_at or timezone.now()
+        return self.strip_status == "queued" and timezone.now() - queued_at <= limit
 
     @property
     def repaired_path(self) -> Path:

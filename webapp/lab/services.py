@@ -1,9 +1,12 @@
 """What the views, the API and the management commands do with experiments: one place for each rule."""
 
+from datetime import timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files import File
 from django.db import transaction
+from django.utils import timezone
 
 from defenses.data import DataError, validate_dataset
 from defenses.methods import METHODS, method_of, plan_space
@@ -217,14 +220,27 @@ def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
     return profile
 
 
+MAX_PENDING_DETECTIONS = 4  # scans, or STRIP calibrations, a team may have waiting at once
+
+
 def request_scan(badnet: BadNet, dataset: Dataset) -> TriggerScan:
     """The BadNet's Neural Cleanse scan on a clean set: the stored one, or a new one queued on a worker. Both
     rows must be of one team (as for profiles: no caller can scan with another team's file)."""
     if badnet.team_id != dataset.team_id:
         raise ValueError(f"{dataset.name} is not a dataset of {badnet.name}'s team.")
     scan, created = TriggerScan.objects.get_or_create(badnet=badnet, dataset=dataset)
-    if created or scan.status == TriggerScan.Status.FAILED:
-        TriggerScan.objects.filter(pk=scan.pk).update(status=TriggerScan.Status.QUEUED, error="")
+    if created or scan.status == TriggerScan.Status.FAILED or scan.stale:
+        busy = TriggerScan.objects.filter(badnet__team=badnet.team, status__in=["queued", "running"])
+        if busy.exclude(pk=scan.pk).count() >= MAX_PENDING_DETECTIONS:
+            if created:
+                scan.delete()
+            raise ValueError(
+                f"{badnet.team.name} has {MAX_PENDING_DETECTIONS} scans waiting or running already; scan again "
+                "once one of them is done."
+            )
+        TriggerScan.objects.filter(pk=scan.pk).update(
+            status=TriggerScan.Status.QUEUED, error="", updated=timezone.now()
+        )
         transaction.on_commit(lambda: celery_app.send_task(COMPUTE_SCAN, args=[scan.pk], queue="cpu"))
     return scan
 
@@ -235,9 +251,25 @@ def request_strip(goodnet: GoodNet, data: dict) -> GoodNet:
     sets = [data["valid"], data["test"], *data["poisoned"]]
     if any(dataset.team_id != goodnet.team_id for dataset in sets):
         raise ValueError(f"Every set must be one of {goodnet.team.name}'s.")
-    GoodNet.objects.filter(pk=goodnet.pk).update(
-        strip_frr=data["frr"], strip_valid=data["valid"], strip_status="queued", strip_error="", figures={}
+    pending = [g for g in GoodNet.objects.filter(team=goodnet.team, strip_status="queued") if g.strip_pending]
+    if len(pending) >= MAX_PENDING_DETECTIONS:
+        raise ValueError(
+            f"{goodnet.team.name} has {MAX_PENDING_DETECTIONS} STRIP calibrations waiting already; ask again once "
+            "one of them is done."
+        )
+    # one conditional update: of two requests at once, only one finds the GoodNet not queued and queues it
+    limit = timezone.now() - timedelta(seconds=settings.LONGEST_RUN_SECONDS + 600)
+    free = GoodNet.objects.filter(pk=goodnet.pk).exclude(strip_status="queued", strip_queued_at__gt=limit)
+    changed = free.update(
+        strip_frr=data["frr"],
+        strip_valid=data["valid"],
+        strip_status="queued",
+        strip_queued_at=timezone.now(),
+        strip_error="",
+        figures={},
     )
+    if not changed:
+        raise ValueError("STRIP is being calibrated already; wait until this page shows its figures.")
     args = [goodnet.pk, data["test"].pk, [dataset.pk for dataset in data["poisoned"]]]
     transaction.on_commit(lambda: celery_app.send_task(CALIBRATE_STRIP, args=args, queue="cpu"))
     goodnet.refresh_from_db()

@@ -21,8 +21,12 @@ def badnet_scan(request, pk: int):
     dataset = chosen_clean_set(request, badnet)
     if isinstance(dataset, HttpResponseBadRequest):
         return dataset
-    request_scan(badnet, dataset)
-    messages.info(request, f"The Neural Cleanse scan on {dataset.name} is being computed by a worker.")
+    try:
+        request_scan(badnet, dataset)
+    except ValueError as refusal:
+        messages.error(request, str(refusal))
+    else:
+        messages.info(request, f"The Neural Cleanse scan on {dataset.name} is being computed by a worker.")
     return redirect("badnet", badnet.pk)
 
 

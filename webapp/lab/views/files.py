@@ -100,13 +100,16 @@ def badnet_profile(request, pk: int):
 
 
 def chosen_clean_set(request, badnet: BadNet) -> Dataset | HttpResponseBadRequest:
-    """The POSTed `dataset`: a set of the BadNet's own team (else 404) that fits it and that a worker can
-    hold; a 400 saying why not."""
+    """The POSTed `dataset`: a clean validation set of the BadNet's own team (else 404) that fits it and that
+    a worker can hold; a 400 saying why not."""
     try:
         dataset_id = row_id(request.POST.get("dataset", ""), "dataset")
     except ValidationError as error:
         return HttpResponseBadRequest(error.message, content_type="text/plain; charset=utf-8")
     dataset = owned_or_404(Dataset.objects, request.user, pk=dataset_id, team=badnet.team)
+    if dataset.role != Dataset.CLEAN_VALID:
+        message = f"{dataset.name} is a {dataset.get_role_display()} set; choose a clean validation set."
+        return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
     if dataset.misfit(badnet):
         return HttpResponseBadRequest(dataset.misfit(badnet), content_type="text/plain; charset=utf-8")
     if dataset.memory_bytes > settings.MAX_RUN_PIXEL_BYTES:

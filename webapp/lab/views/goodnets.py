@@ -74,7 +74,11 @@ def detector_context(goodnet: GoodNet) -> dict:
         "figures": figures_payload(detector_charts(figures)),
         "rules": figures.get("rules", {}),
         "triggers": list(figures.get("roc", {})),
-        "waiting": goodnet.strip_status == "queued",
+        "waiting": goodnet.strip_pending,
+        "rule_rows": [
+            (rule, rates["false_alarm"], [rates["detection"].get(name) for name in figures.get("roc", {})])
+            for rule, rates in figures.get("rules", {}).items()
+        ],
         "csv_url": reverse("goodnet-csv", args=[goodnet.pk, "SLUG"]),
     }
 
@@ -94,11 +98,13 @@ def goodnet_strip(request, pk: int):
     """Calibrate STRIP for the GoodNet on a worker (its detector figures with it)."""
     row = owned_or_404(GoodNet.objects.select_related("badnet", "team"), request.user, pk=pk)
     form = StripForm(row, request.POST)
-    if row.strip_status == "queued":  # one calibration at a time: two would race for the same row and file
-        form.add_error(None, "STRIP is being calibrated already; wait until this page shows its figures.")
+    if form.is_valid():
+        try:  # one calibration at a time per GoodNet, a few per team (services.request_strip)
+            request_strip(row, form.cleaned_data)
+        except ValueError as refusal:
+            form.add_error(None, str(refusal))
     if not form.is_valid():
         return goodnet(request, pk, form=form, status=400)
-    request_strip(row, form.cleaned_data)
     messages.info(request, "STRIP is being calibrated by a worker; this page updates when it is done.")
     return redirect("goodnet", row.pk)
 

@@ -21,12 +21,30 @@ def new_leaderboard(request, pk: int):
     badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
     form = LeaderboardForm(badnet, request.POST or None)
     if request.method == "POST" and form.is_valid():
+        same = same_leaderboard(badnet, form.cleaned_data)
+        if same is not None:  # a second click, or a reload of the POST: the board that exists, not a copy
+            messages.info(request, "This leaderboard exists already (same sets and floor); here it is.")
+            return redirect("leaderboard", same.pk)
         board = start_leaderboard(badnet.team, request.user, form.cleaned_data)
         messages.success(request, f"{board.experiments.count()} defenses queued on {badnet.name}.")
         return redirect("leaderboard", board.pk)
     boards = Leaderboard.objects.filter(badnet=badnet).order_by("-created")
     context = {"badnet": badnet, "form": form, "boards": boards}
     return render(request, "lab/leaderboard_new.html", context, status=400 if form.errors else 200)
+
+
+def same_leaderboard(badnet: BadNet, data: dict) -> Leaderboard | None:
+    """The BadNet's leaderboard on the same sets, floor and queue, if one exists."""
+    wanted = sorted(d.pk for d in data["poisoned"])
+    for board in Leaderboard.objects.filter(badnet=badnet, max_ca_drop=data["max_ca_drop"]).order_by("-pk"):
+        first = board.experiments.order_by("pk").first()
+        if (
+            first is not None
+            and (first.valid_id, first.test_id, first.queue) == (data["valid"].pk, data["test"].pk, data["queue"])
+            and sorted(first.poisoned.values_list("pk", flat=True)) == wanted
+        ):
+            return board
+    return None
 
 
 def board_context(board: Leaderboard) -> dict:
@@ -102,9 +120,8 @@ def leaderboard_goodnet(request, pk: int):
     try:
         if run is None:
             raise ValueError("That defense has no selected point to compose a GoodNet from.")
-        goodnet = inference.compose_from_run(
-            run, f"{row['method'].title} on {board.badnet.name}", request.user, best.get("position")
-        )
+        name = f"{row['method'].title} on {board.badnet.name}"[: GoodNet._meta.get_field("name").max_length]
+        goodnet = inference.compose_from_run(run, name, request.user, best.get("position"))
     except ValueError as refusal:
         messages.error(request, str(refusal))
         return redirect("leaderboard", board.pk)
