@@ -32,7 +32,7 @@ def synthetic_rows(data: Path, steps: int) -> list[dict]:
     rows = []
     for name, entry in record["badnets"].items():
         folder, sets = data / name, data / "data"
-        model = folder / ("clean_net.h5" if name == "clean" else f"{name}_bd_net.h5")
+        model = folder / ("clean_clean_net.h5" if name == "clean" else f"{name}_bd_net.h5")
         if name == "clean":  # no trigger of its own: the BadNets' poisoned sets, one per trigger
             poisoned = {path.name.split("_poisoned")[0]: path for path in sorted(data.glob("*/*_poisoned_data.h5"))}
         else:
@@ -40,7 +40,11 @@ def synthetic_rows(data: Path, steps: int) -> list[dict]:
         inputs = Inputs(model, None, 255.0, sets / "clean_validation_data.h5", sets / "clean_test_data.h5", poisoned)
         loaded = load_inputs(inputs)
         seed_everything(0)
-        found = scan(loaded.bad, loaded.valid[0], 255.0, loaded.report.n_classes, ScanSettings(steps=steps))
+        found = (
+            scan(loaded.bad, loaded.valid[0], 255.0, loaded.report.n_classes, ScanSettings(steps=steps))
+            if steps
+            else None
+        )
         detector, _ = fit_strip(loaded.bad, loaded.valid[0], 255.0, frr=1.0)
         clean = entropies(loaded.bad, loaded.clean[0][:500], 255.0, detector.overlays)
         detection = {
@@ -48,20 +52,19 @@ def synthetic_rows(data: Path, steps: int) -> list[dict]:
             for t, (pixels, _) in loaded.poisoned.items()
         }
         targets = sorted(set(entry["triggers"].values()))
-        rows.append(
-            {
-                "network": name,
-                "labels": loaded.report.n_classes,
-                "seconds": found.seconds,
-                "flagged": found.flagged,
-                "index": {label: round(found.anomaly[label], 2) for label in found.flagged},
-                "paper_flagged": [label for label, value in found.paper_anomaly.items() if value > 2],
-                "targets": targets,
-                "strip_false_alarm": float(np.mean(detector.poisoned(clean)) * 100),
-                "strip_detection": detection,
-            }
-        )
-        print(f"  {name}: scanned in {found.seconds:.0f} s, flagged {found.flagged}", file=sys.stderr, flush=True)
+        row = {
+            "network": name,
+            "labels": loaded.report.n_classes,
+            "seconds": found.seconds if found else 0.0,
+            "flagged": found.flagged if found else [],
+            "index": {label: round(found.anomaly[label], 2) for label in found.flagged} if found else {},
+            "paper_flagged": [label for label, value in found.paper_anomaly.items() if value > 2] if found else [],
+            "targets": targets,
+            "strip_false_alarm": float(np.mean(detector.poisoned(clean)) * 100),
+            "strip_detection": detection,
+        }
+        rows.append(row)
+        print(f"  {row}", file=sys.stderr, flush=True)  # each network as it is done: a long run keeps its part
     return rows
 
 
@@ -99,7 +102,7 @@ def batched_against_one_at_a_time(data: Path, labels: int = 16, steps: int = 50)
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"])
-    parser.add_argument("--steps", type=int, default=300, help="optimisation steps per label")
+    parser.add_argument("--steps", type=int, default=300, help="optimisation steps per label (0: STRIP only)")
     parser.add_argument("--skip-real", action="store_true", help="leave out the real CSAW BadNet (1283 labels)")
     parser.add_argument("--only-real", action="store_true", help="only the real CSAW BadNet's scan")
     args = parser.parse_args()
@@ -112,6 +115,7 @@ def main() -> None:
         print(f"Real CSAW sunglasses BadNet, 1283 labels, pre-screened: {real['seconds']:.0f} s; {real}")
         return
     batched, alone = batched_against_one_at_a_time(data)
+    print(f"  batched {batched:.1f} s, one at a time {alone:.1f} s", file=sys.stderr, flush=True)
     rows = synthetic_rows(data, args.steps)
     real = None if args.skip_real else real_row(args.steps)
 
