@@ -144,6 +144,21 @@ PRUNE_CURVE = JobKind(
 )
 
 
+def plan_per_learning_rate(kind: str, space: dict, fixed: dict) -> Plan:
+    """One `kind` job per learning rate of `space`, trained to its largest epoch count, so every epoch value
+    is one of its positions; `fixed` is the rest of each job's config. (NAD and Neural Cleanse unlearning
+    plan this way.)"""
+    from defenses.planner import Job
+
+    points = sorted({(lr, e) for lr in values(space, LEARNING_RATES) for e in values(space, EPOCHS)})
+    longest: dict[float, int] = {}
+    for lr, e in points:
+        longest[lr] = max(longest.get(lr, 0), e)
+    jobs = [Job(kind, {"lr": lr, "epochs": e, **fixed}) for lr, e in sorted(longest.items())]
+    index = {job.config["lr"]: number for number, job in enumerate(jobs)}
+    return Plan(jobs, {(lr, e): (index[lr], e) for lr, e in points})
+
+
 def parameter_space(space: dict) -> ParameterSpace:
     """The planner's space for one of the three variants (the defense fixes T, or epochs and LR)."""
     return ParameterSpace(

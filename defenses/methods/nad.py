@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
-from defenses.methods.fineprune import EPOCHS, LEARNING_RATES, SEED
-from defenses.planner import Job, Plan
+from defenses.methods.fineprune import EPOCHS, LEARNING_RATES, SEED, plan_per_learning_rate
+from defenses.planner import Plan
 
 TEACHER_EPOCHS = Parameter(
     "teacher_epochs",
@@ -187,13 +187,7 @@ def plan_nad(space: dict) -> Plan:
         "beta": float(values(space, BETA)[0]),
         "seed": int(space.get("seed", 0)),
     }
-    points = sorted({(lr, e) for lr in values(space, LEARNING_RATES) for e in values(space, EPOCHS)})
-    longest = {}
-    for lr, e in points:
-        longest[lr] = max(longest.get(lr, 0), e)
-    jobs = [Job("nad", {"lr": lr, "epochs": e, **fixed}) for lr, e in sorted(longest.items())]
-    index = {job.config["lr"]: number for number, job in enumerate(jobs)}
-    return Plan(jobs, {(lr, e): (index[lr], e) for lr, e in points})
+    return plan_per_learning_rate("nad", space, fixed)
 
 
 NAD_JOB = JobKind(

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
-from defenses.methods.fineprune import EPOCHS, LEARNING_RATES, SEED
-from defenses.planner import Job, Plan
+from defenses.methods.fineprune import EPOCHS, LEARNING_RATES, SEED, plan_per_learning_rate
+from defenses.planner import Plan
 
 SCAN_STEPS = Parameter(
     "scan_steps",
@@ -106,13 +106,7 @@ def describe(config: dict) -> str:
 def plan_unlearn(space: dict) -> Plan:
     """One job per LR (one scan each), trained to the largest epoch count; every epoch value a position."""
     fixed = {"scan_steps": int(values(space, SCAN_STEPS)[0]), "seed": int(space.get("seed", 0))}
-    points = sorted({(lr, e) for lr in values(space, LEARNING_RATES) for e in values(space, EPOCHS)})
-    longest: dict[float, int] = {}
-    for lr, e in points:
-        longest[lr] = max(longest.get(lr, 0), e)
-    jobs = [Job("nc-unlearn", {"lr": lr, "epochs": e, **fixed}) for lr, e in sorted(longest.items())]
-    index = {job.config["lr"]: number for number, job in enumerate(jobs)}
-    return Plan(jobs, {(lr, e): (index[lr], e) for lr, e in points})
+    return plan_per_learning_rate("nc-unlearn", space, fixed)
 
 
 UNLEARN_JOB = JobKind(
