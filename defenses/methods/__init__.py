@@ -99,6 +99,9 @@ class JobKind:
     describe: Callable[[dict], str]
     training_epochs: Callable[[dict], int] = lambda config: 0
     repairs: bool = False  # leaves a repaired network in the run's folder
+    # positions are epochs and nothing in epochs 1..e depends on the run's total: a run to E epochs serves
+    # every request for e <= E whose config is otherwise equal (its first e + 1 points are the same numbers)
+    epoch_prefix: bool = False
     x: tuple[str, str] = ("position", "point")  # what a position is on the run's page: (metrics key, label)
     # the file of the network at a position (None: none kept there); default: repaired_net.keras at the last
     network_file: Callable[[dict, int], str | None] | None = None

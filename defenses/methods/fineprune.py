@@ -15,6 +15,7 @@ comes from one `prune-curve` job on cached activations (position = index of T), 
 from dataclasses import dataclass
 from pathlib import Path
 
+from defenses.finetune import CHECKPOINT, FineTuneSettings, checkpoint_epoch
 from defenses.methods import LAYERS, Baseline, Column, Grid, JobKind, Method, Parameter, Versus, register, values
 from defenses.planner import ParameterSpace, Plan, plan
 
@@ -73,8 +74,9 @@ def layers_text(layers) -> str:
 
 def run_finetune(loaded, config: dict, report_point, should_stop=None, artifact_dir=None):
     """Threshold pruning then fine-tuning; reports position 0 (pruned, not trained) and every epoch.
-    Returns the repaired model; saves it to artifact_dir/repaired_net.keras when given."""
-    from defenses.finetune import FineTuneSettings, fine_tune, save_atomically, seed_everything
+    Returns the repaired model; saves it to artifact_dir/repaired_net.keras when given. With artifact_dir, a
+    second delivery of the run continues after its last checkpointed epoch (defenses.finetune)."""
+    from defenses.finetune import fine_tune, save_atomically, seed_everything
     from defenses.pruning import apply_masks, pruned_counts, threshold_masks
     from defenses.runner import fresh_copy
 
@@ -89,13 +91,20 @@ def run_finetune(loaded, config: dict, report_point, should_stop=None, artifact_
     def on_epoch(record) -> None:  # every point carries validation accuracy: selections read only it
         report_point(record.epoch, record.as_dict() | loaded.measure(repaired) | {"pruned": pruned})
 
-    report_point(0, loaded.measure(repaired) | {"pruned": pruned, "epoch": 0, "before": loaded.baseline()})
-    settings = FineTuneSettings(learning_rate=float(job.lr), epochs=int(job.epochs))
+    settings = resumable_settings(float(job.lr), int(job.epochs), int(job.seed), artifact_dir)
+    if not checkpoint_epoch(settings.checkpoint):  # a resumed run stored its position 0 the first time
+        report_point(0, loaded.measure(repaired) | {"pruned": pruned, "epoch": 0, "before": loaded.baseline()})
     if settings.epochs:
         fine_tune(repaired, loaded.valid, loaded.divisor, settings, on_epoch=on_epoch, should_stop=should_stop)
     if artifact_dir:
         save_atomically(repaired, Path(artifact_dir) / "repaired_net.keras")
     return repaired
+
+
+def resumable_settings(lr: float, epochs: int, seed: int, artifact_dir) -> FineTuneSettings:
+    """Fine-tuning settings whose checkpoint lives in the run's folder (none without a folder)."""
+    checkpoint = Path(artifact_dir) / CHECKPOINT if artifact_dir else None
+    return FineTuneSettings(learning_rate=lr, epochs=epochs, seed=seed, checkpoint=checkpoint)
 
 
 def run_prune_curve(loaded, config: dict, report_point, should_stop=None, artifact_dir=None) -> None:
@@ -133,6 +142,7 @@ FINETUNE = JobKind(
     describe=describe_finetune,
     training_epochs=lambda config: int(config.get("epochs", 0)),
     repairs=True,
+    epoch_prefix=True,
     x=("epoch", "fine-tuning epoch (0: pruned, not yet trained)"),
 )
 PRUNE_CURVE = JobKind(

@@ -178,6 +178,7 @@ FTSAM_JOB = JobKind(
     describe=describe,
     training_epochs=lambda config: 2 * int(config["epochs"]),  # two forward and backward passes a step
     repairs=True,
+    epoch_prefix=True,
     x=("epoch", "fine-tuning epoch (0: pruned, not yet trained)"),
 )
 FTSAM = register(

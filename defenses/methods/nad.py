@@ -141,7 +141,7 @@ def run_nad(loaded, config: dict, report_point, should_stop=None, artifact_dir=N
         teacher,
         loaded.valid,
         loaded.divisor,
-        FineTuneSettings(float(job.lr), int(job.teacher_epochs)),
+        FineTuneSettings(float(job.lr), int(job.teacher_epochs), seed=int(job.seed)),
         should_stop=should_stop,
     )
     student = fresh_copy(loaded.bad)
@@ -197,6 +197,7 @@ NAD_JOB = JobKind(
     describe=describe,
     training_epochs=lambda config: int(config["teacher_epochs"]) + 2 * int(config["epochs"]),  # the teacher's pass too
     repairs=True,
+    epoch_prefix=True,
     x=("epoch", "distillation epoch (0: the BadNet)"),
 )
 NAD = register(

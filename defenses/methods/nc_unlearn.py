@@ -74,22 +74,24 @@ def run_unlearn(loaded, config: dict, report_point, should_stop=None, artifact_d
     """Scan, then fine-tune on the unlearning set; reports position 0 (the BadNet, with the scan's findings)
     and every epoch; saves the network."""
     from defenses.cleanse import ScanSettings, scan
-    from defenses.finetune import FineTuneSettings, fine_tune, save_atomically, seed_everything
+    from defenses.finetune import checkpoint_epoch, fine_tune, save_atomically, seed_everything
+    from defenses.methods.fineprune import resumable_settings
     from defenses.runner import fresh_copy
 
     job = UnlearnConfig(**config)
     seed_everything(int(job.seed))
     pixels, labels = loaded.valid
-    settings = ScanSettings(steps=int(job.scan_steps), seed=int(job.seed))
-    result = scan(loaded.bad, pixels, loaded.divisor, loaded.report.n_classes, settings, should_stop)
+    scanning = ScanSettings(steps=int(job.scan_steps), seed=int(job.seed))
+    result = scan(loaded.bad, pixels, loaded.divisor, loaded.report.n_classes, scanning, should_stop)
     train = unlearning_set(pixels, labels, [result.triggers[label] for label in result.flagged], int(job.seed))
     repaired = fresh_copy(loaded.bad)
-    report_point(0, loaded.measure(repaired) | {"epoch": 0, "before": loaded.baseline()} | findings(result))
+    settings = resumable_settings(float(job.lr), int(job.epochs), int(job.seed), artifact_dir)
+    if not checkpoint_epoch(settings.checkpoint):  # a resumed run stored its position 0 the first time
+        report_point(0, loaded.measure(repaired) | {"epoch": 0, "before": loaded.baseline()} | findings(result))
 
     def on_epoch(record) -> None:
         report_point(record.epoch, record.as_dict() | loaded.measure(repaired))
 
-    settings = FineTuneSettings(learning_rate=float(job.lr), epochs=int(job.epochs))
     fine_tune(repaired, train, loaded.divisor, settings, on_epoch=on_epoch, should_stop=should_stop)
     if artifact_dir:
         save_atomically(repaired, Path(artifact_dir) / "repaired_net.keras")
@@ -117,6 +119,7 @@ UNLEARN_JOB = JobKind(
     # the unlearning epochs; the scan's cost (labels x steps x a batch) shows in the run's wall time
     training_epochs=lambda config: int(config["epochs"]),
     repairs=True,
+    epoch_prefix=True,
     x=("epoch", "unlearning epoch (0: the BadNet)"),
 )
 NC_UNLEARN = register(
