@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from defenses.finetune import CHECKPOINT, checkpoint_epoch
 from defenses.methods.fineprune import run_finetune
 from defenses.runner import Inputs, load_inputs
 from tests.defenses.tiny import tiny_badnet_files, tiny_data, write_dataset
@@ -78,7 +79,7 @@ def test_shared_epochs_equal_separate_runs_to_the_last_digit(celery_worker, file
     team, user = team_with_user()
     shared = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [1, 2, 3]})
     alone = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [2]}, "b")
-    wait_for(submit(shared) + submit(alone))
+    wait_for(submit(alone) + submit(shared))  # alone first: else the 3-epoch run would serve its 2 epochs
     shared_points = {row["epochs"]: row["metrics"] for row in experiment_points(shared)}
     alone_points = {row["epochs"]: row["metrics"] for row in experiment_points(alone)}
     assert Run.objects.count() == 2
@@ -106,26 +107,65 @@ def test_cancel_stops_the_runs_and_a_bad_dataset_fails_with_its_reason(celery_wo
     assert "outside the model's classes 0..3" in failed.error
 
 
-def test_sigkill_mid_run_then_a_new_worker_completes_it_once(files):
+def test_sigkill_mid_run_then_a_new_worker_resumes_it_and_ends_as_an_uninterrupted_run(files):
     from tests.conftest import test_database_env
 
     team, user = team_with_user()
+    config = {"threshold": 1.0, "lr": 0.01, "epochs": 8, "layers": [], "seed": 0}
     experiment = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [8]})
     env = test_database_env() | {"PRUNELAB_RUN_STALE_SECONDS": "3"}
     with celery_worker_process(extra_env=env) as first:
         runs = submit(experiment)
+        checkpoint = runs[0].artifact_dir() / CHECKPOINT
         deadline = time.monotonic() + 180
-        while Point.objects.filter(run=runs[0], position__gte=2).count() == 0:
-            assert time.monotonic() < deadline, "the run never reached epoch 2"
-            time.sleep(0.2)
+        while checkpoint_epoch(checkpoint) < 2:
+            assert time.monotonic() < deadline, "the run never checkpointed epoch 2"
+            time.sleep(0.05)
         first.kill()
-    assert Run.objects.get(pk=runs[0].pk).status == Run.RUNNING
+    killed_at = checkpoint_epoch(checkpoint)
+    assert Run.objects.get(pk=runs[0].pk).status == Run.RUNNING and 2 <= killed_at < 8
+    before = {p.position: p.metrics for p in Point.objects.filter(run=runs[0], position__lte=killed_at)}
     time.sleep(3)
     with celery_worker_process(extra_env=env):
         run = wait_for(runs)[0]
     assert run.status == Run.DONE, run.error
     assert run.attempts == 2
-    assert sorted(Point.objects.filter(run=run).values_list("position", flat=True)) == list(range(9))
+    after = {p.position: p.metrics for p in Point.objects.filter(run=run)}
+    assert sorted(after) == list(range(9))
+    assert all(after[p] == before[p] for p in range(killed_at + 1))  # same rows, same timings: not trained again
+    assert [p for p in range(9) if after[p].get("resumed_from") == killed_at] == list(range(killed_at + 1, 9))
+    assert not checkpoint.exists()  # a finished run keeps its network, not its checkpoint
+
+    paths = {name: files[name] for name in ("model", "valid", "test")}
+    loaded = load_inputs(Inputs(**paths, arch=None, divisor=255.0, poisoned={"patch": files["poisoned"]}))
+    uninterrupted = {}
+    run_finetune(loaded, config, uninterrupted.__setitem__)
+    resumed = {key: value for key, value in after[8].items() if key != "resumed_from"}
+    assert strip(resumed) == strip(uninterrupted[8])
+
+
+def test_a_shorter_request_is_served_by_a_finished_longer_run_without_a_worker(celery_worker, files):
+    team, user = team_with_user()
+    longer = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [4]})
+    run = wait_for(submit(longer))[0]
+    assert run.status == Run.DONE
+    shorter = experiment_row(team, user, files, {"thresholds": [1.0], "learning_rates": [0.01], "epochs": [3]}, "b")
+    assert [served.pk for served in submit(shorter)] == [run.pk] and Run.objects.count() == 1
+    assert Run.objects.get(pk=run.pk).attempts == 1  # nothing was queued or trained again
+    loaded = load_inputs(
+        Inputs(
+            model=files["model"],
+            arch=None,
+            divisor=255.0,
+            valid=files["valid"],
+            test=files["test"],
+            poisoned={"patch": files["poisoned"]},
+        )
+    )
+    alone = {}
+    run_finetune(loaded, {"threshold": 1.0, "lr": 0.01, "epochs": 3, "layers": [], "seed": 0}, alone.__setitem__)
+    points = {row["epochs"]: row["metrics"] for row in experiment_points(shorter)}
+    assert strip(points[3]) == strip(alone[3])
 
 
 def test_redis_restart_between_two_runs_loses_nothing(celery_worker, files, restart_redis):

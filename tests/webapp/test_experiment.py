@@ -8,7 +8,8 @@ from rest_framework.authtoken.models import Token
 
 from defenses.selection import SELECTED_ON_CLEAN_VALID, SELECTED_WITH_POISONED_VALID
 from tests.webapp.base import BaseTestCase
-from webapp.lab.models import Dataset, Experiment, Run
+from webapp.lab.models import Dataset, Experiment, Point, Run
+from webapp.lab.services import experiment_points
 
 GRID = {"thresholds": [0.5, 1.0], "learning_rates": [0.001, 0.01], "epochs": [1, 2]}
 
@@ -58,6 +59,39 @@ class ExperimentPageTestCase(BaseTestCase):
         text = response.content.decode()
         assert "<b>18</b> points from <b>6</b> runs" in text  # 3 T x 2 LR trained to 35 epochs each
         assert "<b>210</b> training epochs" in text and "seed report did: 588" in text
+
+    def test_a_30_epoch_request_is_served_by_a_stored_40_epoch_run_without_training(self):
+        one_pair = {"thresholds": "1", "learning_rates": "0.001"}
+        self.client.post("/experiments/new/", self.form_data(name="long", epochs="40", **one_pair))
+        long_run = Experiment.objects.get(name="long").runs.get()
+        for position in range(41):
+            Point.objects.create(run=long_run, position=position, metrics=grid_metrics(long_run, position))
+        long_run.finish(Run.DONE)
+        form = self.form_data(name="short", epochs="10, 30", **one_pair)
+        data = {name: form[name] for name in ("badnet", "valid", "test", "poisoned")}
+
+        preview = self.client.post("/experiments/plan", form).content.decode()
+        assert f"run {long_run.pk} (done), trained to 40 epochs, serves the first 30" in preview
+        assert "so <b>0</b> training epochs are new" in preview
+        longer = self.client.post("/experiments/plan", self.form_data(epochs="50", **one_pair | data)).content
+        assert b"plan-reuse" not in longer  # 40 epochs cannot serve 50: a new run trains
+
+        self.client.post("/experiments/new/", form)
+        short = Experiment.objects.get(name="short")
+        assert list(short.runs.all()) == [long_run] and Run.objects.count() == 1
+        points = {row["epochs"]: row["metrics"] for row in experiment_points(short)}
+        assert points[30] == grid_metrics(long_run, 30) and points[10] == grid_metrics(long_run, 10)
+
+    def test_a_failed_longer_run_does_not_serve_a_shorter_request(self):
+        one_pair = {"thresholds": "1", "learning_rates": "0.001"}
+        self.client.post("/experiments/new/", self.form_data(name="long", epochs="40", **one_pair))
+        long_run = Experiment.objects.get(name="long").runs.get()
+        long_run.finish(Run.FAILED, "out of memory")
+        form = self.form_data(name="short", epochs="30", **one_pair)
+        assert b"plan-reuse" not in self.client.post("/experiments/plan", form).content
+        self.client.post("/experiments/new/", form)
+        short_run = Experiment.objects.get(name="short").runs.get()
+        assert short_run != long_run and short_run.config["epochs"] == 30 and short_run.status == Run.QUEUED
 
     def test_a_study_template_fills_the_form(self):
         response = self.client.get("/experiments/new/?template=figure-3-learning-rate")

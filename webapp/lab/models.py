@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
+from defenses.finetune import CHECKPOINT
 from defenses.methods import job_kind
 from defenses.planner import Job
 
@@ -176,6 +177,16 @@ class Leaderboard(models.Model):
         return f"leaderboard of {self.badnet.name}, {self.created:%Y-%m-%d %H:%M}"
 
 
+def data_fingerprint(badnet, valid, test, poisoned) -> dict:
+    """What makes two experiments' data the same: file hashes, not names or rows."""
+    return {
+        "badnet": [badnet.sha256, badnet.arch, badnet.divisor],
+        "valid": valid.sha256,
+        "test": test.sha256,
+        "poisoned": sorted([d.metric_name, d.sha256] for d in poisoned),
+    }
+
+
 class Experiment(models.Model):
     QUEUES = [("cpu", "CPU workers"), ("gpu", "GPU workers")]
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="experiments")
@@ -200,13 +211,7 @@ class Experiment(models.Model):
         return self.name
 
     def data_fingerprint(self) -> dict:
-        """What makes two experiments' data the same: file hashes, not names or rows."""
-        return {
-            "badnet": [self.badnet.sha256, self.badnet.arch, self.badnet.divisor],
-            "valid": self.valid.sha256,
-            "test": self.test.sha256,
-            "poisoned": sorted([d.metric_name, d.sha256] for d in self.poisoned.all()),
-        }
+        return data_fingerprint(self.badnet, self.valid, self.test, self.poisoned.all())
 
     def own_runs(self) -> models.QuerySet:
         """The experiment's runs of its own team: the only runs its pages and buttons read or act on. (Runs
@@ -238,6 +243,9 @@ class Run(models.Model):
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="runs")
     badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="runs")
     key = models.CharField(max_length=64, unique=True, help_text="job key + data fingerprint + team: the reuse rule")
+    family = models.CharField(
+        max_length=64, blank=True, db_index=True, help_text="the key without the epoch count (JobKind.epoch_prefix)"
+    )
     kind = models.CharField(max_length=20)
     config = models.JSONField()
     inputs = models.JSONField(help_text="paths and scaling the worker loads")
@@ -270,6 +278,26 @@ class Run(models.Model):
         0003 could scope the keys stored before issue 12 from the stored key alone."""
         work = hashlib.sha256(json.dumps([job.key, fingerprint], sort_keys=True).encode()).hexdigest()
         return Run.team_scoped(work, team_id)
+
+    @staticmethod
+    def family_for(job: Job, fingerprint: dict, team_id: int) -> str:
+        """Runs of one family differ only in their epoch count, so the longest serves every shorter request
+        (JobKind.epoch_prefix); "" for kinds where that does not hold."""
+        if not job_kind(job.kind).epoch_prefix:
+            return ""
+        trunk = Job(job.kind, {name: value for name, value in job.config.items() if name != "epochs"})
+        return Run.key_for(trunk, fingerprint, team_id)
+
+    @classmethod
+    def stored_for(cls, jobs: list[Job], fingerprint: dict, team_id: int) -> list["Run | None"]:
+        """The team's run that serves each job, or None: the job's own run, or a run of its family trained
+        to at least as many epochs. Finished runs first, then running and queued ones; a failed or cancelled
+        run serves only its own job (pressing Re-run is then the user's choice)."""
+        keys = [cls.key_for(job, fingerprint, team_id) for job in jobs]
+        families = [cls.family_for(job, fingerprint, team_id) for job in jobs]
+        wanted = models.Q(key__in=keys) | models.Q(family__in=[family for family in families if family])
+        found = list(cls.objects.filter(wanted, team_id=team_id).prefetch_related("points"))
+        return [serving_run(found, key, family, job) for job, key, family in zip(jobs, keys, families, strict=True)]
 
     @staticmethod
     def team_scoped(work_key: str, team_id: int) -> str:
@@ -326,9 +354,28 @@ class Run(models.Model):
         if status == self.DONE:
             self.progress = 1.0
         self.save(update_fields=["status", "error", "finished_at", "progress"])
+        if status == self.DONE:  # a finished run never resumes: its checkpoint would only take disk
+            (self.artifact_dir() / CHECKPOINT).unlink(missing_ok=True)
 
     def artifact_dir(self) -> Path:
         return Path(settings.MEDIA_ROOT) / f"team-{self.team_id}" / "runs" / str(self.pk)
+
+
+SERVING_ORDER = {Run.DONE: 0, Run.RUNNING: 1, Run.QUEUED: 2}
+
+
+def serving_run(runs: list[Run], key: str, family: str, job: Job) -> Run | None:
+    """Of `runs`, the one that serves `job` (Run.stored_for's rule), or None."""
+    epochs = job.config.get("epochs", 0)
+
+    def serves(run: Run) -> bool:
+        if run.key == key:
+            return True
+        return bool(family) and run.family == family and run.status in SERVING_ORDER and run.config["epochs"] >= epochs
+
+    candidates = [run for run in runs if serves(run)]
+    rank = lambda run: (SERVING_ORDER.get(run.status, 3), run.key != key, run.config.get("epochs", 0))  # noqa: E731
+    return min(candidates, key=rank, default=None)
 
 
 class Point(models.Model):

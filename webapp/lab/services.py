@@ -132,21 +132,27 @@ def plan_for(experiment: Experiment) -> Plan:
 @transaction.atomic
 def submit(experiment: Experiment, enqueue: bool = True) -> list[Run]:
     """Create (or reuse) the runs the planner asks for and queue the ones not done yet (on Celery, unless
-    `enqueue` is False: the caller then runs them itself). Runs are reused only inside the experiment's team
-    (Run.key_for): another team's run of the same files is never found, linked or queued from here."""
-    fingerprint = experiment.data_fingerprint()
+    `enqueue` is False: the caller then runs them itself). A job is served by the team's stored run of the
+    same work, or by a longer run of its family (Run.stored_for); runs are reused only inside the
+    experiment's team (Run.key_for): another team's run of the same files is never found, linked or queued."""
+    fingerprint, team = experiment.data_fingerprint(), experiment.team_id
+    jobs = plan_for(experiment).jobs
     runs = []
-    for job in plan_for(experiment).jobs:
-        run, _ = Run.objects.get_or_create(
-            team=experiment.team,
-            key=Run.key_for(job, fingerprint, experiment.team_id),
-            defaults={
-                "badnet": experiment.badnet,
-                "kind": job.kind,
-                "config": job.config,
-                "inputs": run_inputs(experiment),
-                "queue": experiment.queue,
-            },
+    for job, stored in zip(jobs, Run.stored_for(jobs, fingerprint, team), strict=True):
+        run = (
+            stored
+            or Run.objects.get_or_create(
+                team=experiment.team,
+                key=Run.key_for(job, fingerprint, team),
+                defaults={
+                    "badnet": experiment.badnet,
+                    "family": Run.family_for(job, fingerprint, team),
+                    "kind": job.kind,
+                    "config": job.config,
+                    "inputs": run_inputs(experiment),
+                    "queue": experiment.queue,
+                },
+            )[0]
         )
         runs.append(run)
     experiment.runs.add(*runs)
@@ -174,16 +180,13 @@ def cancel(experiment: Experiment) -> int:
 
 def experiment_points(experiment: Experiment) -> list[dict]:
     """Every point of the experiment (its defense's columns, e.g. T, LR, epochs) with its metrics, read from
-    the team's shared runs."""
+    the team's runs that serve its jobs (Run.stored_for)."""
     columns = [column.name for column in method_of(experiment.space).columns]
     the_plan = plan_for(experiment)
-    fingerprint = experiment.data_fingerprint()
-    keys = [Run.key_for(job, fingerprint, experiment.team_id) for job in the_plan.jobs]
-    found = Run.objects.filter(team_id=experiment.team_id, key__in=keys).prefetch_related("points")
-    runs = {run.key: run for run in found}
+    runs = Run.stored_for(the_plan.jobs, experiment.data_fingerprint(), experiment.team_id)
     rows = []
     for coordinates, (job_index, position) in sorted(the_plan.points.items()):
-        run = runs.get(keys[job_index])
+        run = runs[job_index]
         point = next((p for p in run.points.all() if p.position == position), None) if run else None
         rows.append(
             dict(zip(columns, coordinates, strict=True))
@@ -195,6 +198,17 @@ def experiment_points(experiment: Experiment) -> list[dict]:
             }
         )
     return rows
+
+
+def plan_reuse(team, the_plan: Plan, fingerprint: dict) -> list[dict]:
+    """For the planner's preview: each job of the plan that a stored (or running) run of the team already
+    serves, with that run's epoch count, so the page can say what will not be trained again."""
+    stored = Run.stored_for(the_plan.jobs, fingerprint, team.pk)
+    return [
+        {"run": run, "job": job, "epochs": run.config.get("epochs"), "asked": job.config.get("epochs")}
+        for job, run in zip(the_plan.jobs, stored, strict=True)
+        if run is not None and run.status in (Run.DONE, Run.RUNNING, Run.QUEUED)
+    ]
 
 
 def describe_plan(experiment: Experiment) -> dict:

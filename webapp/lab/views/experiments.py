@@ -10,7 +10,7 @@ from defenses.methods import METHODS, job_kind, method_of, separate_training_epo
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, experiment_charts, figures_payload
 from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm
-from webapp.lab.models import Experiment, Run
+from webapp.lab.models import Experiment, Run, data_fingerprint
 from webapp.lab.results import (
     experiment_rows,
     experiment_selection,
@@ -19,7 +19,7 @@ from webapp.lab.results import (
     step_rows,
     triggers,
 )
-from webapp.lab.services import cancel, create_experiment, rerun_failed
+from webapp.lab.services import cancel, create_experiment, plan_reuse, rerun_failed
 
 
 @team_required
@@ -52,9 +52,14 @@ def plan_preview(request):
     if the_plan is None:
         errors = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name in form.parameter_names]
         return render(request, "lab/_plan.html", {"errors": errors + list(form.non_field_errors()), "method": method})
-    naive = separate_training_epochs(form.cleaned_data["space"])
+    data = form.cleaned_data
+    naive = separate_training_epochs(data["space"])
+    chosen = [data.get(name) for name in ("badnet", "valid", "test")]
+    fingerprint = data_fingerprint(*chosen, data.get("poisoned") or []) if all(chosen) else None
+    reused = plan_reuse(request.team, the_plan, fingerprint) if fingerprint else []
+    new_epochs = the_plan.training_epochs - sum(entry["job"].training_epochs for entry in reused)
     context = {"plan": the_plan, "points": len(the_plan.points), "naive": naive, "method": method}
-    return render(request, "lab/_plan.html", context)
+    return render(request, "lab/_plan.html", context | {"reused": reused, "new_epochs": new_epochs})
 
 
 def experiment_results(experiment: Experiment) -> dict:
