@@ -268,12 +268,18 @@ def _scan_blocks(data: h5py.Dataset, info: DatasetInfo) -> Iterator[tuple[slice,
         yield (slice(start, min(start + rows, info.count)),)
 
 
-def load_dataset(info: DatasetInfo, batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:
-    """The whole set in memory as (pixels NHWC float32 0..255, labels): for fine-tuning on the clean
-    validation set, which Keras shuffles each epoch."""
-    pixels = np.empty((info.count, *info.image_shape), dtype=np.float32)
+def load_dataset(
+    info: DatasetInfo, batch_size: int = DEFAULT_BATCH, compact: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The whole set in memory as (pixels NHWC 0..255, labels), for sets a job reads many times (fine-tuning
+    on the clean validation set, measuring every epoch on the test sets). Pixels are float32; with `compact`,
+    a set whose pixels are all whole numbers (the published CSAW float64 files are) is held as uint8, a
+    quarter of the memory, for sets that are scaled batch by batch (defenses.metrics, defenses.finetune)."""
+    pixels = np.empty((info.count, *info.image_shape), dtype=np.uint8 if compact else np.float32)
     start = 0
     for batch, _ in iter_batches(info, batch_size):  # its batches follow the file's chunks, not batch_size
+        if pixels.dtype == np.uint8 and not np.array_equal(batch, np.round(batch)):
+            pixels = pixels.astype(np.float32)  # fractional pixels: keep them exact
         pixels[start : start + len(batch)] = batch
         start += len(batch)
     return pixels, info.labels.copy()

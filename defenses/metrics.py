@@ -8,7 +8,7 @@ import numpy as np
 from defenses.data import scale_pixels
 
 EVAL_BATCH = 1024
-LabelledSet = tuple[np.ndarray, np.ndarray]  # (pixels NHWC float32 0..255, labels)
+LabelledSet = tuple[np.ndarray, np.ndarray]  # (pixels NHWC 0..255, float32 or whole numbers as uint8; labels)
 
 
 @dataclass(frozen=True)

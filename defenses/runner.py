@@ -79,8 +79,9 @@ def load_inputs(inputs: Inputs) -> Loaded:
     """The verified BadNet and its datasets, each checked against the model's input shape and classes."""
     bad, report = load_model(inputs.model, inputs.arch, inputs.model_limits)
 
-    def read(path: Path) -> LabelledSet:
-        return load_dataset(inspect_dataset(path, report.input_shape, report.n_classes, inputs.dataset_limits))
+    def read(path: Path) -> LabelledSet:  # every job scales its sets batch by batch: whole-number pixels as uint8
+        info = inspect_dataset(path, report.input_shape, report.n_classes, inputs.dataset_limits)
+        return load_dataset(info, compact=True)
 
     return Loaded(
         bad=bad,

@@ -131,3 +131,19 @@ def test_a_set_chunked_by_h5py_loads_whatever_its_chunk_rows(tmp_path):
         expected = h5["data"][()].transpose(0, 2, 3, 1)
     assert pixels.shape == (3000, 55, 47, 3) and np.array_equal(pixels, expected) and len(labels) == 3000
     assert sum(len(batch) for batch, _ in iter_batches(info, 1000)) == 3000
+
+
+def test_a_compact_load_holds_whole_number_pixels_as_uint8_and_keeps_fractions_exact(tmp_path):
+    pixels, labels = tiny_data(40)
+    pixels = pixels.round()  # whole numbers, as the published CSAW float64 files hold
+    whole = write_dataset(tmp_path / "whole.h5", pixels.astype(np.float64), labels)
+    compact, _ = load_dataset(inspect_dataset(whole, SHAPE), compact=True)
+    assert compact.dtype == np.uint8 and compact.nbytes * 4 == load_dataset(inspect_dataset(whole, SHAPE))[0].nbytes
+    np.testing.assert_array_equal(scale_pixels(compact, 255.0), scale_pixels(pixels, 255.0))
+
+    fractional = pixels.astype(np.float64)
+    fractional[-1, 0, 0, 0] = 100.25  # one fraction in the last batch: the whole set stays float32
+    path = write_dataset(tmp_path / "fraction.h5", fractional, labels)
+    kept, _ = load_dataset(inspect_dataset(path, SHAPE), batch_size=8, compact=True)
+    assert kept.dtype == np.float32
+    np.testing.assert_array_equal(kept, fractional.astype(np.float32))
