@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from defenses.data import scale_pixels
 from defenses.metrics import LabelledSet, Metrics
 
 TRAIN_BATCH = 32
@@ -105,25 +104,18 @@ def restore_checkpoint(model, path: Path) -> int:
     return epoch
 
 
-def epoch_batches(pixels: np.ndarray, labels: np.ndarray, order: np.ndarray, batch_size: int, divisor: float):
-    """One epoch's batches in `order`, gathered and scaled a batch at a time (no shuffled or scaled copy of
-    the whole set: a CSAW validation set is 358 MB as float32, 90 MB as the uint8 it is stored as). Fit
-    them with shuffle=False: Keras would otherwise shuffle the batches with Python's global random state,
-    which a resumed run does not share with an uninterrupted one."""
-    import keras
+def epoch_batches(images, labels, order: np.ndarray, batch_size: int, divisor: float):
+    """One epoch's batches in `order` as a tf.data pipeline over the set held once as tensors, each batch
+    gathered and scaled on its own (no shuffled or scaled copy of the whole set: a CSAW validation set is
+    358 MB as float32, 90 MB as the uint8 it is stored as). Fit them with shuffle=False: Keras would otherwise
+    shuffle with Python's global random state, which a resumed run does not share with an uninterrupted one.
+    The division is IEEE float32, as `data.scale_pixels`, so the numbers are the same."""
+    import tensorflow as tf
 
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=1, use_multiprocessing=False)
+    def gather(rows):
+        return tf.cast(tf.gather(images, rows), tf.float32) / np.float32(divisor), tf.gather(labels, rows)
 
-        def __len__(self):
-            return -(-len(order) // batch_size)
-
-        def __getitem__(self, index):
-            rows = order[index * batch_size : (index + 1) * batch_size]
-            return scale_pixels(pixels[rows], divisor), labels[rows]
-
-    return Batches()
+    return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(gather).prefetch(2)
 
 
 def fine_tune(
@@ -149,7 +141,9 @@ def fine_tune(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    pixels, labels = train[0], np.asarray(train[1])
+    import tensorflow as tf
+
+    images, labels = tf.constant(train[0]), tf.constant(np.asarray(train[1]))
     start = restore_checkpoint(model, settings.checkpoint) if checkpoint_epoch(settings.checkpoint) else 0
     records: list[EpochRecord] = []
 
@@ -160,8 +154,8 @@ def fine_tune(
 
     for epoch in range(start + 1, settings.epochs + 1):
         started = time.perf_counter()
-        order = epoch_order(len(labels), settings.seed, epoch)
-        batches = epoch_batches(pixels, labels, order, settings.batch_size, divisor)
+        order = epoch_order(len(train[1]), settings.seed, epoch)
+        batches = epoch_batches(images, labels, order, settings.batch_size, divisor)
         logs = model.fit(batches, epochs=1, shuffle=False, callbacks=[StopCheck()], verbose=0).history
         record = EpochRecord(
             epoch=epoch,
