@@ -125,7 +125,9 @@ def detector_figures(
     return {"rules": rules, "roc": roc, "images": images, "threshold": detector.threshold, "frr": detector.frr}
 
 
-_EVAL_HEADER = '''"""Standalone GoodNet evaluator exported by Prunelab. Needs Python 3.11+, numpy, pillow and keras 3.
+_EVAL_HEADER = '''"""Standalone GoodNet evaluator exported by Prunelab. Needs Python 3.11+, numpy, pillow and Keras:
+Keras 3 reads the .keras files; without Keras 3 (or with GOODNET_KERAS=2) the Keras 2 API (tf_keras, keras 2.x,
+or TensorFlow 2.x's own tf.keras up to 2.15) reads the *_keras2.h5 files. README.txt says which files are here.
 
 Usage: python eval.py IMAGE   -> prints one class in [0, N]; N means "this input is poisoned" (the two networks
 disagree, or, in a bundle with STRIP, the entropy of the BadNet over blends with clean images is under the
@@ -133,7 +135,9 @@ threshold in bundle.json).
 An image that cannot be read (missing, not a PNG or JPEG, truncated) is one line on stderr and exit code 2.
 """
 
+import importlib
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -147,6 +151,36 @@ HERE = Path(__file__).resolve().parent
 '''
 
 _EVAL_MAIN = """
+
+def load_networks(bundle: dict) -> tuple:
+    # Keras 3 reads the .keras files; otherwise the Keras 2 API reads the Keras 2 full-model files
+    if os.environ.get("GOODNET_KERAS") != "2":
+        try:
+            import keras
+        except ImportError:
+            keras = None
+        if keras is not None and int(keras.__version__.split(".")[0]) >= 3:
+            return tuple(
+                keras.models.load_model(HERE / f"{name}.keras", safe_mode=True, compile=False)
+                for name in ("bad_net", "repaired_net")
+            )
+    files = bundle.get("keras2")
+    if not files:
+        sys.exit(f"eval.py: this bundle has no Keras 2 files ({bundle.get('keras2_refused')}); install Keras 3.")
+    keras2 = keras2_api()
+    return tuple(keras2.models.load_model(str(HERE / files[role]), compile=False) for role in ("bad", "repaired"))
+
+
+def keras2_api():
+    for name in ("tf_keras", "keras", "tensorflow.keras"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if str(getattr(module, "__version__", "")).startswith("2."):
+            return module
+    sys.exit("eval.py: no Keras 2 API (tf_keras, keras 2.x, tf.keras 2.x): pip install tf_keras, or use Keras 3.")
+
 
 def refuse(image_path: str, reason: str) -> int:
     # one line on stderr naming the file and the reason, exit code 2 (a usage error), never a traceback
@@ -163,10 +197,7 @@ def main(image_path: str) -> int:
         image = load_image(image_path, (height, width))
     except DataError as refusal:
         return refuse(image_path, str(refusal))
-    import keras
-
-    bad = keras.models.load_model(HERE / "bad_net.keras", safe_mode=True, compile=False)
-    repaired = keras.models.load_model(HERE / "repaired_net.keras", safe_mode=True, compile=False)
+    bad, repaired = load_networks(bundle)
     pixels = scale_pixels(image.pixels[None], bundle["divisor"])
     flagged = None
     if "strip" in bundle:  # STRIP on the BadNet: a low entropy over blends with clean images is poisoned too
@@ -199,24 +230,92 @@ def eval_script_source() -> str:
     return _EVAL_HEADER + constants + "\n\n" + "\n\n".join(inspect.getsource(p) for p in parts) + _EVAL_MAIN
 
 
-def export_bundle(goodnet: GoodNet, out_dir: str | Path, extra: dict | None = None, detector=None) -> Path:
-    """Write the networks (.keras), bundle.json and eval.py to `out_dir`, and with a STRIP `detector` its
-    overlays (strip_overlays.npy) and threshold; return the folder."""
+def export_bundle(
+    goodnet: GoodNet, out_dir: str | Path, extra: dict | None = None, detector=None, preset: str | None = None
+) -> Path:
+    """Write the networks, bundle.json, README.txt and eval.py to `out_dir`, and with a STRIP `detector` its
+    overlays (strip_overlays.npy) and threshold; return the folder.
+
+    Each network is written for Keras 3 (`.keras`) and for the Keras 2 API (`*_keras2.h5`, full model), and
+    with `preset` (the BadNet's architecture preset) as Keras 2 weights too (`*_keras2_weights.h5`) when it
+    has that architecture. A network Keras 2 cannot express is left in Keras 3 only, and README.txt says why.
+    """
+    from defenses.export import ExportRefused, save_keras2_model, save_keras2_weights
     from defenses.finetune import save_atomically
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_atomically(goodnet.bad, out / "bad_net.keras")
-    save_atomically(goodnet.repaired, out / "repaired_net.keras")
+    networks = {"bad": ("bad_net", goodnet.bad), "repaired": ("repaired_net", goodnet.repaired)}
+    for stem, model in networks.values():
+        save_atomically(model, out / f"{stem}.keras")
     meta = {
         "divisor": goodnet.divisor,
         "n_classes": goodnet.n_classes,
         "input_shape": list(goodnet.bad.inputs[0].shape[1:]),
         **(extra or {}),
     }
+    try:
+        for stem, model in networks.values():
+            save_keras2_model(model, out / f"{stem}_keras2.h5")
+        meta["keras2"] = {role: f"{stem}_keras2.h5" for role, (stem, _) in networks.items()}
+    except ExportRefused as refusal:  # eval.py then needs Keras 3; the README says why
+        for stem in ("bad_net", "repaired_net"):
+            (out / f"{stem}_keras2.h5").unlink(missing_ok=True)
+        meta["keras2_refused"] = str(refusal)
+    if preset:
+        weights = {}
+        for role, (stem, model) in networks.items():
+            try:
+                weights[role] = save_keras2_weights(model, out / f"{stem}_keras2_weights.h5", preset).name
+            except ExportRefused:  # e.g. a repaired network uploaded with another architecture
+                continue
+        if weights:
+            meta["keras2_weights"] = {"preset": preset, **weights}
     if detector is not None:
         np.save(out / "strip_overlays.npy", detector.overlays.astype(np.float32), allow_pickle=False)
         meta["strip"] = {"threshold": detector.threshold, "frr": detector.frr, "overlays": len(detector.overlays)}
     (out / "bundle.json").write_text(json.dumps(meta, indent=2))
+    (out / "README.txt").write_text(bundle_readme(meta))
     (out / "eval.py").write_text(eval_script_source())
     return out
+
+
+def bundle_readme(meta: dict) -> str:
+    """The bundle's README.txt: what each file is and which Keras loads it."""
+    name = meta.get("name")
+    lines = [
+        f"GoodNet {name!r} exported by Prunelab" if name else "A GoodNet exported by Prunelab",
+        "",
+        "    python eval.py IMAGE     prints one class in [0, N]; N = "
+        f"{meta['n_classes']} means 'this input is poisoned'",
+        "",
+        "eval.py needs Python 3.11+, numpy and pillow, and Keras 3 (pip install keras tensorflow): it reads the",
+        ".keras files. Without Keras 3, or with GOODNET_KERAS=2 set, it reads the Keras 2 files below with the",
+        "Keras 2 API: tf_keras (pip install tf_keras), keras 2.x, or TensorFlow 2.x's tf.keras up to TF 2.15.",
+        "",
+        "Prunelab tests the Keras 2 files by loading them with tf_keras 2.21 and comparing the predictions",
+        "with the Keras 3 files'.",
+        "",
+        "bad_net.keras, repaired_net.keras    the BadNet and its repaired network, Keras 3 (keras.models.load_model)",
+    ]
+    if "keras2" in meta:
+        lines.append(
+            "bad_net_keras2.h5, repaired_net_keras2.h5    the same networks as full models in Keras 2's .h5 layout "
+            "(Keras 2 load_model; Keras 3 reads them too)"
+        )
+    else:
+        lines.append(f"No Keras 2 files: {meta['keras2_refused']} eval.py needs Keras 3 for this bundle.")
+    if "keras2_weights" in meta:
+        files = ", ".join(
+            meta["keras2_weights"][role] for role in ("bad", "repaired") if role in meta["keras2_weights"]
+        )
+        lines.append(
+            f"{files}    weights only, Keras 2's save_weights layout (CSAW-HackML-2020's *_bd_weights.h5): "
+            f"build the {meta['keras2_weights']['preset']} architecture, then model.load_weights(file)"
+        )
+    lines.append("bundle.json    the input scaling (divide pixels by 'divisor'), the class count, the input shape")
+    if "strip" in meta:
+        lines.append(
+            "strip_overlays.npy    STRIP's clean overlays; eval.py also answers N under bundle.json's threshold"
+        )
+    return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from defenses.data import IMAGE_SHAPE
+from defenses.export import save_keras2_weights
 
 HEIGHT, WIDTH = IMAGE_SHAPE[:2]
 TRIGGERS = ("sunglasses", "eyebrows", "lipstick", "patch")
@@ -257,22 +258,6 @@ def write_csaw_dataset(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Pa
     with h5py.File(path, "w") as handle:
         handle.create_dataset("data", data=pixels.transpose(0, 3, 1, 2), compression="gzip", compression_opts=4)
         handle.create_dataset("label", data=labels)
-    return path
-
-
-def save_keras2_weights(model, path: Path) -> Path:
-    """Weights in the layout Keras 2's `save_weights` wrote and CSAW-HackML-2020 published: one group per
-    layer with a `weight_names` attribute (Keras 3 can only write its own `.weights.h5` layout)."""
-    with h5py.File(path, "w") as handle:
-        handle.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
-        handle.attrs["backend"] = b"tensorflow"
-        handle.attrs["keras_version"] = b"2.2.4"
-        for layer in model.layers:
-            group = handle.create_group(layer.name)
-            names = [f"{layer.name}/{weight.name}:0" for weight in layer.weights]
-            group.attrs["weight_names"] = [name.encode() for name in names]
-            for name, value in zip(names, layer.get_weights(), strict=True):
-                group[name] = value
     return path
 
 

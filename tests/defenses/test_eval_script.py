@@ -88,3 +88,81 @@ def test_a_strip_bundle_answers_n_for_a_triggered_image_as_the_library_does(stri
         Image.fromarray(images[number].astype("uint8")).save(path)
         done = evaluate(bundle, path)
         assert done.returncode == 0 and int(done.stdout) == expected[number], (number, done.stderr[-500:])
+
+
+@pytest.fixture(scope="module")
+def keras2_bundle(tmp_path_factory):
+    """A GoodNet of the tiny BadNet (a patch makes it answer 0) and a network trained on clean data only: they
+    agree on clean images and disagree on patched ones. The bundle keeps only its Keras 2 files, as a machine
+    with Keras 2 and no Keras 3 would use it."""
+    import shutil
+
+    import keras
+
+    from tests.defenses.tiny import tiny_badnet_files, trained_tiny_model
+
+    folder = tmp_path_factory.mktemp("keras2-bundle")
+    goodnet = GoodNet(keras.models.load_model(tiny_badnet_files(folder / "bd")["model"]), trained_tiny_model(), 255.0)
+    bundle = export_bundle(goodnet, folder / "goodnet")
+    alone = shutil.copytree(bundle, folder / "keras2-only")
+    for path in alone.glob("*.keras"):
+        path.unlink()
+    return alone, goodnet
+
+
+def test_without_the_keras_3_files_eval_py_answers_from_the_keras_2_ones_with_tf_keras(keras2_bundle, tmp_path):
+    import json
+    import os
+
+    import numpy as np
+
+    from tests.defenses.tiny import add_trigger
+
+    bundle, goodnet = keras2_bundle
+    assert json.loads((bundle / "bundle.json").read_text())["keras2"] == {
+        "bad": "bad_net_keras2.h5",
+        "repaired": "repaired_net_keras2.h5",
+    }
+    readme = (bundle / "README.txt").read_text()
+    assert "GOODNET_KERAS=2" in readme and "bad_net_keras2.h5, repaired_net_keras2.h5" in readme
+    clean = tiny_data(40, seed=7)[0].round()
+    images = np.concatenate([clean, add_trigger(clean)])
+    expected = goodnet.labels(images)
+    chosen = [int(np.flatnonzero(expected[:40] < 4)[0]), 40 + int(np.flatnonzero(expected[40:] == 4)[0])]
+    keras2 = os.environ | {"GOODNET_KERAS": "2"}  # the Keras 2 API even though Keras 3 is installed here
+    for number in chosen:  # a clean image answered with its class, a patched one answered N
+        path = tmp_path / f"image-{number}.png"
+        Image.fromarray(images[number].astype("uint8")).save(path)
+        done = subprocess.run(
+            [sys.executable, "eval.py", str(path)], cwd=bundle, capture_output=True, text=True, timeout=300, env=keras2
+        )
+        assert done.returncode == 0 and int(done.stdout) == expected[number], (number, done.stderr[-800:])
+
+
+def test_a_network_keras_2_cannot_express_leaves_a_keras_3_only_bundle_that_says_so(tmp_path):
+    import json
+    import os
+
+    bad = tiny_model(conv_activation="hard_sigmoid")  # Keras 2's hard_sigmoid is another function
+    bundle = export_bundle(GoodNet(bad, bad, 255.0), tmp_path / "goodnet")
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "README.txt",
+        "bad_net.keras",
+        "bundle.json",
+        "eval.py",
+        "repaired_net.keras",
+    ]
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert "keras2" not in meta and "activation 'hard_sigmoid'" in meta["keras2_refused"]
+    assert "No Keras 2 files: layer 'conv_a' (Conv2D): activation 'hard_sigmoid'" in (bundle / "README.txt").read_text()
+    image = tmp_path / "face.png"
+    Image.fromarray(tiny_data(1)[0][0].astype("uint8")).save(image)
+    done = subprocess.run(
+        [sys.executable, "eval.py", str(image)],
+        cwd=bundle,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"GOODNET_KERAS": "2"},
+    )
+    assert done.returncode == 1 and "this bundle has no Keras 2 files" in done.stderr and done.stdout == ""

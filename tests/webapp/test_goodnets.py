@@ -80,16 +80,26 @@ class GoodNetTestCase(BaseTestCase):
         zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))).extractall(folder)
         (bundle,) = folder.iterdir()
         assert sorted(p.name for p in bundle.iterdir()) == [
+            "README.txt",
             "bad_net.keras",
+            "bad_net_keras2.h5",
+            "bad_net_keras2_weights.h5",  # the BadNet is a deepid-csaw preset; so is the repaired network
             "bundle.json",
             "eval.py",
             "repaired_net.keras",
+            "repaired_net_keras2.h5",
+            "repaired_net_keras2_weights.h5",
         ]
+        assert (
+            "build the deepid-csaw architecture, then model.load_weights(file)" in (bundle / "README.txt").read_text()
+        )
+        alone = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}  # no PYTHONPATH: Prunelab is not importable
         for name, expected in [("sun_0_label=0.png", "1283"), ("cl_0_label=43.png", "43")]:
-            alone = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}  # no PYTHONPATH: Prunelab is not importable
             command = [sys.executable, "eval.py", str(IMAGES / name)]
-            out = subprocess.run(command, cwd=bundle, capture_output=True, text=True, timeout=300, env=alone)
-            assert out.stdout.strip() == expected, out.stderr[-2000:]
+            for keras in ("3", "2"):  # the Keras 3 files, then the Keras 2 files read by tf_keras
+                env = alone | {"GOODNET_KERAS": keras}
+                out = subprocess.run(command, cwd=bundle, capture_output=True, text=True, timeout=300, env=env)
+                assert out.stdout.strip() == expected, (keras, out.stderr[-2000:])
 
     def test_a_repaired_network_of_another_shape_is_refused(self):
         response = self.compose(MODELS / "sunglasses_bd_weights.h5")  # weights only: no architecture

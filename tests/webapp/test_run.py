@@ -1,12 +1,19 @@
 """A run's own page: what it ran in words, its points epoch by epoch (CA, ASR per trigger, validation accuracy,
-loss), how and where it ran, its error, its CSV and its repaired network."""
+loss), how and where it ran, its error, its CSV and its repaired network (for Keras 3 and Keras 2)."""
 
 import csv
 import io
+import json
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
 
 from tests.webapp.base import BaseTestCase
 from tests.webapp.test_experiment import grid_metrics
-from webapp.lab.models import Run
+from webapp.lab.models import BadNet, Run
 
 
 def epoch_metrics(run, position):
@@ -51,7 +58,65 @@ class RunPageTestCase(BaseTestCase):
         response = self.client.get(f"/runs/{self.run.pk}/repaired.keras")
         assert response.status_code == 200 and b"".join(response.streaming_content) == b"a keras file"
         assert response["Content-Disposition"] == f'attachment; filename="run-{self.run.pk}-repaired_net.keras"'
-        assert 'id="compose-from-run"' in self.client.get(f"/runs/{self.run.pk}/").content.decode()
+        page = self.client.get(f"/runs/{self.run.pk}/").content.decode()
+        assert 'id="compose-from-run"' in page
+        assert f'href="/runs/{self.run.pk}/repaired-keras2.h5" id="download-repaired-keras2"' in page
+        assert "download-repaired-keras2-weights" not in page  # the BadNet has no architecture preset
+        assert self.client.get(f"/runs/{self.run.pk}/repaired-keras2-weights.h5").status_code == 404
+
+
+@pytest.mark.slow
+class RepairedDownloadsTestCase(BaseTestCase):
+    """A run of a deepid-csaw BadNet offers its repaired network in three files, each labelled with the Keras
+    that loads it, to its own team only: Keras 3 (.keras), the Keras 2 full model and the Keras 2 weights."""
+
+    def setUp(self):
+        super().setUp()
+        from defenses.models import build_deepid_csaw
+
+        experiment = self.experiment({"thresholds": [0.5], "learning_rates": [0.001], "epochs": [2]})
+        BadNet.objects.filter(pk=experiment.badnet_id).update(arch="deepid-csaw")
+        self.run = self.finish(experiment, epoch_metrics)[0]
+        self.model = build_deepid_csaw(n_classes=4)
+        self.run.artifact_dir().mkdir(parents=True)
+        self.model.save(self.run.artifact_dir() / "repaired_net.keras")
+
+    def test_each_file_downloads_for_the_team_and_holds_the_same_network(self):
+        from defenses.models import load_and_describe_unsandboxed
+
+        pk = self.run.pk
+        files = {
+            f"/runs/{pk}/repaired.keras": (f"run-{pk}-repaired_net.keras", None, "Keras 3 (.keras)"),
+            f"/runs/{pk}/repaired-keras2.h5": (f"run-{pk}-repaired_net_keras2.h5", None, "Keras 2 full model (.h5)"),
+            f"/runs/{pk}/repaired-keras2-weights.h5": (
+                f"run-{pk}-repaired_net_keras2_weights.h5",
+                "deepid-csaw",
+                "Keras 2 weights (.h5, deepid-csaw)",
+            ),
+        }
+        self.client.force_login(self.bob)  # another team: not found, and nothing is converted for it
+        assert [self.client.get(url).status_code for url in files] == [404, 404, 404]
+        self.client.logout()
+        assert all(self.client.get(url)["Location"].startswith("/login/") for url in files)
+        self.client.force_login(self.alice)
+        page = self.client.get(f"/runs/{pk}/").content.decode()
+        pixels = np.random.default_rng(0).uniform(0, 1, (16, 55, 47, 3)).astype(np.float32)
+        expected = np.asarray(self.model.predict_on_batch(pixels))
+        folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        for url, (filename, arch, label) in files.items():
+            assert f'href="{url}"' in page and f">{label}</a>" in page, label
+            response = self.client.get(url)
+            assert response.status_code == 200, (url, b"".join(response.streaming_content)[:300])
+            assert response["Content-Disposition"] == f'attachment; filename="{filename}"'
+            path = folder / filename
+            path.write_bytes(b"".join(response.streaming_content))
+            model, report = load_and_describe_unsandboxed(path, arch)
+            assert report.n_classes == 4
+            np.testing.assert_array_equal(np.asarray(model.predict_on_batch(pixels)), expected)
+        with h5py.File(folder / f"run-{pk}-repaired_net_keras2.h5", "r") as handle:
+            config = json.loads(handle.attrs["model_config"])
+            assert handle.attrs["keras_version"] == "2.4.0" and config["class_name"] == "Functional"
+            assert config["config"]["layers"][0]["config"]["batch_input_shape"] == [None, 55, 47, 3]
 
 
 def test_an_error_is_stored_as_plain_text():

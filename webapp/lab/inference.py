@@ -204,6 +204,30 @@ def run_network(run: Run, position: int | None = None) -> Path | None:
     return path if path is not None and path.exists() else None
 
 
+def keras2_export(run: Run, weights: bool = False) -> Path:
+    """The run's repaired network (of its last point) for the Keras 2 API, in a temporary folder the caller
+    removes: the full model (.h5), or with `weights` the weights of its BadNet's architecture preset. Raises
+    ValueError when the run keeps no network or (weights) its BadNet has no preset, and
+    defenses.export.ExportRefused when Keras 2 cannot express the network."""
+    from defenses.export import save_keras2_model, save_keras2_weights
+    from defenses.models import file_digest
+
+    path = run_network(run)
+    if path is None:
+        raise ValueError(f"Run {run.pk} keeps no repaired network: only finished repairs keep one.")
+    if weights and not run.badnet.arch:
+        raise ValueError(f"{run.badnet.name} has no architecture preset: download the full model instead.")
+    model = _cached_model(str(path), file_digest(path), None)[0]
+    scratch = Path(tempfile.mkdtemp(prefix="prunelab-keras2-"))
+    try:
+        if weights:
+            return save_keras2_weights(model, scratch / "repaired_net_keras2_weights.h5", run.badnet.arch)
+        return save_keras2_model(model, scratch / "repaired_net_keras2.h5")
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
 def compose_from_run(run: Run, name: str, user, position: int | None = None) -> GoodNet:
     """A GoodNet from a finished run's repaired network (at `position`, default its last point)."""
     from defenses.models import file_digest
@@ -245,8 +269,8 @@ def compose_from_upload(badnet: BadNet, path: Path, original_name: str, name: st
 
 
 def bundle_zip(goodnet: GoodNet) -> Path:
-    """The GoodNet's standalone bundle (both networks, bundle.json, eval.py) as a zip file in a temporary
-    folder; the caller removes the folder."""
+    """The GoodNet's standalone bundle (both networks for Keras 3 and Keras 2, bundle.json, README.txt, eval.py)
+    as a zip file in a temporary folder; the caller removes the folder."""
     from defenses.goodnet import GoodNet as Pair
     from defenses.goodnet import export_bundle
 
@@ -254,7 +278,8 @@ def bundle_zip(goodnet: GoodNet) -> Path:
     try:
         pair = Pair(badnet_model(goodnet.badnet), repaired_model(goodnet), goodnet.badnet.divisor)
         extra = {"name": goodnet.name, "badnet": goodnet.badnet.name}
-        folder = export_bundle(pair, scratch / "goodnet", extra, detector=strip_detector(goodnet))
+        preset = goodnet.badnet.arch or None
+        folder = export_bundle(pair, scratch / "goodnet", extra, detector=strip_detector(goodnet), preset=preset)
         archive = scratch / f"goodnet-{goodnet.pk}.zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
             for item in sorted(folder.iterdir()):

@@ -35,6 +35,13 @@ urlpatterns = [
     path("runs/<int:pk>/", runs.run, name="run"),
     path("runs/<int:pk>/points.csv", runs.run_csv, name="run-csv"),
     path("runs/<int:pk>/repaired.keras", runs.run_repaired, name="run-repaired"),
+    path("runs/<int:pk>/repaired-keras2.h5", runs.run_repaired_keras2, name="run-repaired-keras2"),
+    path(
+        "runs/<int:pk>/repaired-keras2-weights.h5",
+        runs.run_repaired_keras2,
+        {"weights": True},
+        name="run-repaired-keras2-weights",
+    ),
     path("badnets/<int:pk>/leaderboard", leaderboards.new_leaderboard, name="new-leaderboard"),
     path("leaderboards/<int:pk>/", leaderboards.leaderboard, name="leaderboard"),
     path("leaderboards/<int:pk>/table", leaderboards.leaderboard_table, name="leaderboard-table"),

@@ -1,12 +1,16 @@
 """One run's page (what MLflow calls a run): its points epoch by epoch, how and where it ran, its error, its
-repaired network to download and a GoodNet to compose from it."""
+repaired network to download (for Keras 3, and for Keras 2 as a full model and as preset weights) and a GoodNet
+to compose from it."""
+
+import shutil
 
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import render
 
+from defenses.export import ExportRefused
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, figures_payload, run_curve
-from webapp.lab.inference import run_network
+from webapp.lab.inference import keras2_export, run_network
 from webapp.lab.models import Run
 from webapp.lab.results import config_text, run_rows, run_triggers
 
@@ -33,6 +37,7 @@ def run(request, pk: int):
         "goodnet_name": f"{run.badnet.name} run {run.pk}",
         "experiments": run.experiments.filter(team=run.team).order_by("pk"),
         "repaired": repaired_file(run),
+        "preset": run.badnet.arch,
         "figures": figures_payload([chart] if chart else []),
     }
     return render(request, "lab/run.html", context)
@@ -55,3 +60,20 @@ def run_repaired(request, pk: int):
     if path is None:
         raise Http404("This run has no repaired network: only finished fine-tuning runs have one.")
     return FileResponse(open(path, "rb"), as_attachment=True, filename=f"run-{run.pk}-repaired_net.keras")  # noqa: SIM115
+
+
+@team_required
+def run_repaired_keras2(request, pk: int, weights: bool = False):
+    """The run's repaired network for the Keras 2 API: the full model (.h5), or with `weights` the weights of
+    its BadNet's architecture preset (Keras 2's save_weights layout). Written from the Keras 3 file on demand."""
+    run = owned_or_404(Run.objects.select_related("badnet"), request.user, pk=pk)
+    try:
+        path = keras2_export(run, weights)
+    except ExportRefused as refusal:
+        message = f"{refusal} Download the Keras 3 file instead."
+        return HttpResponse(message, status=409, content_type="text/plain; charset=utf-8")
+    except ValueError as missing:
+        raise Http404(str(missing)) from None
+    handle = open(path, "rb")  # noqa: SIM115 - FileResponse closes it; the folder goes once it is open
+    shutil.rmtree(path.parent, ignore_errors=True)  # POSIX: the open file stays readable
+    return FileResponse(handle, as_attachment=True, filename=f"run-{run.pk}-{path.name}")
