@@ -17,7 +17,7 @@ from rest_framework.routers import DefaultRouter
 from defenses.data import DataError
 from defenses.methods import LAYERS, METHODS, PARAMETERS
 from defenses.modelcheck import ModelRefused
-from webapp.lab import inference
+from webapp.lab import inference, tus
 from webapp.lab.access import first_team, teams_of
 from webapp.lab.forms import MAX_POINTS, BadNetForm, ClassifyForm, DatasetForm, ExperimentForm, as_text
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run, Team
@@ -190,7 +190,8 @@ class BadNetViewSet(mixins.CreateModelMixin, TeamScoped):
     serializer_class = BadNetSerializer
 
     def create(self, request, *args, **kwargs):
-        team, form = team_for(request), BadNetForm(request.data, request.FILES)
+        team = team_for(request)
+        form = BadNetForm(request.data, request.FILES, team=team, user=request.user)
 
         def store(path, data):
             return add_badnet(team, request.user, path, data["name"], data["arch"], data["divisor"])
@@ -212,7 +213,7 @@ class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
 
     def create(self, request, *args, **kwargs):
         team = team_for(request)
-        form = DatasetForm(team, request.data, request.FILES)
+        form = DatasetForm(team, request.data, request.FILES, user=request.user)
 
         def store(path, data):
             return add_dataset(
@@ -396,4 +397,9 @@ router.register("datasets", DatasetViewSet)
 router.register("experiments", ExperimentViewSet)
 router.register("goodnets", GoodNetViewSet)
 
-urlpatterns = [path("classify/", classify, name="api-classify"), *router.urls]
+urlpatterns = [
+    path("classify/", classify, name="api-classify"),
+    path("uploads/", tus.Uploads.as_view(), name="uploads"),
+    path("uploads/<uuid:pk>", tus.UploadDetail.as_view(), name="upload"),
+    *router.urls,
+]
