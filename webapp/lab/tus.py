@@ -30,6 +30,7 @@ from django.urls import reverse
 from django.utils.http import http_date
 from rest_framework import status
 from rest_framework.exceptions import APIException
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
@@ -49,11 +50,22 @@ class VersionMismatch(APIException):
     default_detail = f"This server speaks tus {VERSION}: send the header 'Tus-Resumable: {VERSION}'."
 
 
+class UnreadBody(BaseParser):
+    """Any body, left unread: a PATCH's bytes are read by the view itself, in pieces, and a creation's body must
+    be empty (the view says so). Without a parser DRF's CSRF check, which asks for request.POST, would read it
+    and answer 415 before the view could give its reason."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return {}
+
+
 class TusView(APIView):
     """What every tus answer shares: the version check and headers, errors as {"detail": advice} JSON, and no
-    body parsing (a PATCH's bytes are read by the view itself, in pieces)."""
+    body parsing."""
 
-    parser_classes = []
+    parser_classes = [UnreadBody]
     renderer_classes = [JSONRenderer]
     schema = None  # the protocol is tus's, not an OpenAPI operation; README and the docstring above describe it
 
