@@ -87,6 +87,35 @@ def test_a_set_goes_up_in_chunks_with_a_progress_bar_and_is_listed(page, media, 
     page.shot("2-listed")
 
 
+def test_after_a_reload_the_same_file_resumes_where_it_stopped(page, media, tmp_path):
+    path = plain_dataset(tmp_path / "clean_validation_data.h5", count=5000)  # 39 MB: five chunks
+    held = []
+
+    def hold_the_third_chunk(route):  # as a connection that stalls: the user gives up and reloads
+        if route.request.method == "PATCH" and route.request.headers["upload-offset"] == str(2 * CHUNK):
+            held.append(route)
+            return
+        route.continue_()
+
+    page.route("**/api/uploads/*", hold_the_third_chunk)
+    fill_dataset_form(page, "validation", path, Dataset.CLEAN_VALID)
+    with page.expect_request(lambda r: r.method == "PATCH" and r.headers["upload-offset"] == str(2 * CHUNK)):
+        page.click("#dataset-form button[type=submit]")
+    assert Upload.objects.get().offset == 2 * CHUNK
+    page.reload()
+    page.unroute_all(behavior="ignoreErrors")
+    before = len(page.tus)
+    fill_dataset_form(page, "validation", path, Dataset.CLEAN_VALID)  # the same file: same name, size and date
+    page.click("#dataset-form button[type=submit]")
+    page.wait_for_url("**/datasets/*/")
+    after = page.tus[before:]
+    assert after[0] == ("HEAD", None) and ("POST", None) not in after  # found again, not made anew
+    assert [offset for method, offset in after if method == "PATCH"][0] == str(2 * CHUNK)
+    dataset = Dataset.objects.get()
+    assert Path(dataset.file.path).read_bytes() == path.read_bytes() and not Upload.objects.exists()
+    assert page.evaluate("() => Object.keys(localStorage).filter(k => k.startsWith('prunelab-tus'))") == []
+
+
 def csaw_set_with_a_nan_at_the_end(path: Path, images: int = 17_310) -> Path:
     """A CSAW-layout set of float64 faces as published, over 1 GiB, good but for one NaN in its last image:
     only the full check, after the last byte arrived, can find it."""
