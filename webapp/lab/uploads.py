@@ -115,7 +115,7 @@ def uploads_folder(team_id: int) -> Path:
     folder = Path(settings.MEDIA_ROOT) / f"team-{team_id}" / "uploads"
     for level in (folder.parent.parent, folder.parent, folder):
         if not level.is_dir():
-            level.mkdir(mode=mode, exist_ok=True)
+            level.mkdir(mode=mode, parents=True, exist_ok=True)
             level.chmod(mode)  # mkdir's mode passes through the umask
     return folder
 
