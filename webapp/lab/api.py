@@ -210,11 +210,11 @@ def create_body(name: str, kind: str, fields: dict) -> dict:
 BADNET_FIELDS = {
     "name": serializers.CharField(max_length=100),
     "arch": serializers.ChoiceField(choices=["", "deepid-csaw"], required=False),
-    "divisor": serializers.ChoiceField(choices=[255, 1], required=False, help_text="input scaling: 255 or 1"),
+    "divisor": serializers.ChoiceField(choices=BadNet.SCALES, required=False, help_text="input scaling: 255 or 1"),
 }
 DATASET_FIELDS = {
     "name": serializers.CharField(max_length=100),
-    "role": serializers.ChoiceField(choices=[role for role, _ in Dataset.ROLES]),
+    "role": serializers.ChoiceField(choices=Dataset.ROLES),  # the model's own choices: one enum in the schema
     "trigger": serializers.CharField(max_length=60, required=False, help_text="poisoned sets: the trigger's name"),
     "target": serializers.IntegerField(required=False, min_value=0, help_text="poisoned sets: the attacker's label"),
     "badnet": serializers.IntegerField(required=False, help_text="check image size and labels against this BadNet"),
