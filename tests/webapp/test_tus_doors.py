@@ -188,8 +188,9 @@ class TusDoorsTestCase(TusTestCase):
         assert Upload.objects.get().offset == 0
 
     def test_a_team_named_in_the_metadata_must_be_one_of_the_users(self):
-        other = self.create(HTTP_UPLOAD_METADATA=metadata(filename="a.h5", kind="dataset", team=str(self.red.pk)))
-        assert other.status_code == 404 and "not a member of team" in other.json()["detail"]
+        for team in (str(self.red.pk), "9" * 30, "blue"):
+            other = self.create(HTTP_UPLOAD_METADATA=metadata(filename="a.h5", kind="dataset", team=team))
+            assert other.status_code == 404 and "not a member of team" in other.json()["detail"], team
         own = self.create(HTTP_UPLOAD_METADATA=metadata(filename="a.h5", kind="dataset", team=str(self.blue.pk)))
         assert own.status_code == 201 and Upload.objects.get().team == self.blue
 

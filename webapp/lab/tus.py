@@ -138,7 +138,8 @@ def team_named(request, metadata: dict):
         if team is None:
             raise UploadRefused(404, "You belong to no team yet: create one on the Teams page, or ask to be invited.")
         return team
-    team = teams_of(request.user).filter(pk=int(wanted)).first() if wanted.isascii() and wanted.isdigit() else None
+    number = wanted.isascii() and wanted.isdigit() and len(wanted) <= 18  # a longer one overflows the database
+    team = teams_of(request.user).filter(pk=int(wanted)).first() if number else None
     if team is None:
         raise UploadRefused(404, f"You are not a member of team {wanted[:20]!r}, or there is no such team.")
     return team
