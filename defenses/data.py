@@ -320,7 +320,7 @@ def load_image(source: str | Path | BinaryIO, size: tuple[int, int] = IMAGE_SHAP
             if getattr(image, "n_frames", 1) > 1:
                 notes.append("animated image: first frame used")
             rgb = image.convert("RGB")
-        except (OSError, ValueError) as error:
+        except (OSError, SyntaxError, ValueError) as error:  # a broken chunk in the pixels: "broken PNG file"
             raise DataError(f"{Path(name).name} could not be decoded ({error}); is the file complete?") from None
     height, width = size
     if rgb.size != (width, height):

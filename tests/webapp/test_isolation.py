@@ -5,7 +5,8 @@ entry here fails `test_every_route_is_checked`."""
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from tests.webapp.base import BaseTestCase
-from webapp.lab.models import Experiment, GoodNet, Leaderboard, Run
+from webapp.lab.models import Experiment, GoodNet, Leaderboard, Run, Upload
+from webapp.lab.uploads import open_upload
 
 # route name -> (method, kwargs builder); kwargs name the blue team's rows.
 ROUTES = {
@@ -55,6 +56,8 @@ ROUTES = {
     "api:experiment-results": ("get", lambda t: {"pk": t.exp.pk}),
     "api:experiment-cancel": ("post", lambda t: {"pk": t.exp.pk}),
     "api:goodnet-detail": ("get", lambda t: {"pk": t.goodnet.pk}),
+    # a resumable upload is its owner's alone (another member of the team gets 404 too: test_tus_doors.py)
+    "api:upload": ("head", lambda t: {"pk": t.upload.pk}),
 }
 # Routes without a row in their address: they list or create within the caller's own team only.
 TEAM_LISTS = {
@@ -77,7 +80,10 @@ TEAM_LISTS = {
     "api:goodnet-list",
     "api:api-root",
     "api:api-classify",
+    "api:uploads",
 }
+# the tus endpoints need their version header; every other route ignores it
+TUS = {"HTTP_TUS_RESUMABLE": "1.0.0"}
 PUBLIC = {"landing", "health", "alive", "login", "logout", "api-schema"}
 # Downloads of real networks: the owner's side is tested with real files (test_goodnets.py, test_run.py).
 REAL_NETWORKS = {"goodnet-bundle", "run-repaired", "run-repaired-keras2", "run-repaired-keras2-weights"}
@@ -113,6 +119,7 @@ class IsolationTestCase(BaseTestCase):
             "threshold": 0.2,
             "frr": 1.0,
         }
+        self.upload = open_upload(self.alice, self.blue, Upload.DATASET, "set.h5", 10)
         self.goodnet = GoodNet.objects.create(
             team=self.blue, owner=self.alice, name="g", badnet=self.exp.badnet, run=runs[0], sha256="x", figures=figures
         )
@@ -124,13 +131,13 @@ class IsolationTestCase(BaseTestCase):
         self.client.force_login(self.bob)
         for name in ROUTES:
             method, url = self.api_or_page(name)
-            response = getattr(self.client, method)(url)
+            response = getattr(self.client, method)(url, **TUS)
             assert response.status_code == 404, (name, url, response.status_code)
 
     def test_anonymous_is_sent_to_sign_in_or_gets_401(self):
         for name in ROUTES:
             method, url = self.api_or_page(name)
-            response = getattr(self.client, method)(url)
+            response = getattr(self.client, method)(url, **TUS)
             if url.startswith("/api/"):
                 assert response.status_code == 401, (name, url, response.status_code)
             else:

@@ -10,8 +10,9 @@ Refusals, body unread:
 - a malformed or negative Content-Length: 400;
 - a wrong API token: 401, or 429 when the address has sent too many (webapp/core/tokens.py);
 - no session and no good token, body over ANONYMOUS_MAX_BODY_BYTES: 401 JSON on /api/, 403 on pages;
-- over what the address takes (`body_cap`: uploads MAX_UPLOAD_BYTES, the image test its images, every other
-  form or JSON body FORM_MAX_BODY_BYTES), plus MAX_REQUEST_OVERHEAD_BYTES for the framing: 413.
+- over what the address takes (`body_cap`: uploads MAX_UPLOAD_BYTES, a resumable upload's PATCH
+  MAX_UPLOAD_CHUNK_BYTES, the image test its images, every other form or JSON body FORM_MAX_BODY_BYTES), plus
+  MAX_REQUEST_OVERHEAD_BYTES for the framing: 413.
 """
 
 from django.conf import settings
@@ -74,13 +75,16 @@ def judge_body(request) -> HttpResponse | None:
         )
     cap, what = body_cap(request)
     if length > cap + settings.MAX_REQUEST_OVERHEAD_BYTES:
+        advice = (
+            "Send smaller chunks (tuspy: chunk_size=8 * 2**20), or ask an operator to raise "
+            "PRUNELAB_MAX_UPLOAD_CHUNK_BYTES."
+            if what == CHUNKS
+            else "Send less, or ask an operator to raise PRUNELAB_MAX_UPLOAD_BYTES."
+        )
         return refuse(
             request,
             413,
-            (
-                f"This request is {filesizeformat(length)}; {what} are limited to {filesizeformat(cap)}. Send less, "
-                "or ask an operator to raise PRUNELAB_MAX_UPLOAD_BYTES."
-            ),
+            f"This request is {filesizeformat(length)}; {what} are limited to {filesizeformat(cap)}. {advice}",
         )
     return None
 
@@ -88,6 +92,9 @@ def judge_body(request) -> HttpResponse | None:
 # Where files come in (route names): everything else takes a form or JSON body, or the image test's images.
 UPLOAD_ROUTES = {"badnets", "datasets", "goodnet-upload", "api:badnet-list", "api:dataset-list"}
 IMAGE_ROUTES = {"classify", "api:api-classify"}
+# A resumable upload's bytes come in PATCH requests to its own URL (webapp/lab/tus.py), each of a bounded size.
+CHUNK_ROUTES = {"api:upload"}
+CHUNKS = "resumable upload chunks (tus PATCH requests)"
 
 
 def body_cap(request) -> tuple[int, str]:
@@ -99,6 +106,8 @@ def body_cap(request) -> tuple[int, str]:
         route = ""
     if route in UPLOAD_ROUTES:
         return settings.MAX_UPLOAD_BYTES, "uploads"
+    if route in CHUNK_ROUTES:
+        return settings.MAX_UPLOAD_CHUNK_BYTES, CHUNKS
     if route in IMAGE_ROUTES:
         return settings.MAX_IMAGES_PER_TEST * settings.MAX_IMAGE_UPLOAD_BYTES, "the image test's images"
     return settings.FORM_MAX_BODY_BYTES, "forms and JSON bodies here"

@@ -17,7 +17,7 @@ from rest_framework.routers import DefaultRouter
 from defenses.data import DataError
 from defenses.methods import LAYERS, METHODS, PARAMETERS
 from defenses.modelcheck import ModelRefused
-from webapp.lab import inference
+from webapp.lab import inference, tus
 from webapp.lab.access import first_team, teams_of
 from webapp.lab.forms import MAX_POINTS, BadNetForm, ClassifyForm, DatasetForm, ExperimentForm, as_text
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run, Team
@@ -183,14 +183,55 @@ class TeamScoped(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         return rows.order_by("-pk")
 
 
+UPLOAD_HELP = (
+    "The id of a finished resumable upload of yours in this team, instead of `file`: send big files (up to "
+    "the server's Tus-Max-Size) with any tus 1.0.0 client to /api/uploads/ (tuspy: TusClient(url, headers="
+    "{'Authorization': 'Token <key>'}).uploader(path, chunk_size=8 * 2**20, metadata={'filename': name, 'kind': "
+    "KIND}).upload()), then give the last part of its URL here. The upload is used up by this call, stored or "
+    "refused. A path on the server is never taken."
+)
+FILE_HELP = "The file itself (multipart), up to the server's upload limit; or give `upload` instead."
+
+
+def create_body(name: str, kind: str, fields: dict) -> dict:
+    """The request body of a create call: the file sent along (multipart), or a finished upload's id (any)."""
+    help_text = UPLOAD_HELP.replace("KIND", repr(kind))
+    sent = {
+        "file": serializers.FileField(required=False, help_text=FILE_HELP),
+        "upload": serializers.UUIDField(required=False, help_text=help_text),
+    }
+    team = {"team": serializers.IntegerField(required=False, help_text=TEAM_PARAMETER.description)}
+    multipart = inline_serializer(f"{name}Upload", sent | fields | team)
+    upload = {"upload": serializers.UUIDField(help_text=help_text)}
+    referenced = inline_serializer(f"{name}FromUpload", upload | fields | team)
+    return {"multipart/form-data": multipart, "application/json": referenced}
+
+
+BADNET_FIELDS = {
+    "name": serializers.CharField(max_length=100),
+    "arch": serializers.ChoiceField(choices=["", "deepid-csaw"], required=False),
+    "divisor": serializers.ChoiceField(choices=BadNet.SCALES, required=False, help_text="input scaling: 255 or 1"),
+}
+DATASET_FIELDS = {
+    "name": serializers.CharField(max_length=100),
+    "role": serializers.ChoiceField(choices=Dataset.ROLES),  # the model's own choices: one enum in the schema
+    "trigger": serializers.CharField(max_length=60, required=False, help_text="poisoned sets: the trigger's name"),
+    "target": serializers.IntegerField(required=False, min_value=0, help_text="poisoned sets: the attacker's label"),
+    "badnet": serializers.IntegerField(required=False, help_text="check image size and labels against this BadNet"),
+}
+
+
+@extend_schema(methods=["POST"], request=create_body("BadNet", "badnet", BADNET_FIELDS))
 class BadNetViewSet(mixins.CreateModelMixin, TeamScoped):
-    """BadNets. POST multipart: name, file, arch ('' or 'deepid-csaw'), divisor (255 or 1)."""
+    """BadNets. POST multipart: name, file, arch ('' or 'deepid-csaw'), divisor (255 or 1); or, for a big file,
+    `upload` (a finished resumable upload's id) in place of `file`, as multipart or JSON."""
 
     queryset = BadNet.objects.all()
     serializer_class = BadNetSerializer
 
     def create(self, request, *args, **kwargs):
-        team, form = team_for(request), BadNetForm(request.data, request.FILES)
+        team = team_for(request)
+        form = BadNetForm(request.data, request.FILES, team=team, user=request.user)
 
         def store(path, data):
             return add_badnet(team, request.user, path, data["name"], data["arch"], data["divisor"])
@@ -204,15 +245,17 @@ class BadNetViewSet(mixins.CreateModelMixin, TeamScoped):
         return Response(BadNetSerializer(badnet).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(methods=["POST"], request=create_body("Dataset", "dataset", DATASET_FIELDS))
 class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
-    """Datasets. POST multipart: name, file, role, trigger, target, badnet (optional: check against it)."""
+    """Datasets. POST multipart: name, file, role, trigger, target, badnet (optional: check against it); or, for
+    a big file, `upload` (a finished resumable upload's id) in place of `file`, as multipart or JSON."""
 
     queryset = Dataset.objects.all()
     serializer_class = DatasetSerializer
 
     def create(self, request, *args, **kwargs):
         team = team_for(request)
-        form = DatasetForm(team, request.data, request.FILES)
+        form = DatasetForm(team, request.data, request.FILES, user=request.user)
 
         def store(path, data):
             return add_dataset(
@@ -396,4 +439,9 @@ router.register("datasets", DatasetViewSet)
 router.register("experiments", ExperimentViewSet)
 router.register("goodnets", GoodNetViewSet)
 
-urlpatterns = [path("classify/", classify, name="api-classify"), *router.urls]
+urlpatterns = [
+    path("classify/", classify, name="api-classify"),
+    path("uploads/", tus.Uploads.as_view(), name="uploads"),
+    path("uploads/<uuid:pk>", tus.UploadDetail.as_view(), name="upload"),
+    *router.urls,
+]

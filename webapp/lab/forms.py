@@ -13,9 +13,9 @@ from django.db.models import Prefetch
 
 from defenses.methods import JOB_KINDS, LAYERS, METHODS, PARAMETERS, Parameter, default, grid_size, plan_space
 from defenses.planner import SEED_STUDY, ParameterSpace
-from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team
+from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team, Upload
 from webapp.lab.results import goodnet_label, run_label
-from webapp.lab.uploads import DATASET_SUFFIXES, IMAGE_SUFFIXES, MODEL_SUFFIXES, check_upload
+from webapp.lab.uploads import IMAGE_SUFFIXES, MODEL_SUFFIXES, UPLOAD_SUFFIXES, check_upload, finished_upload
 
 ARCH_CHOICES = [("", "full model (.h5 or .keras)"), ("deepid-csaw", "weights only, DeepID (CSAW-HackML-2020)")]
 MAX_POINTS = 400  # a grid larger than this is almost always a typo (0:2:0.001)
@@ -174,20 +174,60 @@ class ScalingField(forms.TypedChoiceField):
         return False
 
 
-class BadNetForm(forms.Form):
-    name = forms.CharField(max_length=100)
-    file = forms.FileField(help_text="a full Keras model (.h5 or .keras), or weights-only .h5 with a preset")
-    arch = forms.ChoiceField(choices=ARCH_CHOICES, required=False, label="Architecture")
-    divisor = ScalingField(choices=BadNet.SCALES, coerce=float, initial=255.0, label="Input scaling")
+class FileOrUploadForm(forms.Form):
+    """A form whose file is either sent with it (multipart) or is a finished resumable upload of the user's in
+    the form's team (`upload`: its id; webapp/lab/tus.py). Either goes through the same checks; a big file
+    comes the second way (the page's uploads.js sends it in chunks first)."""
+
+    kind: str
+    file = forms.FileField(required=False)
+    upload = forms.UUIDField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, team=None, user=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.team, self.user = team, user
 
     def clean_file(self):
-        check_upload(self.cleaned_data["file"], MODEL_SUFFIXES, what="model file")
-        return self.cleaned_data["file"]
+        if self.cleaned_data.get("file"):
+            suffixes, what = UPLOAD_SUFFIXES[self.kind]
+            check_upload(self.cleaned_data["file"], suffixes, what=what)
+        return self.cleaned_data.get("file")
+
+    def clean_upload(self):
+        upload_id = self.cleaned_data.get("upload")
+        if upload_id is None:
+            return None
+        upload = finished_upload(upload_id, self.user, self.team, self.kind)
+        suffixes, what = UPLOAD_SUFFIXES[self.kind]
+        check_upload(upload, suffixes, what=what)
+        return upload
+
+    def clean(self):
+        data = super().clean()
+        if "file" in self.errors or "upload" in self.errors:
+            return data
+        if data.get("file") and data.get("upload"):
+            self.add_error("file", "Send the file, or the id of a finished upload of it, not both.")
+        elif not data.get("file") and not data.get("upload"):
+            self.add_error("file", "Choose a file.")
+        return data
 
 
-class DatasetForm(forms.Form):
+class BadNetForm(FileOrUploadForm):
+    kind = Upload.BADNET
     name = forms.CharField(max_length=100)
-    file = forms.FileField(help_text="CSAW layout: HDF5 with 'data' (N, 3, 55, 47) and 'label' (N,)")
+    arch = forms.ChoiceField(choices=ARCH_CHOICES, required=False, label="Architecture")
+    divisor = ScalingField(choices=BadNet.SCALES, coerce=float, initial=255.0, label="Input scaling")
+    field_order = ["name", "file", "arch", "divisor"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["file"].help_text = "a full Keras model (.h5 or .keras), or weights-only .h5 with a preset"
+
+
+class DatasetForm(FileOrUploadForm):
+    kind = Upload.DATASET
+    name = forms.CharField(max_length=100)
     role = forms.ChoiceField(choices=Dataset.ROLES)
     trigger = forms.CharField(max_length=60, required=False, help_text="poisoned sets: e.g. sunglasses")
     target = forms.IntegerField(
@@ -200,13 +240,12 @@ class DatasetForm(forms.Form):
         help_text="image size, labels and target must fit this BadNet's input and classes",
     )
 
-    def __init__(self, team, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["badnet"].queryset = BadNet.objects.filter(team=team).order_by("name")
+    field_order = ["name", "file", "role", "trigger", "target", "badnet"]
 
-    def clean_file(self):
-        check_upload(self.cleaned_data["file"], DATASET_SUFFIXES, what="dataset file")
-        return self.cleaned_data["file"]
+    def __init__(self, team, *args, **kwargs):
+        super().__init__(*args, team=team, **kwargs)
+        self.fields["badnet"].queryset = BadNet.objects.filter(team=team).order_by("name")
+        self.fields["file"].help_text = "CSAW layout: HDF5 with 'data' (N, 3, 55, 47) and 'label' (N,)"
 
     def clean(self):
         data = super().clean()

@@ -491,3 +491,47 @@ class GoodNet(models.Model):
     @property
     def repaired_path(self) -> Path:
         return Path(self.file.path) if self.file else self.run.artifact_dir() / self.run_file
+
+
+class Upload(models.Model):
+    """A file on its way in through the tus protocol (webapp/lab/tus.py): its bytes are written into a file of its
+    own, `path` (team-N/uploads/<id>.part under MEDIA_ROOT: the user's file name is data, never a path), until
+    `offset` reaches `length`. A finished upload is taken once by a dataset or BadNet form (page, API or nothing
+    else) and is gone from then on, whatever the checks say (webapp/lab/uploads.py)."""
+
+    DATASET, BADNET = "dataset", "badnet"
+    KINDS = [(DATASET, "dataset"), (BADNET, "BadNet")]
+    # the id is the upload's URL: unguessable, so that a URL seen in a log or a proxy reveals nothing to try
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="uploads")
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="uploads")
+    kind = models.CharField(max_length=10, choices=KINDS)
+    filename = models.CharField(max_length=255, help_text="the name the user gave the file (shown, never a path)")
+    length = models.PositiveBigIntegerField(help_text="Upload-Length: the bytes the file has")
+    offset = models.PositiveBigIntegerField(default=0, help_text="Upload-Offset: the bytes stored so far")
+    path = models.CharField(max_length=255, help_text="the bytes so far, relative to MEDIA_ROOT")
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["updated"])]
+
+    def __str__(self):
+        return f"{self.filename}: {self.offset} of {self.length} bytes"
+
+    @property
+    def complete(self) -> bool:
+        return self.offset == self.length
+
+    @property
+    def file_path(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / self.path
+
+    # what the upload checks (webapp.lab.uploads.check_upload) read of a file: its name and size
+    @property
+    def name(self) -> str:
+        return self.filename
+
+    @property
+    def size(self) -> int:
+        return self.length

@@ -179,6 +179,15 @@ TOKEN_FAILURE_WINDOW_SECONDS = int(os.environ.get("PRUNELAB_TOKEN_FAILURE_WINDOW
 # Content-Length before a byte is read (webapp/core/middleware.py), with room for the multipart framing.
 MAX_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_UPLOAD_BYTES", 2 * 2**30))
 MAX_REQUEST_OVERHEAD_BYTES = 2**20
+# Resumable uploads (the tus protocol, webapp/lab/tus.py): a file of up to MAX_UPLOAD_BYTES arrives in PATCH
+# requests of at most this many bytes each (the browser sends 8 MiB), each judged from its headers like any body.
+MAX_UPLOAD_CHUNK_BYTES = int(os.environ.get("PRUNELAB_MAX_UPLOAD_CHUNK_BYTES", 16 * 2**20))
+# Per user: unfinished (or finished but not yet used) uploads at once, and the bytes they declare together: what
+# one account can make the server hold on disk before any check has looked at a file.
+MAX_OPEN_UPLOADS = int(os.environ.get("PRUNELAB_MAX_OPEN_UPLOADS", 4))
+MAX_OPEN_UPLOAD_BYTES = int(os.environ.get("PRUNELAB_MAX_OPEN_UPLOAD_BYTES", 4 * 2**30))
+# An upload untouched for this long is removed (when anyone starts an upload, and by manage.py expire_uploads).
+UPLOAD_EXPIRY_SECONDS = int(os.environ.get("PRUNELAB_UPLOAD_EXPIRY_SECONDS", 24 * 3600))
 # Caps checked from a file's metadata before any value is read (webapp/lab/limits.py hands them to the
 # library). Shape bombs are refused by the HDF5 door's stored-size rule whatever these say.
 MAX_MODEL_PARAMS = int(os.environ.get("PRUNELAB_MAX_MODEL_PARAMS", 200_000_000))

@@ -28,7 +28,7 @@ PREVIEW_IMAGES = 24
 
 @team_required
 def badnets(request):
-    form = BadNetForm(request.POST or None, request.FILES or None)
+    form = BadNetForm(request.POST or None, request.FILES or None, team=request.team, user=request.user)
     if request.method == "POST" and form.is_valid():
 
         def store(path, data):
@@ -123,7 +123,7 @@ def chosen_clean_set(request, badnet: BadNet) -> Dataset | HttpResponseBadReques
 
 @team_required
 def datasets(request):
-    form = DatasetForm(request.team, request.POST or None, request.FILES or None)
+    form = DatasetForm(request.team, request.POST or None, request.FILES or None, user=request.user)
     if request.method == "POST" and form.is_valid():
 
         def store(path, data):
