@@ -7,7 +7,7 @@ import numpy as np
 
 from defenses.data import scale_pixels
 
-EVAL_BATCH = 1024
+EVAL_BATCH = 256
 LabelledSet = tuple[np.ndarray, np.ndarray]  # (pixels NHWC 0..255, float32 or whole numbers as uint8; labels)
 
 
