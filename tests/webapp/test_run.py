@@ -50,6 +50,14 @@ class RunPageTestCase(BaseTestCase):
         page = self.client.get(f"/runs/{self.run.pk}/").content.decode()
         assert "Bad input: v.h5 holds no images." in page and "attempts 2" in page
 
+    def test_a_resumed_run_says_after_which_epoch(self):
+        assert 'id="run-resumed"' not in self.client.get(f"/runs/{self.run.pk}/").content.decode()
+        point = self.run.points.get(position=2)
+        point.metrics |= {"resumed_from": 1}
+        point.save()
+        page = self.client.get(f"/runs/{self.run.pk}/").content.decode()
+        assert "Resumed after epoch 1 from its checkpoint: the epochs before were not trained again." in page
+
     def test_the_repaired_network_downloads_when_it_exists(self):
         assert self.client.get(f"/runs/{self.run.pk}/repaired.keras").status_code == 404
         path = self.run.artifact_dir() / "repaired_net.keras"

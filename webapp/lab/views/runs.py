@@ -39,6 +39,7 @@ def run(request, pk: int):
         "repaired": repaired_file(run),
         "preset": run.badnet.arch,
         "figures": figures_payload([chart] if chart else []),
+        "resumed": sorted({p.metrics["resumed_from"] for p in run.points.all() if p.metrics.get("resumed_from")}),
     }
     return render(request, "lab/run.html", context)
 
