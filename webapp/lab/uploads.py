@@ -86,6 +86,13 @@ def store_checked(form, store, refused: type[Exception]):
         form.add_error("upload", str(gone))
     except refused as refusal:
         form.add_error("file", f"Refused: {refusal}")
+    except OSError as failed:  # the server's disk (full), not the file: the user is told, not shown a 500
+        name = upload.filename if upload else form.cleaned_data["file"].name
+        form.add_error(
+            "file",
+            f"{name} could not be stored ({failed.strerror or failed}); nothing of it was kept. Try again later, or "
+            "tell an operator: the server may need disk space.",
+        )
     if upload:  # the page shown again must not offer the upload that is gone
         form.cleaned_data["upload"] = None
         if hasattr(form.data, "copy"):
