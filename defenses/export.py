@@ -282,6 +282,8 @@ def _weight_table(model) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
     """(layer name, [(Keras 2 weight name, values)]) for every layer, in the model's order."""
     table = []
     for layer in model.layers:
+        if layer.name == ".":  # modelcheck and Keras admit it; to HDF5 it is the group itself
+            raise ExportRefused("layer '.': HDF5 cannot hold a group of that name; Keras 2 files keep one per layer.")
         weights = [(f"{layer.name}/{weight.name}:0", _hdf5_values(weight)) for weight in _legacy_weights(layer)]
         if len({name for name, _ in weights}) != len(weights):
             raise ExportRefused(f"layer {layer.name!r}: two weights share a name; Keras 2 would mix them up.")
