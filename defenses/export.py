@@ -282,11 +282,20 @@ def _weight_table(model) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
     """(layer name, [(Keras 2 weight name, values)]) for every layer, in the model's order."""
     table = []
     for layer in model.layers:
-        weights = [(f"{layer.name}/{weight.name}:0", np.asarray(weight)) for weight in _legacy_weights(layer)]
+        if layer.name == ".":  # modelcheck and Keras admit it; to HDF5 it is the group itself
+            raise ExportRefused("layer '.': HDF5 cannot hold a group of that name; Keras 2 files keep one per layer.")
+        weights = [(f"{layer.name}/{weight.name}:0", _hdf5_values(weight)) for weight in _legacy_weights(layer)]
         if len({name for name, _ in weights}) != len(weights):
             raise ExportRefused(f"layer {layer.name!r}: two weights share a name; Keras 2 would mix them up.")
         table.append((layer.name, weights))
     return table
+
+
+def _hdf5_values(weight) -> np.ndarray:
+    """A variable's values as HDF5 stores numbers. bfloat16 (ml_dtypes) has no HDF5 type: h5py wrote it as opaque
+    bytes that Keras 2 cannot cast, so it is widened to float32, exactly; Keras 2 casts it back on loading."""
+    values = np.asarray(weight)
+    return values.astype(np.float32) if values.dtype.name == "bfloat16" else values
 
 
 def _write_weights(group: h5py.Group, table: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> None:

@@ -3,6 +3,7 @@ and services as an upload (HDF5 door, full validation or the sandbox, the duplic
 copy, never the path; a refusal stores nothing and exits non-zero with the reason."""
 
 import io
+import os
 import tempfile
 from pathlib import Path
 
@@ -115,6 +116,27 @@ class ImportCommandTestCase(BaseTestCase):
         notes.write_text("hello")
         assert "notes.txt is not a dataset file" in self.refusal("import_dataset", notes, "--user", "alice", *role)
         assert not Dataset.objects.exists() and not [path for path in self.stored_files() if "dataset" in str(path)]
+
+    def test_links_special_files_and_the_servers_own_storage_are_refused(self):
+        """An attack review: the command followed a symbolic link, so a link left in a folder that someone asks an
+        operator to import (an scp drop) stored another team's set in the asker's team; it read any file the
+        server may read, and opened what it had judged a plain file (a FIFO swapped in blocks for ever)."""
+        role = ["--role", Dataset.CLEAN_TEST]
+        reds = self.dataset(team=self.red, name="red-secret-set")
+        theirs = Path(reds.file.path)
+        link = self.folder / "big_clean_test.h5"
+        link.symlink_to(theirs)
+        said = self.refusal("import_dataset", link, "--user", "alice", *role)
+        assert f"{link}: is a symbolic link" in said and "copy the file itself" in said
+        folder_link = self.folder / "drop"
+        folder_link.symlink_to(theirs.parent)  # a link higher up the path leads there too
+        for path in (theirs, folder_link / theirs.name):
+            said = self.refusal("import_dataset", path, "--user", "alice", *role)
+            assert "is in the server's own storage" in said, said
+        fifo = self.folder / "pipe.h5"
+        os.mkfifo(fifo)
+        assert "not a plain file" in self.refusal("import_dataset", fifo, "--user", "alice", *role)
+        assert list(Dataset.objects.values_list("team__name", flat=True)) == ["red"]
 
     def test_a_file_the_team_has_is_named_and_not_stored_twice(self):
         path = write_dataset(self.folder / "set.h5", *tiny_data(10))

@@ -81,6 +81,25 @@ class BodyGuardTestCase(BaseTestCase):
         for path in ("/no/such/page/", "/experiments/new/", "/teams/"):
             assert self.post(path, 50 * 2**20).status_code == 413, path
 
+    def test_the_upload_addresses_take_upload_sized_bodies_as_multipart_only(self):
+        """An attack review: a 5 MB JSON or form-encoded body to /api/datasets/ (which takes JSON with an upload's
+        id) passed the upload cap and met Django's in-memory limit in the view: a bare HTML 400 with no reason, and
+        a server error logged. Only a multipart body carries a file; any other is judged as forms and JSON are."""
+        auth = {"HTTP_AUTHORIZATION": f"Token {self.token}"}
+        for content_type in ("application/json", "application/x-www-form-urlencoded", "text/plain"):
+            body = self.client.post(
+                "/api/datasets/", "x", content_type=content_type, CONTENT_LENGTH=str(5 * 2**20), **auth
+            )
+            assert body.status_code == 413, (content_type, body.content[:200])
+            assert "forms and JSON bodies here are limited to 1.0" in body.json()["detail"]
+        self.client.force_login(self.alice)
+        page = self.client.post(
+            "/datasets/", "x", content_type="application/x-www-form-urlencoded", CONTENT_LENGTH=str(5 * 2**20)
+        )
+        assert page.status_code == 413 and "limited to 1.0" in page.content.decode()
+        small = self.client.post("/api/datasets/", {"name": "x"}, content_type="application/json", **auth)
+        assert small.status_code == 400 and "errors" in small.json()  # a JSON body under the cap reaches the form
+
     def test_a_length_that_is_not_a_byte_count_is_400(self):
         self.client.force_login(self.alice)
         for length in ("-1", "12abc", "1e9", "+5", "٣"):

@@ -156,6 +156,20 @@ class TusDoorsTestCase(TusTestCase):
             assert "chunk_size=8 * 2**20" in chunk.json()["detail"]
         assert Upload.objects.count() == 1
 
+    def test_a_full_disk_is_the_servers_error_and_no_byte_of_the_request_counts(self):
+        """An attack review: a write that failed (ENOSPC) was taken for a broken connection, so the answer was a
+        204 with the offset unchanged and both clients (uploads.js, tuspy) sent the same chunk again at once, for
+        ever; a small chunk was a 500. The upload's file is /dev/full here: the kernel's real ENOSPC."""
+        url = self.new_upload(3 * 2**20)
+        upload = Upload.objects.get()
+        upload.file_path.unlink()
+        upload.file_path.symlink_to("/dev/full")
+        for size in (3 * 2**20, 5):  # written past the buffer, and held in it until the flush
+            refused = self.patch(url, b"0" * size)
+            assert refused.status_code == 507, (size, refused.content)
+            assert "could not store" in refused.json()["detail"] and "need disk space" in refused.json()["detail"]
+            assert Upload.objects.get().offset == 0 and self.head(url)["Upload-Offset"] == "0"
+
     def test_missing_or_malformed_headers_are_400_with_what_to_send(self):
         no_length = self.client.generic(
             "POST", "/api/uploads/", b"", **TUS, HTTP_UPLOAD_METADATA=metadata(filename="a.h5", kind="dataset")

@@ -10,7 +10,7 @@ Refusals, body unread:
 - a malformed or negative Content-Length: 400;
 - a wrong API token: 401, or 429 when the address has sent too many (webapp/core/tokens.py);
 - no session and no good token, body over ANONYMOUS_MAX_BODY_BYTES: 401 JSON on /api/, 403 on pages;
-- over what the address takes (`body_cap`: uploads MAX_UPLOAD_BYTES, a resumable upload's PATCH
+- over what the address takes (`body_cap`: multipart uploads MAX_UPLOAD_BYTES, a resumable upload's PATCH
   MAX_UPLOAD_CHUNK_BYTES, the image test its images, every other form or JSON body FORM_MAX_BODY_BYTES), plus
   MAX_REQUEST_OVERHEAD_BYTES for the framing: 413.
 """
@@ -104,7 +104,9 @@ def body_cap(request) -> tuple[int, str]:
         route = resolve(request.path_info).view_name
     except Resolver404:
         route = ""
-    if route in UPLOAD_ROUTES:
+    if route in UPLOAD_ROUTES and request.content_type == "multipart/form-data":
+        # only a multipart body carries a file (Django spools it to disk); a JSON or form-encoded one (the API's
+        # `upload` id) is read into memory, so it is judged as any other form or JSON body
         return settings.MAX_UPLOAD_BYTES, "uploads"
     if route in CHUNK_ROUTES:
         return settings.MAX_UPLOAD_CHUNK_BYTES, CHUNKS

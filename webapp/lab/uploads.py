@@ -86,6 +86,13 @@ def store_checked(form, store, refused: type[Exception]):
         form.add_error("upload", str(gone))
     except refused as refusal:
         form.add_error("file", f"Refused: {refusal}")
+    except OSError as failed:  # the server's disk (full), not the file: the user is told, not shown a 500
+        name = upload.filename if upload else form.cleaned_data["file"].name
+        form.add_error(
+            "file",
+            f"{name} could not be stored ({failed.strerror or failed}); nothing of it was kept. Try again later, or "
+            "tell an operator: the server may need disk space.",
+        )
     if upload:  # the page shown again must not offer the upload that is gone
         form.cleaned_data["upload"] = None
         if hasattr(form.data, "copy"):
@@ -190,7 +197,8 @@ def append(upload: Upload, offset: int, length: int, body) -> Upload:
     """Write the `length` bytes of `body` (a file-like request body) at `offset`, which must be where the upload
     stands (409 otherwise); the upload may not grow past its declared length (413). One request writes at a
     time (423 for a second). Bytes that arrive before a connection breaks are kept and counted: the client asks
-    HEAD for the offset and sends the rest from there."""
+    HEAD for the offset and sends the rest from there. A write the disk refuses (full) is a 507, and nothing of
+    that request counts."""
     name = upload.filename
     if offset + length > upload.length:
         raise UploadRefused(
@@ -199,7 +207,8 @@ def append(upload: Upload, offset: int, length: int, body) -> Upload:
             "Send only the rest of the file.",
         )
     try:
-        handle = open(upload.file_path, "r+b")  # noqa: SIM115 (held across the lock and the writes below)
+        # unbuffered: a write the disk refuses fails there, not again in a flush when the file is closed
+        handle = open(upload.file_path, "r+b", buffering=0)  # noqa: SIM115 (held across the lock and the writes below)
     except FileNotFoundError:
         raise UploadRefused(404, f"{name}: {GONE}") from None
     with handle:
@@ -222,19 +231,28 @@ def append(upload: Upload, offset: int, length: int, body) -> Upload:
         handle.seek(offset)
         try:
             while written < length:
-                piece = body.read(min(READ_BYTES, length - written))
+                try:
+                    piece = body.read(min(READ_BYTES, length - written))
+                except OSError:
+                    break  # the connection broke: what arrived is kept
                 if not piece:
                     break  # the connection ended before its Content-Length
-                handle.write(piece)
+                view = memoryview(piece)
+                while view:  # a raw write may take only part of the piece
+                    view = view[handle.write(view) :]
                 written += len(piece)
-        except OSError:
-            pass  # the connection broke: what arrived is kept
-        finally:
-            handle.flush()
             if offset + written == upload.length:
                 os.fsync(handle.fileno())  # a finished file is checked next: every byte on disk first
-            now = timezone.now()
-            Upload.objects.filter(pk=upload.pk, offset=offset).update(offset=offset + written, updated=now)
+        except OSError as failed:
+            # the disk's fault, not the connection's (ENOSPC): what was written may not all be there, so nothing of
+            # this request counts, and the answer is an error the clients pause on, not a 204 they repeat at once
+            raise UploadRefused(
+                507,
+                f"{name}: the server could not store the bytes ({failed.strerror or failed}). Try again later: the "
+                "upload resumes from its offset (HEAD). If it goes on, tell an operator: it may need disk space.",
+            ) from None
+        now = timezone.now()
+        Upload.objects.filter(pk=upload.pk, offset=offset).update(offset=offset + written, updated=now)
     upload.offset, upload.updated = offset + written, now
     return upload
 

@@ -3,8 +3,12 @@ uploaded them. Each file passes through the upload form of its kind (the same fi
 services (the HDF5 door, full validation or the model sandbox, the duplicate check), from a private copy: the
 stored file is a copy of the checked bytes, never a link to the path, which may change or go afterwards."""
 
+import errno
+import os
+import stat
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
@@ -65,10 +69,8 @@ class ImportCommand(BaseCommand):
         return user, team
 
     def import_one(self, path: Path, user, team, options):
-        if not path.is_file():
-            raise CommandError(f"{path}: no such file (or not a plain file). Give the path of a file on this server.")
         data = self.form_data(options) | {"name": options["name"] or path.stem[:100]}
-        with open(path, "rb") as handle:
+        with open_plain_file(path) as handle:
             form = self.make_form(data, {"file": File(handle, name=path.name)}, team, user)
 
             def store(copy, cleaned):
@@ -90,6 +92,37 @@ class ImportCommand(BaseCommand):
 
     def stored(self, row) -> str:
         raise NotImplementedError
+
+
+def open_plain_file(path: Path):
+    """The file at `path` opened for reading, or CommandError with advice. Judged on what was opened, not on the
+    name beforehand (a name can be swapped in between): a plain file, not reached through a symbolic link at its
+    end (someone who may write into the folder could point it at any file the server reads) and not in the
+    server's media folder (another team's stored files are there; a link higher up the path is caught here)."""
+    try:
+        # O_NONBLOCK: a FIFO opens at once (and is refused below) instead of waiting for a writer for ever
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file. Give the path of a file on this server.") from None
+    except OSError as failed:
+        if failed.errno == errno.ELOOP:
+            raise CommandError(
+                f"{path}: is a symbolic link; copy the file itself to the server and give its path."
+            ) from None
+        raise CommandError(f"{path}: cannot be read ({failed.strerror}).") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise CommandError(f"{path}: not a plain file (a folder, device or pipe). Give the path of a file.")
+        opened = Path(os.readlink(f"/proc/self/fd/{fd}")) if Path("/proc/self/fd").is_dir() else path.resolve()
+        if opened.is_relative_to(Path(settings.MEDIA_ROOT).resolve()):
+            raise CommandError(
+                f"{path}: is in the server's own storage ({opened.parent}), where the teams' stored files live. "
+                "Import a copy the owner gave you, from outside that folder."
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 
 def reasons(form) -> str:
