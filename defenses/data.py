@@ -304,7 +304,7 @@ def load_image(source: str | Path | BinaryIO, size: tuple[int, int] = IMAGE_SHAP
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(source, formats=IMAGE_FORMATS)
     except UnidentifiedImageError:
-        raise DataError(f"{Path(name).name} is not a PNG or JPEG image. Upload a .png or .jpg file.") from None
+        raise DataError(f"{Path(name).name} is not a PNG or JPEG image. Use a .png or .jpg file.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError(f"{Path(name).name} declares an enormous size (a decompression bomb); refused.") from None
     except (OSError, SyntaxError, ValueError) as error:  # a broken header: Pillow's decoders raise all three

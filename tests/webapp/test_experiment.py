@@ -58,7 +58,10 @@ class ExperimentPageTestCase(BaseTestCase):
         response = self.client.post("/experiments/plan", self.form_data())
         text = response.content.decode()
         assert "<b>18</b> points from <b>6</b> runs" in text  # 3 T x 2 LR trained to 35 epochs each
-        assert "<b>210</b> training epochs" in text and "seed report did: 588" in text
+        assert (
+            "<b>210</b> training epochs" in text
+            and "with a separate run per point, as the seed report did: 588" in text
+        )
 
     def test_a_30_epoch_request_is_served_by_a_stored_40_epoch_run_without_training(self):
         one_pair = {"thresholds": "1", "learning_rates": "0.001"}
@@ -71,14 +74,17 @@ class ExperimentPageTestCase(BaseTestCase):
         data = {name: form[name] for name in ("badnet", "valid", "test", "poisoned")}
 
         preview = self.client.post("/experiments/plan", form).content.decode()
-        assert f"run {long_run.pk} (done), trained to 40 epochs, serves the first 30" in preview
-        assert "so <b>0</b> training epochs are new" in preview
+        assert "This run is already stored or under way in your team, so <b>0</b> training epochs are new" in preview
+        assert f'<a href="/runs/{long_run.pk}/">run {long_run.pk}</a> (done), trained to 40 epochs' in preview
+        assert "holds the points of every epoch up to 30: nothing is trained again" in preview
         longer = self.client.post("/experiments/plan", self.form_data(epochs="50", **one_pair | data)).content
         assert b"plan-reuse" not in longer  # 40 epochs cannot serve 50: a new run trains
 
-        self.client.post("/experiments/new/", form)
+        page = self.client.post("/experiments/new/", form, follow=True).content.decode()
         short = Experiment.objects.get(name="short")
         assert list(short.runs.all()) == [long_run] and Run.objects.count() == 1
+        # the message says that nothing was queued, not "1 runs queued"
+        assert "short: Its run was already done in your team: its points are shown, nothing is trained again." in page
         points = {row["epochs"]: row["metrics"] for row in experiment_points(short)}
         assert points[30] == grid_metrics(long_run, 30) and points[10] == grid_metrics(long_run, 10)
 
@@ -103,6 +109,19 @@ class ExperimentPageTestCase(BaseTestCase):
         assert response.status_code == 302 and response["Location"] == f"/experiments/{experiment.pk}/"
         assert experiment.runs.count() == 6 and experiment.space["epochs"] == [30, 33, 35]
         assert set(experiment.runs.values_list("status", flat=True)) == {Run.QUEUED}
+        assert "grid: 6 runs queued or under way." in self.client.get(response["Location"]).content.decode()
+
+    def test_a_plan_partly_served_by_stored_runs_says_how_many_of_them(self):
+        one = {"thresholds": "1", "learning_rates": "0.001", "epochs": "2"}
+        first = self.form_data(name="first", **one)
+        self.client.post("/experiments/new/", first)
+        Experiment.objects.get(name="first").runs.get().finish(Run.DONE)
+        form = self.form_data(name="more", thresholds="1, 1.2", learning_rates="0.001", epochs="2")
+        data = {name: first[name] for name in ("badnet", "valid", "test", "poisoned")}
+        preview = self.client.post("/experiments/plan", form | data).content.decode()
+        assert "1 of these 2 runs is already stored or under way in your team, so <b>2</b> training epochs" in preview
+        page = self.client.post("/experiments/new/", form | data, follow=True).content.decode()
+        assert "more: 1 run queued or under way, 1 already done (nothing trained again)." in page
 
     def test_bad_values_are_refused_with_advice_and_nothing_is_stored(self):
         for changes, message in [

@@ -109,9 +109,13 @@ class ImportCommandTestCase(BaseTestCase):
             assert "alice is not a member of a team" in said
         poisoned = self.refusal("import_dataset", path, "--user", "alice", "--role", Dataset.POISONED_TEST)
         assert "--trigger: A poisoned set needs the name of its trigger" in poisoned
-        other_badnet = self.badnet(self.red, "reds")
+        other_badnet, mine = self.badnet(self.red, "reds"), self.badnet(self.blue, "blues")
         said = self.refusal("import_dataset", path, "--user", "alice", *role, "--badnet", other_badnet.pk)
-        assert "--badnet: Select a valid choice" in said  # another team's BadNet is not one of the choices
+        # another team's BadNet is not one of the choices; the refusal names the team's own
+        assert (
+            f"--badnet {other_badnet.pk}: team blue has no BadNet {other_badnet.pk}; its BadNets are {mine.pk} 'blues'."
+            in said
+        )
         notes = self.folder / "notes.txt"
         notes.write_text("hello")
         assert "notes.txt is not a dataset file" in self.refusal("import_dataset", notes, "--user", "alice", *role)

@@ -60,6 +60,14 @@ class UploadTestCase(BaseTestCase):
         assert 'id="n-classes">1283<' in page and "conv_4" in page
         assert Path(badnet.file.path).read_bytes() == SUNGLASSES.read_bytes()
 
+    def test_a_badnet_page_without_datasets_says_where_to_upload_them(self):
+        badnet = self.badnet()
+        page = self.client.get(f"/badnets/{badnet.pk}/").content.decode()
+        assert '<li class="muted">none yet: <a href="/datasets/">upload its clean validation' in page
+        valid = self.dataset(name="valid")
+        page = self.client.get(f"/badnets/{badnet.pk}/").content.decode()
+        assert f'<a href="/datasets/{valid.pk}/">' in page and "none yet: <a" not in page
+
     @pytest.mark.slow
     def test_weights_without_a_preset_are_refused_with_advice(self):
         self.assert_refused(self.post_badnet(upload(SUNGLASSES)), "sunglasses_bd_weights.h5 holds weights only")

@@ -34,6 +34,7 @@ class ImportCommand(BaseCommand):
 
     def handle(self, *args, **options):
         user, team = self.owner(options)
+        self.check_options(team, options)
         paths = [Path(path) for path in options["paths"]]
         if options["name"] and len(paths) > 1:
             raise CommandError("--name names one file; with several PATHs each takes its own file's name.")
@@ -80,6 +81,9 @@ class ImportCommand(BaseCommand):
         if not row:
             raise CommandError(f"{path}: {reasons(form)}")
         return row
+
+    def check_options(self, team, options) -> None:
+        """Refuse options that no file can make right (CommandError), before any file is read."""
 
     def make_form(self, data: dict, files: dict, team, user):
         raise NotImplementedError

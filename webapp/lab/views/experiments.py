@@ -3,6 +3,7 @@
 from django.contrib import messages
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -29,13 +30,25 @@ def experiments(request):
     return render(request, "lab/experiments.html", {"experiments": listed, "templates": STUDY_TEMPLATES})
 
 
+def runs_in_words(experiment: Experiment) -> str:
+    """What submitting did, honestly: a run the team had already finished is shown, not queued again."""
+    statuses = list(experiment.runs.values_list("status", flat=True))
+    done = statuses.count(Run.DONE)
+    waiting = len(statuses) - done
+    if not waiting:
+        its = "Its run was" if done == 1 else f"All {done} of its runs were"
+        return f"{its} already done in your team: its points are shown, nothing is trained again."
+    said = f"{waiting} run{pluralize(waiting)} queued or under way"
+    return f"{said}, {done} already done (nothing trained again)." if done else f"{said}."
+
+
 @team_required
 def new_experiment(request):
     initial = ExperimentForm.initial_for(request.GET.get("template", "")) | {"badnet": request.GET.get("badnet")}
     form = ExperimentForm(request.team, request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         experiment = create_experiment(request.team, request.user, form.cleaned_data)
-        messages.success(request, f"{experiment.name}: {experiment.runs.count()} runs queued.")
+        messages.success(request, f"{experiment.name}: {runs_in_words(experiment)}")
         return redirect("experiment", experiment.pk)
     context = {"form": form, "templates": STUDY_TEMPLATES, "chosen": request.GET.get("template", "")}
     return render(request, "lab/experiment_new.html", context, status=400 if form.errors else 200)
@@ -159,7 +172,8 @@ def experiment_cancel(request, pk: int):
 @require_POST
 def experiment_rerun(request, pk: int):
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
-    messages.info(request, f"{rerun_failed(experiment)} failed or cancelled runs queued again.")
+    count = rerun_failed(experiment)
+    messages.info(request, f"{count} failed or cancelled run{pluralize(count)} queued again.")
     return redirect("experiment", experiment.pk)
 
 

@@ -32,6 +32,9 @@ function drawCharts(container, charts) {
     Plotly.react(plot, chart.figure.data, chart.figure.layout, {responsive: true, displaylogo: false});
     plot.dataset.drawn = "true";
   }
+  // A page may name a note to show while there is nothing to draw (an experiment of one point has no chart).
+  const empty = container.dataset.emptyNote && document.getElementById(container.dataset.emptyNote);
+  if (empty) empty.hidden = Object.keys(charts).length > 0;
 }
 
 function fetchFigures(container) {
