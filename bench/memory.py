@@ -155,7 +155,8 @@ def worker_run(paths: dict, epochs: int, naive: bool) -> dict:
     for epoch in range(1, epochs + 1):
         fit_started = time.perf_counter()
         model.fit(inputs, loaded.valid[1], batch_size=32, epochs=1, shuffle=True, verbose=0)
-        report(epoch, loaded.measure(model) | {"seconds": time.perf_counter() - fit_started})
+        seconds = time.perf_counter() - fit_started  # before the measurement, as ours reports it
+        report(epoch, loaded.measure(model) | {"seconds": seconds})
     return {"load_s": loaded_at, "points_s": times, "training_s": training}
 
 
@@ -186,6 +187,21 @@ def measure(step: str, naive: bool, paths: dict, epochs: int) -> dict:
 
 def mib(value: float) -> str:
     return f"{value / 2**20:,.0f} MiB"
+
+
+def print_study_cost(ours: dict, epochs: int) -> None:
+    """What the seed report's whole study costs one worker on this machine, from this run's own timings."""
+    from defenses.planner import SEED_STUDY, plan_study
+
+    study = plan_study(list(SEED_STUDY.values()))
+    points = ours["points_s"]
+    per_epoch = (points[-1] - points[0]) / epochs
+    per_run = points[0]  # load, prune, measure position 0: paid once per run
+    hours = (study.training_epochs * per_epoch + len(study.jobs) * per_run) / 3600
+    print(
+        f"  the seed's whole study, one worker: {len(study.jobs)} runs, {study.training_epochs} training epochs"
+        f" x {per_epoch:.1f} s + {len(study.jobs)} x {per_run:.0f} s = {hours:.1f} h"
+    )
 
 
 def main() -> None:
@@ -235,6 +251,7 @@ def main() -> None:
                     + ", ".join(f"{s:.1f} s" for s in run["training_s"])
                     + ")"
                 )
+            print_study_cost(ours, args.epochs)
 
 
 if __name__ == "__main__":
