@@ -347,3 +347,30 @@ def tile(pixels: np.ndarray, columns: int = 8, gap: int = 2) -> np.ndarray:
         top, left = (index // columns) * (height + gap), (index % columns) * (width + gap)
         grid[top : top + height, left : left + width] = image
     return grid
+
+
+DEFAULT_HOLDOUT = 0.2  # share of the clean validation set kept from every repair step, for selection alone
+
+
+def holdout_split(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a clean validation set's rows into (the rows a repair may use, the held-out rows that only
+    selection reads), deterministically from `seed`, stratified by label as far as the counts allow: each
+    label gives the whole part of share x its count, and the rows still owed to reach round(share x N) are
+    taken from the labels with the largest remainders (ties drawn at random). Both parts are sorted indices;
+    neither is empty when the set has two rows or more."""
+    labels = np.asarray(labels)
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"the held-out share must be between 0 and 1, got {share}")
+    rng = np.random.default_rng([seed, 0x401D])
+    classes, inverse = np.unique(labels, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(classes))
+    wanted = min(max(int(round(share * len(labels))), 1), len(labels) - 1)
+    exact = share * counts
+    taken = np.floor(exact).astype(int)
+    owed = wanted - int(taken.sum())
+    if owed > 0:  # largest remainders first, ties in a random order
+        order = np.lexsort((rng.random(len(classes)), -(exact - taken)))
+        taken[order[:owed]] += 1
+    held = [rng.permutation(np.flatnonzero(inverse == c))[:n] for c, n in enumerate(taken)]
+    held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=int)
+    return np.setdiff1d(np.arange(len(labels)), held_out), held_out

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
-from defenses.methods.fineprune import SEED
+from defenses.methods.common import SEED
 from defenses.planner import Job, Plan
 
 TAUS = Parameter(

@@ -13,30 +13,20 @@ comes from one `prune-curve` job on cached activations (position = index of T), 
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
-from defenses.finetune import CHECKPOINT, FineTuneSettings, checkpoint_epoch
-from defenses.methods import LAYERS, Baseline, Column, Grid, JobKind, Method, Parameter, Versus, register, values
+from defenses.methods import Baseline, Column, Grid, JobKind, Method, Versus, register, values
+from defenses.methods.common import (
+    EPOCHS,
+    LEARNING_RATES,
+    PRUNED_LAYERS,
+    SEED,
+    THRESHOLDS,
+    layers_text,
+    resumable_settings,
+    train_and_report,
+)
 from defenses.planner import ParameterSpace, Plan, plan
 
-THRESHOLDS = Parameter(
-    "thresholds",
-    "Thresholds T",
-    float,
-    (1.0,),
-    0.0,
-    2.0,
-    help="values or a range start:stop:step; T times the layer's mean activation",
-    noun="threshold",
-)
-LEARNING_RATES = Parameter(
-    "learning_rates", "Learning rates", float, (0.001,), 0.0, 1.0, low_open=True, noun="learning rate"
-)
-EPOCHS = Parameter("epochs", "Epochs", int, (10,), 0, 500, noun="epoch count")
-PRUNED_LAYERS = Parameter(
-    "layers", "Layers", LAYERS, (), axis=False, help="conv layers to prune, comma separated; empty: all"
-)
-SEED = Parameter("seed", "Seed", int, 0, 0, 2**32 - 1, axis=False)
 COLUMNS = (
     Column("threshold", "pruning threshold T", "T {}", heading="T"),
     Column("lr", "learning rate", "LR {:g}", log=True, heading="LR"),
@@ -68,15 +58,11 @@ class PruneCurveConfig:
     layers: list
 
 
-def layers_text(layers) -> str:
-    return ", ".join(layers or []) or "every conv layer"
-
-
 def run_finetune(loaded, config: dict, report_point, should_stop=None, artifact_dir=None):
     """Threshold pruning then fine-tuning; reports position 0 (pruned, not trained) and every epoch.
     Returns the repaired model; saves it to artifact_dir/repaired_net.keras when given. With artifact_dir, a
     second delivery of the run continues after its last checkpointed epoch (defenses.finetune)."""
-    from defenses.finetune import fine_tune, save_atomically, seed_everything
+    from defenses.finetune import seed_everything
     from defenses.pruning import apply_masks, pruned_counts, threshold_masks
     from defenses.runner import fresh_copy
 
@@ -86,25 +72,9 @@ def run_finetune(loaded, config: dict, report_point, should_stop=None, artifact_
     repaired = fresh_copy(loaded.bad)
     masks = threshold_masks(loaded.profile(layers), float(job.threshold), layers)
     apply_masks(repaired, masks)
-    pruned = pruned_counts(masks)
-
-    def on_epoch(record) -> None:  # every point carries validation accuracy: selections read only it
-        report_point(record.epoch, record.as_dict() | loaded.measure(repaired) | {"pruned": pruned})
-
     settings = resumable_settings(float(job.lr), int(job.epochs), int(job.seed), artifact_dir)
-    if not checkpoint_epoch(settings.checkpoint):  # a resumed run stored its position 0 the first time
-        report_point(0, loaded.measure(repaired) | {"pruned": pruned, "epoch": 0, "before": loaded.baseline()})
-    if settings.epochs:
-        fine_tune(repaired, loaded.valid, loaded.divisor, settings, on_epoch=on_epoch, should_stop=should_stop)
-    if artifact_dir:
-        save_atomically(repaired, Path(artifact_dir) / "repaired_net.keras")
-    return repaired
-
-
-def resumable_settings(lr: float, epochs: int, seed: int, artifact_dir) -> FineTuneSettings:
-    """Fine-tuning settings whose checkpoint lives in the run's folder (none without a folder)."""
-    checkpoint = Path(artifact_dir) / CHECKPOINT if artifact_dir else None
-    return FineTuneSettings(learning_rate=lr, epochs=epochs, seed=seed, checkpoint=checkpoint)
+    pruned = {"pruned": pruned_counts(masks)}  # on every point: selections and pages read it
+    return train_and_report(loaded, repaired, settings, report_point, should_stop, artifact_dir, every_point=pruned)
 
 
 def run_prune_curve(loaded, config: dict, report_point, should_stop=None, artifact_dir=None) -> None:
@@ -115,8 +85,9 @@ def run_prune_curve(loaded, config: dict, report_point, should_stop=None, artifa
     job = PruneCurveConfig(**config)
     layers = list(job.layers or loaded.report.conv_layers)
     profile, thresholds = loaded.profile(layers), list(job.thresholds)
+    held_out = loaded.selection_set  # the curve's validation accuracy: for selection alone
     points = threshold_curve(
-        loaded.bad, loaded.divisor, profile, thresholds, loaded.valid, loaded.clean, loaded.poisoned, layers
+        loaded.bad, loaded.divisor, profile, thresholds, held_out, loaded.clean, loaded.poisoned, layers
     )
     for position, point in enumerate(points):
         report_point(position, curve_point_dict(point) | ({"before": loaded.baseline()} if position == 0 else {}))
@@ -152,21 +123,6 @@ PRUNE_CURVE = JobKind(
     describe=describe_prune_curve,
     x=("threshold", "pruning threshold T"),
 )
-
-
-def plan_per_learning_rate(kind: str, space: dict, fixed: dict) -> Plan:
-    """One `kind` job per learning rate of `space`, trained to its largest epoch count, so every epoch value
-    is one of its positions; `fixed` is the rest of each job's config. (NAD and Neural Cleanse unlearning
-    plan this way.)"""
-    from defenses.planner import Job
-
-    points = sorted({(lr, e) for lr in values(space, LEARNING_RATES) for e in values(space, EPOCHS)})
-    longest: dict[float, int] = {}
-    for lr, e in points:
-        longest[lr] = max(longest.get(lr, 0), e)
-    jobs = [Job(kind, {"lr": lr, "epochs": e, **fixed}) for lr, e in sorted(longest.items())]
-    index = {job.config["lr"]: number for number, job in enumerate(jobs)}
-    return Plan(jobs, {(lr, e): (index[lr], e) for lr, e in points})
 
 
 def parameter_space(space: dict) -> ParameterSpace:

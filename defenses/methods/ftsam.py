@@ -15,14 +15,19 @@ Jobs: one `ft-sam` job per (T, LR, rho, layers, seed) trains to the largest epoc
 every epoch (position = epoch; 0 is pruned, not yet trained), like fine-pruning's.
 """
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
-from defenses.methods.fineprune import EPOCHS, LEARNING_RATES, PRUNED_LAYERS, SEED, THRESHOLDS, layers_text
+from defenses.methods.common import (
+    EPOCHS,
+    LEARNING_RATES,
+    PRUNED_LAYERS,
+    SEED,
+    THRESHOLDS,
+    layers_text,
+    resumable_settings,
+    train_and_report,
+)
 from defenses.planner import Job, Plan
 
 RHO = Parameter(
@@ -34,9 +39,10 @@ RHO = Parameter(
     10.0,
     axis=False,
     help="how far each step looks for the worst nearby weights (ASAM, scaled by each weight's size)",
+    search=(0.5, 5.0),
+    log=True,
 )
 LABEL_SMOOTHING = 0.1
-BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -58,59 +64,45 @@ def asam_perturbation(weights, grads, rho: float) -> list:
     return [rho / (scaled + 1e-12) * tf.square(w) * g for w, g in zip(weights, grads, strict=True)]
 
 
-def sam_fine_tune(model, train, divisor: float, lr: float, epochs: int, rho: float, on_epoch=None, should_stop=None):
-    """Train `model` in place with ASAM around Adam for `epochs` epochs on `train` (pixels 0..255, labels);
-    `on_epoch(epoch, loss, train_acc, seconds)` after each. Masks applied with pruning.apply_masks stay
-    applied (Keras' optimizer applies the weights' constraints after every step)."""
+def asam_step(rho: float):
+    """The shared loop's step for FT-SAM (defenses.finetune.fine_tune): climb to w + e (asam_perturbation),
+    take the gradient of the label-smoothed loss there, come back and let Adam step with it."""
     import keras
     import tensorflow as tf
 
-    from defenses.data import scale_pixels
-    from defenses.finetune import Cancelled
+    from defenses.finetune import correct_answers
 
-    inputs = scale_pixels(train[0], divisor)
-    n_classes = int(model.outputs[0].shape[-1])
-    targets = keras.utils.to_categorical(np.asarray(train[1]), n_classes).astype("float32")
-    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING)
-    optimizer = keras.optimizers.Adam(learning_rate=lr)
-    weights = model.trainable_variables
+    def make_step(model, optimizer):
+        loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING)
+        classes = int(model.outputs[0].shape[-1])
+        weights = model.trainable_variables
 
-    @tf.function
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))
-        climbs = asam_perturbation(weights, tape.gradient(loss, weights), rho)
-        for w, e in zip(weights, climbs, strict=True):
-            w.assign_add(e)
-        with tf.GradientTape() as tape:
-            sharp = model(x, training=True)
-            sharp_loss = loss_fn(y, sharp)
-        sharp_grads = tape.gradient(sharp_loss, weights)
-        for w, e in zip(weights, climbs, strict=True):
-            w.assign_sub(e)
-        optimizer.apply_gradients(zip(sharp_grads, weights, strict=True))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(sharp, 1), tf.argmax(y, 1)), tf.float32))
-        return sharp_loss, correct
+        @tf.function(reduce_retracing=True)
+        def step(x, y, seed):
+            targets = tf.one_hot(y, classes)
+            with tf.GradientTape() as tape:
+                loss = loss_fn(targets, model(x, training=True))
+            climbs = asam_perturbation(weights, tape.gradient(loss, weights), rho)
+            for w, e in zip(weights, climbs, strict=True):
+                w.assign_add(e)
+            with tf.GradientTape() as tape:
+                sharp = model(x, training=True)
+                sharp_loss = loss_fn(targets, sharp)
+            sharp_grads = tape.gradient(sharp_loss, weights)
+            for w, e in zip(weights, climbs, strict=True):
+                w.assign_sub(e)
+            optimizer.apply_gradients(zip(sharp_grads, weights, strict=True))
+            return sharp_loss, correct_answers(sharp, y)
 
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        order = np.random.permutation(len(inputs))  # seeded by seed_everything, as Keras' own shuffling
-        total, right = 0.0, 0.0
-        for batch, start in enumerate(range(0, len(order), BATCH)):
-            index = order[start : start + BATCH]
-            loss, correct = step(tf.constant(inputs[index]), tf.constant(targets[index]))
-            total += float(loss) * len(index)
-            right += float(correct)
-            if should_stop is not None and batch % 20 == 0 and should_stop():
-                raise Cancelled(f"cancelled during epoch {epoch}")
-        if on_epoch:
-            on_epoch(epoch, total / len(order), 100.0 * right / len(order), time.perf_counter() - started)
-    return model
+        return step
+
+    return make_step
 
 
 def run_ftsam(loaded, config: dict, report_point, should_stop=None, artifact_dir=None):
-    """Threshold pruning (T = 0: none), then FT-SAM; reports position 0 and every epoch; saves the network."""
-    from defenses.finetune import save_atomically, seed_everything
+    """Threshold pruning (T = 0: none), then FT-SAM in the shared loop; reports position 0 and every epoch;
+    saves the network; a second delivery resumes after its last checkpointed epoch."""
+    from defenses.finetune import seed_everything
     from defenses.pruning import apply_masks, pruned_counts, threshold_masks
     from defenses.runner import fresh_copy
 
@@ -120,22 +112,12 @@ def run_ftsam(loaded, config: dict, report_point, should_stop=None, artifact_dir
     repaired = fresh_copy(loaded.bad)
     masks = threshold_masks(loaded.profile(layers), float(job.threshold), layers)
     apply_masks(repaired, masks)
-    pruned = pruned_counts(masks)
-
-    def measured() -> dict:
-        return loaded.measure(repaired) | {"pruned": pruned}
-
-    report_point(0, measured() | {"epoch": 0, "before": loaded.baseline()})
-
-    def on_epoch(epoch: int, loss: float, train_acc: float, seconds: float) -> None:
-        report_point(epoch, measured() | {"epoch": epoch, "loss": loss, "train_acc": train_acc, "seconds": seconds})
-
-    sam_fine_tune(
-        repaired, loaded.valid, loaded.divisor, float(job.lr), int(job.epochs), float(job.rho), on_epoch, should_stop
+    settings = resumable_settings(float(job.lr), int(job.epochs), int(job.seed), artifact_dir)
+    pruned = {"pruned": pruned_counts(masks)}
+    step = asam_step(float(job.rho))
+    return train_and_report(
+        loaded, repaired, settings, report_point, should_stop, artifact_dir, make_step=step, every_point=pruned
     )
-    if artifact_dir:
-        save_atomically(repaired, Path(artifact_dir) / "repaired_net.keras")
-    return repaired
 
 
 def describe(config: dict) -> str:

@@ -40,7 +40,7 @@ def run_incremental(loaded, config: dict, report_point, should_stop=None, artifa
         loaded.bad,
         loaded.divisor,
         profile,
-        loaded.valid,
+        loaded.selection_set,  # the stop rule reads held-out images
         float(job.max_drop),
         job.layer,
         loaded.clean,

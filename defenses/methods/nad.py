@@ -13,14 +13,17 @@ Jobs: one `nad` job per (LR, teacher epochs, beta, seed) trains the teacher once
 largest epoch count asked for, and stores every student epoch (position = epoch; 0 is the BadNet itself).
 """
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
-from defenses.methods.fineprune import EPOCHS, LEARNING_RATES, SEED, plan_per_learning_rate
+from defenses.methods.common import (
+    EPOCHS,
+    LEARNING_RATES,
+    SEED,
+    plan_per_learning_rate,
+    resumable_settings,
+    train_and_report,
+)
 from defenses.planner import Plan
 
 TEACHER_EPOCHS = Parameter(
@@ -42,9 +45,11 @@ BETA = Parameter(
     100000.0,
     axis=False,
     help="weight of the attention loss at the top two layers (half of it at the third)",
+    search=(100.0, 10000.0),
+    log=True,
 )
 POWER = 2.0
-BATCH = 32
+TEACHER_CHECKPOINT = "checkpoint-teacher.npz"  # the teacher's own, beside the student's checkpoint.npz
 
 
 @dataclass(frozen=True)
@@ -72,105 +77,56 @@ def attention_layers(model, conv_layers: list[str]) -> tuple[list[str], list[flo
     return chosen, ([0.5] + [1.0] * (len(chosen) - 1)) if len(chosen) == 3 else [1.0] * len(chosen)
 
 
-def distil(
-    student,
-    teacher,
-    train,
-    divisor: float,
-    layers: list[str],
-    weights: list[float],
-    lr: float,
-    epochs: int,
-    beta: float,
-    on_epoch=None,
-    should_stop=None,
-):
-    """Train `student` in place: cross-entropy plus beta x weight_k x MSE(attention maps) against `teacher`
-    at `layers`, with Adam; `on_epoch(epoch, loss, train_acc, seconds)` after each epoch."""
+def distillation_step(teacher, layers: list[str], weights: list[float], beta: float):
+    """The shared loop's step for NAD's student (defenses.finetune.fine_tune): cross-entropy plus
+    beta x weight_k x MSE(attention maps) against `teacher` at `layers`."""
     import keras
     import tensorflow as tf
 
-    from defenses.data import scale_pixels
-    from defenses.finetune import Cancelled
+    from defenses.finetune import correct_answers
 
     def with_features(model):
         return keras.Model(model.inputs, [model.outputs[0], *[model.get_layer(n).output for n in layers]])
 
-    student_view, teacher_view = with_features(student), with_features(teacher)
-    inputs, labels = scale_pixels(train[0], divisor), np.asarray(train[1])
-    loss_fn = keras.losses.SparseCategoricalCrossentropy()
-    optimizer = keras.optimizers.Adam(learning_rate=lr)
-    variables = student.trainable_variables
+    def make_step(student, optimizer):
+        student_view, teacher_view = with_features(student), with_features(teacher)
+        loss_fn = keras.losses.SparseCategoricalCrossentropy()
+        variables = student.trainable_variables
 
-    @tf.function
-    def step(x, y):
-        taught = teacher_view(x, training=False)[1:]
-        with tf.GradientTape() as tape:
-            out, *features = student_view(x, training=True)
-            loss = loss_fn(y, out)
-            for weight, mine, theirs in zip(weights, features, taught, strict=True):
-                loss += beta * weight * tf.reduce_mean(tf.square(attention(mine) - attention(theirs)))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(out, 1, output_type=tf.int64), y), tf.float32))
-        return loss, correct
+        @tf.function(reduce_retracing=True)
+        def step(x, y, seed):
+            taught = teacher_view(x, training=False)[1:]
+            with tf.GradientTape() as tape:
+                out, *features = student_view(x, training=True)
+                loss = loss_fn(y, out)
+                for weight, mine, theirs in zip(weights, features, taught, strict=True):
+                    loss += beta * weight * tf.reduce_mean(tf.square(attention(mine) - attention(theirs)))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+            return loss, correct_answers(out, y)
 
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        order = np.random.permutation(len(inputs))  # seeded by seed_everything
-        total, right = 0.0, 0.0
-        for batch, start in enumerate(range(0, len(order), BATCH)):
-            index = order[start : start + BATCH]
-            loss, correct = step(tf.constant(inputs[index]), tf.constant(labels[index], dtype=tf.int64))
-            total, right = total + float(loss) * len(index), right + float(correct)
-            if should_stop is not None and batch % 20 == 0 and should_stop():
-                raise Cancelled(f"cancelled during epoch {epoch}")
-        if on_epoch:
-            on_epoch(epoch, total / len(order), 100.0 * right / len(order), time.perf_counter() - started)
+        return step
+
+    return make_step
 
 
 def run_nad(loaded, config: dict, report_point, should_stop=None, artifact_dir=None):
-    """The teacher (plain fine-tuning), then the student's distillation; reports the BadNet at position 0
-    and every student epoch; saves the student."""
-    from defenses.finetune import FineTuneSettings, fine_tune, save_atomically, seed_everything
+    """The teacher (plain fine-tuning), then the student's distillation, both in the shared loop with a
+    checkpoint each; reports the BadNet at position 0 and every student epoch; saves the student. A second
+    delivery restores the finished teacher from its checkpoint instead of training it again."""
+    from defenses.finetune import fine_tune, seed_everything
     from defenses.runner import fresh_copy
 
     job = NADConfig(**config)
     seed_everything(int(job.seed))
     teacher = fresh_copy(loaded.bad)
-    fine_tune(
-        teacher,
-        loaded.valid,
-        loaded.divisor,
-        FineTuneSettings(float(job.lr), int(job.teacher_epochs), seed=int(job.seed)),
-        should_stop=should_stop,
-    )
+    lr, seed = float(job.lr), int(job.seed)
+    schooling = resumable_settings(lr, int(job.teacher_epochs), seed, artifact_dir, TEACHER_CHECKPOINT)
+    fine_tune(teacher, loaded.valid, loaded.divisor, schooling, should_stop=should_stop)
     student = fresh_copy(loaded.bad)
     layers, weights = attention_layers(student, list(loaded.report.conv_layers))
-
-    def measured() -> dict:
-        return loaded.measure(student)
-
-    report_point(0, measured() | {"epoch": 0, "before": loaded.baseline()})
-
-    def on_epoch(epoch: int, loss: float, train_acc: float, seconds: float) -> None:
-        report_point(epoch, measured() | {"epoch": epoch, "loss": loss, "train_acc": train_acc, "seconds": seconds})
-
-    distil(
-        student,
-        teacher,
-        loaded.valid,
-        loaded.divisor,
-        layers,
-        weights,
-        float(job.lr),
-        int(job.epochs),
-        float(job.beta),
-        on_epoch,
-        should_stop,
-    )
-    if artifact_dir:
-        save_atomically(student, Path(artifact_dir) / "repaired_net.keras")
-    return student
+    settings = resumable_settings(lr, int(job.epochs), seed, artifact_dir)
+    step = distillation_step(teacher, layers, weights, float(job.beta))
+    return train_and_report(loaded, student, settings, report_point, should_stop, artifact_dir, make_step=step)
 
 
 def describe(config: dict) -> str:

@@ -14,12 +14,18 @@ and stores every epoch (position = epoch; 0 is the BadNet itself, with the scan'
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
-from defenses.methods.fineprune import EPOCHS, LEARNING_RATES, SEED, plan_per_learning_rate
+from defenses.methods.common import (
+    EPOCHS,
+    LEARNING_RATES,
+    SEED,
+    plan_per_learning_rate,
+    resumable_settings,
+    train_and_report,
+)
 from defenses.planner import Plan
 
 SCAN_STEPS = Parameter(
@@ -74,28 +80,29 @@ def run_unlearn(loaded, config: dict, report_point, should_stop=None, artifact_d
     """Scan, then fine-tune on the unlearning set; reports position 0 (the BadNet, with the scan's findings)
     and every epoch; saves the network."""
     from defenses.cleanse import ScanSettings, scan
-    from defenses.finetune import checkpoint_epoch, fine_tune, save_atomically, seed_everything
-    from defenses.methods.fineprune import resumable_settings
+    from defenses.finetune import seed_everything
     from defenses.runner import fresh_copy
 
     job = UnlearnConfig(**config)
     seed_everything(int(job.seed))
     pixels, labels = loaded.valid
     scanning = ScanSettings(steps=int(job.scan_steps), seed=int(job.seed))
-    result = scan(loaded.bad, pixels, loaded.divisor, loaded.report.n_classes, scanning, should_stop)
+    result = loaded.remember(
+        ("scan", scanning),
+        lambda: scan(loaded.bad, pixels, loaded.divisor, loaded.report.n_classes, scanning, should_stop),
+    )
     train = unlearning_set(pixels, labels, [result.triggers[label] for label in result.flagged], int(job.seed))
-    repaired = fresh_copy(loaded.bad)
     settings = resumable_settings(float(job.lr), int(job.epochs), int(job.seed), artifact_dir)
-    if not checkpoint_epoch(settings.checkpoint):  # a resumed run stored its position 0 the first time
-        report_point(0, loaded.measure(repaired) | {"epoch": 0, "before": loaded.baseline()} | findings(result))
-
-    def on_epoch(record) -> None:
-        report_point(record.epoch, record.as_dict() | loaded.measure(repaired))
-
-    fine_tune(repaired, train, loaded.divisor, settings, on_epoch=on_epoch, should_stop=should_stop)
-    if artifact_dir:
-        save_atomically(repaired, Path(artifact_dir) / "repaired_net.keras")
-    return repaired
+    return train_and_report(
+        loaded,
+        fresh_copy(loaded.bad),
+        settings,
+        report_point,
+        should_stop,
+        artifact_dir,
+        train=train,
+        first_point=findings(result),
+    )
 
 
 def describe(config: dict) -> str:
