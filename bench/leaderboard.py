@@ -1,26 +1,33 @@
 """The leaderboard page's study from a shell: every registered defense on every BadNet of a synthetic preset,
-each with its default small sweep (defenses.methods `sweep`, as the page's one click queues it), the point
-chosen on validation data only (the poisoned validation sets and the clean-accuracy floor,
-defenses.selection.select, the rule every page uses), then that point's test-set figures.
+each training defense searched within one budget of fine-tuning-epoch units (defenses.search: TPE and
+successive halving on epochs), the others with their small sweep; the point chosen on held-out data only (a
+part of the clean validation set no repair step saw, the poisoned validation sets and the clean-accuracy
+floor: defenses.selection, the rule every page uses); then that point's test-set figures.
 
-    .venv/bin/python -m bench.leaderboard [--preset demo] [--max-ca-drop 5] [--badnets sunglasses,lipstick]
-        [--methods fine-prune,nc-unlearn]
+    .venv/bin/python -m bench.leaderboard [--preset demo] [--synth-seed N] [--budget 100] [--holdout 0.2]
+        [--seed 0] [--seeds 3] [--grid] [--max-ca-drop 5] [--badnets sunglasses,lipstick] [--methods fst,sau]
 
-Generates the preset into var/bench-<preset>/ first if it is not there (demo: about 3 minutes on 2 cores;
-full: about an hour). Jobs two defenses share (fine-tuning alone is fine-pruning at T = 0) run once; their
-time counts for the first defense that needs them. Prints one table per BadNet, then the goal's verdict: per
-BadNet, is there a defense with a clean-accuracy drop of 2 points or less and an ASR of 1 % or less on every
-trigger, chosen without the test sets?
+Generates the preset into var/bench-<preset>[-s<N>]/ first if it is not there (demo: about 4 minutes on 2
+cores; full: about 45 minutes). `--grid` uses every defense's sweep instead of search (the board before
+search). `--seeds 3` trains each defense's chosen configuration again with seeds 1 and 2 (training order and
+held-out split) and prints the mean and spread of its test figures. Prints one table per BadNet, then the
+goal's verdict: per BadNet, is there a defense with a clean-accuracy drop of 2 points or less and an ASR of 1 %
+or less on every trigger, chosen without the test sets?
 """
 
 import argparse
 import json
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+GOAL_CA_DROP, GOAL_ASR = 2.0, 1.0
 # BackdoorBench (BadNets, CIFAR-10, PreAct-ResNet18, 10 % poison): CA / ASR, for the README beside ours.
 ANCHORS = {
     "no defense": (91.32, 95.03),
@@ -29,6 +36,16 @@ ANCHORS = {
     "NAD": (89.87, 2.14),
     "ANP": (84.17, 0.73),
 }
+
+
+@dataclass(frozen=True)
+class Options:
+    max_ca_drop: float = 5.0
+    budget: float = 100.0
+    holdout: float = 0.2
+    seed: int = 0
+    grid: bool = False
+    seeds: int = 1
 
 
 def inputs_of(data: Path, name: str, triggers: list[str]):
@@ -49,134 +66,255 @@ def inputs_of(data: Path, name: str, triggers: list[str]):
     )
 
 
-def run_jobs(plan, loaded, done: dict) -> tuple[list[dict], float]:
-    """Every job's points ({position: metrics} per job of `plan`) and the seconds spent on jobs not already in
-    `done` (shared jobs, keyed by their reuse key, run once)."""
-    from defenses.runner import run_job
+class Runner:
+    """Runs jobs in this process, each once (two defenses' shared jobs, a rung asked again); the rungs of a
+    search trial extend one folder's checkpoint, so no epoch is trained twice."""
 
-    spent = 0.0
-    for job in plan.jobs:
-        if job.key not in done:
-            points: dict[int, dict] = {}
-            start = time.perf_counter()
-            run_job(job.kind, job.config, loaded, lambda position, metrics, p=points: p.__setitem__(position, metrics))
-            spent += time.perf_counter() - start
-            done[job.key] = points
-    return [done[job.key] for job in plan.jobs], spent
+    def __init__(self, loaded, workdir: Path):
+        self.loaded, self.workdir = loaded, workdir
+        self.valid_count = len(loaded.valid[1])  # the whole clean validation set: what a cost unit passes over
+        self.points: dict[str, dict[int, dict]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def run(self, job, folder: Path | None = None, earlier: dict | None = None) -> tuple[dict[int, dict], bool]:
+        """The job's points {position: metrics}, and whether this call computed them."""
+        from defenses.runner import run_job
+
+        if job.key in self.points:
+            return self.points[job.key], False
+        points = dict(earlier or {})
+        start = time.perf_counter()
+        run_job(job.kind, job.config, self.loaded, points.__setitem__, artifact_dir=folder)
+        self.seconds[job.key] = time.perf_counter() - start
+        self.points[job.key] = points
+        return points, True
+
+    def rung(self, job, previous) -> tuple[dict[int, dict], float]:
+        """defenses.search's RungRunner: one folder per trial (its first rung's key), the previous rung's points
+        carried over, the units of the epochs trained now."""
+        from defenses.methods import job_kind
+
+        first = previous or job
+        folder = self.workdir / first.key[:16]
+        earlier = self.points.get(previous.key) if previous else None
+        points, computed = self.run(job, folder, earlier)
+        units = job_kind(job.kind).cost(job.config, self.valid_count)
+        if previous is not None:
+            units -= job_kind(previous.kind).cost(previous.config, self.valid_count)
+        return points, units if computed else 0.0
 
 
-def chosen_point(method, plan, results: list[dict], loaded, triggers: list[str], max_ca_drop: float):
-    """The defense's validation-selected point as a flat row (None: no point meets the floor) and the rule."""
-    from defenses.selection import flat_row, select
+def coordinates(method, job, position: int) -> dict:
+    """A point's coordinates in the defense's columns, from its job's config and its position."""
+    return {c.name: position if c.name == "epochs" else job.config.get(c.name) for c in method.columns}
+
+
+def rows_of(method, found, triggers: list[str], before_valid: float) -> list[dict]:
+    """Flat rows (defenses.selection.flat_row) of every (job, position, metrics) found, each with its point's
+    coordinates and the job and position it came from (to train it again with other seeds)."""
+    from defenses.selection import flat_row
 
     valid = [f"{t} (validation)" for t in triggers]
-    before_valid = loaded.baseline()["valid_acc"]
-    if method.steps:  # one job whose own validation rule says where it stopped
-        stop = next((m for _, m in sorted(results[0].items()) if m.get("stop")), None)
-        row = flat_row(stop, triggers, valid) if stop else None
-        return row, "its own validation rule (where it stopped)"
-    columns = [column.name for column in method.columns]
     rows = []
-    for coordinates, (job, position) in sorted(plan.points.items()):
-        metrics = results[job].get(position) or {}
-        row = dict(zip(columns, coordinates, strict=True)) | flat_row(metrics, triggers, valid)
-        rows.append(row | {"before_valid_acc": before_valid})
-    selection = select(rows, max_ca_drop, with_poisoned_valid=True)
-    return selection.best, selection.rule
+    for job, position, metrics in found:
+        coords = {} if method.steps else coordinates(method, job, position)
+        row = coords | flat_row(metrics, triggers, valid) | {"before_valid_acc": before_valid}
+        rows.append(row | {"job": job, "position": position})
+    return rows
 
 
-def point_text(method, row: dict | None) -> str:
-    if row is None:
-        return "none meets the floor"
-    shown = [f"{column.heading or column.name} {row[column.name]:g}" for column in method.columns if column.name in row]
-    return ", ".join(shown) or "its stop"
+def sweep_rows(method, runner: Runner, options: Options, triggers, before_valid) -> tuple[list[dict], float, str]:
+    """The defense's small sweep: its rows, its cost in units and how it was explored."""
+    from defenses.methods import job_kind, plan_space
+
+    space = {"defense": method.name, **method.sweep, "holdout": options.holdout, "seed": options.seed}
+    plan = plan_space(space)
+    results = [runner.run(job)[0] for job in plan.jobs]
+    if method.steps:  # one job whose own validation rule says where it stopped
+        found = [(plan.jobs[0], p, m) for p, m in sorted(results[0].items()) if m.get("stop")][:1]
+    else:
+        found = [(plan.jobs[job], position, results[job].get(position) or {}) for job, position in plan.points.values()]
+    units = sum(job_kind(job.kind).cost(job.config, runner.valid_count) for job in plan.jobs)
+    return rows_of(method, found, triggers, before_valid), units, f"sweep of {len(plan.points)} points"
 
 
-def board(name: str, triggers: list[str], data: Path, max_ca_drop: float, methods: list[str] | None) -> list[dict]:
-    from defenses.methods import METHODS, job_kind
+def search_rows(method, runner: Runner, options: Options, triggers, before_valid) -> tuple[list[dict], float, str]:
+    """A search of the defense's space within the budget: the rows of every trial's every epoch, the units
+    spent and how many trials ran."""
+    from defenses.search import SearchSettings, search
+    from defenses.selection import flat_row, objective
+
+    valid = [f"{t} (validation)" for t in triggers]
+
+    def score(metrics: dict) -> float | None:
+        return objective(flat_row(metrics, triggers, valid) | {"before_valid_acc": before_valid}, options.max_ca_drop)
+
+    space = {"defense": method.name, "holdout": options.holdout, "seed": options.seed}
+    settings = SearchSettings(budget=options.budget, seed=options.seed)
+    trials = search(method, space, settings, runner.rung, score, runner.valid_count)
+    found = []
+    for trial in trials:
+        job = trial.jobs[-1]
+        found += [(job, epoch, metrics) for epoch, metrics in sorted(runner.points[job.key].items()) if epoch > 0]
+    spent = sum(trial.cost for trial in trials)
+    return rows_of(method, found, triggers, before_valid), spent, f"search, {len(trials)} trials"
+
+
+def reseeded(job, seed: int):
+    """The same work with another seed: its training order (where it has one) and its held-out split."""
+    from defenses.planner import Job
+
+    config = dict(job.config)
+    if "seed" in config:
+        config["seed"] = seed
+    if "holdout" in config:
+        config["holdout"] = dict(config["holdout"], seed=seed)
+    return Job(job.kind, config)
+
+
+def repeat(row: dict, runner: Runner, options: Options, triggers: list[str]) -> list[dict]:
+    """The chosen point's test CA and ASR per trigger, and the same point trained again with seeds 1 ..
+    seeds - 1 (training order and held-out split)."""
+    figures = [{"ca": row["ca"], **{t: row[f"asr {t}"] for t in triggers}}]
+    for seed in range(1, options.seeds):
+        metrics = runner.run(reseeded(row["job"], seed))[0][row["position"]]
+        figures.append({"ca": metrics["ca"], **{t: metrics["asr"][t] for t in triggers}})
+    return figures
+
+
+def board(name: str, triggers: list[str], data: Path, options: Options, methods: list[str] | None) -> list[dict]:
+    from defenses.methods import METHODS
     from defenses.runner import load_inputs
-    from defenses.selection import der
+    from defenses.search import can_search
+    from defenses.selection import der, select
 
     loaded = load_inputs(inputs_of(data, name, triggers))
-    before = loaded.baseline()
+    before = loaded.split(options.holdout, options.seed).baseline()
     before_asr = sum(before["asr"][t] for t in triggers) / len(triggers)
-    done: dict = {}
+    workdir = Path(tempfile.mkdtemp(prefix="leaderboard-", dir=ROOT / "var"))
+    runner = Runner(loaded, workdir)
     lines = []
     for method in METHODS.values():
         if methods and method.name not in methods:
             continue
-        plan = method.plan({"defense": method.name, **method.sweep})
-        results, seconds = run_jobs(plan, loaded, done)
-        row, rule = chosen_point(method, plan, results, loaded, triggers, max_ca_drop)
-        units = sum(job_kind(job.kind).cost(job.config, len(loaded.valid[1])) for job in plan.jobs)
-        line = {"badnet": name, "method": method.title, "point": point_text(method, row), "seconds": seconds}
-        line |= {"epoch_units": units, "rule": rule, "row": row, "before": before, "triggers": triggers}
+        start = time.perf_counter()
+        explore = sweep_rows if options.grid or not can_search(method) else search_rows
+        rows, units, how = explore(method, runner, options, triggers, before["valid_acc"])
+        selection = select(rows, options.max_ca_drop, with_poisoned_valid=True)
+        row = selection.best
+        line = {"badnet": name, "method": method, "title": method.title, "how": how, "row": row}
+        line |= {"seconds": time.perf_counter() - start, "epoch_units": units, "before": before}
+        line |= {"triggers": triggers, "rule": selection.rule}
         if row is not None:
             line["der"] = der(before["ca"], before_asr, row["ca"], row["asr"])
             line["ca_drop"] = before["ca"] - row["ca"]
-            line["meets_goal"] = line["ca_drop"] <= 2.0 and all(row[f"asr {t}"] <= 1.0 for t in triggers)
+            line["meets_goal"] = line["ca_drop"] <= GOAL_CA_DROP and all(row[f"asr {t}"] <= GOAL_ASR for t in triggers)
+        if row is not None and options.seeds > 1:
+            line["seeds"] = repeat(row, runner, options, triggers)
         lines.append(line)
-        print(f"  {name}: {method.title} done in {seconds:.0f} s", file=sys.stderr, flush=True)
+        print(f"  {name}: {method.title} ({how}) done in {line['seconds']:.0f} s", file=sys.stderr, flush=True)
+    shutil.rmtree(workdir, ignore_errors=True)
     return lines
 
 
-def print_table(lines: list[dict]) -> None:
+def point_text(line: dict) -> str:
+    row, method = line["row"], line["method"]
+    if row is None:
+        return "none meets the floor"
+    shown = [f"{c.heading or c.name} {row[c.name]:.3g}" for c in method.columns if row.get(c.name) is not None]
+    fixed = [f"{name} {value:.3g}" for name, value in searched_values(line).items()]
+    return ", ".join(shown + fixed) or "its stop"
+
+
+def searched_values(line: dict) -> dict:
+    """The chosen point's own searched parameters that are not columns (FST's alpha, FT-SAM's rho)."""
+    from defenses.search import searchable
+
+    row, method = line["row"], line["method"]
+    columns = {c.name for c in method.columns} | {"thresholds", "learning_rates"}
+    config = row["job"].config
+    return {p.name: config[p.name] for p in searchable(method) if p.name not in columns and p.name in config}
+
+
+def spread(line: dict, key: str) -> str:
+    values = [figures[key] for figures in line["seeds"]]
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def print_table(lines: list[dict], options: Options) -> None:
     first = lines[0]
     triggers, before = first["triggers"], first["before"]
     asr_before = " / ".join(f"{before['asr'][t]:.1f}" for t in triggers)
-    print(f"\n{first['badnet']} (triggers {', '.join(triggers)}): BadNet CA {before['ca']:.2f} %, ASR {asr_before} %")
-    print("| defense | chosen point (validation) | CA | ASR per trigger | detection | false alarm | DER | s | epochs |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    ranked = sorted(
-        lines, key=lambda line: (line["row"] is None, -(line["row"]["selection"] or 0) if line["row"] else 0)
+    held = before.get("holdout", {})
+    print(
+        f"\n{first['badnet']} (triggers {', '.join(triggers)}): BadNet CA {before['ca']:.2f} %, ASR {asr_before} %; "
+        f"held-out CA {before['valid_acc']:.2f} % on {held.get('images')} of {held.get('of')} clean validation images"
     )
+    seeds = f" | {options.seeds} seeds: CA | ASR" if options.seeds > 1 else ""
+    print(f"| defense | how | chosen point (held-out) | CA | ASR per trigger | held-out CA | DER | s | units{seeds} |")
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if seeds else ""))
+    ranked = sorted(lines, key=lambda line: (line["row"] is None, -(line["row"] or {}).get("selection", 0) or 0))
     for line in ranked:
         row = line["row"]
+        cost = f"{line['seconds']:.0f} | {line['epoch_units']:.0f}"
         if row is None:
-            print(
-                f"| {line['method']} | {line['point']} | | | | | | {line['seconds']:.0f} | {line['epoch_units']:.0f} |"
-            )
+            print(f"| {line['title']} | {line['how']} | {point_text(line)} | | | | | {cost} |")
             continue
         asr = " / ".join(f"{row[f'asr {t}']:.1f}" for t in triggers)
-        detection = " / ".join(
-            "-" if row.get(f"detection {t}") is None else f"{row[f'detection {t}']:.1f}" for t in triggers
-        )
-        alarm = "-" if row.get("false_alarm") is None else f"{row['false_alarm']:.1f}"
         mark = " (goal met)" if line["meets_goal"] else ""
+        repeated = ""
+        if "seeds" in line:
+            repeated = f" | {spread(line, 'ca')} | " + " / ".join(spread(line, t) for t in triggers)
         print(
-            f"| {line['method']}{mark} | {line['point']} | {row['ca']:.2f} | {asr} | {detection} | {alarm} "
-            f"| {line['der']:.3f} | {line['seconds']:.0f} | {line['epoch_units']:.0f} |"
+            f"| {line['title']}{mark} | {line['how']} | {point_text(line)} | {row['ca']:.2f} | {asr} "
+            f"| {row['valid_acc']:.2f} | {line['der']:.3f} | {cost}{repeated} |"
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="demo", choices=["tiny", "demo", "full"])
+    parser.add_argument("--synth-seed", type=int, help="another draw of the benchmark (synth --seed)")
     parser.add_argument("--max-ca-drop", type=float, default=5.0, help="the selection's clean-accuracy floor")
+    parser.add_argument("--budget", type=float, default=100.0, help="fine-tuning-epoch units per defense's search")
+    parser.add_argument("--holdout", type=float, default=0.2, help="share of the clean validation set held out")
+    parser.add_argument("--seed", type=int, default=0, help="training order, held-out split and search")
+    parser.add_argument("--seeds", type=int, default=1, help="train each chosen point again with this many seeds")
+    parser.add_argument("--grid", action="store_true", help="every defense's small sweep instead of search")
     parser.add_argument("--badnets", help="comma-separated BadNet names (default: every BadNet of the preset)")
     parser.add_argument("--methods", help="comma-separated defense names (default: every registered defense)")
     args = parser.parse_args()
-    data = ROOT / "var" / f"bench-{args.preset}"
+    options = Options(args.max_ca_drop, args.budget, args.holdout, args.seed, args.grid, args.seeds)
+    suffix = f"-s{args.synth_seed}" if args.synth_seed is not None else ""
+    data = ROOT / "var" / f"bench-{args.preset}{suffix}"
     if not (data / "synth.json").exists():
         command = [sys.executable, "-m", "defenses", "synth", "--preset", args.preset, "--out", str(data)]
+        command += ["--seed", str(args.synth_seed)] if args.synth_seed is not None else []
         subprocess.run(command, cwd=ROOT, check=True)
     record = json.loads((data / "synth.json").read_text())
     chosen = args.badnets.split(",") if args.badnets else [n for n in record["badnets"] if n != "clean"]
     start = time.perf_counter()
     methods = args.methods.split(",") if args.methods else None
-    boards = [
-        board(name, list(record["badnets"][name]["triggers"]), data, args.max_ca_drop, methods) for name in chosen
-    ]
+    boards = [board(name, list(record["badnets"][name]["triggers"]), data, options, methods) for name in chosen]
+    how = (
+        "every defense's small sweep"
+        if options.grid
+        else f"search within {options.budget:g} units per training defense"
+    )
     print(
-        f"\nLeaderboard on the synthetic '{args.preset}' preset: each defense's default sweep, the point chosen on "
-        f"validation data only (floor: at most {args.max_ca_drop:g} points below the BadNet's validation CA), "
-        "test-set figures in percent"
+        f"\nLeaderboard on the synthetic '{args.preset}' preset (seed {record.get('seed')}): {how}, the point "
+        f"chosen on held-out data only ({options.holdout:.0%} of the clean validation set, seed {options.seed}, "
+        f"and the poisoned validation sets; floor: at most {options.max_ca_drop:g} points below the BadNet's "
+        "held-out CA); test-set figures in percent"
     )
     for lines in boards:
-        print_table(lines)
-    print("\nGoal (a defense at a CA drop <= 2 points with ASR <= 1 % on every trigger, chosen on validation data):")
+        print_table(lines, options)
+    print(
+        f"\nGoal (a defense at a test CA drop <= {GOAL_CA_DROP:g} points with ASR <= {GOAL_ASR:g} % on every "
+        "trigger, chosen on held-out data):"
+    )
     for lines in boards:
-        met = [line["method"] for line in lines if line.get("meets_goal")]
+        met = [line["title"] for line in lines if line.get("meets_goal")]
         print(f"  {lines[0]['badnet']}: {'met by ' + ', '.join(met) if met else 'not met'}")
     print("\nBackdoorBench anchors (BadNets, CIFAR-10, PreAct-ResNet18), CA / ASR:")
     print("  " + "; ".join(f"{name} {ca:.2f} / {asr:.2f}" for name, (ca, asr) in ANCHORS.items()))

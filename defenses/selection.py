@@ -40,6 +40,7 @@ def flat_row(metrics: dict, test: list[str], valid: list[str]) -> dict:
         "before_asr": mean(before_asr) if before_asr else None,
         **{f"before asr {name}": before.get("asr", {}).get(name) for name in test},
         "before_valid_acc": before.get("valid_acc"),
+        "held_out": held_out_count(before.get("holdout")),  # what its validation CA was read on
         "false_alarm": goodnet.get("false_alarm"),
         **{f"detection {name}": (goodnet.get("detection") or {}).get(name) for name in test},
     }
@@ -55,7 +56,25 @@ class Selection:
     floor: float | None  # the lowest validation CA a chosen point may have
 
 
-def select(rows: list[dict], max_ca_drop: float, with_poisoned_valid: bool) -> Selection:
+def held_out_count(holdout: dict | None) -> str | None:
+    """A split as a table shows it, "180 of 900" (held-out images of the clean validation set); None without."""
+    return f"{holdout['images']} of {holdout['of']}" if holdout and "images" in holdout else None
+
+
+def held_out_words(holdout: dict | None) -> str:
+    """What a selection read, in words: "held-out 180 of 900 clean validation images", or, for runs made before
+    held-out selection (`holdout` None), that their validation accuracy is training accuracy."""
+    if holdout is None:
+        return (
+            "chosen the old way: these runs measured validation CA on the images the repair trained on "
+            "(training accuracy, not validation); run the experiment again to choose on held-out images"
+        )
+    if "images" in holdout:
+        return f"read on held-out {holdout['images']} of {holdout['of']} clean validation images"
+    return f"read on a held-out {float(holdout['share']):.0%} of the clean validation set"
+
+
+def select(rows: list[dict], max_ca_drop: float, with_poisoned_valid: bool, holdout: dict | None = None) -> Selection:
     """The best point by the validation-only selection score among the points whose validation CA is at
     most `max_ca_drop` points below the BadNet's own (each row's `before_valid_acc`; DESIGN.md, "Honest
     selection"); none when no point meets that floor or the BadNet's validation CA is not known. Ties: the
@@ -63,8 +82,11 @@ def select(rows: list[dict], max_ca_drop: float, with_poisoned_valid: bool) -> S
     (a validation-accuracy-only score is not comparable with theirs).
 
     The floor is what keeps a destroyed network from being "best": the seed's score alone ranks a point at
-    CA 8 % above the untouched BadNet. Every page's "best" and before/after table comes from here."""
+    CA 8 % above the untouched BadNet. Every page's "best" and before/after table comes from here. `holdout`
+    (the split the rows' validation CA was read on, defenses.runner.Loaded.holdout; None: none) is said in
+    the rule."""
     how = SELECTED_WITH_POISONED_VALID if with_poisoned_valid else SELECTED_ON_CLEAN_VALID
+    how = f"{how}, {held_out_words(holdout)}"
     scored = [
         r
         for r in rows
@@ -105,3 +127,13 @@ def der(before_ca: float | None, before_asr: float | None, ca: float | None, asr
     if None in (before_ca, before_asr, ca, asr):
         return None
     return (max(0.0, before_asr - asr) / 100 - max(0.0, before_ca - ca) / 100 + 1) / 2
+
+
+def objective(row: dict, max_ca_drop: float) -> float | None:
+    """What a search maximises for one point (a flat row with `before_valid_acc`): the selection score when
+    the point's held-out CA meets the floor, else minus its shortfall (so any point that meets the floor beats
+    every point that does not, and among those, nearer is better). None: the point has no selection score."""
+    if row.get("selection") is None or row.get("valid_acc") is None or row.get("before_valid_acc") is None:
+        return None
+    shortfall = row["before_valid_acc"] - max_ca_drop - row["valid_acc"]
+    return row["selection"] if shortfall <= 1e-9 else -shortfall

@@ -35,6 +35,9 @@ class Parameter:
     axis: bool = True
     help: str = ""
     noun: str = ""  # one value in a message: "threshold", "epoch count"
+    search: tuple = ()  # (low, high): the range a search draws from (defenses.search); empty: not searched
+    log: bool = False  # a search draws on a log scale
+    choices: tuple = ()  # a search draws one of these instead of a range
 
 
 @dataclass(frozen=True)
@@ -201,8 +204,15 @@ def grid_size(space: dict) -> int:
 
 
 def plan_space(space: dict) -> Plan:
-    """The fewest jobs for every point of a space (the method's own planner)."""
-    return method_of(space).plan(space)
+    """The fewest jobs for every point of a space (the method's own planner). A space with a `holdout` share
+    gives every job the split of the clean validation set it runs on ({"share", "seed"}: the space's seed),
+    so runs on different splits are different work (defenses.runner.run_job splits; a space without one is
+    an experiment made before held-out selection, whose runs keep their old keys)."""
+    the_plan = method_of(space).plan(space)
+    if "holdout" not in space:
+        return the_plan
+    split = {"holdout": {"share": float(space["holdout"]), "seed": int(space.get("seed", 0))}}
+    return Plan([Job(job.kind, job.config | split) for job in the_plan.jobs], the_plan.points)
 
 
 def separate_training_epochs(space: dict) -> int:
