@@ -16,6 +16,7 @@ EXECUTE_RUN = "prunelab.execute_run"
 COMPUTE_PROFILE = "prunelab.compute_profile"
 COMPUTE_SCAN = "prunelab.compute_scan"
 CALIBRATE_STRIP = "prunelab.calibrate_strip"
+RUN_SEARCH = "prunelab.run_search"
 
 app = Celery("prunelab")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -9,7 +9,7 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from workers.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN, app
+from workers.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN, RUN_SEARCH, app
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,30 @@ def execute_run(self, run_id: int) -> str:
     )
     if run is None:
         return "skipped"
+    return perform(run)
+
+
+def job_inputs(run):
+    """A run's BadNet and sets as the runner's Inputs, with the operator's limits."""
+    from defenses.runner import Inputs
+    from webapp.lab import limits
+
+    paths = {key: value for key, value in run.inputs.items() if key != "names"}
+    return Inputs(**paths, model_limits=limits.model_limits(), dataset_limits=limits.dataset_limits())
+
+
+def perform(run, loaded=None, keep_checkpoint: bool = False) -> str:
+    """A claimed run's job end to end (on `loaded`, or its inputs loaded here), its end stored with the reason:
+    done, cancelled or failed. `keep_checkpoint`: a search's rung, which the next rung extends."""
     from defenses.data import DataError
     from defenses.finetune import Cancelled
     from defenses.modelcheck import ModelRefused
-    from defenses.runner import Inputs, load_inputs, run_job
-    from webapp.lab import limits
+    from defenses.runner import load_inputs, run_job
+    from webapp.lab.models import Run
 
     try:
-        paths = {key: value for key, value in run.inputs.items() if key != "names"}
-        inputs = Inputs(**paths, model_limits=limits.model_limits(), dataset_limits=limits.dataset_limits())
-        run_job(run.kind, run.config, load_inputs(inputs), run.record_point, run.should_stop, run.artifact_dir())
+        loaded = loaded or load_inputs(job_inputs(run))
+        run_job(run.kind, run.config, loaded, run.record_point, run.should_stop, run.artifact_dir())
     except Cancelled:
         run.finish(Run.CANCELLED, "Cancelled by a user.")
         return "cancelled"
@@ -75,11 +89,50 @@ def execute_run(self, run_id: int) -> str:
         run.finish(Run.FAILED, f"Stopped at the time limit of {settings.LONGEST_RUN_SECONDS} s.")
         return "failed"
     except Exception as error:  # a bug or a resource problem: the user sees it, an operator finds the trace
-        log.exception("run %s failed", run_id)
+        log.exception("run %s failed", run.pk)
         run.finish(Run.FAILED, failure_message(error, run.worker))
         return "failed"
-    run.finish(Run.DONE)
+    run.finish(Run.DONE, keep_checkpoint=keep_checkpoint)
     return "done"
+
+
+@app.task(
+    name=RUN_SEARCH,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.LONGEST_RUN_SECONDS,
+    time_limit=settings.LONGEST_RUN_SECONDS + 300,
+)
+def run_search(self, experiment_id: int) -> str:
+    """A search experiment (defenses.search): its inputs loaded once, every rung of every trial an ordinary
+    run of the experiment's team (webapp/lab/searches.py), the trials stored as they end. A second delivery
+    continues from the stored trials."""
+    from defenses.data import DataError
+    from defenses.modelcheck import ModelRefused
+    from defenses.runner import load_inputs
+    from webapp.lab import searches
+    from webapp.lab.models import Experiment
+
+    experiment = Experiment.objects.filter(pk=experiment_id).first()
+    worker = self.request.hostname or socket.gethostname()
+    if experiment is None or not searches.begin(experiment, worker):
+        return "skipped"
+    try:
+        loaded = load_inputs(job_inputs(searches.first_run_inputs(experiment)))
+        status = searches.carry_out(experiment, loaded, lambda run: perform(run, loaded, True), worker)
+    except (ModelRefused, DataError, FileNotFoundError) as refusal:
+        names = searches.first_run_inputs(experiment).inputs.get("names", {})
+        searches.end(experiment, "failed", f"Bad input: {with_user_names(str(refusal), names)}")
+        return "failed"
+    except SoftTimeLimitExceeded:
+        searches.end(experiment, "failed", f"Stopped at the time limit of {settings.LONGEST_RUN_SECONDS} s.")
+        return "failed"
+    except Exception as error:
+        log.exception("search of experiment %s failed", experiment_id)
+        searches.end(experiment, "failed", failure_message(error, worker))
+        return "failed"
+    return status
 
 
 @app.task(name=COMPUTE_PROFILE, acks_late=True, reject_on_worker_lost=True)

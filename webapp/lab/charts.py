@@ -427,3 +427,49 @@ def detector_charts(figures: dict) -> list[Chart]:
         figure.update_layout(**layout(title, "false alarms on clean images (%)", "poisoned images detected (%)"))
         charts.append(Chart(f"roc-{number}", title, figure, rows))
     return charts
+
+
+def search_progress(search: dict) -> Chart | None:
+    """A search's best objective so far against the fine-tuning-epoch units spent, with every trial's own."""
+    curve = [point for point in search["curve"] if point["value"] is not None]
+    if not curve:
+        return None
+    figure = go.Figure()
+    figure.add_scatter(
+        x=[p["spent"] for p in curve],
+        y=[p["best"] for p in curve],
+        mode="lines",
+        name="best so far",
+        line={"color": CA_COLOUR, "shape": "hv"},
+    )
+    figure.add_scatter(
+        x=[p["spent"] for p in curve],
+        y=[p["value"] for p in curve],
+        mode="markers",
+        name="each trial",
+        text=[f"trial {p['trial']}" for p in curve],
+        marker={"size": 9, "color": ASR_COLOURS[1]},
+    )
+    title = "Search: best held-out objective against the budget spent"
+    budget = search.get("budget") or max(p["spent"] for p in curve)
+    figure.update_layout(**layout(title, "fine-tuning-epoch units spent", "objective", xaxis={"range": [0, budget]}))
+    figure.update_xaxes(title={"text": "fine-tuning-epoch units spent"})
+    rows = [
+        {"trial": p["trial"], "units spent": p["spent"], "objective": p["value"], "best so far": p["best"]}
+        for p in curve
+    ]
+    return Chart("search", title, figure, rows)
+
+
+def importance_bars(importance: dict[str, float]) -> Chart | None:
+    """How much each searched parameter decided the objective (Optuna's PED-ANOVA importance)."""
+    if not importance:
+        return None
+    names = list(importance)
+    figure = go.Figure()
+    figure.add_bar(
+        x=[importance[n] for n in names], y=[plain(n) for n in names], orientation="h", marker={"color": CA_COLOUR}
+    )
+    title = "Search: parameters' importance"
+    figure.update_layout(**layout(title, "importance (sums to 1)", "parameter"))
+    return Chart("importance", title, figure, [{"parameter": n, "importance": importance[n]} for n in names])

@@ -11,8 +11,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 
+from defenses.data import DEFAULT_HOLDOUT
 from defenses.methods import JOB_KINDS, LAYERS, METHODS, PARAMETERS, Parameter, default, grid_size, plan_space
 from defenses.planner import SEED_STUDY, ParameterSpace
+from defenses.search import can_search
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team, Upload
 from webapp.lab.results import goodnet_label, run_label
 from webapp.lab.uploads import IMAGE_SUFFIXES, MODEL_SUFFIXES, UPLOAD_SUFFIXES, check_upload, finished_upload
@@ -23,6 +25,9 @@ MAX_EPOCHS = 500
 # A parameter field's text, before it is split: 400 values of up to ~18 characters each, with room to spare.
 MAX_VALUES_TEXT = 8000
 MAX_SAMPLES = settings.MAX_IMAGES_PER_TEST  # images per classification, uploaded and sampled together
+HOLDOUT_PERCENT = round(DEFAULT_HOLDOUT * 100)
+MAX_SEARCH_BUDGET = 5000  # fine-tuning-epoch units a search may ask for (27 epochs a trial: 185 full trials)
+LEADERBOARD_BUDGET = 100  # each training defense's search on a leaderboard: the same for every defense
 
 # The seed report's study, one click each. Table 2 is one experiment here: T = 0 beside T = 0.8.
 STUDY_TEMPLATES = {
@@ -339,6 +344,23 @@ class ExperimentForm(forms.Form):
         label="Clean-accuracy floor",
         help_text="points (default 5): a 'best' point's validation CA may be at most this far below the BadNet's own",
     )
+    holdout = forms.FloatField(
+        initial=HOLDOUT_PERCENT,
+        min_value=5,
+        max_value=50,
+        required=False,
+        label="Held out for selection (%)",
+        help_text="share of the clean validation set that no repair step sees; the floor and the 'best' choice "
+        f"read only it (default {HOLDOUT_PERCENT})",
+    )
+    budget = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_SEARCH_BUDGET,
+        required=False,
+        label="Search budget (epoch units)",
+        help_text="empty: the grid of the values above; a number: search the defense's parameters within this many "
+        "fine-tuning-epoch units instead",
+    )
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
     DATASET_FIELDS = ("valid", "test", "poisoned")
 
@@ -384,6 +406,18 @@ class ExperimentForm(forms.Form):
         value = self.cleaned_data["max_ca_drop"]
         return 5.0 if value is None else value
 
+    def clean_holdout(self):
+        value = self.cleaned_data["holdout"]
+        return (HOLDOUT_PERCENT if value is None else value) / 100.0
+
+    def search_space(self, method, space: dict, budget: int) -> dict:
+        """A search of `method` within `budget` units (defenses.search), or the error why it cannot be one."""
+        if not can_search(method):
+            raise ValidationError(
+                f"{method.title} has no training epochs to search over; leave the budget empty for its grid."
+            )
+        return space | {"search": {"budget": budget}}
+
     def clean(self):
         data = super().clean()
         badnet = data.get("badnet")
@@ -401,7 +435,14 @@ class ExperimentForm(forms.Form):
                 self.add_error(parameter.name, error)
         if any(name in self.errors for name in self.parameter_names):
             return data
-        size = grid_size(space)
+        space["holdout"] = data.get("holdout", HOLDOUT_PERCENT / 100.0)
+        if data.get("budget"):
+            try:
+                space = self.search_space(method, space, data["budget"])
+            except ValidationError as error:
+                self.add_error("budget", error)
+                return data
+        size = 1 if "search" in space else grid_size(space)
         if size > MAX_POINTS:  # from the axes' lengths: the grid is never built
             axes = " x ".join(p.label.lower() for p in method.axes())
             raise ValidationError(
@@ -410,7 +451,9 @@ class ExperimentForm(forms.Form):
             )
         if "poisoned" not in self.errors and not any(d.role == Dataset.POISONED_TEST for d in data.get("poisoned", [])):
             self.add_error("poisoned", "Choose at least one poisoned test set: without one there is no ASR.")
-        data["space"], data["plan"] = space, plan_space(space)  # the preview shows the plan before the data
+        data["space"] = space
+        if "search" not in space:  # the preview shows the plan before the data
+            data["plan"] = plan_space(space)
         return data
 
     def parameter_value(self, parameter: Parameter, data: dict, badnet):
@@ -486,7 +529,17 @@ class LeaderboardForm(forms.Form):
         "ranks by clean validation accuracy",
     )
     max_ca_drop = forms.FloatField(initial=5.0, min_value=0, max_value=100, label="Clean-accuracy floor")
+    holdout = ExperimentForm.base_fields["holdout"]
+    budget = forms.IntegerField(
+        initial=LEADERBOARD_BUDGET,
+        min_value=1,
+        max_value=MAX_SEARCH_BUDGET,
+        label="Search budget per defense (epoch units)",
+        help_text="every training defense searches its parameters within this many fine-tuning-epoch units; "
+        "the pruning-only defenses run their small sweep",
+    )
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
+    clean_holdout = ExperimentForm.clean_holdout
 
     def __init__(self, badnet: BadNet, *args, **kwargs):
         super().__init__(*args, **kwargs)

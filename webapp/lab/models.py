@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 
-from defenses.finetune import CHECKPOINT
+from defenses.finetune import CHECKPOINTS
 from defenses.methods import job_kind
 from defenses.planner import Job
 
@@ -167,6 +167,9 @@ class Leaderboard(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     badnet = models.ForeignKey("BadNet", on_delete=models.CASCADE, related_name="leaderboards")
     max_ca_drop = models.FloatField(default=5.0)
+    # fine-tuning-epoch units each training defense's search may spend (every defense the same); 0 for boards
+    # made before search, whose experiments are sweeps
+    budget = models.FloatField(default=0.0)
     created = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -187,6 +190,9 @@ def data_fingerprint(badnet, valid, test, poisoned) -> dict:
     }
 
 
+SEARCH_ENDED = ("done", "failed", "cancelled")
+
+
 class Experiment(models.Model):
     QUEUES = [("cpu", "CPU workers"), ("gpu", "GPU workers")]
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="experiments")
@@ -205,6 +211,9 @@ class Experiment(models.Model):
     leaderboard = models.ForeignKey(
         Leaderboard, null=True, blank=True, on_delete=models.CASCADE, related_name="experiments"
     )
+    # A search experiment's state (space["search"] says it is one): status, trials with their runs' jobs and
+    # objective by epoch, units spent, parameters' importance (webapp/lab/searches.py). Empty for a grid.
+    search = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
@@ -219,7 +228,19 @@ class Experiment(models.Model):
         stale link says.)"""
         return self.runs.filter(team_id=self.team_id)
 
+    @property
+    def is_search(self) -> bool:
+        return "search" in self.space
+
+    @property
+    def holdout(self) -> float | None:
+        """The share of the clean validation set held out for selection; None for an experiment made before
+        held-out selection (its "validation" figures were measured on the images the repair trained on)."""
+        return self.space.get("holdout")
+
     def is_finished(self) -> bool:
+        if self.is_search and self.search.get("status") not in SEARCH_ENDED:
+            return False
         return not self.own_runs().filter(status__in=[Run.QUEUED, Run.RUNNING]).exists()
 
 
@@ -349,13 +370,16 @@ class Run(models.Model):
         Run.objects.filter(pk=self.pk).update(heartbeat_at=timezone.now())
         return Run.objects.filter(pk=self.pk, cancel_requested=True).exists()
 
-    def finish(self, status: str, error: str = "") -> None:
+    def finish(self, status: str, error: str = "", keep_checkpoint: bool = False) -> None:
+        """Record the run's end. A done run drops its checkpoints (it never resumes), unless a search keeps
+        it for its next rung to extend (webapp/lab/searches.py deletes it then)."""
         self.status, self.error, self.finished_at = status, printable(error)[:5000], timezone.now()
         if status == self.DONE:
             self.progress = 1.0
         self.save(update_fields=["status", "error", "finished_at", "progress"])
-        if status == self.DONE:  # a finished run never resumes: its checkpoint would only take disk
-            (self.artifact_dir() / CHECKPOINT).unlink(missing_ok=True)
+        if status == self.DONE and not keep_checkpoint:
+            for checkpoint in self.artifact_dir().glob(CHECKPOINTS):
+                checkpoint.unlink(missing_ok=True)
 
     def artifact_dir(self) -> Path:
         return Path(settings.MEDIA_ROOT) / f"team-{self.team_id}" / "runs" / str(self.pk)

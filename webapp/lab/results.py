@@ -11,6 +11,7 @@ from defenses.selection import (
     flat_row,
     select,
 )
+from webapp.lab import searches
 from webapp.lab.models import Dataset, Experiment, Point, Run
 from webapp.lab.services import experiment_points
 
@@ -45,21 +46,26 @@ def step_rows(experiment: Experiment) -> list[dict]:
 
 
 def experiment_selection(experiment: Experiment, rows: list[dict]) -> Selection:
-    """The experiment's best point (one of `rows` itself) by its own floor; the BadNet's validation CA, which
-    its runs record at their first point, is written into every row."""
-    baseline = next(iter(baselines(experiment.own_runs()).values()), None)
+    """The experiment's best point (one of `rows` itself) by its own floor; the BadNet's held-out CA, which its
+    runs record at their first point, is written into every row. An experiment made before held-out selection
+    is chosen the old way, and its rule says so."""
+    before = next(iter(befores(experiment.own_runs()).values()), {})
     for row in rows:
-        row["before_valid_acc"] = baseline
-    return select(rows, experiment.max_ca_drop, bool(triggers(experiment, Dataset.POISONED_VALID)))
+        row["before_valid_acc"] = before.get("valid_acc")
+    holdout = None
+    if experiment.holdout is not None:
+        holdout = before.get("holdout") or {"share": experiment.holdout}
+    return select(rows, experiment.max_ca_drop, bool(triggers(experiment, Dataset.POISONED_VALID)), holdout)
 
 
-def baselines(runs) -> dict[int, float]:
-    """run id -> the BadNet's validation accuracy recorded at the run's first point (where it has one)."""
+def befores(runs) -> dict[int, dict]:
+    """run id -> the BadNet's own figures recorded at the run's first point (where it has them): its held-out
+    CA (`valid_acc`) and the split it was read on (`holdout`)."""
     found = {}
     for run_id, metrics in Point.objects.filter(run__in=runs, position=0).values_list("run_id", "metrics"):
-        value = (metrics.get("before") or {}).get("valid_acc")
-        if value is not None:
-            found[run_id] = value
+        before = metrics.get("before") or {}
+        if before.get("valid_acc") is not None:
+            found[run_id] = before
     return found
 
 
@@ -75,13 +81,18 @@ def progress(experiment: Experiment) -> dict:
     started = [run.started_at for run in runs if run.started_at]
     elapsed = (timezone.now() - min(started)).total_seconds() if started else 0.0
     fraction = done / total
+    search = None
+    if experiment.is_search:  # the budget spent is the progress; the runs are its rungs so far
+        search = searches.summary(experiment)
+        fraction = 1.0 if search["status"] == "done" else min(1.0, search["spent"] / (search["budget"] or 1))
     seconds_left = elapsed * (1 - fraction) / fraction if 0 < fraction < 1 else None
     return {
         "runs": runs,
         "fraction": fraction,
         "seconds_left": seconds_left,
-        "finished": all(run.status in (Run.DONE, Run.FAILED, Run.CANCELLED) for run in runs),
+        "finished": experiment.is_finished(),
         "failed": [run for run in runs if run.status in (Run.FAILED, Run.CANCELLED)],
+        "search": search,
     }
 
 
@@ -198,6 +209,42 @@ def goodnet_label(goodnet) -> str:
     return f"{goodnet.name} · BadNet {goodnet.badnet.name} · {source}"
 
 
+def badnet_figures(experiment: Experiment, runs) -> dict:
+    """The BadNet's own CA and mean ASR on the experiment's test sets, as its runs recorded them at their first
+    point ({} before any run has one)."""
+    before = next(iter(befores(runs).values()), None)
+    if before is None:
+        return {}
+    per_trigger = {name: before["asr"][name] for name in triggers(experiment) if name in before.get("asr", {})}
+    mean_asr = sum(per_trigger.values()) / len(per_trigger) if per_trigger else None
+    return {"before_ca": before.get("ca"), "before_asr": mean_asr} | {
+        f"before asr {name}": value for name, value in per_trigger.items()
+    }
+
+
+def point_words(method, row: dict) -> str:
+    """A point's coordinates as a page says them ("T 0.8, LR 0.001, 30 ep"), with a search's own parameters
+    that are not columns ("fst_alpha 0.25")."""
+    from defenses.search import searchable
+
+    columns = [c.short.format(row[c.name]) for c in method.columns if row.get(c.name) is not None]
+    named = {c.name for c in method.columns}
+    own = [
+        f"{p.label.split(': ')[-1]} {row[p.name]:.3g}"
+        for p in searchable(method)
+        if p.name not in named and row.get(p.name) is not None
+    ]
+    return ", ".join(columns + own)
+
+
+def explored(experiment: Experiment) -> str:
+    """How an experiment explored its defense's space, in words."""
+    if not experiment.is_search:
+        return "sweep"
+    trials = len(experiment.search.get("trials", []))
+    return f"search, {trials} trial{'s' if trials != 1 else ''} within {experiment.space['search']['budget']:g} units"
+
+
 def leaderboard_rows(board) -> list[dict]:
     """One row per defense of a leaderboard: its experiment's validation-selected point (the experiment's
     floor rule; a steps defense's own stop), its test figures (CA, ASR per trigger, the GoodNet's false alarms
@@ -219,7 +266,9 @@ def leaderboard_rows(board) -> list[dict]:
         runs = list(experiment.own_runs())
         seconds = sum((r.finished_at - r.started_at).total_seconds() for r in runs if r.started_at and r.finished_at)
         units = sum(job_kind(r.kind).cost(r.config, experiment.valid.count) for r in runs)
-        before = next((p for p in points if p.get("before_ca") is not None), {})
+        if experiment.is_search:
+            units = experiment.search.get("spent", 0.0)
+        before = badnet_figures(experiment, runs)
         rows.append(
             {
                 "method": method,
@@ -228,7 +277,8 @@ def leaderboard_rows(board) -> list[dict]:
                 "rule": rule,
                 "seconds": seconds,
                 "epoch_units": units,
-                "finished": all(r.status in (Run.DONE, Run.FAILED, Run.CANCELLED) for r in runs),
+                "finished": experiment.is_finished(),
+                "how": explored(experiment),
                 "failed": sum(r.status == Run.FAILED for r in runs),
                 "before": before,
                 "der": der(

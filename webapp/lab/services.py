@@ -12,7 +12,8 @@ from defenses.data import DataError, validate_dataset
 from defenses.methods import METHODS, method_of, plan_space
 from defenses.models import file_digest, verify_model_file
 from defenses.planner import Plan
-from webapp.lab import limits
+from defenses.search import can_search
+from webapp.lab import limits, searches
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Leaderboard, Profile, Run, TriggerScan
 from workers.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN
 from workers.celery_app import app as celery_app
@@ -135,6 +136,10 @@ def submit(experiment: Experiment, enqueue: bool = True) -> list[Run]:
     `enqueue` is False: the caller then runs them itself). A job is served by the team's stored run of the
     same work, or by a longer run of its family (Run.stored_for); runs are reused only inside the
     experiment's team (Run.key_for): another team's run of the same files is never found, linked or queued."""
+    if experiment.is_search:  # its runs are made rung by rung as the search goes (webapp/lab/searches.py)
+        if enqueue:
+            searches.start(experiment)
+        return []
     fingerprint, team = experiment.data_fingerprint(), experiment.team_id
     jobs = plan_for(experiment).jobs
     runs = []
@@ -174,13 +179,17 @@ def requeue(run: Run) -> None:
 
 def cancel(experiment: Experiment) -> int:
     """Ask every unfinished run of the experiment (its own team's) to stop; running ones stop at their next
-    batch check."""
+    batch check; a search asks no new trial."""
+    if experiment.is_search:
+        searches.cancel(experiment)
     return experiment.own_runs().filter(status__in=[Run.QUEUED, Run.RUNNING]).update(cancel_requested=True)
 
 
 def experiment_points(experiment: Experiment) -> list[dict]:
     """Every point of the experiment (its defense's columns, e.g. T, LR, epochs) with its metrics, read from
-    the team's runs that serve its jobs (Run.stored_for)."""
+    the team's runs that serve its jobs (Run.stored_for); a search's are its trials' epochs."""
+    if experiment.is_search:
+        return search_points(experiment)
     columns = [column.name for column in method_of(experiment.space).columns]
     the_plan = plan_for(experiment)
     runs = Run.stored_for(the_plan.jobs, experiment.data_fingerprint(), experiment.team_id)
@@ -197,6 +206,30 @@ def experiment_points(experiment: Experiment) -> list[dict]:
                 "metrics": point.metrics if point else None,
             }
         )
+    return rows
+
+
+def search_points(experiment: Experiment) -> list[dict]:
+    """Every epoch of every trial of a search, read from the run of its last rung, with the trial's number."""
+    from defenses.search import Trial, searchable
+
+    method = method_of(experiment.space)
+    own = [p.name for p in searchable(method) if p.name not in {c.name for c in method.columns}]
+    trials = [Trial.from_dict(record) for record in experiment.search.get("trials", []) if record["jobs"]]
+    jobs = [trial.jobs[-1] for trial in trials]
+    runs = Run.stored_for(jobs, experiment.data_fingerprint(), experiment.team_id)
+    rows = []
+    for trial, job, run in zip(trials, jobs, runs, strict=True):
+        points = {p.position: p.metrics for p in run.points.all()} if run else {}
+        for epoch in range(1, int(job.config["epochs"]) + 1):
+            coordinates = {c.name: epoch if c.name == "epochs" else job.config.get(c.name) for c in method.columns}
+            coordinates |= {name: job.config.get(name) for name in own}  # FST's alpha, SAU's budget
+            status = run.status if run else None
+            rows.append(
+                coordinates
+                | {"trial": trial.number, "run": run.pk if run else None, "position": epoch}
+                | {"status": status, "metrics": points.get(epoch)}
+            )
     return rows
 
 
@@ -291,7 +324,13 @@ def request_strip(goodnet: GoodNet, data: dict) -> GoodNet:
 
 
 def rerun_failed(experiment: Experiment) -> int:
-    """Queue the experiment's (own team's) failed and cancelled runs again, in place."""
+    """Queue the experiment's (own team's) failed and cancelled runs again, in place; a failed or cancelled
+    search goes on from its trials (its runs are its rungs: the search queues them)."""
+    if experiment.is_search:
+        if experiment.search.get("status") not in ("failed", "cancelled"):
+            return 0
+        searches.start(experiment)
+        return 1
     runs = list(experiment.own_runs().filter(status__in=[Run.FAILED, Run.CANCELLED]))
     for run in runs:
         requeue(run)
@@ -319,12 +358,17 @@ def create_experiment(team, user, data: dict) -> Experiment:
 
 @transaction.atomic
 def start_leaderboard(team, user, data: dict) -> Leaderboard:
-    """One experiment per registered defense, each with the defense's small sweep (defenses.methods `sweep`),
-    on the BadNet and sets of `data` (a valid LeaderboardForm's), queued at once. Jobs that coincide (a
-    fine-tune point and a fine-prune point at T = 0) are one run, computed once."""
-    board = Leaderboard.objects.create(team=team, owner=user, badnet=data["badnet"], max_ca_drop=data["max_ca_drop"])
+    """One experiment per registered defense on the BadNet and sets of `data` (a valid LeaderboardForm's),
+    queued at once: a search within the board's budget for every training defense (the same budget for each),
+    the defense's small sweep (defenses.methods `sweep`) for the others. Every experiment holds out the same
+    part of the clean validation set, so the ranking compares like with like."""
+    board = Leaderboard.objects.create(
+        team=team, owner=user, badnet=data["badnet"], max_ca_drop=data["max_ca_drop"], budget=data["budget"]
+    )
     for method in METHODS.values():
-        space = {"defense": method.name, **method.sweep}
+        space = {"defense": method.name, **method.sweep, "holdout": data["holdout"]}
+        if can_search(method):
+            space["search"] = {"budget": data["budget"]}
         experiment = Experiment.objects.create(
             team=team,
             owner=user,

@@ -38,10 +38,23 @@ def before_after(rows: list[dict], max_ca_drop: float) -> list[dict]:
     table = []
     for name in sorted({row["badnet"] for row in rows}):
         mine = [row for row in rows if row["badnet"] == name]
-        chosen = select(mine, max_ca_drop, any(row.get("valid_asr") is not None for row in mine))
+        held, holdout = held_out_first(mine)
+        chosen = select(held, max_ca_drop, any(row.get("valid_asr") is not None for row in held), holdout)
         before = next((row for row in mine if row.get("before_ca") is not None), {})
         table.append({"badnet": name, "before": before, "after": chosen.best, "rule": chosen.rule})
     return table
+
+
+def held_out_first(rows: list[dict]) -> tuple[list[dict], dict | None]:
+    """The rows a choice may compare: those read on held-out images when there are any (a held-out CA and a
+    training accuracy are not one measure), with the split they share ("180 of 900"; just "held-out" when the
+    runs' splits differ); else every row, chosen the old way."""
+    held = [row for row in rows if row.get("held_out")]
+    if not held:
+        return rows, None
+    splits = {row["held_out"] for row in held}
+    images, of = (int(number) for number in held[0]["held_out"].split(" of "))
+    return held, {"images": images, "of": of} if len(splits) == 1 else {"share": images / of}
 
 
 def floor_of(text: str) -> float:

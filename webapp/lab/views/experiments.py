@@ -8,14 +8,18 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from defenses.methods import METHODS, job_kind, method_of, separate_training_epochs
+from defenses.search import searchable
+from webapp.lab import searches
 from webapp.lab.access import owned_or_404, team_required
-from webapp.lab.charts import csv_text, experiment_charts, figures_payload
+from webapp.lab.charts import csv_text, experiment_charts, figures_payload, importance_bars, search_progress
 from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm
 from webapp.lab.models import Experiment, Run, data_fingerprint
 from webapp.lab.results import (
+    befores,
     experiment_rows,
     experiment_selection,
     experiment_summary,
+    point_words,
     progress,
     step_rows,
     triggers,
@@ -62,6 +66,9 @@ def plan_preview(request):
     form.is_valid()
     the_plan = form.cleaned_data.get("plan")
     method = METHODS.get(request.POST.get("defense", ""))
+    space = form.cleaned_data.get("space") or {}
+    if "search" in space and not form.errors:
+        return render(request, "lab/_plan.html", {"method": method, "search": search_preview(method, space)})
     if the_plan is None:
         errors = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name in form.parameter_names]
         return render(request, "lab/_plan.html", {"errors": errors + list(form.non_field_errors()), "method": method})
@@ -73,6 +80,20 @@ def plan_preview(request):
     new_epochs = the_plan.training_epochs - sum(entry["job"].training_epochs for entry in reused)
     context = {"plan": the_plan, "points": len(the_plan.points), "naive": naive, "method": method}
     return render(request, "lab/_plan.html", context | {"reused": reused, "new_epochs": new_epochs})
+
+
+def search_preview(method, space: dict) -> dict:
+    """What a search will do, for the preview: its budget, rungs and the ranges its trials draw from."""
+    from defenses.search import SearchSettings
+
+    settings = SearchSettings(budget=space["search"]["budget"])
+    ranges = [
+        f"{p.label} {', '.join(map(str, p.choices))}"
+        if p.choices
+        else f"{p.label} from {p.search[0]:g} to {p.search[1]:g}{' (log scale)' if p.log else ''}"
+        for p in searchable(method)
+    ]
+    return {"budget": settings.budget, "rungs": settings.rungs(), "ranges": ranges}
 
 
 def experiment_results(experiment: Experiment) -> dict:
@@ -88,19 +109,24 @@ def experiment_results(experiment: Experiment) -> dict:
         last = run is not None and best["position"] == run.total_positions - 1
         repairs = run is not None and job_kind(run.kind).repairs
         best = best | {"composable": best["status"] == Run.DONE and repairs and last}
-    columns = method_of(experiment.space).columns
+    method = method_of(experiment.space)
     if best is not None:
-        best["where"] = ", ".join(column.short.format(best[column.name]) for column in columns)
+        best["where"] = point_words(method, best)
+    headings = [{"name": c.name, "label": c.label, "heading": c.heading or c.label} for c in method.columns]
+    if experiment.is_search:  # a trial's number and its own searched values beside the columns
+        named = {c.name for c in method.columns}
+        own = [{"name": p.name, "label": p.label, "heading": p.label.split(": ")[-1]} for p in searchable(method)]
+        headings = [{"name": "trial", "label": "search trial", "heading": "Trial"}, *headings]
+        headings += [h for h in own if h["name"] not in named]
     table = [
         row
         | {
             "asr_values": [row[f"asr {name}"] for name in test],
-            "coords": [row[c.name] for c in columns],
+            "coords": [row.get(h["name"]) for h in headings],
             "is_best": row is selection.best,
         }
         for row in rows
     ]
-    headings = [{"label": c.label, "heading": c.heading or c.label} for c in columns]
     return {
         "rows": rows,
         "table": table,
@@ -116,6 +142,10 @@ def charts_of(experiment: Experiment) -> list:
     """The experiment's charts; only the figures and CSV views build them (the polled partial does not)."""
     results = experiment_results(experiment)
     method = method_of(experiment.space)
+    if experiment.is_search:  # continuous values: the search's own charts, then CA and ASR by epoch
+        search = searches.summary(experiment)
+        charts = [search_progress(search), importance_bars(search["importance"])]
+        return [chart for chart in charts if chart is not None]
     return experiment_charts(method, results["rows"], results["triggers"], results["selection"], results["steps"])
 
 
@@ -124,7 +154,18 @@ def experiment(request, pk: int):
     experiment = owned_or_404(Experiment.objects.select_related("team", "badnet", "valid", "test"), request.user, pk=pk)
     context = experiment_results(experiment) | {"experiment": experiment, "progress": progress(experiment)}
     context["method"] = method_of(experiment.space)
-    return render(request, "lab/experiment.html", context)
+    return render(request, "lab/experiment.html", context | held_out_context(experiment))
+
+
+def held_out_context(experiment: Experiment) -> dict:
+    """What the page says of the held-out part of the clean validation set the choice reads."""
+    if experiment.holdout is None:
+        return {"held_out": None}
+    before = next(iter(befores(experiment.own_runs()).values()), {})
+    split = before.get("holdout") or {}
+    count = experiment.valid.count
+    images, of = split.get("images", round(experiment.holdout * count)), split.get("of", count)
+    return {"held_out": {"share": experiment.holdout, "images": images, "of": of, "repair": of - images}}
 
 
 @team_required
@@ -133,7 +174,7 @@ def experiment_progress(request, pk: int):
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
     state = progress(experiment)
     context = experiment_results(experiment) | {"experiment": experiment, "progress": state}
-    response = render(request, "lab/_progress.html", context)
+    response = render(request, "lab/_progress.html", context | held_out_context(experiment))
     if state["finished"]:
         stop = HttpResponseStopPolling(response.content)
         stop["HX-Trigger"] = "charts-changed"

@@ -11,7 +11,7 @@ from webapp.lab import inference
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.forms import LeaderboardForm, row_id
 from webapp.lab.models import BadNet, Dataset, GoodNet, Leaderboard, Run
-from webapp.lab.results import leaderboard_rows, triggers
+from webapp.lab.results import leaderboard_rows, point_words, triggers
 from webapp.lab.services import start_leaderboard
 
 
@@ -57,7 +57,7 @@ def board_context(board: Leaderboard) -> dict:
         if row["method"].steps and best:
             row["where"] = f"stopped at step {best.get('step')}, {best.get('fraction') or 0:.0%} of the layer pruned"
         else:
-            row["where"] = ", ".join(c.short.format(best[c.name]) for c in row["method"].columns if c.name in best)
+            row["where"] = point_words(row["method"], best)
         row["asr_values"] = [best.get(f"asr {name}") for name in names]
         row["detection_values"] = [best.get(f"detection {name}") for name in names]
         run = Run.objects.filter(pk=best.get("run")).select_related("badnet").first() if best.get("run") else None
