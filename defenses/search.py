@@ -98,8 +98,9 @@ def searchable(method: Method) -> list:
 
 
 def can_search(method: Method) -> bool:
-    """A defense whose jobs train epoch by epoch, each epoch a point a longer run extends (JobKind.epoch_prefix)."""
-    return any(column.name == "epochs" for column in method.columns) and all(
+    """A defense whose jobs train epoch by epoch, each epoch a point a longer run extends (JobKind.epoch_prefix),
+    with epochs the user may set (prune-only fixes them at 0)."""
+    return any(parameter.name == "epochs" for parameter in method.parameters) and all(
         kind.epoch_prefix for kind in method.jobs if kind.repairs
     )
 

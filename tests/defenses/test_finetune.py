@@ -63,3 +63,36 @@ def test_each_epochs_order_depends_on_the_seed_and_epoch_alone():
     assert not np.array_equal(epoch_order(100, 3, 7), epoch_order(100, 3, 8))
     assert not np.array_equal(epoch_order(100, 3, 7), epoch_order(100, 4, 7))
     assert sorted(epoch_order(100, 3, 7)) == list(range(100))
+
+
+RESUMABLE = {
+    "ft-sam": {"threshold": 0.5, "lr": 0.01, "epochs": 4, "rho": 2.0, "layers": [], "seed": 3},
+    "nad": {"lr": 0.01, "epochs": 4, "teacher_epochs": 2, "beta": 1000.0, "seed": 3},
+    "fst": {"lr": 0.01, "epochs": 4, "fst_alpha": 0.2, "seed": 3},
+    "sau": {"lr": 0.01, "epochs": 4, "sau_eps": 0.2, "sau_norm": 2, "sau_steps": 2, "seed": 3},
+    "i-bau": {"lr": 0.01, "epochs": 4, "ibau_k": 2, "ibau_radius": 5.0, "seed": 3},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RESUMABLE))
+def test_every_training_defense_resumes_to_the_last_digit(loaded, tmp_path, kind):
+    """The shared loop's promise for every defense that plugs into it: killed after epoch 2 (its point stored,
+    its checkpoint written), a second delivery trains epochs 3-4 only and ends with the uninterrupted run's
+    weights and points."""
+    from defenses.runner import run_job
+
+    config = RESUMABLE[kind] | {"holdout": {"share": 0.25, "seed": 3}}
+    whole = {}
+    run_job(kind, config, loaded, whole.__setitem__, artifact_dir=tmp_path / "whole")
+    points = {}
+
+    def killed_after_epoch_2(position, metrics):
+        points[position] = metrics
+        if position == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_job(kind, config, loaded, killed_after_epoch_2, artifact_dir=tmp_path / "resumed")
+    run_job(kind, config, loaded, points.__setitem__, artifact_dir=tmp_path / "resumed")
+    assert sorted(p for p, m in points.items() if m.get("resumed_from") == 2) == [3, 4]
+    assert {p: without_timing(m) for p, m in points.items()} == {p: without_timing(m) for p, m in whole.items()}

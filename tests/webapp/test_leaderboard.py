@@ -3,6 +3,7 @@ ranks the defenses by their validation-selected points (the floor rule), with te
 rates, DER and cost; a defense with no point within the floor is listed last, saying so."""
 
 from defenses.methods import METHODS
+from defenses.search import can_search
 from defenses.selection import der
 from tests.webapp.base import BaseTestCase
 from webapp.lab.models import Dataset, Experiment, Leaderboard, Run
@@ -18,6 +19,9 @@ VALID_ASR = {
     "nad": 50.0,
     "incremental": 70.0,
     "nc-unlearn": 40.0,
+    "fst": 15.0,
+    "sau": 20.0,
+    "i-bau": 25.0,
 }
 
 
@@ -49,12 +53,24 @@ class LeaderboardTestCase(BaseTestCase):
         assert response.status_code == 302 and response["Location"] == f"/leaderboards/{board.pk}/"
         return board
 
-    def test_one_click_makes_one_experiment_per_defense_with_its_sweep(self):
+    def test_one_click_searches_every_training_defense_within_one_budget_and_sweeps_the_others(self):
         board = self.start()
-        spaces = {e.space["defense"]: e.space for e in board.experiments.all()}
-        assert set(spaces) == set(METHODS)
-        assert all(spaces[name] == {"defense": name, **METHODS[name].sweep} for name in METHODS)
-        assert all(set(e.runs.values_list("status", flat=True)) == {Run.QUEUED} for e in board.experiments.all())
+        assert board.budget == 100  # the form's default
+        experiments = {e.space["defense"]: e for e in board.experiments.all()}
+        assert set(experiments) == set(METHODS)
+        for name, method in METHODS.items():
+            space = experiments[name].space
+            assert space["holdout"] == 0.2  # every defense holds out the same part
+            if can_search(method):
+                assert space["search"] == {"budget": 100} and experiments[name].search["status"] == "queued"
+            else:
+                assert space == {"defense": name, **method.sweep, "holdout": 0.2}
+                assert set(experiments[name].runs.values_list("status", flat=True)) == {Run.QUEUED}
+        assert {name for name, method in METHODS.items() if not can_search(method)} == {
+            "anp",
+            "incremental",
+            "prune-only",
+        }
 
     def finish_board(self, board, destroyed: set[str] = frozenset()):
         for experiment in board.experiments.all():

@@ -19,7 +19,16 @@ from defenses.methods import LAYERS, METHODS, PARAMETERS
 from defenses.modelcheck import ModelRefused
 from webapp.lab import inference, tus
 from webapp.lab.access import first_team, teams_of
-from webapp.lab.forms import MAX_POINTS, BadNetForm, ClassifyForm, DatasetForm, ExperimentForm, as_text
+from webapp.lab.forms import (
+    HOLDOUT_PERCENT,
+    MAX_POINTS,
+    MAX_SEARCH_BUDGET,
+    BadNetForm,
+    ClassifyForm,
+    DatasetForm,
+    ExperimentForm,
+    as_text,
+)
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run, Team
 from webapp.lab.results import experiment_rows, experiment_selection, progress
 from webapp.lab.services import AlreadyStored, add_badnet, add_dataset, cancel, create_experiment
@@ -281,7 +290,7 @@ class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
 def experiment_form_data(payload) -> QueryDict:
     """API JSON as the page form's fields: a list for an axis parameter (thresholds, learning rates, ...) or
     for layers becomes the text the form reads; every defense's parameters are taken (defenses.methods)."""
-    common = ("name", "badnet", "valid", "test", "defense", "max_ca_drop", "queue")
+    common = ("name", "badnet", "valid", "test", "defense", "max_ca_drop", "holdout", "budget", "queue")
     data = {key: payload.get(key) for key in common if payload.get(key) is not None}
     data.setdefault("defense", "fine-prune")
     data.setdefault("max_ca_drop", 5.0)
@@ -322,6 +331,20 @@ def experiment_body_schema(result, generator, request, public):
         "poisoned": {"type": "array", "items": {"type": "integer"}},
         "defense": {"type": "string", "enum": list(METHODS), "default": "fine-prune"},
         "max_ca_drop": {"type": "number", "minimum": 0, "maximum": 100, "default": 5.0},
+        "holdout": {
+            "type": "number",
+            "minimum": 5,
+            "maximum": 50,
+            "default": HOLDOUT_PERCENT,
+            "description": "percent of the clean validation set held out from the repair; selection reads only it",
+        },
+        "budget": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_SEARCH_BUDGET,
+            "description": "a search of the defense's parameters within this many fine-tuning-epoch units "
+            "instead of the grid of the values given",
+        },
         "queue": {"type": "string", "enum": [queue for queue, _ in Experiment.QUEUES]},
         "team": {"type": "integer"},
     }
@@ -339,7 +362,9 @@ class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
     """Experiments. POST JSON: name, badnet, valid, test, poisoned [ids], defense (any of the registered
     defenses) and its parameters (e.g. fine-prune: thresholds [..], learning_rates [..], epochs [..],
     layers [..], seed; the schema lists every defense's), max_ca_drop (the clean-accuracy floor of the "best"
-    choice, default 5 points), queue; the runs are queued at once. Every set must fit the BadNet (image
+    choice, default 5 points), holdout (percent of the clean validation set only selection reads, default
+    20), budget (search within this many fine-tuning-epoch units instead of the grid), queue; the runs are
+    queued at once. Every set must fit the BadNet (image
     size, labels, target): a refusal names the set and why."""
 
     queryset = Experiment.objects.prefetch_related("runs")

@@ -534,12 +534,17 @@ class LeaderboardForm(forms.Form):
         initial=LEADERBOARD_BUDGET,
         min_value=1,
         max_value=MAX_SEARCH_BUDGET,
+        required=False,
         label="Search budget per defense (epoch units)",
         help_text="every training defense searches its parameters within this many fine-tuning-epoch units; "
         "the pruning-only defenses run their small sweep",
     )
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
     clean_holdout = ExperimentForm.clean_holdout
+
+    def clean_budget(self):
+        value = self.cleaned_data["budget"]
+        return LEADERBOARD_BUDGET if value is None else value
 
     def __init__(self, badnet: BadNet, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -9,6 +9,7 @@ from defenses.selection import (
     Selection,
     der,
     flat_row,
+    held_out_count,
     select,
 )
 from webapp.lab import searches
@@ -55,6 +56,8 @@ def experiment_selection(experiment: Experiment, rows: list[dict]) -> Selection:
     holdout = None
     if experiment.holdout is not None:
         holdout = before.get("holdout") or {"share": experiment.holdout}
+    for row in rows:  # every row (CSV, JSON, API) says what its validation figures were read on
+        row["held_out"] = held_out_count(holdout) or (f"{holdout['share']:.0%}" if holdout else "none (old way)")
     return select(rows, experiment.max_ca_drop, bool(triggers(experiment, Dataset.POISONED_VALID)), holdout)
 
 

@@ -108,6 +108,9 @@ def carry_out(experiment: Experiment, loaded, perform, worker: str) -> str:
 
     def record(trials: list[Trial]) -> None:
         save(experiment, trials=[t.as_dict() for t in trials], spent=sum(t.cost for t in trials))
+        for trial in trials:
+            if trial.state != "running":  # an ended trial is never extended: its kept checkpoint goes
+                drop_checkpoints(experiment, trial.jobs[-1:])
 
     trials = history
     try:
@@ -219,6 +222,13 @@ def train(run: Run, perform, worker: str) -> str:
             return run.status
         time.sleep(WAIT_SECONDS)
     return Run.FAILED
+
+
+def drop_checkpoints(experiment: Experiment, jobs: list[Job]) -> None:
+    for run in Run.stored_for(jobs, experiment.data_fingerprint(), experiment.team_id):
+        if run is not None and run.status == Run.DONE:
+            for checkpoint in run.artifact_dir().glob(CHECKPOINTS):
+                checkpoint.unlink(missing_ok=True)
 
 
 def experiment_cancelled(experiment: Experiment) -> bool:

@@ -17,13 +17,14 @@ from webapp.lab.services import start_leaderboard
 
 @team_required
 def new_leaderboard(request, pk: int):
-    """The form on a BadNet's page: its fitting sets and the floor; POST starts every defense's sweep."""
+    """The form on a BadNet's page: its fitting sets, the floor, the held-out share and the search budget; POST
+    starts every defense (a search for each training defense, a sweep for the others)."""
     badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
     form = LeaderboardForm(badnet, request.POST or None)
     if request.method == "POST" and form.is_valid():
         same = same_leaderboard(badnet, form.cleaned_data)
         if same is not None:  # a second click, or a reload of the POST: the board that exists, not a copy
-            messages.info(request, "This leaderboard exists already (same sets and floor); here it is.")
+            messages.info(request, "This leaderboard exists already (same sets, floor and budget); here it is.")
             return redirect("leaderboard", same.pk)
         board = start_leaderboard(badnet.team, request.user, form.cleaned_data)
         messages.success(request, f"{board.experiments.count()} defenses queued on {badnet.name}.")
@@ -34,13 +35,15 @@ def new_leaderboard(request, pk: int):
 
 
 def same_leaderboard(badnet: BadNet, data: dict) -> Leaderboard | None:
-    """The BadNet's leaderboard on the same sets, floor and queue, if one exists."""
+    """The BadNet's leaderboard on the same sets, floor, held-out share, budget and queue, if one exists."""
     wanted = sorted(d.pk for d in data["poisoned"])
-    for board in Leaderboard.objects.filter(badnet=badnet, max_ca_drop=data["max_ca_drop"]).order_by("-pk"):
+    boards = Leaderboard.objects.filter(badnet=badnet, max_ca_drop=data["max_ca_drop"], budget=data["budget"])
+    for board in boards.order_by("-pk"):
         first = board.experiments.order_by("pk").first()
         if (
             first is not None
             and (first.valid_id, first.test_id, first.queue) == (data["valid"].pk, data["test"].pk, data["queue"])
+            and first.holdout == data["holdout"]
             and sorted(first.poisoned.values_list("pk", flat=True)) == wanted
         ):
             return board

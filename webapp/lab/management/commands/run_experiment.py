@@ -3,8 +3,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp.lab.models import Experiment, Run
+from webapp.lab.searches import start
 from webapp.lab.services import describe_plan, submit
-from workers.celery_app import EXECUTE_RUN, task
+from workers.celery_app import EXECUTE_RUN, RUN_SEARCH, task
 
 
 class Command(BaseCommand):
@@ -17,6 +18,15 @@ class Command(BaseCommand):
         experiment = Experiment.objects.filter(pk=options["experiment"]).first()
         if experiment is None:
             raise CommandError(f"No experiment {options['experiment']}; `manage.py queue` lists the runs.")
+        if experiment.is_search:  # one task does the whole search, each rung a run it stores
+            start(experiment)
+            outcome = task(RUN_SEARCH)(experiment.pk)
+            experiment.refresh_from_db()
+            state = experiment.search
+            error = f": {state['error']}" if state.get("error") else ""
+            trials, spent = len(state.get("trials", [])), state.get("spent", 0)
+            self.stdout.write(f"search: {outcome}, {trials} trials, {spent:g} units{error}")
+            return
         summary = describe_plan(experiment)
         self.stdout.write(
             f"{summary['points']} points -> {summary['jobs']} runs, {summary['training_epochs']} training epochs"
