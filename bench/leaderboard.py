@@ -231,9 +231,8 @@ def searched_values(line: dict) -> dict:
     from defenses.search import searchable
 
     row, method = line["row"], line["method"]
-    columns = {c.name for c in method.columns} | {"thresholds", "learning_rates"}
     config = row["job"].config
-    return {p.name: config[p.name] for p in searchable(method) if p.name not in columns and p.name in config}
+    return {p.name: config[p.name] for p in searchable(method) if not p.axis and p.name in config}
 
 
 def spread(line: dict, key: str) -> str:

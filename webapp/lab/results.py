@@ -225,17 +225,21 @@ def badnet_figures(experiment: Experiment, runs) -> dict:
     }
 
 
+def rounded(value):
+    """A coordinate to 4 significant digits (a search draws T 0.8232202558909871); other values unchanged."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
 def point_words(method, row: dict) -> str:
     """A point's coordinates as a page says them ("T 0.8, LR 0.001, 30 ep"), with a search's own parameters
-    that are not columns ("fst_alpha 0.25")."""
+    that are not columns ("alpha 0.25")."""
     from defenses.search import searchable
 
-    columns = [c.short.format(row[c.name]) for c in method.columns if row.get(c.name) is not None]
-    named = {c.name for c in method.columns}
+    columns = [c.short.format(rounded(row[c.name])) for c in method.columns if row.get(c.name) is not None]
     own = [
-        f"{p.label.split(': ')[-1]} {row[p.name]:.3g}"
+        f"{p.label.split(': ')[-1]} {rounded(row[p.name])}"
         for p in searchable(method)
-        if p.name not in named and row.get(p.name) is not None
+        if not p.axis and row.get(p.name) is not None
     ]
     return ", ".join(columns + own)
 

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from defenses.finetune import CHECKPOINT, CHECKPOINTS, Cancelled
-from defenses.methods import job_kind, method_of
+from defenses.methods import PARAMETERS, job_kind, method_of
 from defenses.planner import Job
 from defenses.search import SearchSettings, Trial, best_trial, importance, search
 from defenses.selection import flat_row, objective
@@ -26,6 +26,13 @@ from workers.celery_app import RUN_SEARCH
 from workers.celery_app import app as celery_app
 
 WAIT_SECONDS = 5  # how often a rung that another worker is training is looked at
+TRIAL_STATES = {
+    "running": "training",
+    "complete": "reached the last rung",
+    "pruned": "stopped by successive halving",
+    "budget": "stopped: its next rung would pass the budget",
+    "cancelled": "cancelled",
+}
 
 
 class RungFailed(Exception):
@@ -278,12 +285,12 @@ def summary(experiment: Experiment) -> dict:
     rows = [
         {
             "number": t.number,
-            "params": t.params,
+            "params": {PARAMETERS[name].noun or PARAMETERS[name].label: value for name, value in t.params.items()},
             "epochs": t.epochs,
             "value": t.value,
             "best_epoch": t.best_epoch,
             "cost": t.cost,
-            "state": t.state,
+            "state": TRIAL_STATES[t.state],
             "runs": [runs[job.key].pk for job in t.jobs if runs.get(job.key) is not None],
         }
         for t in trials

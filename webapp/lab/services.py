@@ -214,7 +214,7 @@ def search_points(experiment: Experiment) -> list[dict]:
     from defenses.search import Trial, searchable
 
     method = method_of(experiment.space)
-    own = [p.name for p in searchable(method) if p.name not in {c.name for c in method.columns}]
+    own = [p.name for p in searchable(method) if not p.axis]  # the axes are the columns
     trials = [Trial.from_dict(record) for record in experiment.search.get("trials", []) if record["jobs"]]
     jobs = [trial.jobs[-1] for trial in trials]
     runs = Run.stored_for(jobs, experiment.data_fingerprint(), experiment.team_id)

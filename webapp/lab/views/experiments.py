@@ -21,6 +21,7 @@ from webapp.lab.results import (
     experiment_summary,
     point_words,
     progress,
+    rounded,
     step_rows,
     triggers,
 )
@@ -36,6 +37,11 @@ def experiments(request):
 
 def runs_in_words(experiment: Experiment) -> str:
     """What submitting did, honestly: a run the team had already finished is shown, not queued again."""
+    if experiment.is_search:
+        return (
+            f"search queued within {experiment.space['search']['budget']:g} fine-tuning-epoch units; its trials "
+            "appear below as they end (a rung your team has already trained costs nothing)."
+        )
     statuses = list(experiment.runs.values_list("status", flat=True))
     done = statuses.count(Run.DONE)
     waiting = len(statuses) - done
@@ -113,16 +119,15 @@ def experiment_results(experiment: Experiment) -> dict:
     if best is not None:
         best["where"] = point_words(method, best)
     headings = [{"name": c.name, "label": c.label, "heading": c.heading or c.label} for c in method.columns]
-    if experiment.is_search:  # a trial's number and its own searched values beside the columns
-        named = {c.name for c in method.columns}
+    if experiment.is_search:  # a trial's number and its own searched values beside the columns (its axes)
         own = [{"name": p.name, "label": p.label, "heading": p.label.split(": ")[-1]} for p in searchable(method)]
         headings = [{"name": "trial", "label": "search trial", "heading": "Trial"}, *headings]
-        headings += [h for h in own if h["name"] not in named]
+        headings += [h for h, p in zip(own, searchable(method), strict=True) if not p.axis]
     table = [
         row
         | {
             "asr_values": [row[f"asr {name}"] for name in test],
-            "coords": [row.get(h["name"]) for h in headings],
+            "coords": [rounded(row.get(h["name"])) for h in headings],
             "is_best": row is selection.best,
         }
         for row in rows

@@ -1,0 +1,56 @@
+"""A search in a real browser: Playwright drives Debian's chromium against the live server and a real worker. A
+user asks for a fine-pruning search within a small budget on the preview, watches the trials arrive live, and
+reads what the choice was read on (held-out images) beside the trials, their runs and the search's charts."""
+
+import re
+
+import pytest
+
+from tests.browser import chromium_page, sign_in
+from tests.defenses.tiny import tiny_badnet_files
+from tests.lab.factories import experiment_row, team_with_user
+from webapp.lab.models import Dataset, Experiment
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def page(live_server):
+    with chromium_page(live_server.url, "search") as page:
+        yield page
+
+
+def test_a_search_runs_live_and_says_what_was_held_out(page, celery_worker, tmp_path):
+    team, user = team_with_user()
+    template = experiment_row(team, user, tiny_badnet_files(tmp_path), {"defense": "fine-prune"})
+    poisoned = template.poisoned.get()
+    sign_in(page, "alice", "password-alice")
+
+    page.goto(f"/experiments/new/?badnet={template.badnet.pk}")
+    page.fill("#id_name", "searched")
+    page.select_option("#id_valid", str(template.valid.pk))
+    page.select_option("#id_test", str(template.test.pk))
+    page.check(f"input[name=poisoned][value='{poisoned.pk}']")
+    page.fill("#id_holdout", "25")
+    page.fill("#id_budget", "12")
+    page.wait_for_selector("#plan-search:has-text('within 12 fine-tuning-epoch units')")
+    assert "3, 9, 27" in page.text_content("#plan-search")
+    page.shot("1-preview")
+    page.click("#experiment-form button[type=submit]")
+    page.wait_for_url(re.compile(r".*/experiments/\d+/$"))
+    page.wait_for_selector('#progress[data-finished="true"]', timeout=300_000)
+    page.wait_for_selector('#chart-search[data-drawn="true"]')
+    page.shot("2-search")
+
+    experiment = Experiment.objects.get(name="searched")
+    assert experiment.space["holdout"] == 0.25 and experiment.search["status"] == "done"
+    valid = Dataset.objects.get(pk=template.valid.pk).count
+    held = round(0.25 * valid)
+    assert f"held-out {held} of {valid} clean validation images" in page.text_content("#held-out")
+    assert f"held-out {held} of {valid}" in page.text_content("#selection")
+    trials = page.locator("#trials tr.trial")
+    assert trials.count() == len(experiment.search["trials"]) >= 2
+    first_run = trials.first.locator("a").first
+    assert first_run.get_attribute("href").startswith("/runs/")
+    spent = page.evaluate("() => document.getElementById('chart-search').data[0].x")
+    assert spent[-1] == experiment.search["spent"] <= 12
