@@ -60,11 +60,11 @@ class LeaderboardTestCase(BaseTestCase):
         assert set(experiments) == set(METHODS)
         for name, method in METHODS.items():
             space = experiments[name].space
-            assert space["holdout"] == 0.2  # every defense holds out the same part
+            assert space["holdout"] == 0.2 and space["seed"] == 0  # every defense holds out the same part
             if can_search(method):
                 assert space["search"] == {"budget": 100} and experiments[name].search["status"] == "queued"
             else:
-                assert space == {"defense": name, **method.sweep, "holdout": 0.2}
+                assert space == {"defense": name, **method.sweep, "holdout": 0.2, "seed": 0}
                 assert set(experiments[name].runs.values_list("status", flat=True)) == {Run.QUEUED}
         assert {name for name, method in METHODS.items() if not can_search(method)} == {
             "anp",
@@ -137,3 +137,36 @@ class LeaderboardTestCase(BaseTestCase):
         page = self.client.get(f"/leaderboards/{board.pk}/").content.decode()
         table = page[page.index('id="detectors"') :]
         assert "2.5 %" in table and "97.0 %" in table and "0.812 / 0.987" in table
+
+
+class LeaderboardSeedsTestCase(BaseTestCase):
+    def test_a_board_repeated_with_other_seeds_shows_the_spread_of_each_defenses_choice(self):
+        self.client.force_login(self.alice)
+        template = self.experiment({"epochs": [1]}, with_poisoned_valid=True)
+        form = {
+            "valid": template.valid.pk,
+            "test": template.test.pk,
+            "poisoned": [d.pk for d in template.poisoned.all()],
+            "max_ca_drop": 5,
+            "queue": "cpu",
+        }
+        for seed, ca in ((0, 90.0), (1, 94.0)):
+            with self.captureOnCommitCallbacks(execute=False):
+                self.client.post(f"/badnets/{template.badnet.pk}/leaderboard", form | {"seed": seed})
+            board = Leaderboard.objects.get(seed=seed)
+            for experiment in board.experiments.all():
+
+                def metrics(run, position, ca=ca):
+                    return {
+                        "ca": ca,
+                        "asr": {"sunglasses": 2.0, "sunglasses (validation)": 1.0},
+                        "valid_acc": 95.0,
+                        "stop": position == 1,
+                        "before": {"ca": 96.0, "asr": {"sunglasses": 100.0}, "valid_acc": 96.0},
+                    }
+
+                self.finish(experiment, metrics)
+        assert Leaderboard.objects.count() == 2  # another seed is another board, not the same one reopened
+        page = self.client.get(f"/leaderboards/{Leaderboard.objects.get(seed=1).pk}/").content.decode()
+        assert "Over seeds 0, 1" in page
+        assert "CA 92.0 ± 2.8, ASR 2.0 ± 0.0 (2 boards)" in page  # mean and sample deviation of 90 and 94

@@ -539,8 +539,18 @@ class LeaderboardForm(forms.Form):
         help_text="every training defense searches its parameters within this many fine-tuning-epoch units; "
         "the pruning-only defenses run their small sweep",
     )
+    seed = forms.IntegerField(
+        initial=0,
+        min_value=0,
+        max_value=2**31 - 1,
+        required=False,
+        help_text="training order, held-out split and search; a board again with another seed shows the spread",
+    )
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
     clean_holdout = ExperimentForm.clean_holdout
+
+    def clean_seed(self):
+        return self.cleaned_data["seed"] or 0
 
     def clean_budget(self):
         value = self.cleaned_data["budget"]

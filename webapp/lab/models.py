@@ -170,6 +170,9 @@ class Leaderboard(models.Model):
     # fine-tuning-epoch units each training defense's search may spend (every defense the same); 0 for boards
     # made before search, whose experiments are sweeps
     budget = models.FloatField(default=0.0)
+    # the seed of every experiment's training order, held-out split and search: boards that differ only in it
+    # are repeats, and the page shows the spread of their chosen points
+    seed = models.PositiveIntegerField(default=0)
     created = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):

@@ -363,10 +363,15 @@ def start_leaderboard(team, user, data: dict) -> Leaderboard:
     the defense's small sweep (defenses.methods `sweep`) for the others. Every experiment holds out the same
     part of the clean validation set, so the ranking compares like with like."""
     board = Leaderboard.objects.create(
-        team=team, owner=user, badnet=data["badnet"], max_ca_drop=data["max_ca_drop"], budget=data["budget"]
+        team=team,
+        owner=user,
+        badnet=data["badnet"],
+        max_ca_drop=data["max_ca_drop"],
+        budget=data["budget"],
+        seed=data.get("seed", 0),
     )
     for method in METHODS.values():
-        space = {"defense": method.name, **method.sweep, "holdout": data["holdout"]}
+        space = {"defense": method.name, **method.sweep, "holdout": data["holdout"], "seed": board.seed}
         if can_search(method):
             space["search"] = {"budget": data["budget"]}
         experiment = Experiment.objects.create(

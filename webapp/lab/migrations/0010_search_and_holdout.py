@@ -19,4 +19,9 @@ class Migration(migrations.Migration):
             name="budget",
             field=models.FloatField(default=0.0),
         ),
+        migrations.AddField(
+            model_name="leaderboard",
+            name="seed",
+            field=models.PositiveIntegerField(default=0),
+        ),
     ]

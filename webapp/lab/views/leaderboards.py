@@ -1,6 +1,9 @@
-"""A BadNet's leaderboard: one click runs every registered defense's small sweep on its sets, and the page
-ranks the defenses by their honestly selected points (webapp.lab.results.leaderboard_rows), with a GoodNet to
-compose from each."""
+"""A BadNet's leaderboard: one click runs every registered defense on its sets (a search within one budget for
+the training defenses, a small sweep for the others), and the page ranks the defenses by their honestly
+selected points (webapp.lab.results.leaderboard_rows), with a GoodNet to compose from each and the spread over
+boards repeated with other seeds."""
+
+from statistics import mean, stdev
 
 from django.contrib import messages
 from django.shortcuts import redirect, render
@@ -35,9 +38,11 @@ def new_leaderboard(request, pk: int):
 
 
 def same_leaderboard(badnet: BadNet, data: dict) -> Leaderboard | None:
-    """The BadNet's leaderboard on the same sets, floor, held-out share, budget and queue, if one exists."""
+    """The BadNet's leaderboard on the same sets, floor, held-out share, budget, seed and queue, if one exists."""
     wanted = sorted(d.pk for d in data["poisoned"])
-    boards = Leaderboard.objects.filter(badnet=badnet, max_ca_drop=data["max_ca_drop"], budget=data["budget"])
+    boards = Leaderboard.objects.filter(
+        badnet=badnet, max_ca_drop=data["max_ca_drop"], budget=data["budget"], seed=data["seed"]
+    )
     for board in boards.order_by("-pk"):
         first = board.experiments.order_by("pk").first()
         if (
@@ -65,6 +70,7 @@ def board_context(board: Leaderboard) -> dict:
         row["detection_values"] = [best.get(f"detection {name}") for name in names]
         run = Run.objects.filter(pk=best.get("run")).select_related("badnet").first() if best.get("run") else None
         row["composable"] = bool(run and inference.run_network(run, best.get("position")))
+    add_spread(board, rows)
     finished = all(row["finished"] for row in rows)
     runs = Run.objects.filter(experiments__leaderboard=board)
     goodnets = GoodNet.objects.filter(team=board.team, run__in=runs).exclude(figures={}).distinct().order_by("pk")
@@ -79,6 +85,37 @@ def board_context(board: Leaderboard) -> dict:
         "blind": first is not None and not triggers(first, Dataset.POISONED_VALID),
         "detectors": [detector_row(goodnet, names) for goodnet in goodnets],
     }
+
+
+def repeats(board: Leaderboard) -> list[Leaderboard]:
+    """The team's boards that repeat this one with other seeds: same BadNet, sets, floor, budget, held-out
+    share and queue."""
+    first = board.experiments.order_by("pk").first()
+    if first is None:
+        return []
+    wanted = {"valid": first.valid, "test": first.test, "poisoned": list(first.poisoned.all())}
+    data = wanted | {"max_ca_drop": board.max_ca_drop, "budget": board.budget, "holdout": first.holdout}
+    data |= {"queue": first.queue}
+    others = Leaderboard.objects.filter(team=board.team, badnet=board.badnet).exclude(seed=board.seed)
+    return [other for other in others if same_leaderboard(board.badnet, data | {"seed": other.seed}) == other]
+
+
+def add_spread(board: Leaderboard, rows: list[dict]) -> None:
+    """Each defense's chosen test CA and mean ASR over this board and its repeats with other seeds, as mean and
+    standard deviation, where two or more boards chose a point (row["spread"])."""
+    chosen = {row["method"].name: [row["best"]] if row["best"] else [] for row in rows}
+    seeds = [board.seed]
+    for other in repeats(board):
+        seeds.append(other.seed)
+        for row in leaderboard_rows(other):
+            if row["best"] and row["method"].name in chosen:
+                chosen[row["method"].name].append(row["best"])
+    for row in rows:
+        points = chosen[row["method"].name]
+        if len(points) >= 2:
+            ca, asr = [p["ca"] for p in points], [p["asr"] for p in points]
+            row["spread"] = {"boards": len(points), "ca": (mean(ca), stdev(ca)), "asr": (mean(asr), stdev(asr))}
+    board.seeds = sorted(seeds)
 
 
 def detector_row(goodnet: GoodNet, names: list[str]) -> dict:
