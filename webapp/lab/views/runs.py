@@ -8,6 +8,7 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import render
 
 from defenses.export import ExportRefused
+from defenses.methods import JOB_KINDS, job_kind
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, figures_payload, run_curve
 from webapp.lab.inference import keras2_export, run_network
@@ -40,6 +41,8 @@ def run(request, pk: int):
         "preset": run.badnet.arch,
         "figures": figures_payload([chart] if chart else []),
         "resumed": sorted({p.metrics["resumed_from"] for p in run.points.all() if p.metrics.get("resumed_from")}),
+        "by_epoch": job_kind(run.kind).x[0] == "epoch" if run.kind in JOB_KINDS else False,
+        "held_out": run.config.get("holdout"),
     }
     return render(request, "lab/run.html", context)
 
