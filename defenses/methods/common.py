@@ -1,12 +1,13 @@
 """What several defenses share: the parameters that mean one thing everywhere (T, LR, epochs, layers, seed),
 planning one training job per learning rate, and `train_and_report`, the one way a training defense reports
-its network before training and after every epoch of the shared loop (defenses.finetune), then saves it.
-This module registers no defense."""
+its network before training and after every epoch of the shared loop (defenses.finetune), then saves it;
+and the planner, job kind and columns of the defenses that train one job per learning rate. This module
+registers no defense."""
 
 from pathlib import Path
 
 from defenses.finetune import CHECKPOINT, FineTuneSettings, checkpoint_epoch, cross_entropy_step
-from defenses.methods import LAYERS, Parameter, values
+from defenses.methods import LAYERS, Column, JobKind, Parameter, Versus, values
 from defenses.planner import Job, Plan
 
 THRESHOLDS = Parameter(
@@ -96,3 +97,41 @@ def train_and_report(
     if artifact_dir:
         save_atomically(network, Path(artifact_dir) / "repaired_net.keras")
     return network
+
+
+def by_learning_rate(kind: str, *fixed: Parameter):
+    """The planner of a defense that trains one `kind` job per learning rate (NAD, unlearning, FST, SAU, I-BAU):
+    each of `fixed` takes its one value in the space (its type's), and the space's seed."""
+
+    def plan(space: dict) -> Plan:
+        own = {p.name: p.kind(values(space, p)[0]) for p in fixed}
+        return plan_per_learning_rate(kind, space, own | {"seed": int(space.get("seed", 0))})
+
+    return plan
+
+
+def epoch_job(name: str, run, describe, x_label: str, units=None) -> JobKind:
+    """A job kind that trains epoch by epoch in the shared loop and stores every epoch (position = epoch; 0 is
+    the network before training; `x_label` names them on the run's page), serving every shorter request
+    (epoch_prefix); its cost is `units` (default: one unit an epoch)."""
+    return JobKind(
+        name,
+        run,
+        positions=lambda config, report: int(config["epochs"]) + 1,
+        describe=describe,
+        training_epochs=units or (lambda config: int(config["epochs"])),
+        repairs=True,
+        epoch_prefix=True,
+        x=("epoch", x_label),
+    )
+
+
+def lr_epoch_columns(epochs: str = "fine-tuning epochs", short: str = "{} ep", heading: str = "Epochs") -> tuple:
+    """The columns of a defense planned by learning rate: LR (log axis) and its epochs, as it names them."""
+    return (
+        Column("lr", "learning rate", "LR {:g}", log=True, heading="LR"),
+        Column("epochs", epochs, short, heading=heading),
+    )
+
+
+LR_EPOCH_CHARTS = (Versus("epochs"), Versus("lr"))

@@ -18,16 +18,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
+from defenses.methods import Method, Parameter, register
 from defenses.methods.common import (
     EPOCHS,
     LEARNING_RATES,
+    LR_EPOCH_CHARTS,
     SEED,
-    plan_per_learning_rate,
+    by_learning_rate,
+    epoch_job,
+    lr_epoch_columns,
     resumable_settings,
     train_and_report,
 )
-from defenses.planner import Plan
 
 ALPHA = Parameter(
     "fst_alpha",
@@ -145,22 +147,7 @@ def describe(config: dict) -> str:
     )
 
 
-def plan_fst(space: dict) -> Plan:
-    """One job per LR, trained to the largest epoch count; every epoch value is one of its positions."""
-    fixed = {"fst_alpha": float(values(space, ALPHA)[0]), "seed": int(space.get("seed", 0))}
-    return plan_per_learning_rate("fst", space, fixed)
-
-
-FST_JOB = JobKind(
-    "fst",
-    run_fst,
-    positions=lambda config, report: int(config["epochs"]) + 1,
-    describe=describe,
-    training_epochs=lambda config: int(config["epochs"]),
-    repairs=True,
-    epoch_prefix=True,
-    x=("epoch", "fine-tuning epoch (0: the new head, untrained)"),
-)
+FST_JOB = epoch_job("fst", run_fst, describe, "fine-tuning epoch (0: the new head, untrained)")
 FST = register(
     Method(
         name="fst",
@@ -169,12 +156,9 @@ FST = register(
         "Tuning, NeurIPS 2023",
         summary="a new classifier head, then fine-tuning that keeps it away from the backdoored head",
         parameters=(LEARNING_RATES, EPOCHS, ALPHA, SEED),
-        columns=(
-            Column("lr", "learning rate", "LR {:g}", log=True, heading="LR"),
-            Column("epochs", "fine-tuning epochs", "{} ep", heading="Epochs"),
-        ),
-        plan=plan_fst,
-        charts=(Versus("epochs"), Versus("lr")),
+        columns=lr_epoch_columns(),
+        plan=by_learning_rate("fst", ALPHA),
+        charts=LR_EPOCH_CHARTS,
         jobs=(FST_JOB,),
         sweep={"learning_rates": [0.001, 0.005], "epochs": [20]},
         deviations="Adam (the authors: SGD with momentum and a cosine schedule); the penalty divided by the "

@@ -25,16 +25,18 @@ epoch (position = epoch; 0 is the BadNet itself).
 
 from dataclasses import dataclass
 
-from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
+from defenses.methods import Method, Parameter, register
 from defenses.methods.common import (
     EPOCHS,
     LEARNING_RATES,
+    LR_EPOCH_CHARTS,
     SEED,
-    plan_per_learning_rate,
+    by_learning_rate,
+    epoch_job,
+    lr_epoch_columns,
     resumable_settings,
     train_and_report,
 )
-from defenses.planner import Plan
 
 FIXED_POINT_STEPS = Parameter(
     "ibau_k", "I-BAU: fixed-point iterations K", int, 5, 1, 20, axis=False, help="terms of the Neumann series"
@@ -182,31 +184,12 @@ def describe(config: dict) -> str:
     )
 
 
-def plan_ibau(space: dict) -> Plan:
-    """One job per LR, trained to the largest epoch count; every epoch value is one of its positions."""
-    fixed = {
-        "ibau_k": int(values(space, FIXED_POINT_STEPS)[0]),
-        "ibau_radius": float(values(space, RADIUS)[0]),
-        "seed": int(space.get("seed", 0)),
-    }
-    return plan_per_learning_rate("i-bau", space, fixed)
-
-
 def epoch_units(config: dict) -> int:
     """The inner pass, the outer gradient and K + 1 second-order products a batch, in passes over the set."""
     return int(config["epochs"]) * (2 + 2 * (int(config["ibau_k"]) + 1))
 
 
-IBAU_JOB = JobKind(
-    "i-bau",
-    run_ibau,
-    positions=lambda config, report: int(config["epochs"]) + 1,
-    describe=describe,
-    training_epochs=epoch_units,
-    repairs=True,
-    epoch_prefix=True,
-    x=("epoch", "unlearning round (0: the BadNet)"),
-)
+IBAU_JOB = epoch_job("i-bau", run_ibau, describe, "unlearning round (0: the BadNet)", units=epoch_units)
 IBAU = register(
     Method(
         name="i-bau",
@@ -215,12 +198,9 @@ IBAU = register(
         "ICLR 2022",
         summary="unlearn the worst universal perturbation, with the gradient taken through the inner problem",
         parameters=(LEARNING_RATES, EPOCHS, FIXED_POINT_STEPS, RADIUS, SEED),
-        columns=(
-            Column("lr", "learning rate", "LR {:g}", log=True, heading="LR"),
-            Column("epochs", "unlearning rounds", "{} rounds", heading="Rounds"),
-        ),
-        plan=plan_ibau,
-        charts=(Versus("epochs"), Versus("lr")),
+        columns=lr_epoch_columns("unlearning rounds", "{} rounds", "Rounds"),
+        plan=by_learning_rate("i-bau", FIXED_POINT_STEPS, RADIUS),
+        charts=LR_EPOCH_CHARTS,
         jobs=(IBAU_JOB,),
         sweep={"learning_rates": [0.001], "epochs": [5]},
         deviations="Perturbation in pixel fractions; at least one image of a batch perturbed; the notebooks' L2 "

@@ -15,16 +15,18 @@ largest epoch count asked for, and stores every student epoch (position = epoch;
 
 from dataclasses import dataclass
 
-from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
+from defenses.methods import Method, Parameter, register
 from defenses.methods.common import (
     EPOCHS,
     LEARNING_RATES,
+    LR_EPOCH_CHARTS,
     SEED,
-    plan_per_learning_rate,
+    by_learning_rate,
+    epoch_job,
+    lr_epoch_columns,
     resumable_settings,
     train_and_report,
 )
-from defenses.planner import Plan
 
 TEACHER_EPOCHS = Parameter(
     "teacher_epochs",
@@ -136,26 +138,12 @@ def describe(config: dict) -> str:
     )
 
 
-def plan_nad(space: dict) -> Plan:
-    """One job per LR, trained to the largest epoch count; every epoch value is one of its positions."""
-    fixed = {
-        "teacher_epochs": int(values(space, TEACHER_EPOCHS)[0]),
-        "beta": float(values(space, BETA)[0]),
-        "seed": int(space.get("seed", 0)),
-    }
-    return plan_per_learning_rate("nad", space, fixed)
+def epoch_units(config: dict) -> int:
+    """The teacher's epochs, then two passes a student epoch (the student's and the teacher's maps)."""
+    return int(config["teacher_epochs"]) + 2 * int(config["epochs"])
 
 
-NAD_JOB = JobKind(
-    "nad",
-    run_nad,
-    positions=lambda config, report: int(config["epochs"]) + 1,
-    describe=describe,
-    training_epochs=lambda config: int(config["teacher_epochs"]) + 2 * int(config["epochs"]),  # the teacher's pass too
-    repairs=True,
-    epoch_prefix=True,
-    x=("epoch", "distillation epoch (0: the BadNet)"),
-)
+NAD_JOB = epoch_job("nad", run_nad, describe, "distillation epoch (0: the BadNet)", units=epoch_units)
 NAD = register(
     Method(
         name="nad",
@@ -163,12 +151,9 @@ NAD = register(
         paper="Li, Lyu, Koren, Lyu, Li and Ma, Neural Attention Distillation, ICLR 2021",
         summary="fine-tuning guided by a fine-tuned teacher's attention maps",
         parameters=(LEARNING_RATES, EPOCHS, TEACHER_EPOCHS, BETA, SEED),
-        columns=(
-            Column("lr", "learning rate", "LR {:g}", log=True, heading="LR"),
-            Column("epochs", "distillation epochs", "{} ep", heading="Epochs"),
-        ),
-        plan=plan_nad,
-        charts=(Versus("epochs"), Versus("lr")),
+        columns=lr_epoch_columns("distillation epochs"),
+        plan=by_learning_rate("nad", TEACHER_EPOCHS, BETA),
+        charts=LR_EPOCH_CHARTS,
         jobs=(NAD_JOB,),
         sweep={"learning_rates": [0.001, 0.002], "epochs": [10], "teacher_epochs": 5},
         deviations="Adam for teacher and student (the paper: SGD with momentum and a decayed lr); the clean "

@@ -17,16 +17,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
+from defenses.methods import Method, Parameter, register
 from defenses.methods.common import (
     EPOCHS,
     LEARNING_RATES,
+    LR_EPOCH_CHARTS,
     SEED,
-    plan_per_learning_rate,
+    by_learning_rate,
+    epoch_job,
+    lr_epoch_columns,
     resumable_settings,
     train_and_report,
 )
-from defenses.planner import Plan
 
 SCAN_STEPS = Parameter(
     "scan_steps",
@@ -112,23 +114,7 @@ def describe(config: dict) -> str:
     )
 
 
-def plan_unlearn(space: dict) -> Plan:
-    """One job per LR (one scan each), trained to the largest epoch count; every epoch value a position."""
-    fixed = {"scan_steps": int(values(space, SCAN_STEPS)[0]), "seed": int(space.get("seed", 0))}
-    return plan_per_learning_rate("nc-unlearn", space, fixed)
-
-
-UNLEARN_JOB = JobKind(
-    "nc-unlearn",
-    run_unlearn,
-    positions=lambda config, report: int(config["epochs"]) + 1,
-    describe=describe,
-    # the unlearning epochs; the scan's cost (labels x steps x a batch) shows in the run's wall time
-    training_epochs=lambda config: int(config["epochs"]),
-    repairs=True,
-    epoch_prefix=True,
-    x=("epoch", "unlearning epoch (0: the BadNet)"),
-)
+UNLEARN_JOB = epoch_job("nc-unlearn", run_unlearn, describe, "unlearning epoch (0: the BadNet)")
 NC_UNLEARN = register(
     Method(
         name="nc-unlearn",
@@ -137,12 +123,9 @@ NC_UNLEARN = register(
         summary="reverse-engineer each label's smallest trigger, then fine-tune on clean images stamped with "
         "the flagged labels' triggers, keeping their true labels",
         parameters=(LEARNING_RATES, EPOCHS, SCAN_STEPS, SEED),
-        columns=(
-            Column("lr", "learning rate", "LR {:g}", log=True, heading="LR"),
-            Column("epochs", "unlearning epochs", "{} ep", heading="Epochs"),
-        ),
-        plan=plan_unlearn,
-        charts=(Versus("epochs"), Versus("lr")),
+        columns=lr_epoch_columns("unlearning epochs"),
+        plan=by_learning_rate("nc-unlearn", SCAN_STEPS),
+        charts=LR_EPOCH_CHARTS,
         jobs=(UNLEARN_JOB,),
         sweep={"learning_rates": [0.001], "epochs": [10]},
         deviations="Adam (the paper: SGD); several flagged labels' triggers stamped in turn; with no label "

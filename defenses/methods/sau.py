@@ -21,22 +21,24 @@ the clean validation set (the authors: 5 % of the training set).
 Cost: each epoch runs PGD's steps on two networks and the training step on two batches, counted as
 3 + 2 x steps passes over the clean set in the fine-tuning-epoch units of the leaderboard.
 
-Jobs: one `sau` job per (LR, budget, norm, steps, seed) trains to the largest epoch count asked for and stores
+Jobs: one `sau` job per (LR, budget, L2 or not, steps, seed) trains to the largest epoch count asked for and stores
 every epoch (position = epoch; 0 is the BadNet itself).
 """
 
 from dataclasses import dataclass
 
-from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
+from defenses.methods import Method, Parameter, register
 from defenses.methods.common import (
     EPOCHS,
     LEARNING_RATES,
+    LR_EPOCH_CHARTS,
     SEED,
-    plan_per_learning_rate,
+    by_learning_rate,
+    epoch_job,
+    lr_epoch_columns,
     resumable_settings,
     train_and_report,
 )
-from defenses.planner import Plan
 
 BUDGET = Parameter(
     "sau_eps",
@@ -51,15 +53,15 @@ BUDGET = Parameter(
     search=(0.05, 0.5),
     log=True,
 )
-NORM = Parameter(
-    "sau_norm",
-    "SAU: norm (0 = L-infinity, 2 = L2)",
+L2 = Parameter(
+    "sau_l2",
+    "SAU: L2 budget (1) instead of L-infinity (0)",
     int,
     0,
     0,
-    2,
+    1,
     axis=False,
-    help="0: every pixel changes by at most the budget; 2: the whole change has at most the budget's length",
+    help="0: every pixel changes by at most the budget; 1: the whole change has at most the budget's length",
 )
 STEPS = Parameter("sau_steps", "SAU: PGD steps", int, 5, 1, 20, axis=False, help="perturbation steps per batch")
 BETA_ADVERSARIAL, BETA_SHARED = 0.01, 1.0  # the authors' beta_1, beta_2 of the PGD loss
@@ -71,26 +73,26 @@ class SAUConfig:
     lr: float
     epochs: int
     sau_eps: float
-    sau_norm: int
+    sau_l2: int
     sau_steps: int
     seed: int = 0
 
 
-def project(delta, budget: float, norm: int):
+def project(delta, budget: float, l2: int):
     """The nearest perturbation within the budget: clipped per pixel (L-infinity) or scaled per image (L2)."""
     import tensorflow as tf
 
-    if norm == 0:
+    if not l2:
         return tf.clip_by_value(delta, -budget, budget)
     length = tf.norm(tf.reshape(delta, (tf.shape(delta)[0], -1)), axis=1)
     return delta * tf.reshape(tf.minimum(1.0, budget / (length + 1e-12)), (-1, 1, 1, 1))
 
 
-def ascent_direction(gradient, norm: int):
+def ascent_direction(gradient, l2: int):
     """PGD's step direction: the gradient's sign (L-infinity) or the gradient scaled to unit length per image."""
     import tensorflow as tf
 
-    if norm == 0:
+    if not l2:
         return tf.sign(gradient)
     length = tf.norm(tf.reshape(gradient, (tf.shape(gradient)[0], -1)), axis=1)
     return gradient / tf.reshape(length + 1e-12, (-1, 1, 1, 1))
@@ -119,7 +121,7 @@ def shared_unlearning_loss(probabilities, bad_perturbed, bad_clean, labels):
     return tf.reduce_sum(tf.where(poison, terms, 0.0)) / tf.cast(tf.shape(labels)[0], tf.float32)
 
 
-def shared_perturbation(model, bad, x, y, budget: float, norm: int, steps: int):
+def shared_perturbation(model, bad, x, y, budget: float, l2: int, steps: int):
     """PGD towards perturbations both networks obey (the authors' Shared_PGD, step size = budget), in the
     networks' input units (the caller converts the budget)."""
     import tensorflow as tf
@@ -128,7 +130,7 @@ def shared_perturbation(model, bad, x, y, budget: float, norm: int, steps: int):
     n = tf.cast(tf.shape(y)[0], tf.float32)
     mine_clean = tf.argmax(model(x, training=False), 1)
     bad_clean = tf.argmax(bad(x, training=False), 1)
-    delta = project(tf.ones_like(x) * budget, budget, norm)  # "max" start: the box's corner
+    delta = project(tf.ones_like(x) * budget, budget, l2)  # "max" start: the box's corner
     for _ in range(steps):
         with tf.GradientTape() as tape:
             tape.watch(delta)
@@ -141,12 +143,12 @@ def shared_perturbation(model, bad, x, y, budget: float, norm: int, steps: int):
             )
             disagreement = tf.reduce_sum(tf.where(shared, 0.0, js_divergence(mine, theirs)))
             loss = -BETA_ADVERSARIAL * adversarial / (2 * n) + BETA_SHARED * disagreement / n
-        step = ascent_direction(tape.gradient(loss, delta), norm)
-        delta = project(delta - budget * step, budget, norm)
+        step = ascent_direction(tape.gradient(loss, delta), l2)
+        delta = project(delta - budget * step, budget, l2)
     return tf.stop_gradient(delta)
 
 
-def sau_step(bad, budget: float, norm: int, steps: int, divisor: float):
+def sau_step(bad, budget: float, l2: int, steps: int, divisor: float):
     """The shared loop's step for SAU: PGD for the batch's shared perturbations, then one Adam step on the
     clean cross-entropy plus the shared unlearning loss."""
     import tensorflow as tf
@@ -161,7 +163,7 @@ def sau_step(bad, budget: float, norm: int, steps: int, divisor: float):
 
         @tf.function(reduce_retracing=True)
         def step(x, y, seed):
-            delta = shared_perturbation(model, bad, x, y, scaled, norm, steps)
+            delta = shared_perturbation(model, bad, x, y, scaled, l2, steps)
             bad_clean, bad_perturbed = bad(x, training=False), bad(x + delta, training=False)
             with tf.GradientTape() as tape:
                 out, perturbed = model(x, training=False), model(x + delta, training=False)  # as the authors: eval mode
@@ -184,28 +186,17 @@ def run_sau(loaded, config: dict, report_point, should_stop=None, artifact_dir=N
     job = SAUConfig(**config)
     seed_everything(int(job.seed))
     settings = resumable_settings(float(job.lr), int(job.epochs), int(job.seed), artifact_dir)
-    step = sau_step(loaded.bad, float(job.sau_eps), int(job.sau_norm), int(job.sau_steps), loaded.divisor)
+    step = sau_step(loaded.bad, float(job.sau_eps), int(job.sau_l2), int(job.sau_steps), loaded.divisor)
     repaired = fresh_copy(loaded.bad)
     return train_and_report(loaded, repaired, settings, report_point, should_stop, artifact_dir, make_step=step)
 
 
 def describe(config: dict) -> str:
-    norm = "L2" if config["sau_norm"] == 2 else "L-infinity"
+    norm = "L2" if int(config["sau_l2"]) else "L-infinity"
     return (
         f"SAU: {config['epochs']} epochs at LR {config['lr']:g}, {config['sau_steps']}-step PGD within "
         f"{norm} {config['sau_eps']:g} (seed {config.get('seed', 0)})"
     )
-
-
-def plan_sau(space: dict) -> Plan:
-    """One job per LR, trained to the largest epoch count; every epoch value is one of its positions."""
-    fixed = {
-        "sau_eps": float(values(space, BUDGET)[0]),
-        "sau_norm": 2 if int(values(space, NORM)[0]) == 2 else 0,
-        "sau_steps": int(values(space, STEPS)[0]),
-        "seed": int(space.get("seed", 0)),
-    }
-    return plan_per_learning_rate("sau", space, fixed)
 
 
 def epoch_units(config: dict) -> int:
@@ -213,16 +204,7 @@ def epoch_units(config: dict) -> int:
     return int(config["epochs"]) * (3 + 2 * int(config["sau_steps"]))
 
 
-SAU_JOB = JobKind(
-    "sau",
-    run_sau,
-    positions=lambda config, report: int(config["epochs"]) + 1,
-    describe=describe,
-    training_epochs=epoch_units,
-    repairs=True,
-    epoch_prefix=True,
-    x=("epoch", "unlearning epoch (0: the BadNet)"),
-)
+SAU_JOB = epoch_job("sau", run_sau, describe, "unlearning epoch (0: the BadNet)", units=epoch_units)
 SAU = register(
     Method(
         name="sau",
@@ -230,13 +212,10 @@ SAU = register(
         paper="Wei, Zhang, Zhang, Li and Wu, Shared Adversarial Unlearning: Backdoor Mitigation by Unlearning "
         "Shared Adversarial Examples, NeurIPS 2023",
         summary="unlearn the perturbations that fool the repaired network and the BadNet alike",
-        parameters=(LEARNING_RATES, EPOCHS, BUDGET, NORM, STEPS, SEED),
-        columns=(
-            Column("lr", "learning rate", "LR {:g}", log=True, heading="LR"),
-            Column("epochs", "unlearning epochs", "{} ep", heading="Epochs"),
-        ),
-        plan=plan_sau,
-        charts=(Versus("epochs"), Versus("lr")),
+        parameters=(LEARNING_RATES, EPOCHS, BUDGET, L2, STEPS, SEED),
+        columns=lr_epoch_columns("unlearning epochs"),
+        plan=by_learning_rate("sau", BUDGET, L2, STEPS),
+        charts=LR_EPOCH_CHARTS,
         jobs=(SAU_JOB,),
         sweep={"learning_rates": [0.001], "epochs": [6], "sau_steps": 3},
         deviations="Adam without amsgrad; the budget in pixel fractions whatever the input scaling; an L2 "

@@ -69,7 +69,7 @@ RESUMABLE = {
     "ft-sam": {"threshold": 0.5, "lr": 0.01, "epochs": 4, "rho": 2.0, "layers": [], "seed": 3},
     "nad": {"lr": 0.01, "epochs": 4, "teacher_epochs": 2, "beta": 1000.0, "seed": 3},
     "fst": {"lr": 0.01, "epochs": 4, "fst_alpha": 0.2, "seed": 3},
-    "sau": {"lr": 0.01, "epochs": 4, "sau_eps": 0.2, "sau_norm": 2, "sau_steps": 2, "seed": 3},
+    "sau": {"lr": 0.01, "epochs": 4, "sau_eps": 0.2, "sau_l2": 1, "sau_steps": 2, "seed": 3},
     "i-bau": {"lr": 0.01, "epochs": 4, "ibau_k": 2, "ibau_radius": 5.0, "seed": 3},
 }
 
