@@ -58,12 +58,12 @@ def execute_run(self, run_id: int) -> str:
     return perform(run)
 
 
-def job_inputs(run):
-    """A run's BadNet and sets as the runner's Inputs, with the operator's limits."""
+def job_inputs(inputs: dict):
+    """A run's stored inputs (services.run_inputs) as the runner's Inputs, with the operator's limits."""
     from defenses.runner import Inputs
     from webapp.lab import limits
 
-    paths = {key: value for key, value in run.inputs.items() if key != "names"}
+    paths = {key: value for key, value in inputs.items() if key != "names"}
     return Inputs(**paths, model_limits=limits.model_limits(), dataset_limits=limits.dataset_limits())
 
 
@@ -77,7 +77,7 @@ def perform(run, loaded=None, keep_checkpoint: bool = False) -> str:
     from webapp.lab.models import Run
 
     try:
-        loaded = loaded or load_inputs(job_inputs(run))
+        loaded = loaded or load_inputs(job_inputs(run.inputs))
         run_job(run.kind, run.config, loaded, run.record_point, run.should_stop, run.artifact_dir())
     except Cancelled:
         run.finish(Run.CANCELLED, "Cancelled by a user.")
@@ -113,17 +113,18 @@ def run_search(self, experiment_id: int) -> str:
     from defenses.runner import load_inputs
     from webapp.lab import searches
     from webapp.lab.models import Experiment
+    from webapp.lab.services import run_inputs
 
     experiment = Experiment.objects.filter(pk=experiment_id).first()
     worker = self.request.hostname or socket.gethostname()
     if experiment is None or not searches.begin(experiment, worker):
         return "skipped"
+    inputs = run_inputs(experiment)
     try:
-        loaded = load_inputs(job_inputs(searches.first_run_inputs(experiment)))
+        loaded = load_inputs(job_inputs(inputs))
         status = searches.carry_out(experiment, loaded, lambda run: perform(run, loaded, True), worker)
     except (ModelRefused, DataError, FileNotFoundError) as refusal:
-        names = searches.first_run_inputs(experiment).inputs.get("names", {})
-        searches.end(experiment, "failed", f"Bad input: {with_user_names(str(refusal), names)}")
+        searches.end(experiment, "failed", f"Bad input: {with_user_names(str(refusal), inputs['names'])}")
         return "failed"
     except SoftTimeLimitExceeded:
         searches.end(experiment, "failed", f"Stopped at the time limit of {settings.LONGEST_RUN_SECONDS} s.")

@@ -86,13 +86,6 @@ def end(experiment: Experiment, status: str, error: str = "", trials: list[Trial
     save(experiment, **changes)
 
 
-def first_run_inputs(experiment: Experiment) -> Run:
-    """A run-shaped holder of the experiment's inputs (paths, scaling, the user's file names)."""
-    from webapp.lab.services import run_inputs
-
-    return Run(inputs=run_inputs(experiment))
-
-
 def objective_of(experiment: Experiment, before_valid: float):
     """A point's objective: the experiment's held-out selection score within its floor (defenses.selection)."""
     from webapp.lab.results import triggers
@@ -112,22 +105,24 @@ def carry_out(experiment: Experiment, loaded, perform, worker: str) -> str:
     space = experiment.space
     split = loaded.split(float(space["holdout"]), int(space.get("seed", 0))) if "holdout" in space else loaded
     history = [Trial.from_dict(record) for record in experiment.search.get("trials", [])]
+    ended = {trial.number for trial in history if trial.state != "running"}
+    n_valid = len(loaded.valid[1])
 
     def record(trials: list[Trial]) -> None:
         save(experiment, trials=[t.as_dict() for t in trials], spent=sum(t.cost for t in trials))
         for trial in trials:
-            if trial.state != "running":  # an ended trial is never extended: its kept checkpoint goes
+            if trial.state != "running" and trial.number not in ended:  # never extended again: its checkpoint goes
+                ended.add(trial.number)
                 drop_checkpoints(experiment, trial.jobs[-1:])
 
-    trials = history
     try:
         trials = search(
             method_of(space),
             {name: value for name, value in space.items() if name != "search"},
             settings_of(experiment),
-            rung_runner(experiment, perform, worker),
+            rung_runner(experiment, perform, worker, n_valid),
             objective_of(experiment, split.baseline()["valid_acc"]),
-            len(loaded.valid[1]),
+            n_valid,
             history=history,
             on_trial=record,
         )
@@ -142,7 +137,7 @@ def carry_out(experiment: Experiment, loaded, perform, worker: str) -> str:
     return "done"
 
 
-def rung_runner(experiment: Experiment, perform, worker: str):
+def rung_runner(experiment: Experiment, perform, worker: str, n_valid: int):
     """defenses.search's RungRunner for the dashboard: each rung a run of the team (served, or trained here
     from the previous rung's checkpoint); its points and the units it cost."""
     fingerprint, team = experiment.data_fingerprint(), experiment.team_id
@@ -163,16 +158,12 @@ def rung_runner(experiment: Experiment, perform, worker: str):
             raise Cancelled("cancelled during a rung")
         if outcome != Run.DONE:
             raise RungFailed(f"Run {run.pk} ({job_kind(job.kind).describe(job.config)}) failed: {run.error}")
-        units = job_kind(job.kind).cost(job.config, len_valid(experiment))
+        units = job_kind(job.kind).cost(job.config, n_valid)
         if previous is not None:
-            units -= job_kind(previous.kind).cost(previous.config, len_valid(experiment))
+            units -= job_kind(previous.kind).cost(previous.config, n_valid)
         return points_of(run, job), units
 
     return run_rung
-
-
-def len_valid(experiment: Experiment) -> int:
-    return experiment.valid.count
 
 
 def rung_run(experiment: Experiment, job: Job, stored: Run | None) -> Run:
