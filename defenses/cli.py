@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from defenses.data import DataError, inspect_dataset, load_dataset, load_image
+from defenses.data import DEFAULT_HOLDOUT, DataError, inspect_dataset, load_dataset, load_image
 from defenses.modelcheck import ModelRefused
 
 SCALES = {"255": 255.0, "1": 1.0}
@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     fineprune.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (0: prune only)")
     fineprune.add_argument("--layers", help="comma-separated conv layers to prune (default: every Conv2D)")
     fineprune.add_argument("--seed", type=int, default=0)
+    fineprune.add_argument(
+        "--holdout",
+        type=float,
+        default=DEFAULT_HOLDOUT * 100,
+        help="percent of --valid kept from pruning and fine-tuning, where validation accuracy is measured "
+        "(default 20; 0: every image trains, and validation accuracy is training accuracy)",
+    )
     fineprune.add_argument("--out", required=True, type=Path, help="folder for the repaired model and bundle")
 
     curve = commands.add_parser("prune-curve", help="prune-only CA/ASR against T and against fraction pruned")
@@ -179,10 +186,11 @@ def runner_inputs(args):
 
 def cmd_fineprune(args) -> int:
     from defenses.goodnet import GoodNet, export_bundle
-    from defenses.methods.fineprune import run_finetune
     from defenses.metrics import evaluate
-    from defenses.runner import load_inputs
+    from defenses.runner import load_inputs, run_job
 
+    if not 0 <= args.holdout < 100:
+        raise DataError(f"--holdout {args.holdout:g}: give a percent from 0 (nothing held out) to below 100")
     loaded = load_inputs(runner_inputs(args))
     layers = args.layers.split(",") if args.layers else list(loaded.report.conv_layers)
     config = {"threshold": args.threshold, "lr": args.lr, "epochs": args.epochs, "layers": layers, "seed": args.seed}
@@ -195,11 +203,12 @@ def cmd_fineprune(args) -> int:
             progress(metrics)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    repaired = run_finetune(loaded, config, report_point, artifact_dir=args.out)
+    split = {"holdout": {"share": args.holdout / 100, "seed": args.seed}} if args.holdout else {}
+    repaired = run_job("finetune", config | split, loaded, report_point, artifact_dir=args.out)
     goodnet = GoodNet(loaded.bad, repaired, loaded.divisor)
     export_bundle(goodnet, args.out / "goodnet", {key: config[key] for key in ("threshold", "lr", "epochs")})
     result = {
-        "settings": config | {"divisor": loaded.divisor},
+        "settings": config | {"divisor": loaded.divisor} | split,
         "pruned": rows[0]["pruned"],
         "before": evaluate(loaded.bad, loaded.divisor, loaded.clean, loaded.poisoned).as_dict(),
         "after_pruning": {key: rows[0][key] for key in ("ca", "asr", "score")},

@@ -100,6 +100,27 @@ def test_fineprune_writes_the_repaired_model_metrics_and_a_working_bundle(badnet
     repeat = json.loads((again / "metrics.json").read_text())
     strip = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
     assert strip(repeat["epochs"]) == strip(result["epochs"])  # same seed, same machine: same metrics
+    assert result["settings"]["holdout"] == {"share": 0.2, "seed": 3}  # the default: 20 % never trained on
+
+
+def test_fineprune_refuses_a_holdout_of_100_percent(badnet, tmp_path):
+    done = run_cli(
+        "fineprune",
+        "--model",
+        badnet["model"],
+        "--valid",
+        badnet["valid"],
+        "--test",
+        badnet["test"],
+        "--threshold",
+        "1.0",
+        "--holdout",
+        "100",
+        "--out",
+        tmp_path,
+        check=False,
+    )
+    assert done.returncode == 2 and "--holdout 100: give a percent from 0" in done.stderr
 
 
 @pytest.mark.slow
