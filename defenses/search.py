@@ -197,14 +197,15 @@ def search(
     rungs = settings.rungs()
     cheapest = rung_job(method, space, default_params(method), rungs[0])
     first_cost = job_kind(cheapest.kind).cost(cheapest.config, n_valid)
-    while len(trials) - len(resumed) < settings.max_trials or resumed:
+    while resumed or len(trials) < settings.max_trials:
         if not resumed and spent + first_cost > settings.budget:
             break
-        asked = study.ask()
+        asked = study.ask()  # a resumed trial's parameters were queued by replay: asked gives them back
         params = {p.name: suggest(asked, p) for p in searchable(method)}
-        trial = resumed.pop(0) if resumed else Trial(number=len(trials), params=params)
-        trial.params = params
-        if trial not in trials:
+        if resumed:
+            trial = resumed.pop(0)
+        else:
+            trial = Trial(number=len(trials), params=params)
             trials.append(trial)
         previous: Job | None = None
         for epochs in rungs:
