@@ -74,7 +74,7 @@ def test_a_registered_defense_is_in_the_form_the_schema_a_run_and_a_chart(toy, c
     created = client.post("/api/experiments/", payload, content_type="application/json", **token)
     assert created.status_code == 201, created.json()
     experiment = Experiment.objects.get(name="toy study")
-    assert experiment.space == {"defense": "toy", "strengths": [0.2, 0.9]}
+    assert experiment.space == {"defense": "toy", "strengths": [0.2, 0.9], "holdout": 0.2}  # the API's default
     for run in experiment.runs.all():
         assert task(EXECUTE_RUN)(run.pk) == "done"  # the worker's task, run here
     assert set(experiment.runs.values_list("status", flat=True)) == {Run.DONE}
