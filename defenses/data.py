@@ -361,6 +361,11 @@ def holdout_split(labels: np.ndarray, share: float, seed: int) -> tuple[np.ndarr
     labels = np.asarray(labels)
     if not 0.0 < share < 1.0:
         raise ValueError(f"the held-out share must be between 0 and 1, got {share}")
+    if len(labels) < 2:
+        raise ValueError(
+            f"a clean validation set of {len(labels)} image(s) cannot be split: held-out selection needs one image "
+            "to repair with and one to choose on"
+        )
     rng = np.random.default_rng([seed, 0x401D])
     classes, inverse = np.unique(labels, return_inverse=True)
     counts = np.bincount(inverse, minlength=len(classes))

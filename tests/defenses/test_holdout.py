@@ -84,3 +84,8 @@ def test_no_held_out_image_reaches_profiles_or_training_and_validation_ca_is_rea
     on_held_out = percent_equal(predict_labels(loaded.bad, pixels[held], 255.0), loaded.valid[1][held])
     assert points[0]["before"]["valid_acc"] == pytest.approx(on_held_out)
     assert split.valid[0].shape[0] == len(repair) and split.held_out[0].shape[0] == len(held)
+
+
+def test_a_set_of_one_image_cannot_be_split():
+    with pytest.raises(ValueError, match="one image to repair with and one to choose on"):
+        holdout_split(np.array([3]), 0.2, 0)

@@ -54,6 +54,16 @@ class ExperimentPageTestCase(BaseTestCase):
         }
         return data | changes
 
+    def test_a_search_is_stored_with_its_budget_and_held_out_share_and_queued_as_one_task(self):
+        with self.captureOnCommitCallbacks(execute=False) as sent:
+            response = self.client.post("/experiments/new/", self.form_data(budget="40", holdout="25"))
+        experiment = Experiment.objects.get()
+        assert response.status_code == 302 and len(sent) == 1  # one message: the search task, not a run each
+        assert experiment.space["search"] == {"budget": 40} and experiment.space["holdout"] == 0.25
+        assert experiment.search["status"] == "queued" and not experiment.runs.exists()
+        preview = self.client.post("/experiments/plan", self.form_data(budget="40")).content.decode()
+        assert "within <b>40</b> fine-tuning-epoch units" in preview and "3, 9, 27 epochs" in preview
+
     def test_plan_preview_counts_runs_and_epochs_before_submitting(self):
         response = self.client.post("/experiments/plan", self.form_data())
         text = response.content.decode()
@@ -131,6 +141,12 @@ class ExperimentPageTestCase(BaseTestCase):
             ({"epochs": "2.5"}, "is not a list of numbers"),
             ({"layers": "dense"}, "not conv layers"),
             ({"poisoned": []}, "at least one poisoned test set"),
+            ({"holdout": "90"}, "less than or equal to 50"),
+            ({"holdout": "5", "valid": self.dataset(name="few", count=8).pk}, "leaves no image to choose on"),
+            ({"budget": "0"}, "greater than or equal to 1"),
+            ({"budget": "100000"}, "less than or equal to 5000"),
+            ({"budget": "12", "defense": "prune-only"}, "has no training epochs to search over"),
+            ({"budget": "12", "defense": "anp", "mask_thresholds": "0.2"}, "has no training epochs to search over"),
         ]:
             response = self.client.post("/experiments/new/", self.form_data(**changes))
             assert response.status_code == 400 and message in response.content.decode(), changes

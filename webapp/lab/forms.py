@@ -436,6 +436,15 @@ class ExperimentForm(forms.Form):
         if any(name in self.errors for name in self.parameter_names):
             return data
         space["holdout"] = data.get("holdout", HOLDOUT_PERCENT / 100.0)
+        valid = data.get("valid")
+        if valid is not None and round(space["holdout"] * valid.count) < 1:
+            self.add_error(
+                "holdout",
+                f"{valid.name} has {valid.count} image{'s' if valid.count != 1 else ''}: holding out "
+                f"{space['holdout']:.0%} of it leaves no image to choose on. Hold out more, or choose a larger "
+                "clean validation set.",
+            )
+            return data
         if data.get("budget"):
             try:
                 space = self.search_space(method, space, data["budget"])
