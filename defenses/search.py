@@ -2,8 +2,8 @@
 
 Optuna's TPE sampler proposes a trial (the defense's searchable parameters: T, the learning rate on a log
 scale, its own); the trial trains in rungs of epochs (3, 9, 27 by default), each rung an ordinary job of the
-defense (defenses.jobs: one run, extending the previous rung's run from its checkpoint, so no epoch is trained
-twice), and after each rung successive halving (Optuna's SuccessiveHalvingPruner) stops the trial unless it is
+defense (one run, extending the previous rung's run from its checkpoint, so no epoch is trained twice), and
+after each rung successive halving (Optuna's SuccessiveHalvingPruner) stops the trial unless it is
 in the best third of the trials that reached that rung. Every epoch of a trial is a point; its objective is the
 held-out selection score within the clean-accuracy floor (defenses.selection.objective), so the search reads
 what the honest selection reads and never a test set. The search stops when the next rung would pass the
@@ -50,7 +50,8 @@ class Trial:
     params: dict
     jobs: list[Job] = field(default_factory=list)
     objective: dict[int, float] = field(default_factory=dict)  # epoch -> objective of that point
-    cost: float = 0.0
+    cost: float = 0.0  # units charged to the budget: every rung's, even one a stored run served
+    trained: float = 0.0  # units trained for it (a served rung trains nothing)
     state: str = "running"  # running, complete, pruned (stopped by successive halving), budget (the next rung
     # would pass the budget), cancelled
 
@@ -76,6 +77,7 @@ class Trial:
             "jobs": [[job.kind, job.config] for job in self.jobs],
             "objective": {str(epoch): value for epoch, value in self.objective.items()},
             "cost": self.cost,
+            "trained": self.trained,
             "state": self.state,
         }
 
@@ -87,6 +89,7 @@ class Trial:
             jobs=[Job(kind, config) for kind, config in record["jobs"]],
             objective={int(epoch): float(value) for epoch, value in record["objective"].items()},
             cost=float(record["cost"]),
+            trained=float(record.get("trained", record["cost"])),
             state=record["state"],
         )
 
@@ -138,11 +141,13 @@ def rung_job(method: Method, space: dict, params: dict, epochs: int) -> Job:
     return the_plan.jobs[0]
 
 
-def new_study(settings: SearchSettings):
+def new_study(settings: SearchSettings, replayed: int = 0):
+    """A study for the search; after `replayed` trials of an interrupted one, its sampler's random stream starts
+    elsewhere (the first stream would propose the first trials' parameters again)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5)
+    sampler = optuna.samplers.TPESampler(seed=settings.seed + 7919 * replayed, n_startup_trials=5)
     pruner = optuna.pruners.SuccessiveHalvingPruner(
         min_resource=settings.min_epochs, reduction_factor=settings.reduction
     )
@@ -184,19 +189,21 @@ def search(
 ) -> list[Trial]:
     """Run trials of `method` on `space` (its fixed values: layers, seed, holdout) until the budget is spent
     and return every trial. `run_rung(job, previous_rung_job)` trains a rung and returns its points
-    {position: metrics} with the units it cost; `objective(metrics)` scores a point (None: no score);
+    {position: metrics} with the units it trained (0 when stored runs served it); every rung is charged its
+    full cost against the budget all the same, so each defense of a leaderboard explores the same amount of
+    work whatever its team had stored, and the trials do not depend on what was; `objective(metrics)` scores
+    a point (None: no score);
     `n_valid` sizes a job's cost (JobKind.cost); `on_trial(trials)` hears of every rung's end (a page shows
     it). A search cancelled by its runner (an exception) stops there; its trials so far are kept."""
     import optuna
 
     trials = [Trial.from_dict(t.as_dict()) for t in history or []]
-    study = new_study(settings)
+    study = new_study(settings, len(trials))
     replay(study, method, trials)
     spent = sum(trial.cost for trial in trials)
     resumed = [trial for trial in trials if trial.state == "running"]
     rungs = settings.rungs()
-    cheapest = rung_job(method, space, default_params(method), rungs[0])
-    first_cost = job_kind(cheapest.kind).cost(cheapest.config, n_valid)
+    first_cost = first_rung_cost(method, space, settings, n_valid)
     while resumed or len(trials) < settings.max_trials:
         if not resumed and spent + first_cost > settings.budget:
             break
@@ -217,9 +224,10 @@ def search(
                 trial.state = "budget"
                 break
             points, units = run_rung(job, previous)
-            spent, trial.cost = spent + units, trial.cost + units
-            if job not in trial.jobs:
+            if job not in trial.jobs:  # a resumed trial's rungs before its kill were charged then
+                spent, trial.cost = spent + planned, trial.cost + planned
                 trial.jobs.append(job)
+            trial.trained += units
             for epoch in range((previous.config["epochs"] if previous else 0) + 1, epochs + 1):
                 value = objective(points.get(epoch) or {})
                 if value is not None:
@@ -240,6 +248,12 @@ def search(
         if on_trial:
             on_trial(trials)
     return trials
+
+
+def first_rung_cost(method: Method, space: dict, settings: SearchSettings, n_valid: int) -> float:
+    """The units one trial's first rung costs: a budget below it trains nothing."""
+    job = rung_job(method, space, default_params(method), settings.rungs()[0])
+    return job_kind(job.kind).cost(job.config, n_valid)
 
 
 def default_params(method: Method) -> dict:

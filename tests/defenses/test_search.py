@@ -80,6 +80,8 @@ def test_an_interrupted_search_goes_on_from_its_trials_without_training_them_aga
     assert resumed[2].state != "running"
     assert sum(t.cost for t in resumed) <= 60
     assert all(job.config["lr"] != first[0].params["learning_rates"] for job, _ in training.jobs)
+    proposals = [tuple(t.params.values()) for t in resumed]
+    assert len(set(proposals)) == len(proposals)  # the resumed sampler does not propose the first trials again
 
 
 def test_a_rung_that_would_pass_the_budget_is_not_started():
@@ -105,3 +107,19 @@ def test_importance_names_the_parameter_that_decides():
     assert set(found) == {"thresholds", "learning_rates"}
     assert found["thresholds"] > found["learning_rates"]
     assert sum(found.values()) == pytest.approx(1.0)
+
+
+def test_rungs_that_stored_runs_serve_are_charged_in_full_so_the_trials_are_the_same():
+    """A search whose every rung was already stored trains nothing, but spends its budget on the same trials:
+    a leaderboard's defenses explore the same amount of work whatever the team had stored."""
+
+    class Stored(FakeTraining):
+        def __call__(self, job, previous):
+            points, _ = super().__call__(job, previous)
+            return points, 0.0
+
+    fresh, _ = run(budget=60)
+    served, _ = run(budget=60, training=Stored())
+    assert [t.params for t in served] == [t.params for t in fresh]
+    assert sum(t.cost for t in served) == sum(t.cost for t in fresh) <= 60
+    assert sum(t.trained for t in served) == 0 and sum(t.trained for t in fresh) == sum(t.cost for t in fresh)

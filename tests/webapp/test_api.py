@@ -70,6 +70,28 @@ class ApiTestCase(BaseTestCase):
             81.5,
         )  # grid_metrics at T 1, LR 0.01, 2 epochs
 
+    def test_a_search_needs_no_grid_values_and_its_results_say_what_was_held_out(self):
+        template = self.experiment(GRID)
+        payload = {
+            "name": "api search",
+            "badnet": template.badnet.pk,
+            "valid": template.valid.pk,
+            "test": template.test.pk,
+            "poisoned": [template.poisoned.get().pk],
+            "budget": 10,
+            "holdout": 25,
+        }
+        with self.captureOnCommitCallbacks(execute=False):
+            created = self.client.post("/api/experiments/", payload, content_type="application/json", **self.auth)
+        assert created.status_code == 201, created.json()
+        experiment = Experiment.objects.get(pk=created.json()["id"])
+        assert experiment.space["search"] == {"budget": 10} and experiment.space["holdout"] == 0.25
+        self.finish(experiment, grid_metrics)
+        results = self.client.get(f"/api/experiments/{experiment.pk}/results/", **self.auth).json()
+        assert results["search"]["status"] == "done" and results["search"]["budget"] == 10
+        assert len(results["search"]["trials"]) == 1 and results["points"][0]["held_out"] == "25%"
+        assert "read on a held-out 25% of the clean validation set" in results["rule"]
+
     def test_invalid_submissions_say_what_is_wrong(self):
         template = self.experiment(GRID)
         payload = {

@@ -62,7 +62,10 @@ class ExperimentPageTestCase(BaseTestCase):
         assert experiment.space["search"] == {"budget": 40} and experiment.space["holdout"] == 0.25
         assert experiment.search["status"] == "queued" and not experiment.runs.exists()
         preview = self.client.post("/experiments/plan", self.form_data(budget="40")).content.decode()
-        assert "within <b>40</b> fine-tuning-epoch units" in preview and "3, 9, 27 epochs" in preview
+        assert "within <b>40</b> fine-tuning-epoch units" in preview and "trains to 3, 9, 27 epochs" in preview
+        preview = self.client.post("/experiments/plan", self.form_data(budget="20")).content.decode()
+        assert "trains to 3, 9 epochs" in preview
+        assert "buys at most 6 first rungs, and no trial can reach 27 epochs" in preview
 
     def test_plan_preview_counts_runs_and_epochs_before_submitting(self):
         response = self.client.post("/experiments/plan", self.form_data())
@@ -147,6 +150,7 @@ class ExperimentPageTestCase(BaseTestCase):
             ({"budget": "100000"}, "less than or equal to 5000"),
             ({"budget": "12", "defense": "prune-only"}, "has no training epochs to search over"),
             ({"budget": "12", "defense": "anp", "mask_thresholds": "0.2"}, "has no training epochs to search over"),
+            ({"budget": "20", "defense": "i-bau"}, "first rung (3 epochs) costs 42 fine-tuning-epoch units"),
         ]:
             response = self.client.post("/experiments/new/", self.form_data(**changes))
             assert response.status_code == 400 and message in response.content.decode(), changes

@@ -108,6 +108,18 @@ class LeaderboardTestCase(BaseTestCase):
         assert page.index('data-method="ft-sam"') < page.index('data-method="anp"') < page.index('data-method="nad"')
         assert "no point selected" in page and 'data-finished="true"' in page
 
+    def test_a_budget_that_buys_no_first_rung_of_some_defense_is_refused_naming_them(self):
+        t = self.template
+        form = {"valid": t.valid.pk, "test": t.test.pk, "poisoned": [d.pk for d in t.poisoned.all()], "budget": 12}
+        response = self.client.post(f"/badnets/{t.badnet.pk}/leaderboard", form | {"max_ca_drop": 5, "queue": "cpu"})
+        page = response.content.decode()
+        assert response.status_code == 400 and not Leaderboard.objects.exists()
+        assert (
+            "I-BAU&#x27;s first rung (3 epochs) costs 42" in page
+            and "SAU&#x27;s first rung (3 epochs) costs 39" in page
+        )
+        assert "FST" not in page.split("errorlist")[1][:400]  # FST's 3 units fit
+
     def test_sets_that_do_not_fit_are_not_offered_and_another_team_cannot_start_one(self):
         wide = self.dataset(Dataset.CLEAN_VALID, name="wide")
         Dataset.objects.filter(pk=wide.pk).update(height=55, width=47)

@@ -391,20 +391,25 @@ class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
     )
     @action(detail=True)
     def results(self, request, pk=None):
-        """Every (T, LR, epochs) point with CA, ASR per trigger, score and the validation-only selection score;
-        `best` is the point the experiment's rule chose (null when no point meets its clean-accuracy floor)
-        and `rule` says the rule in words."""
+        """Every (T, LR, epochs) point with CA, ASR per trigger, score, held-out CA (`valid_acc`, read on
+        `held_out` images) and the selection score; `best` is the point the experiment's rule chose (null when
+        no point meets its clean-accuracy floor) and `rule` says the rule in words; a search adds `search`: its
+        status, budget, units spent and trained, trials and the parameters' importance."""
         experiment = self.get_object()
         rows = experiment_rows(experiment)
         selection = experiment_selection(experiment, rows)
-        return Response(
-            {
-                "rule": selection.rule,
-                "best": selection.best,
-                "finished": progress(experiment)["finished"],
-                "points": rows,
-            }
-        )
+        body = {
+            "rule": selection.rule,
+            "best": selection.best,
+            "finished": progress(experiment)["finished"],
+            "points": rows,
+        }
+        if experiment.is_search:  # its state: budget, units, trials with their objective by epoch
+            state = experiment.search
+            body["search"] = {key: state.get(key) for key in ("status", "budget", "spent", "trained", "error")}
+            body["search"]["trials"] = state.get("trials", [])
+            body["search"]["importance"] = state.get("importance", {})
+        return Response(body)
 
     @extend_schema(request=None, responses=inline_serializer("Cancelled", {"cancelled": serializers.IntegerField()}))
     @action(detail=True, methods=["post"])

@@ -283,7 +283,7 @@ def experiment_charts(
     return [chart for chart in charts if chart is not None]
 
 
-def run_curve(rows: list[dict], triggers: list[str], kind: str) -> Chart | None:
+def run_curve(rows: list[dict], triggers: list[str], kind: str, held_out: bool = False) -> Chart | None:
     """One run's points: CA, validation accuracy and each trigger's ASR against its epochs, thresholds or
     fraction pruned."""
     x_key, x_title = JOB_KINDS[kind].x if kind in JOB_KINDS else ("position", "point")
@@ -294,7 +294,10 @@ def run_curve(rows: list[dict], triggers: list[str], kind: str) -> Chart | None:
     figure = go.Figure()
     figure.add_scatter(x=x, y=[r["ca"] for r in rows], name="CA (test)", line={"color": CA_COLOUR})
     figure.add_scatter(
-        x=x, y=[r["valid_acc"] for r in rows], name="accuracy (validation)", line={"color": CA_COLOUR, "dash": "dot"}
+        x=x,
+        y=[r["valid_acc"] for r in rows],
+        name="held-out CA (validation)" if held_out else "accuracy (validation)",
+        line={"color": CA_COLOUR, "dash": "dot"},
     )
     for index, trigger in enumerate(triggers):
         figure.add_scatter(

@@ -14,7 +14,7 @@ from django.db.models import Prefetch
 from defenses.data import DEFAULT_HOLDOUT
 from defenses.methods import JOB_KINDS, LAYERS, METHODS, PARAMETERS, Parameter, default, grid_size, plan_space
 from defenses.planner import SEED_STUDY, ParameterSpace
-from defenses.search import can_search
+from defenses.search import SearchSettings, can_search, first_rung_cost
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team, Upload
 from webapp.lab.results import goodnet_label, run_label
 from webapp.lab.uploads import IMAGE_SUFFIXES, MODEL_SUFFIXES, UPLOAD_SUFFIXES, check_upload, finished_upload
@@ -34,6 +34,17 @@ STUDY_TEMPLATES = {
     **{name: space for name, space in SEED_STUDY.items() if not name.startswith("table-2")},
     "table-2-with-and-without-pruning": ParameterSpace(thresholds=(0.0, 0.8), learning_rates=(0.001,), epochs=(30,)),
 }
+
+
+def check_budget(method, space: dict, budget: float, n_valid: int) -> None:
+    """A budget must buy at least one trial's first rung of the defense (an I-BAU round costs 14 units, its
+    first rung of 3 rounds 42): below it a search trains nothing."""
+    first = first_rung_cost(method, space | {"defense": method.name}, SearchSettings(budget=budget), n_valid)
+    if budget < first:
+        raise ValidationError(
+            f"{method.title}'s first rung ({SearchSettings(budget=budget).rungs()[0]} epochs) costs {first:g} "
+            f"fine-tuning-epoch units; a budget of {budget:g} trains nothing. Give at least {math.ceil(first)}."
+        )
 
 
 def parse_values(text: str, cast, what: str) -> tuple:
@@ -350,8 +361,8 @@ class ExperimentForm(forms.Form):
         max_value=50,
         required=False,
         label="Held out for selection (%)",
-        help_text="share of the clean validation set that no repair step sees; the floor and the 'best' choice "
-        f"read only it (default {HOLDOUT_PERCENT})",
+        help_text="5 to 50: the share of the clean validation set that no repair step sees; the floor and the "
+        f"'best' choice read only it (default {HOLDOUT_PERCENT})",
     )
     budget = forms.IntegerField(
         min_value=1,
@@ -386,7 +397,7 @@ class ExperimentForm(forms.Form):
     def parameter_names(self) -> tuple[str, ...]:
         """The fields the live preview reports errors of: the defense and its parameters."""
         method = METHODS.get(self.data.get("defense") or self.initial.get("defense") or "fine-prune")
-        return ("defense", *(p.name for p in (method.parameters if method else ())))
+        return ("defense", "holdout", "budget", *(p.name for p in (method.parameters if method else ())))
 
     @classmethod
     def initial_for(cls, template: str) -> dict:
@@ -410,12 +421,13 @@ class ExperimentForm(forms.Form):
         value = self.cleaned_data["holdout"]
         return (HOLDOUT_PERCENT if value is None else value) / 100.0
 
-    def search_space(self, method, space: dict, budget: int) -> dict:
+    def search_space(self, method, space: dict, budget: int, n_valid: int) -> dict:
         """A search of `method` within `budget` units (defenses.search), or the error why it cannot be one."""
         if not can_search(method):
             raise ValidationError(
                 f"{method.title} has no training epochs to search over; leave the budget empty for its grid."
             )
+        check_budget(method, space, budget, n_valid)
         return space | {"search": {"budget": budget}}
 
     def clean(self):
@@ -429,6 +441,9 @@ class ExperimentForm(forms.Form):
             return data
         space = {"defense": method.name}
         for parameter in method.parameters:
+            if data.get("budget") and parameter.axis and not (data.get(parameter.name) or "").strip():
+                space[parameter.name] = list(default(method, parameter))  # a search draws it: no value needed
+                continue
             try:
                 space[parameter.name] = self.parameter_value(parameter, data, badnet)
             except ValidationError as error:
@@ -447,7 +462,7 @@ class ExperimentForm(forms.Form):
             return data
         if data.get("budget"):
             try:
-                space = self.search_space(method, space, data["budget"])
+                space = self.search_space(method, space, data["budget"], valid.count if valid else 1)
             except ValidationError as error:
                 self.add_error("budget", error)
                 return data
@@ -565,6 +580,19 @@ class LeaderboardForm(forms.Form):
         value = self.cleaned_data["budget"]
         return LEADERBOARD_BUDGET if value is None else value
 
+    def check_budgets(self, data: dict) -> None:
+        """Every training defense's first rung must fit the board's budget (the same for all)."""
+        space = {"holdout": data.get("holdout", HOLDOUT_PERCENT / 100)}
+        too_small = []
+        for method in METHODS.values():
+            if can_search(method):
+                try:
+                    check_budget(method, space, data["budget"], data["valid"].count)
+                except ValidationError as error:
+                    too_small.append(error.messages[0].split(";")[0])
+        if too_small:
+            self.add_error("budget", f"{'; '.join(too_small)}: give a budget that buys one first rung of each.")
+
     def __init__(self, badnet: BadNet, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.badnet = badnet
@@ -579,6 +607,8 @@ class LeaderboardForm(forms.Form):
         if "poisoned" not in self.errors and not any(d.role == Dataset.POISONED_TEST for d in data.get("poisoned", [])):
             self.add_error("poisoned", "Choose at least one poisoned test set: without one there is no ASR.")
         ExperimentForm.check_memory(self, data)
+        if "budget" in data and data.get("valid") is not None:
+            self.check_budgets(data)
         data["badnet"] = self.badnet
         return data
 

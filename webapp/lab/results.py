@@ -183,6 +183,14 @@ def run_rows(run: Run) -> list[dict]:
     return rows
 
 
+def experiment_summary_state(experiment: Experiment, runs: list[Run]) -> str:
+    """An unfinished experiment's state in a word: a search's own (queued, running); else running when a run
+    is, queued when they all wait."""
+    if experiment.is_search:
+        return experiment.search.get("status", "queued")
+    return Run.RUNNING if any(run.status == Run.RUNNING for run in runs) else Run.QUEUED
+
+
 def experiment_summary(experiment: Experiment) -> dict:
     """For the experiments list: the runs' state in a word, the overall progress and the selected point."""
     runs = list(experiment.own_runs())
@@ -195,10 +203,16 @@ def experiment_summary(experiment: Experiment) -> dict:
         stopped = sum(status in (Run.FAILED, Run.CANCELLED) for status in statuses)
         state = f"{stopped} of {len(runs)} failed or cancelled" if stopped else Run.DONE
     fraction = sum(run.progress for run in runs) / len(runs) if runs else 0.0
+    if experiment.is_search:  # its runs are its rungs so far: the search's own state says where it is
+        state = experiment.search.get("status", "queued")
+        spent, budget = experiment.search.get("spent", 0.0), experiment.search.get("budget") or 1
+        fraction = 1.0 if state == "done" else min(1.0, spent / budget)
     best = None
-    if not method_of(experiment.space).steps:
+    method = method_of(experiment.space)
+    if not method.steps:
         best = experiment_selection(experiment, experiment_rows(experiment)).best
-    return {"state": state, "fraction": fraction, "best": best}
+    where = point_words(method, best) if best else ""
+    return {"state": state, "fraction": fraction, "best": best, "where": where}
 
 
 def goodnet_label(goodnet) -> str:
@@ -285,6 +299,7 @@ def leaderboard_rows(board) -> list[dict]:
                 "seconds": seconds,
                 "epoch_units": units,
                 "finished": experiment.is_finished(),
+                "state": experiment_summary_state(experiment, runs),
                 "how": explored(experiment),
                 "failed": sum(r.status == Run.FAILED for r in runs),
                 "before": before,

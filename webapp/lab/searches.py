@@ -109,7 +109,8 @@ def carry_out(experiment: Experiment, loaded, perform, worker: str) -> str:
     n_valid = len(loaded.valid[1])
 
     def record(trials: list[Trial]) -> None:
-        save(experiment, trials=[t.as_dict() for t in trials], spent=sum(t.cost for t in trials))
+        spent, trained = sum(t.cost for t in trials), sum(t.trained for t in trials)
+        save(experiment, trials=[t.as_dict() for t in trials], spent=spent, trained=trained)
         for trial in trials:
             if trial.state != "running" and trial.number not in ended:  # never extended again: its checkpoint goes
                 ended.add(trial.number)
@@ -281,6 +282,7 @@ def summary(experiment: Experiment) -> dict:
             "value": t.value,
             "best_epoch": t.best_epoch,
             "cost": t.cost,
+            "trained": t.trained,
             "state": TRIAL_STATES[t.state],
             "runs": [runs[job.key].pk for job in t.jobs if runs.get(job.key) is not None],
         }
@@ -290,6 +292,7 @@ def summary(experiment: Experiment) -> dict:
         "status": experiment.search.get("status", "queued"),
         "budget": experiment.search.get("budget"),
         "spent": experiment.search.get("spent", 0.0),
+        "trained": experiment.search.get("trained", experiment.search.get("spent", 0.0)),
         "error": experiment.search.get("error", ""),
         "trials": rows,
         "best": best,

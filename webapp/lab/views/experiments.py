@@ -74,7 +74,8 @@ def plan_preview(request):
     method = METHODS.get(request.POST.get("defense", ""))
     space = form.cleaned_data.get("space") or {}
     if "search" in space and not form.errors:
-        return render(request, "lab/_plan.html", {"method": method, "search": search_preview(method, space)})
+        count = space_valid_count(form)
+        return render(request, "lab/_plan.html", {"method": method, "search": search_preview(method, space, count)})
     if the_plan is None:
         errors = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name in form.parameter_names]
         return render(request, "lab/_plan.html", {"errors": errors + list(form.non_field_errors()), "method": method})
@@ -88,18 +89,33 @@ def plan_preview(request):
     return render(request, "lab/_plan.html", context | {"reused": reused, "new_epochs": new_epochs})
 
 
-def search_preview(method, space: dict) -> dict:
-    """What a search will do, for the preview: its budget, rungs and the ranges its trials draw from."""
-    from defenses.search import SearchSettings
+def space_valid_count(form) -> int:
+    """The chosen clean validation set's size (ANP's cost depends on it); 1 before one is chosen."""
+    valid = form.cleaned_data.get("valid")
+    return valid.count if valid is not None else 1
+
+
+def search_preview(method, space: dict, n_valid: int) -> dict:
+    """What a search will do, for the preview: its budget, the rungs that can fit it, how many first rungs it
+    buys and the ranges its trials draw from."""
+    from defenses.search import SearchSettings, first_rung_cost
 
     settings = SearchSettings(budget=space["search"]["budget"])
+    rungs = settings.rungs()
+    per_epoch = first_rung_cost(method, space, settings, n_valid) / rungs[0]
     ranges = [
         f"{p.label} {', '.join(map(str, p.choices))}"
         if p.choices
         else f"{p.label} from {p.search[0]:g} to {p.search[1]:g}{' (log scale)' if p.log else ''}"
         for p in searchable(method)
     ]
-    return {"budget": settings.budget, "rungs": settings.rungs(), "ranges": ranges}
+    return {
+        "budget": settings.budget,
+        "rungs": [r for r in rungs if r * per_epoch <= settings.budget],
+        "per_epoch": per_epoch,
+        "first_rungs": int(settings.budget // (rungs[0] * per_epoch)),
+        "ranges": ranges,
+    }
 
 
 def experiment_results(experiment: Experiment) -> dict:
@@ -129,6 +145,9 @@ def experiment_results(experiment: Experiment) -> dict:
             "asr_values": [row[f"asr {name}"] for name in test],
             "coords": [rounded(row.get(h["name"])) for h in headings],
             "is_best": row is selection.best,
+            "under_floor": selection.floor is not None
+            and row.get("valid_acc") is not None
+            and row["valid_acc"] < selection.floor - 1e-9,
         }
         for row in rows
     ]

@@ -70,6 +70,12 @@ def board_context(board: Leaderboard) -> dict:
         row["detection_values"] = [best.get(f"detection {name}") for name in names]
         run = Run.objects.filter(pk=best.get("run")).select_related("badnet").first() if best.get("run") else None
         row["composable"] = bool(run and inference.run_network(run, best.get("position")))
+        row["compose_note"] = ""
+        if best and run and not row["composable"] and best.get("epochs") is not None:
+            row["compose_note"] = (
+                f"its point is epoch {best['epochs']} of a run that keeps only its last epoch's network: "
+                "nothing to compose"
+            )
     add_spread(board, rows)
     finished = all(row["finished"] for row in rows)
     runs = Run.objects.filter(experiments__leaderboard=board)

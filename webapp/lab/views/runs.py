@@ -26,7 +26,7 @@ def run(request, pk: int):
     run = owned_or_404(Run.objects.select_related("team", "badnet").prefetch_related("points"), request.user, pk=pk)
     triggers = run_triggers(run)
     rows = run_rows(run)
-    chart = run_curve(rows, triggers, run.kind)
+    chart = run_curve(rows, triggers, run.kind, held_out="holdout" in run.config)
     seconds = (run.finished_at - run.started_at).total_seconds() if run.started_at and run.finished_at else None
     shown = [row | {"asr_values": [row[f"asr {t}"] for t in triggers]} for row in rows]
     context = {
