@@ -16,6 +16,7 @@ or less on every trigger, chosen without the test sets?
 """
 
 import argparse
+import functools
 import json
 import shutil
 import statistics
@@ -240,31 +241,32 @@ def spread(line: dict, key: str) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def print_table(lines: list[dict], options: Options) -> None:
+def print_table(lines: list[dict], options: Options, file=sys.stdout) -> None:
+    out = functools.partial(print, file=file, flush=True)
     first = lines[0]
     triggers, before = first["triggers"], first["before"]
     asr_before = " / ".join(f"{before['asr'][t]:.1f}" for t in triggers)
     held = before.get("holdout", {})
-    print(
+    out(
         f"\n{first['badnet']} (triggers {', '.join(triggers)}): BadNet CA {before['ca']:.2f} %, ASR {asr_before} %; "
         f"held-out CA {before['valid_acc']:.2f} % on {held.get('images')} of {held.get('of')} clean validation images"
     )
     seeds = f" | {options.seeds} seeds: CA | ASR" if options.seeds > 1 else ""
-    print(f"| defense | how | chosen point (held-out) | CA | ASR per trigger | held-out CA | DER | s | units{seeds} |")
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if seeds else ""))
+    out(f"| defense | how | chosen point (held-out) | CA | ASR per trigger | held-out CA | DER | s | units{seeds} |")
+    out("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if seeds else ""))
     ranked = sorted(lines, key=lambda line: (line["row"] is None, -(line["row"] or {}).get("selection", 0) or 0))
     for line in ranked:
         row = line["row"]
         cost = f"{line['seconds']:.0f} | {line['epoch_units']:.0f}"
         if row is None:
-            print(f"| {line['title']} | {line['how']} | {point_text(line)} | | | | | {cost} |")
+            out(f"| {line['title']} | {line['how']} | {point_text(line)} | | | | | {cost} |")
             continue
         asr = " / ".join(f"{row[f'asr {t}']:.1f}" for t in triggers)
         mark = " (goal met)" if line["meets_goal"] else ""
         repeated = ""
         if "seeds" in line:
             repeated = f" | {spread(line, 'ca')} | " + " / ".join(spread(line, t) for t in triggers)
-        print(
+        out(
             f"| {line['title']}{mark} | {line['how']} | {point_text(line)} | {row['ca']:.2f} | {asr} "
             f"| {row['valid_acc']:.2f} | {line['der']:.3f} | {cost}{repeated} |"
         )
@@ -294,7 +296,10 @@ def main() -> None:
     chosen = args.badnets.split(",") if args.badnets else [n for n in record["badnets"] if n != "clean"]
     start = time.perf_counter()
     methods = args.methods.split(",") if args.methods else None
-    boards = [board(name, list(record["badnets"][name]["triggers"]), data, options, methods) for name in chosen]
+    boards = []
+    for name in chosen:  # each BadNet's table as soon as it is done: a long run leaves what it finished
+        boards.append(board(name, list(record["badnets"][name]["triggers"]), data, options, methods))
+        print_table(boards[-1], options, file=sys.stderr)
     how = (
         "every defense's small sweep"
         if options.grid
