@@ -223,13 +223,21 @@ class ExperimentPageTestCase(BaseTestCase):
             self.client.post(f"/experiments/{experiment.pk}/rerun")
         assert Run.objects.get(pk=runs[0].pk).status == Run.QUEUED and experiment.runs.count() == len(runs)
 
-    def test_cancel_asks_unfinished_runs_to_stop(self):
+    def test_cancel_ends_queued_runs_at_once_and_asks_running_ones_to_stop(self):
         experiment = self.experiment(GRID)
         from webapp.lab.services import submit
 
-        submit(experiment, enqueue=False)
-        self.client.post(f"/experiments/{experiment.pk}/cancel")
-        assert set(experiment.runs.values_list("cancel_requested", flat=True)) == {True}
+        runs = submit(experiment, enqueue=False)
+        Run.objects.filter(pk=runs[0].pk).update(status=Run.RUNNING)
+        Run.objects.filter(pk=runs[1].pk).update(status=Run.DONE)
+        page = self.client.post(f"/experiments/{experiment.pk}/cancel", follow=True)
+        assert f"{len(runs) - 1} runs stopped: queued ones now".encode() in page.content
+        statuses = dict(experiment.runs.values_list("pk", "status"))
+        assert statuses.pop(runs[0].pk) == Run.RUNNING and statuses.pop(runs[1].pk) == Run.DONE
+        assert set(statuses.values()) == {Run.CANCELLED}
+        assert Run.objects.get(pk=runs[0].pk).cancel_requested and not Run.objects.get(pk=runs[1].pk).cancel_requested
+        again = self.client.post(f"/experiments/{experiment.pk}/cancel", follow=True)
+        assert b"1 run stopped" in again.content  # the running one is still asked; the ended ones are not
 
 
 class IncrementalPageTestCase(BaseTestCase):

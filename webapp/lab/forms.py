@@ -549,7 +549,7 @@ class LeaderboardForm(forms.Form):
         queryset=Dataset.objects.none(),
         widget=forms.CheckboxSelectMultiple,
         label="Poisoned sets",
-        help_text="a poisoned *validation* set lets the ranking see the backdoor; without one it "
+        help_text="a poisoned validation set lets the ranking see the backdoor; without one it "
         "ranks by clean validation accuracy",
     )
     max_ca_drop = forms.FloatField(initial=5.0, min_value=0, max_value=100, label="Clean-accuracy floor")

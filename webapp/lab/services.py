@@ -178,11 +178,14 @@ def requeue(run: Run) -> None:
 
 
 def cancel(experiment: Experiment) -> int:
-    """Ask every unfinished run of the experiment (its own team's) to stop; running ones stop at their next
-    batch check; a search asks no new trial."""
+    """Stop every unfinished run of the experiment (its own team's) and return how many: queued ones end at
+    once (Run.claim skips their message when a worker reaches it), running ones at their next batch check;
+    a search asks no new trial."""
     if experiment.is_search:
         searches.cancel(experiment)
-    return experiment.own_runs().filter(status__in=[Run.QUEUED, Run.RUNNING]).update(cancel_requested=True)
+    asked = experiment.own_runs().filter(status__in=[Run.QUEUED, Run.RUNNING]).update(cancel_requested=True)
+    experiment.own_runs().filter(status=Run.QUEUED).update(status=Run.CANCELLED, finished_at=timezone.now())
+    return asked
 
 
 def experiment_points(experiment: Experiment) -> list[dict]:

@@ -229,7 +229,11 @@ def chart_csv(request, pk: int, slug: str):
 @require_POST
 def experiment_cancel(request, pk: int):
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
-    messages.info(request, f"{cancel(experiment)} runs asked to stop; running ones stop at their next batch.")
+    stopped = cancel(experiment)
+    if stopped:
+        messages.info(request, f"{stopped} run{pluralize(stopped)} stopped: queued ones now, running ones at their next batch.")
+    else:
+        messages.info(request, "Nothing to stop: every run of this experiment had already ended.")
     return redirect("experiment", experiment.pk)
 
 
