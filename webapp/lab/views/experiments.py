@@ -231,7 +231,8 @@ def experiment_cancel(request, pk: int):
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
     stopped = cancel(experiment)
     if stopped:
-        messages.info(request, f"{stopped} run{pluralize(stopped)} stopped: queued ones now, running ones at their next batch.")
+        done = "queued ones now, running ones at their next batch"
+        messages.info(request, f"{stopped} run{pluralize(stopped)} stopped: {done}.")
     else:
         messages.info(request, "Nothing to stop: every run of this experiment had already ended.")
     return redirect("experiment", experiment.pk)
