@@ -100,11 +100,26 @@ class TeamsTestCase(BaseTestCase):
         self.client.post(f"/teams/{self.red.pk}/switch", {"next": "https://evil.example/"})
         assert b"red-only-badnet" in self.client.get("/badnets/").content
 
-    def test_an_api_token_is_made_on_request(self):
+    def test_switching_goes_only_to_a_path_of_this_site(self):
+        self.client.force_login(self.alice)
+        for target, expected in [(t, "/experiments/") for t in ("abc", "https://evil.example/", "//evil.example/")]:
+            response = self.client.post(f"/teams/{self.blue.pk}/switch", {"next": target})
+            assert response.status_code == 302 and response["Location"] == expected, target
+        assert self.client.post(f"/teams/{self.blue.pk}/switch", {"next": "/badnets/"})["Location"] == "/badnets/"
+
+    def test_an_id_too_large_for_the_database_is_a_404(self):
+        self.client.force_login(self.alice)
+        huge = "1" * 23
+        for path in [f"/teams/{huge}/", f"/teams/{huge}/switch", f"/teams/{huge}/leave", f"/experiments/{huge}/"]:
+            assert self.client.post(path).status_code == 404, path
+
+    def test_an_api_token_is_made_on_request_and_its_page_is_never_cached(self):
         self.client.force_login(self.alice)
         self.client.post("/token/")
         key = self.alice.auth_token.key
-        assert key.encode() in self.client.get("/token/").content
+        page = self.client.get("/token/")
+        assert key.encode() in page.content
+        assert "no-store" in page["Cache-Control"]
 
     def test_look_alike_team_names_and_too_many_teams_are_refused(self):
         self.client.force_login(self.bob)

@@ -1,63 +1,74 @@
-from django.urls import path
+from django.urls import path, register_converter
+from django.urls.converters import IntConverter
 
 from webapp.lab.views import compare, deletion, detection, experiments, files, goodnets, leaderboards, runs, teams
 
+
+class RowIdConverter(IntConverter):
+    """A row id: at most 18 digits, so an id past SQLite's and PostgreSQL's 64-bit integers is a 404, not an
+    overflow inside the database driver (a 500)."""
+
+    regex = "[0-9]{1,18}"
+
+
+register_converter(RowIdConverter, "id")
+
 urlpatterns = [
     path("teams/", teams.teams, name="teams"),
-    path("teams/<int:team_id>/", teams.team, name="team"),
-    path("teams/<int:team_id>/switch", teams.switch_team, name="switch-team"),
-    path("teams/<int:team_id>/invitation", teams.answer_invitation, name="answer-invitation"),
-    path("teams/<int:team_id>/leave", teams.leave_team, name="leave-team"),
-    path("teams/<int:team_id>/members/<int:user_id>/remove", teams.remove_member, name="remove-member"),
-    path("teams/<int:team_id>/members/<int:user_id>/admin", teams.make_admin, name="make-admin"),
+    path("teams/<id:team_id>/", teams.team, name="team"),
+    path("teams/<id:team_id>/switch", teams.switch_team, name="switch-team"),
+    path("teams/<id:team_id>/invitation", teams.answer_invitation, name="answer-invitation"),
+    path("teams/<id:team_id>/leave", teams.leave_team, name="leave-team"),
+    path("teams/<id:team_id>/members/<id:user_id>/remove", teams.remove_member, name="remove-member"),
+    path("teams/<id:team_id>/members/<id:user_id>/admin", teams.make_admin, name="make-admin"),
     path("token/", teams.api_token, name="api-token"),
     path("demo-status", teams.demo_status, name="demo-status"),
     path("badnets/", files.badnets, name="badnets"),
-    path("badnets/<int:pk>/", files.badnet, name="badnet"),
-    path("badnets/<int:pk>/profile", files.badnet_profile, name="badnet-profile"),
-    path("badnets/<int:pk>/profiles", files.badnet_profiles, name="badnet-profiles"),
-    path("badnets/<int:pk>/scan", detection.badnet_scan, name="badnet-scan"),
-    path("badnets/<int:pk>/scans", detection.badnet_scans, name="badnet-scans"),
+    path("badnets/<id:pk>/", files.badnet, name="badnet"),
+    path("badnets/<id:pk>/profile", files.badnet_profile, name="badnet-profile"),
+    path("badnets/<id:pk>/profiles", files.badnet_profiles, name="badnet-profiles"),
+    path("badnets/<id:pk>/scan", detection.badnet_scan, name="badnet-scan"),
+    path("badnets/<id:pk>/scans", detection.badnet_scans, name="badnet-scans"),
     path("datasets/", files.datasets, name="datasets"),
-    path("datasets/<int:pk>/", files.dataset, name="dataset"),
-    path("datasets/<int:pk>/preview.png", files.dataset_preview, name="dataset-preview"),
+    path("datasets/<id:pk>/", files.dataset, name="dataset"),
+    path("datasets/<id:pk>/preview.png", files.dataset_preview, name="dataset-preview"),
     path("experiments/", experiments.experiments, name="dashboard"),
     path("experiments/new/", experiments.new_experiment, name="new-experiment"),
     path("experiments/plan", experiments.plan_preview, name="plan-preview"),
-    path("experiments/<int:pk>/", experiments.experiment, name="experiment"),
-    path("experiments/<int:pk>/progress", experiments.experiment_progress, name="experiment-progress"),
-    path("experiments/<int:pk>/figures", experiments.experiment_figures, name="experiment-figures"),
-    path("experiments/<int:pk>/charts/<slug:slug>.csv", experiments.chart_csv, name="chart-csv"),
-    path("experiments/<int:pk>/points.csv", experiments.experiment_export, {"fmt": "csv"}, name="experiment-csv"),
-    path("experiments/<int:pk>/points.json", experiments.experiment_export, {"fmt": "json"}, name="experiment-json"),
-    path("experiments/<int:pk>/cancel", experiments.experiment_cancel, name="experiment-cancel"),
-    path("experiments/<int:pk>/rerun", experiments.experiment_rerun, name="experiment-rerun"),
-    path("runs/<int:pk>/", runs.run, name="run"),
-    path("runs/<int:pk>/points.csv", runs.run_csv, name="run-csv"),
-    path("runs/<int:pk>/repaired.keras", runs.run_repaired, name="run-repaired"),
-    path("runs/<int:pk>/repaired-keras2.h5", runs.run_repaired_keras2, name="run-repaired-keras2"),
+    path("experiments/<id:pk>/", experiments.experiment, name="experiment"),
+    path("experiments/<id:pk>/progress", experiments.experiment_progress, name="experiment-progress"),
+    path("experiments/<id:pk>/figures", experiments.experiment_figures, name="experiment-figures"),
+    path("experiments/<id:pk>/charts/<slug:slug>.csv", experiments.chart_csv, name="chart-csv"),
+    path("experiments/<id:pk>/points.csv", experiments.experiment_export, {"fmt": "csv"}, name="experiment-csv"),
+    path("experiments/<id:pk>/points.json", experiments.experiment_export, {"fmt": "json"}, name="experiment-json"),
+    path("experiments/<id:pk>/cancel", experiments.experiment_cancel, name="experiment-cancel"),
+    path("experiments/<id:pk>/rerun", experiments.experiment_rerun, name="experiment-rerun"),
+    path("runs/<id:pk>/", runs.run, name="run"),
+    path("runs/<id:pk>/points.csv", runs.run_csv, name="run-csv"),
+    path("runs/<id:pk>/repaired.keras", runs.run_repaired, name="run-repaired"),
+    path("runs/<id:pk>/repaired-keras2.h5", runs.run_repaired_keras2, name="run-repaired-keras2"),
     path(
-        "runs/<int:pk>/repaired-keras2-weights.h5",
+        "runs/<id:pk>/repaired-keras2-weights.h5",
         runs.run_repaired_keras2,
         {"weights": True},
         name="run-repaired-keras2-weights",
     ),
-    path("badnets/<int:pk>/leaderboard", leaderboards.new_leaderboard, name="new-leaderboard"),
-    path("leaderboards/<int:pk>/", leaderboards.leaderboard, name="leaderboard"),
-    path("leaderboards/<int:pk>/table", leaderboards.leaderboard_table, name="leaderboard-table"),
-    path("leaderboards/<int:pk>/goodnet", leaderboards.leaderboard_goodnet, name="leaderboard-goodnet"),
+    path("badnets/<id:pk>/leaderboard", leaderboards.new_leaderboard, name="new-leaderboard"),
+    path("leaderboards/<id:pk>/", leaderboards.leaderboard, name="leaderboard"),
+    path("leaderboards/<id:pk>/table", leaderboards.leaderboard_table, name="leaderboard-table"),
+    path("leaderboards/<id:pk>/goodnet", leaderboards.leaderboard_goodnet, name="leaderboard-goodnet"),
     path("compare/", compare.compare, name="compare"),
     path("goodnets/", goodnets.goodnets, name="goodnets"),
     path("goodnets/from-run", goodnets.goodnet_from_run, name="goodnet-from-run"),
     path("goodnets/upload", goodnets.goodnet_upload, name="goodnet-upload"),
-    path("goodnets/<int:pk>/", goodnets.goodnet, name="goodnet"),
-    path("goodnets/<int:pk>/strip", goodnets.goodnet_strip, name="goodnet-strip"),
-    path("goodnets/<int:pk>/detector", goodnets.goodnet_detector, name="goodnet-detector"),
-    path("goodnets/<int:pk>/charts/<slug:slug>.csv", goodnets.goodnet_csv, name="goodnet-csv"),
-    path("goodnets/<int:pk>/bundle.zip", goodnets.goodnet_bundle, name="goodnet-bundle"),
+    path("goodnets/<id:pk>/", goodnets.goodnet, name="goodnet"),
+    path("goodnets/<id:pk>/strip", goodnets.goodnet_strip, name="goodnet-strip"),
+    path("goodnets/<id:pk>/detector", goodnets.goodnet_detector, name="goodnet-detector"),
+    path("goodnets/<id:pk>/charts/<slug:slug>.csv", goodnets.goodnet_csv, name="goodnet-csv"),
+    path("goodnets/<id:pk>/bundle.zip", goodnets.goodnet_bundle, name="goodnet-bundle"),
     path("classify/", goodnets.classify, name="classify"),
     *[
-        path(f"{kind}s/<int:pk>/delete", deletion.delete_row, {"kind": kind}, name=f"{kind}-delete")
+        path(f"{kind}s/<id:pk>/delete", deletion.delete_row, {"kind": kind}, name=f"{kind}-delete")
         for kind in deletion.KINDS
     ],
 ]

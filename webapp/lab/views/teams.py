@@ -4,9 +4,10 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import Http404
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 from rest_framework.authtoken.models import Token
@@ -127,10 +128,12 @@ def make_admin(request, team_id: int, user_id: int):
 def switch_team(request, team_id: int):
     choose_team(request, member_team_or_404(request, team_id))
     target = request.POST.get("next", "")
-    return redirect(target if url_has_allowed_host_and_scheme(target, {request.get_host()}) else "dashboard")
+    local = target.startswith("/") and url_has_allowed_host_and_scheme(target, {request.get_host()})
+    return HttpResponseRedirect(target) if local else redirect("dashboard")
 
 
 @login_required
+@cache_control(no_store=True, private=True)
 def api_token(request):
     """The user's API token: shown, created or replaced."""
     if request.method == "POST":

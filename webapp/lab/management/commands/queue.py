@@ -13,7 +13,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         counts = dict(Run.objects.values_list("status").annotate(n=Count("pk")))
-        self.stdout.write("runs: " + ", ".join(f"{status} {counts.get(status, 0)}" for status, _ in Run.STATUSES))
+        self.stdout.write("runs: " + ", ".join(f"{status} {counts.get(status, 0)}" for status in Run.Status.values))
         client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2)
         try:
             lengths = {queue: client.llen(queue) for queue in settings.CELERY_TASK_QUEUES}
