@@ -163,7 +163,7 @@ def search_rows(method, runner: Runner, options: Options, triggers, before_valid
 
 def reseeded(job, seed: int):
     """The same work with another seed: its training order (where it has one) and its held-out split."""
-    from defenses.planner import Job
+    from defenses.jobs import Job
 
     config = dict(job.config)
     if "seed" in config:

@@ -192,6 +192,7 @@ def mib(value: float) -> str:
 def print_study_cost(ours: dict, epochs: int) -> None:
     """What the seed report's whole study costs one worker on this machine, from this run's own timings:
     as the planner shares it, and as separate runs, one per point of each figure and table (the report's way)."""
+    from defenses.methods import training_epochs
     from defenses.planner import SEED_STUDY, naive_training_epochs, plan_study
 
     spaces = list(SEED_STUDY.values())
@@ -200,7 +201,7 @@ def print_study_cost(ours: dict, epochs: int) -> None:
     per_epoch = (points[-1] - points[0]) / epochs
     per_run = points[0]  # load, prune, measure position 0: paid once per run
     ways = {
-        "planned": (len(study.jobs), study.training_epochs),
+        "planned": (len(study.jobs), training_epochs(study)),
         "separate runs": (sum(space.size() for space in spaces), sum(map(naive_training_epochs, spaces))),
     }
     for name, (runs, trained) in ways.items():

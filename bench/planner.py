@@ -10,6 +10,7 @@ Uses the tiny synthetic preset's sunglasses BadNet (written to var/bench-planner
 import time
 from pathlib import Path
 
+from defenses.methods import training_epochs
 from defenses.methods.fineprune import run_finetune
 from defenses.planner import ParameterSpace, naive_training_epochs, plan_study
 from defenses.runner import Inputs, load_inputs, run_job
@@ -69,7 +70,7 @@ def main() -> None:
     mismatched = [p for p, (job, pos) in the_plan.points.items() if not same(results[job][pos], separate[p])]
     naive_epochs = sum(naive_training_epochs(space) for space in REDUCED_STUDY)
     print(
-        f"{len(points)} points; planner: {len(the_plan.jobs)} runs, {the_plan.training_epochs} training epochs; "
+        f"{len(points)} points; planner: {len(the_plan.jobs)} runs, {training_epochs(the_plan)} training epochs; "
         f"separately: {len(points)} runs, {naive_epochs} training epochs"
     )
     print(f"planner {planned:.1f}s, separately {naive:.1f}s: planner / separate = {planned / naive:.2f}")

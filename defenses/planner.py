@@ -6,11 +6,11 @@ from one prune-curve job on cached activations, without training. Jobs have a st
 configuration asked for twice, in one study or in two, is computed once.
 """
 
-import hashlib
 import itertools
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from defenses.jobs import Job, Plan, plan_points
 
 DEFENSES = ("fine-prune", "fine-tune", "prune-only", "incremental")
 
@@ -51,70 +51,12 @@ class ParameterSpace:
         return sorted(set(itertools.product(*self.axes())))
 
 
-@dataclass(frozen=True)
-class Job:
-    kind: str  # "finetune", "prune-curve" or "incremental"
-    config: dict = field(hash=False)
-
-    @property
-    def key(self) -> str:
-        """Stable identity of the work: equal configs, equal keys (the reuse rule)."""
-        return hashlib.sha256(json.dumps([self.kind, self.config], sort_keys=True).encode()).hexdigest()[:32]
-
-    @property
-    def training_epochs(self) -> int:
-        """The job's cost in fine-tuning-epoch units, as its kind counts them (defenses.methods)."""
-        from defenses.methods import JOB_KINDS
-
-        kind = JOB_KINDS.get(self.kind)
-        return kind.training_epochs(self.config) if kind else int(self.config.get("epochs", 0))
-
-
-@dataclass
-class Plan:
-    jobs: list[Job]
-    # point (T, LR, epochs) -> (index in jobs, position within the job's results)
-    points: dict[tuple[float, float, int], tuple[int, int]]
-
-    @property
-    def training_epochs(self) -> int:
-        return sum(job.training_epochs for job in self.jobs)
-
-
 def plan(space: ParameterSpace) -> Plan:
     """The fewest jobs that produce every point of `space`."""
     if space.defense == "incremental":
         job = Job("incremental", {"layer": space.layers[-1] if space.layers else None, "max_drop": space.max_drop})
         return Plan([job], {(0.0, 0.0, 0): (0, 0)})
     return plan_points(space.points(), list(space.layers), space.seed)
-
-
-def plan_points(grid: list[tuple[float, float, int]], layers: list[str], seed: int) -> Plan:
-    """The fewest jobs for any set of (T, LR, epochs) points: one training run per (T, LR) to its largest
-    epoch count, one prune-curve job for every epochs = 0 point."""
-    jobs: list[Job] = []
-    index: dict[str, int] = {}
-    points: dict[tuple[float, float, int], tuple[int, int]] = {}
-
-    def add(job: Job) -> int:
-        if job.key not in index:
-            index[job.key] = len(jobs)
-            jobs.append(job)
-        return index[job.key]
-
-    longest: dict[tuple[float, float], int] = {}
-    for threshold, lr, epochs in grid:
-        if epochs:
-            longest[(threshold, lr)] = max(longest.get((threshold, lr), 0), epochs)
-    prune_only = sorted({t for t, lr, e in grid if e == 0})
-    curve = add(Job("prune-curve", {"thresholds": prune_only, "layers": layers})) if prune_only else None
-    for threshold, lr, epochs in sorted(set(grid)):
-        if epochs == 0:
-            points[(threshold, lr, epochs)] = (curve, prune_only.index(threshold))
-            continue
-        config = {"threshold": threshold, "lr": lr, "epochs": longest[(threshold, lr)], "layers": layers, "seed": seed}
-        points[(threshold, lr, epochs)] = (add(Job("finetune", config)), epochs)
-    return Plan(jobs, points)
 
 
 def plan_study(spaces: list[ParameterSpace]) -> Plan:

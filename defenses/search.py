@@ -19,8 +19,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from defenses.jobs import Job
 from defenses.methods import Method, job_kind
-from defenses.planner import Job
 
 RungRunner = Callable[[Job, Job | None], tuple[dict[int, dict], float]]  # (job, previous rung) -> (points, units)
 

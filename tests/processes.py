@@ -12,7 +12,7 @@ from pathlib import Path
 import kombu.exceptions
 import redis
 
-from workers.celery_app import app
+from webapp.celery_app import app
 from workers.launch import worker_command
 
 ROOT = Path(__file__).resolve().parent.parent

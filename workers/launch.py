@@ -31,7 +31,7 @@ def worker_command(queues: str, name: str, loglevel: str = "INFO", extra: tuple[
         "-m",
         "celery",
         "-A",
-        "workers.celery_app",
+        "webapp.celery_app",
         "worker",
         "-Q",
         queues,

@@ -9,7 +9,7 @@ from pathlib import Path
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from workers.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN, RUN_SEARCH, app
+from webapp.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN, RUN_SEARCH, app
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def execute_run(self, run_id: int) -> str:
 
 
 def job_inputs(inputs: dict):
-    """A run's stored inputs (services.run_inputs) as the runner's Inputs, with the operator's limits."""
+    """A run's stored inputs (Experiment.run_inputs) as the runner's Inputs, with the operator's limits."""
     from defenses.runner import Inputs
     from webapp.lab import limits
 
@@ -113,13 +113,12 @@ def run_search(self, experiment_id: int) -> str:
     from defenses.runner import load_inputs
     from webapp.lab import searches
     from webapp.lab.models import Experiment
-    from webapp.lab.services import run_inputs
 
     experiment = Experiment.objects.filter(pk=experiment_id).first()
     worker = self.request.hostname or socket.gethostname()
     if experiment is None or not searches.begin(experiment, worker):
         return "skipped"
-    inputs = run_inputs(experiment)
+    inputs = experiment.run_inputs()
     try:
         loaded = load_inputs(job_inputs(inputs))
         status = searches.carry_out(experiment, loaded, lambda run: perform(run, loaded, True), worker)

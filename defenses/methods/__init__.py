@@ -16,7 +16,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from defenses.planner import Job, Plan
+from defenses.jobs import Job, Plan
 
 LAYERS = "layers"  # a Parameter kind: conv layer names of the BadNet, checked against it
 
@@ -221,8 +221,17 @@ def separate_training_epochs(space: dict) -> int:
     method, the_plan = method_of(space), plan_space(space)
     names = [column.name for column in method.columns]
     if "epochs" not in names:
-        return the_plan.training_epochs
+        return training_epochs(the_plan)
     return sum(point[names.index("epochs")] for point in the_plan.points)
+
+
+def training_epochs(work: Job | Plan) -> int:
+    """What a job, or every job of a plan, costs in fine-tuning-epoch units, as each job's kind counts them (a
+    kind no longer registered: its config's epochs)."""
+    if isinstance(work, Plan):
+        return sum(training_epochs(job) for job in work.jobs)
+    kind = JOB_KINDS.get(work.kind)
+    return kind.training_epochs(work.config) if kind else int(work.config.get("epochs", 0))
 
 
 def job_kind(name: str) -> JobKind:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from defenses.jobs import Job, Plan
 from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
 from defenses.methods.common import SEED
-from defenses.planner import Job, Plan
 
 TAUS = Parameter(
     "mask_thresholds",

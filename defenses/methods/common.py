@@ -7,8 +7,8 @@ registers no defense."""
 from pathlib import Path
 
 from defenses.finetune import CHECKPOINT, FineTuneSettings, checkpoint_epoch, cross_entropy_step
+from defenses.jobs import Job, Plan
 from defenses.methods import LAYERS, Column, JobKind, Parameter, Versus, values
-from defenses.planner import Job, Plan
 
 THRESHOLDS = Parameter(
     "thresholds",

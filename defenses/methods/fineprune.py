@@ -14,6 +14,7 @@ comes from one `prune-curve` job on cached activations (position = index of T), 
 
 from dataclasses import dataclass
 
+from defenses.jobs import Plan
 from defenses.methods import Baseline, Column, Grid, JobKind, Method, Versus, register, values
 from defenses.methods.common import (
     EPOCHS,
@@ -25,7 +26,7 @@ from defenses.methods.common import (
     resumable_settings,
     train_and_report,
 )
-from defenses.planner import ParameterSpace, Plan, plan
+from defenses.planner import ParameterSpace, plan
 
 COLUMNS = (
     Column("threshold", "pruning threshold T", "T {}", heading="T"),

@@ -17,6 +17,7 @@ every epoch (position = epoch; 0 is pruned, not yet trained), like fine-pruning'
 
 from dataclasses import dataclass
 
+from defenses.jobs import Job, Plan
 from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, values
 from defenses.methods.common import (
     EPOCHS,
@@ -28,7 +29,6 @@ from defenses.methods.common import (
     resumable_settings,
     train_and_report,
 )
-from defenses.planner import Job, Plan
 
 RHO = Parameter(
     "rho",

@@ -7,8 +7,8 @@ result is its curve, not a grid.
 
 from dataclasses import dataclass
 
+from defenses.jobs import Job, Plan
 from defenses.methods import LAYERS, Column, JobKind, Method, Parameter, Steps, register, values
-from defenses.planner import Job, Plan
 
 LAYER = Parameter("layers", "Layers", LAYERS, (), axis=False, help="conv layers to prune, comma separated; empty: all")
 MAX_DROP = Parameter(

@@ -6,7 +6,7 @@ import importlib
 import pytest
 from django.apps import apps
 
-from defenses.planner import Job
+from defenses.jobs import Job
 from tests.defenses.tiny import tiny_badnet_files
 from tests.lab.factories import experiment_row, finished, team_with_user
 from webapp.lab.models import Run

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from rest_framework.authtoken.models import Token
 
+from defenses.jobs import Job, Plan
 from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, unregister, values
-from defenses.planner import Job, Plan
 from tests.defenses.tiny import tiny_badnet_files
 from tests.lab.factories import experiment_row, team_with_user
 from webapp.lab.models import Experiment, Run
-from workers.celery_app import EXECUTE_RUN, task
+from webapp.celery_app import EXECUTE_RUN, task
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 

@@ -6,7 +6,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from workers.celery_app import app as celery_app
+from webapp.celery_app import app as celery_app
 
 CHECK_TIMEOUT_SECONDS = 1.0
 

@@ -1,7 +1,7 @@
 """Prunelab's records: teams, BadNets, datasets, experiments, runs and their result points.
 
 Our rows are the source of truth; a Celery task id is only noted on the run. A run is one planned job
-(defenses.planner.Job) on one BadNet and its data; experiments share runs whose work is identical.
+(defenses.jobs.Job) on one BadNet and its data; experiments share runs whose work is identical.
 """
 
 import hashlib
@@ -17,8 +17,8 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from defenses.finetune import CHECKPOINTS
+from defenses.jobs import Job
 from defenses.methods import job_kind
-from defenses.planner import Job
 
 
 class Team(models.Model):
@@ -224,6 +224,24 @@ class Experiment(models.Model):
 
     def data_fingerprint(self) -> dict:
         return data_fingerprint(self.badnet, self.valid, self.test, self.poisoned.all())
+
+    def triggers(self, role: str = Dataset.POISONED_TEST) -> list[str]:
+        """The trigger names of its poisoned sets of one role (Dataset.POISONED_TEST or POISONED_VALID)."""
+        return sorted(d.metric_name for d in self.poisoned.all() if d.role == role)
+
+    def run_inputs(self) -> dict:
+        """File paths and scaling a worker needs to load this experiment's BadNet and data, and the names the
+        user gave those files (for error messages)."""
+        files = [self.badnet, self.valid, self.test, *self.poisoned.all()]
+        return {
+            "model": self.badnet.file.path,
+            "arch": self.badnet.arch or None,
+            "divisor": self.badnet.divisor,
+            "valid": self.valid.file.path,
+            "test": self.test.file.path,
+            "poisoned": {d.metric_name: d.file.path for d in self.poisoned.all()},
+            "names": {Path(row.file.name).name: row.original_name for row in files},
+        }
 
     def own_runs(self) -> models.QuerySet:
         """The experiment's runs of its own team: the only runs its pages and buttons read or act on. (Runs

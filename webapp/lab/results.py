@@ -17,14 +17,10 @@ from webapp.lab.models import Dataset, Experiment, Point, Run
 from webapp.lab.services import experiment_points
 
 
-def triggers(experiment: Experiment, role: str = Dataset.POISONED_TEST) -> list[str]:
-    return sorted(d.metric_name for d in experiment.poisoned.all() if d.role == role)
-
-
 def experiment_rows(experiment: Experiment) -> list[dict]:
     """One row per requested point (its defense's columns, e.g. T, LR, epochs), metrics flattened; points
     without results yet have None metrics and the status of their run."""
-    test, valid = triggers(experiment), triggers(experiment, Dataset.POISONED_VALID)
+    test, valid = experiment.triggers(), experiment.triggers(Dataset.POISONED_VALID)
     rows = []
     for point in experiment_points(experiment):
         metrics = point.pop("metrics")
@@ -35,7 +31,7 @@ def experiment_rows(experiment: Experiment) -> list[dict]:
 def step_rows(experiment: Experiment) -> list[dict]:
     """Every step of a steps defense's one run (incremental pruning): fraction pruned, CA, ASR, validation
     accuracy, and where its rule stopped."""
-    test, valid = triggers(experiment), triggers(experiment, Dataset.POISONED_VALID)
+    test, valid = experiment.triggers(), experiment.triggers(Dataset.POISONED_VALID)
     run = experiment.own_runs().order_by("pk").first()
     if run is None:
         return []
@@ -58,7 +54,7 @@ def experiment_selection(experiment: Experiment, rows: list[dict]) -> Selection:
         holdout = before.get("holdout") or {"share": experiment.holdout}
     for row in rows:  # every row (CSV, JSON, API) says what its validation figures were read on
         row["held_out"] = held_out_count(holdout) or (f"{holdout['share']:.0%}" if holdout else "none (old way)")
-    return select(rows, experiment.max_ca_drop, bool(triggers(experiment, Dataset.POISONED_VALID)), holdout)
+    return select(rows, experiment.max_ca_drop, bool(experiment.triggers(Dataset.POISONED_VALID)), holdout)
 
 
 def befores(runs) -> dict[int, dict]:
@@ -103,8 +99,8 @@ def run_summary(run: Run) -> dict:
     """A run's last point flattened, for the compare page: who, when, its parameters and its results."""
     # .all() rather than new queries: the compare page prefetches points and experiments for every run
     experiment = min(run.experiments.all(), key=lambda e: e.pk, default=None)
-    test = triggers(experiment) if experiment else []
-    valid = triggers(experiment, Dataset.POISONED_VALID) if experiment else []
+    test = experiment.triggers() if experiment else []
+    valid = experiment.triggers(Dataset.POISONED_VALID) if experiment else []
     points = sorted(run.points.all(), key=lambda p: p.position)
     first, last = (points[0], points[-1]) if points else (None, None)
     metrics = dict(last.metrics) if last else {}
@@ -232,7 +228,7 @@ def badnet_figures(experiment: Experiment, runs) -> dict:
     before = next(iter(befores(runs).values()), None)
     if before is None:
         return {}
-    per_trigger = {name: before["asr"][name] for name in triggers(experiment) if name in before.get("asr", {})}
+    per_trigger = {name: before["asr"][name] for name in experiment.triggers() if name in before.get("asr", {})}
     mean_asr = sum(per_trigger.values()) / len(per_trigger) if per_trigger else None
     return {"before_ca": before.get("ca"), "before_asr": mean_asr} | {
         f"before asr {name}": value for name, value in per_trigger.items()

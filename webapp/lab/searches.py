@@ -17,13 +17,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from defenses.finetune import CHECKPOINT, CHECKPOINTS, Cancelled
+from defenses.jobs import Job
 from defenses.methods import PARAMETERS, job_kind, method_of
-from defenses.planner import Job
 from defenses.search import SearchSettings, Trial, best_trial, importance, search
 from defenses.selection import flat_row, objective
 from webapp.lab.models import SEARCH_ENDED, Dataset, Experiment, Point, Run
-from workers.celery_app import RUN_SEARCH
-from workers.celery_app import app as celery_app
+from webapp.celery_app import RUN_SEARCH
+from webapp.celery_app import app as celery_app
 
 WAIT_SECONDS = 5  # how often a rung that another worker is training is looked at
 TRIAL_STATES = {
@@ -88,9 +88,7 @@ def end(experiment: Experiment, status: str, error: str = "", trials: list[Trial
 
 def objective_of(experiment: Experiment, before_valid: float):
     """A point's objective: the experiment's held-out selection score within its floor (defenses.selection)."""
-    from webapp.lab.results import triggers
-
-    test, valid = triggers(experiment), triggers(experiment, Dataset.POISONED_VALID)
+    test, valid = experiment.triggers(), experiment.triggers(Dataset.POISONED_VALID)
 
     def score(metrics: dict) -> float | None:
         row = flat_row(metrics, test, valid) | {"before_valid_acc": before_valid}
@@ -169,8 +167,6 @@ def rung_runner(experiment: Experiment, perform, worker: str, n_valid: int):
 
 def rung_run(experiment: Experiment, job: Job, stored: Run | None) -> Run:
     """The team's run of this rung (its own key), made if missing, linked to the experiment."""
-    from webapp.lab.services import run_inputs
-
     fingerprint, team = experiment.data_fingerprint(), experiment.team_id
     run = stored if stored is not None and stored.key == Run.key_for(job, fingerprint, team) else None
     if run is None:
@@ -182,7 +178,7 @@ def rung_run(experiment: Experiment, job: Job, stored: Run | None) -> Run:
                 "family": Run.family_for(job, fingerprint, team),
                 "kind": job.kind,
                 "config": job.config,
-                "inputs": run_inputs(experiment),
+                "inputs": experiment.run_inputs(),
                 "queue": experiment.queue,
             },
         )

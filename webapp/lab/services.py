@@ -9,14 +9,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from defenses.data import DataError, validate_dataset
-from defenses.methods import METHODS, method_of, plan_space
+from defenses.jobs import Plan
+from defenses.methods import METHODS, method_of, plan_space, training_epochs
 from defenses.models import file_digest, verify_model_file
-from defenses.planner import Plan
 from defenses.search import can_search
 from webapp.lab import limits, searches
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Leaderboard, Profile, Run, TriggerScan
-from workers.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN
-from workers.celery_app import app as celery_app
+from webapp.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN
+from webapp.celery_app import app as celery_app
 
 
 class AlreadyStored(Exception):
@@ -110,21 +110,6 @@ def dataset_facts(info) -> dict:
     }
 
 
-def run_inputs(experiment: Experiment) -> dict:
-    """File paths and scaling a worker needs to load this experiment's BadNet and data, and the names the
-    user gave those files (for error messages)."""
-    files = [experiment.badnet, experiment.valid, experiment.test, *experiment.poisoned.all()]
-    return {
-        "model": experiment.badnet.file.path,
-        "arch": experiment.badnet.arch or None,
-        "divisor": experiment.badnet.divisor,
-        "valid": experiment.valid.file.path,
-        "test": experiment.test.file.path,
-        "poisoned": {d.metric_name: d.file.path for d in experiment.poisoned.all()},
-        "names": {Path(row.file.name).name: row.original_name for row in files},
-    }
-
-
 def plan_for(experiment: Experiment) -> Plan:
     """The experiment's jobs and points, by its defense's own planner (defenses.methods)."""
     return plan_space(experiment.space)
@@ -154,7 +139,7 @@ def submit(experiment: Experiment, enqueue: bool = True) -> list[Run]:
                     "family": Run.family_for(job, fingerprint, team),
                     "kind": job.kind,
                     "config": job.config,
-                    "inputs": run_inputs(experiment),
+                    "inputs": experiment.run_inputs(),
                     "queue": experiment.queue,
                 },
             )[0]
@@ -252,7 +237,7 @@ def describe_plan(experiment: Experiment) -> dict:
     return {
         "points": len(the_plan.points),
         "jobs": len(the_plan.jobs),
-        "training_epochs": the_plan.training_epochs,
+        "training_epochs": training_epochs(the_plan),
         "space": experiment.space,
     }
 

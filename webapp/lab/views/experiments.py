@@ -7,7 +7,7 @@ from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from defenses.methods import METHODS, job_kind, method_of, separate_training_epochs
+from defenses.methods import METHODS, job_kind, method_of, separate_training_epochs, training_epochs
 from defenses.search import searchable
 from webapp.lab import searches
 from webapp.lab.access import owned_or_404, team_required
@@ -23,7 +23,6 @@ from webapp.lab.results import (
     progress,
     rounded,
     step_rows,
-    triggers,
 )
 from webapp.lab.services import cancel, create_experiment, plan_reuse, rerun_failed
 
@@ -84,8 +83,9 @@ def plan_preview(request):
     chosen = [data.get(name) for name in ("badnet", "valid", "test")]
     fingerprint = data_fingerprint(*chosen, data.get("poisoned") or []) if all(chosen) else None
     reused = plan_reuse(request.team, the_plan, fingerprint) if fingerprint else []
-    new_epochs = the_plan.training_epochs - sum(entry["job"].training_epochs for entry in reused)
-    context = {"plan": the_plan, "points": len(the_plan.points), "naive": naive, "method": method}
+    planned = training_epochs(the_plan)
+    new_epochs = planned - sum(training_epochs(entry["job"]) for entry in reused)
+    context = {"plan": the_plan, "points": len(the_plan.points), "naive": naive, "method": method, "planned": planned}
     return render(request, "lab/_plan.html", context | {"reused": reused, "new_epochs": new_epochs})
 
 
@@ -120,7 +120,7 @@ def search_preview(method, space: dict, n_valid: int) -> dict:
 
 def experiment_results(experiment: Experiment) -> dict:
     """The points (or incremental steps), the table rows and the validation-selected best point."""
-    test = triggers(experiment)
+    test = experiment.triggers()
     stepwise = method_of(experiment.space).steps
     rows = [] if stepwise else experiment_rows(experiment)
     steps = step_rows(experiment) if stepwise else None

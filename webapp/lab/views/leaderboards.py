@@ -14,7 +14,7 @@ from webapp.lab import inference
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.forms import LeaderboardForm, row_id
 from webapp.lab.models import BadNet, Dataset, GoodNet, Leaderboard, Run
-from webapp.lab.results import leaderboard_rows, point_words, triggers
+from webapp.lab.results import leaderboard_rows, point_words
 from webapp.lab.services import start_leaderboard
 
 
@@ -58,7 +58,7 @@ def same_leaderboard(badnet: BadNet, data: dict) -> Leaderboard | None:
 def board_context(board: Leaderboard) -> dict:
     rows = leaderboard_rows(board)
     first = board.experiments.order_by("pk").first()
-    names = triggers(first) if first else []
+    names = first.triggers() if first else []
     before = next((row["before"] for row in rows if row["before"]), {})
     for row in rows:
         best = row["best"] or {}
@@ -88,7 +88,7 @@ def board_context(board: Leaderboard) -> dict:
         "before": before,
         "before_asr": before_asr,
         "finished": finished,
-        "blind": first is not None and not triggers(first, Dataset.POISONED_VALID),
+        "blind": first is not None and not first.triggers(Dataset.POISONED_VALID),
         "detectors": [detector_row(goodnet, names) for goodnet in goodnets],
     }
 

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from webapp.lab.models import Experiment, Run
 from webapp.lab.searches import start
 from webapp.lab.services import describe_plan, submit
-from workers.celery_app import EXECUTE_RUN, RUN_SEARCH, task
+from webapp.celery_app import EXECUTE_RUN, RUN_SEARCH, task
 
 
 class Command(BaseCommand):

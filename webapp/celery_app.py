@@ -1,6 +1,8 @@
-"""The Celery application: Redis as broker and result store, configured from Django settings (CELERY_*).
+"""The Celery application, beside the settings it reads (CELERY_*): Redis as broker and result store. It lives
+in the web app because the web app queues tasks; the tasks themselves are in workers/tasks.py, which imports
+the web app's models, and Celery finds them by name at run time, so imports go one way: workers -> webapp.
 
-Workers are started with `celery -A workers.celery_app worker -Q cpu` (or `-Q gpu` on a GPU machine).
+Workers are started with `celery -A webapp.celery_app worker -Q cpu` (or `-Q gpu` on a GPU machine).
 TensorFlow is imported inside tasks only: CUDA does not survive a fork of a process that initialised it.
 """
 
@@ -10,8 +12,7 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings.local")
 
-# The tasks by name: the web app queues them by these names (app.send_task) and never imports workers.tasks,
-# which imports the web app's models: the dependency goes one way, workers -> webapp.
+# The tasks by name: the web app queues them by these names (app.send_task) and never imports workers.tasks.
 EXECUTE_RUN = "prunelab.execute_run"
 COMPUTE_PROFILE = "prunelab.compute_profile"
 COMPUTE_SCAN = "prunelab.compute_scan"
