@@ -74,6 +74,22 @@ def held_out_words(holdout: dict | None) -> str:
     return f"read on a held-out {float(holdout['share']):.0%} of the clean validation set"
 
 
+# Below this clean accuracy of its own, a BadNet does not recognise the images it is given (another network's
+# data, or the wrong scaling): a floor relative to its figure would then bless noise (the real 1283-class CSAW
+# BadNet reads 0.78 % on the synthetic 100-label sets, and a "best" at 8.4 % was named). A BadNet of this kind
+# reads 90-100 % on its own clean images.
+RECOGNISED_CA = 50.0
+
+
+def unrecognised_words(before_valid_acc: float) -> str:
+    """Why no point is named when the BadNet does not recognise its clean validation images."""
+    return (
+        f"no point is named: this BadNet does not recognise these images (its own validation CA is "
+        f"{before_valid_acc:.2f} %, below {RECOGNISED_CA:g} %); are these sets its own data, scaled as it was "
+        "trained? Choose the clean sets made for this BadNet"
+    )
+
+
 def select(rows: list[dict], max_ca_drop: float, with_poisoned_valid: bool, holdout: dict | None = None) -> Selection:
     """The best point by the validation-only selection score among the points whose validation CA is at
     most `max_ca_drop` points below the BadNet's own (each row's `before_valid_acc`; DESIGN.md, "Honest
@@ -105,6 +121,8 @@ def select(rows: list[dict], max_ca_drop: float, with_poisoned_valid: bool, hold
             None,
         )
     baseline = next(iter(baselines)) if len(baselines) == 1 else None
+    if known and min(baselines) < RECOGNISED_CA:
+        return Selection(None, f"{how}; {unrecognised_words(min(baselines))}", baseline, None)
     of_badnet = f"the BadNet's {baseline:.2f} %" if baseline is not None else "the BadNet's own (per run)"
     rule = f"{how}, among points whose validation CA is at most {max_ca_drop:g} points below {of_badnet}"
     meeting = [r for r in known if r["valid_acc"] >= r["before_valid_acc"] - max_ca_drop - 1e-9]

@@ -13,8 +13,8 @@ from defenses.jobs import Job, Plan
 from defenses.methods import Column, JobKind, Method, Parameter, Versus, register, unregister, values
 from tests.defenses.tiny import tiny_badnet_files
 from tests.lab.factories import experiment_row, team_with_user
-from webapp.lab.models import Experiment, Run
 from webapp.celery_app import EXECUTE_RUN, task
+from webapp.lab.models import Experiment, Run
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
 

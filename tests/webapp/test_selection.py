@@ -52,6 +52,15 @@ def test_with_poisoned_validation_data_only_points_scored_on_it_compete():
     assert select([scored, unscored], 5, True).best is scored
 
 
+def test_a_badnet_that_does_not_recognise_its_clean_images_gets_no_best_and_the_rule_says_why():
+    # the real CSAW BadNet on the synthetic sets: 0.78 % of its own; a floor relative to that admits anything
+    rows = [point(1.0, 8.4, valid_asr=0.0, baseline=0.78), point(0.5, 0.9, valid_asr=50.0, baseline=0.78)]
+    chosen = select(rows, max_ca_drop=5, with_poisoned_valid=True)
+    assert chosen.best is None and chosen.floor is None
+    assert "does not recognise these images (its own validation CA is 0.78 %, below 50 %)" in chosen.rule
+    assert select([point(1.0, 60.0, baseline=55.0)], 5, False).best is not None  # above the line: chosen
+
+
 def test_without_the_badnets_validation_accuracy_nothing_is_named():
     chosen = select([point(1.0, 95.0, baseline=None)], 5, False)
     assert chosen.best is None and "not recorded" in chosen.rule

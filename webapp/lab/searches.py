@@ -21,9 +21,9 @@ from defenses.jobs import Job
 from defenses.methods import PARAMETERS, job_kind, method_of
 from defenses.search import SearchSettings, Trial, best_trial, importance, search
 from defenses.selection import flat_row, objective
-from webapp.lab.models import SEARCH_ENDED, Dataset, Experiment, Point, Run
 from webapp.celery_app import RUN_SEARCH
 from webapp.celery_app import app as celery_app
+from webapp.lab.models import SEARCH_ENDED, Dataset, Experiment, Point, Run
 
 WAIT_SECONDS = 5  # how often a rung that another worker is training is looked at
 TRIAL_STATES = {

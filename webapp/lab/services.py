@@ -13,10 +13,10 @@ from defenses.jobs import Plan
 from defenses.methods import METHODS, method_of, plan_space, training_epochs
 from defenses.models import file_digest, verify_model_file
 from defenses.search import can_search
-from webapp.lab import limits, searches
-from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Leaderboard, Profile, Run, TriggerScan
 from webapp.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN
 from webapp.celery_app import app as celery_app
+from webapp.lab import limits, searches
+from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Leaderboard, Profile, Run, TriggerScan
 
 
 class AlreadyStored(Exception):

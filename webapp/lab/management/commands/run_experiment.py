@@ -2,10 +2,10 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from webapp.celery_app import EXECUTE_RUN, RUN_SEARCH, task
 from webapp.lab.models import Experiment, Run
 from webapp.lab.searches import start
 from webapp.lab.services import describe_plan, submit
-from webapp.celery_app import EXECUTE_RUN, RUN_SEARCH, task
 
 
 class Command(BaseCommand):
