@@ -280,6 +280,8 @@ def experiment_charts(
             charts.append(baseline(rows, triggers, spec, method.columns))
         elif isinstance(spec, Steps):
             charts.append(steps_curve(steps or [], triggers, spec))
+        else:  # a defense declared a chart no page can draw: say so now, not with a silently missing chart
+            raise TypeError(f"{method.name} declares a chart of unknown type {type(spec).__name__}: {spec!r}")
     return [chart for chart in charts if chart is not None]
 
 
