@@ -46,13 +46,14 @@ def failure_message(error: Exception, worker: str) -> str:
     time_limit=settings.LONGEST_RUN_SECONDS + 300,
 )
 def execute_run(self, run_id: int) -> str:
-    """Run one planned job and store every point. Safe to deliver twice: `Run.claim` lets one delivery
-    work, and points are upserted by position, so a re-run never duplicates rows."""
+    """Run the planned job whose turn this message is (`Run.claim_turn`: fair share between teams; a
+    redelivery resumes its own run) and store every point. Safe to deliver twice: a run is claimed by one
+    delivery, and points are upserted by position, so a re-run never duplicates rows."""
     from webapp.lab.models import Run
 
-    run = Run.claim(
-        run_id, worker=self.request.hostname or socket.gethostname(), stale_after=settings.RUN_STALE_SECONDS
-    )
+    worker = self.request.hostname or socket.gethostname()
+    queue = (self.request.delivery_info or {}).get("routing_key") or "cpu"
+    run = Run.claim_turn(run_id, worker=worker, stale_after=settings.RUN_STALE_SECONDS, queue=queue)
     if run is None:
         return "skipped"
     return perform(run)

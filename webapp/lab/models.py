@@ -14,6 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models, transaction
+from django.db.models import Count, Max, Min
 from django.utils import timezone
 
 from defenses.finetune import CHECKPOINTS
@@ -281,6 +282,7 @@ class Run(models.Model):
         Status.CANCELLED,
     )
     MAX_ATTEMPTS = 3
+    TURN_TRIES = 50  # runs a turn may find cancelled or taken before it gives up (the next message tries again)
 
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="runs")
     badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="runs")
@@ -377,6 +379,55 @@ class Run(models.Model):
             run.error = ""
             run.save(update_fields=["status", "worker", "heartbeat_at", "started_at", "attempts", "error"])
             return run
+
+    @classmethod
+    def claim_turn(cls, run_id: int, worker: str, stale_after: float, queue: str = "cpu") -> "Run | None":
+        """The run that a delivery of `run_id`'s message works on, taken for this worker. A message is a turn
+        on its queue, not a seat for one run: a redelivery of a run whose worker died resumes that run;
+        otherwise the turn goes to the next run in line (`next_in_line`), so one team's thousand queued runs
+        never stand before another team's one. None: nothing is waiting (a cancelled run ends at once and
+        leaves its message without work)."""
+        hinted = cls.objects.filter(pk=run_id).first()
+        if hinted is not None:
+            queue = hinted.queue
+            stale = hinted.heartbeat_at and timezone.now() - hinted.heartbeat_at >= timedelta(seconds=stale_after)
+            if hinted.status == cls.RUNNING and stale:
+                return cls.claim(run_id, worker, stale_after)
+        for _ in range(cls.TURN_TRIES):  # a try fails when a run was cancelled or taken by another worker
+            waiting = cls.next_in_line(queue)
+            if waiting is None:
+                return None
+            claimed = cls.claim(waiting.pk, worker, stale_after)
+            if claimed is not None:
+                return claimed
+        return None
+
+    @classmethod
+    def next_in_line(cls, queue: str) -> "Run | None":
+        """The queued run that the next turn on `queue` serves, by fair share between teams: the team with the
+        fewest runs running there, then the team served longest ago (one never served first), then the one
+        whose oldest run has waited longest; within the team, its oldest run. Runs that no message was sent
+        for (a search's rungs, trained by the search's own task) are not in line."""
+        waiting = cls.objects.filter(status=cls.QUEUED, queue=queue).exclude(task_id="")
+        oldest = dict(waiting.values("team_id").annotate(first=Min("pk")).values_list("team_id", "first"))
+        if not oldest:
+            return None
+        teams = cls.objects.filter(queue=queue, team_id__in=oldest)
+        running = dict(
+            teams.filter(status=cls.RUNNING).values("team_id").annotate(n=Count("pk")).values_list("team_id", "n")
+        )
+        served = dict(
+            teams.exclude(started_at=None)
+            .values("team_id")
+            .annotate(last=Max("started_at"))
+            .values_list("team_id", "last")
+        )
+
+        def share(team_id: int) -> tuple:
+            last = served.get(team_id)
+            return running.get(team_id, 0), last.timestamp() if last else 0.0, oldest[team_id]
+
+        return cls.objects.filter(pk=oldest[min(oldest, key=share)]).first()
 
     def record_point(self, position: int, metrics: dict) -> None:
         """Store one result point; a redelivered run overwrites its own rows instead of duplicating them."""

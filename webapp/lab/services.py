@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
+from kombu.utils.uuid import uuid
 
 from defenses.data import DataError, validate_dataset
 from defenses.jobs import Plan
@@ -147,24 +148,29 @@ def submit(experiment: Experiment, enqueue: bool = True) -> list[Run]:
         runs.append(run)
     experiment.runs.add(*runs)
     for run in runs:
-        if enqueue and run.status in (Run.QUEUED, Run.FAILED, Run.CANCELLED):
+        sent = run.status == Run.QUEUED and run.task_id  # its message is waiting: another would be a spare turn
+        if enqueue and run.status in (Run.QUEUED, Run.FAILED, Run.CANCELLED) and not sent:
             requeue(run)
     return runs
 
 
 def requeue(run: Run) -> None:
-    """Queue a run (again): failed or cancelled points re-run in place, without a new experiment."""
+    """Queue a run (again): failed or cancelled points re-run in place, without a new experiment. Its
+    message's id is stored before the message is sent, so a worker never finds a queued run without one
+    (Run.next_in_line leaves those out)."""
     Run.objects.filter(pk=run.pk).update(status=Run.QUEUED, cancel_requested=False, error="", progress=0.0)
-    transaction.on_commit(
-        lambda: Run.objects.filter(pk=run.pk).update(
-            task_id=celery_app.send_task(EXECUTE_RUN, args=[run.pk], queue=run.queue).id
-        )
-    )
+
+    def send() -> None:
+        task_id = uuid()
+        Run.objects.filter(pk=run.pk).update(task_id=task_id)
+        celery_app.send_task(EXECUTE_RUN, args=[run.pk], queue=run.queue, task_id=task_id)
+
+    transaction.on_commit(send)
 
 
 def cancel(experiment: Experiment) -> int:
     """Stop every unfinished run of the experiment (its own team's) and return how many: queued ones end at
-    once (Run.claim skips their message when a worker reaches it), running ones at their next batch check;
+    once (their messages become turns for the next run in line: Run.claim_turn), running ones at their next batch check;
     a search asks no new trial."""
     if experiment.is_search:
         searches.cancel(experiment)
