@@ -67,6 +67,11 @@ class ExperimentPageTestCase(BaseTestCase):
         assert "trains to 3, 9 epochs" in preview
         assert "buys at most 6 first rungs, and no trial can reach 27 epochs" in preview
 
+    def test_gpu_workers_are_refused_with_the_reason_when_none_is_running(self):
+        response = self.client.post("/experiments/new/", self.form_data(queue="gpu"))
+        assert not Experiment.objects.exists()
+        self.assertContains(response, "No GPU worker is running now, so these runs would wait forever", status_code=400)
+
     def test_plan_preview_counts_runs_and_epochs_before_submitting(self):
         response = self.client.post("/experiments/plan", self.form_data())
         text = response.content.decode()

@@ -14,9 +14,14 @@ def test_task_round_trip_through_redis_and_worker(celery_worker):
     assert result.status == "SUCCESS"
 
 
-def test_gpu_queue_reaches_a_worker_serving_it(celery_worker):
+def test_gpu_queue_reaches_a_worker_serving_it_and_the_forms_see_it_served(celery_worker):
+    from webapp.core.health import queues_with_workers
+    from webapp.lab.forms import live_queue
+
     result = echo.apply_async(args=[{"queue": "gpu"}], queue="gpu")
     assert result.get(timeout=60)["payload"] == {"queue": "gpu"}
+    assert queues_with_workers() >= {"cpu", "gpu"}
+    assert live_queue("gpu") == "gpu"  # the form's check lets a GPU request through while a worker serves it
 
 
 def test_the_embedded_redis_asks_for_its_password(tmp_path):

@@ -62,6 +62,15 @@ def live_workers() -> list[str]:
     return sorted(name for reply in replies for name in reply)
 
 
+def queues_with_workers() -> set[str]:
+    """The queues that at least one live worker consumes (none when no worker answers within the timeout)."""
+    try:
+        replies = celery_app.control.inspect(timeout=CHECK_TIMEOUT_SECONDS).active_queues() or {}
+    except Exception:  # broker down: no worker can be reached either
+        return set()
+    return {queue["name"] for queues in replies.values() for queue in queues}
+
+
 def current_health() -> Health:
     redis_state = check_redis()
     workers = live_workers() if redis_state == "ok" else []

@@ -15,6 +15,7 @@ from defenses.data import DEFAULT_HOLDOUT
 from defenses.methods import JOB_KINDS, LAYERS, METHODS, PARAMETERS, Parameter, default, grid_size, plan_space
 from defenses.planner import SEED_STUDY, ParameterSpace
 from defenses.search import SearchSettings, can_search, first_rung_cost
+from webapp.core.health import queues_with_workers
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team, Upload
 from webapp.lab.results import goodnet_label, run_label
 from webapp.lab.uploads import IMAGE_SUFFIXES, MODEL_SUFFIXES, UPLOAD_SUFFIXES, check_upload, finished_upload
@@ -338,6 +339,17 @@ def parameter_field(parameter: Parameter, methods: list[str]) -> forms.Field:
     )
 
 
+def live_queue(queue: str) -> str:
+    """The queue, when a live worker consumes it. A run queued where no worker listens waits forever, and
+    serves later requests of the same work from there. CPU workers are the stack's own (`make run`, compose)."""
+    if queue != "cpu" and queue not in queues_with_workers():
+        raise ValidationError(
+            f"No {queue.upper()} worker is running now, so these runs would wait forever: choose CPU workers, or "
+            f"ask an operator to start one on a machine with a GPU (python -m workers.start --queues {queue})."
+        )
+    return queue
+
+
 class ExperimentForm(forms.Form):
     """A defense (any registered in defenses.methods), its parameters' values, the sets and the floor."""
 
@@ -374,6 +386,9 @@ class ExperimentForm(forms.Form):
     )
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
     DATASET_FIELDS = ("valid", "test", "poisoned")
+
+    def clean_queue(self):
+        return live_queue(self.cleaned_data["queue"])
 
     def __init__(self, team, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -572,6 +587,7 @@ class LeaderboardForm(forms.Form):
     )
     queue = forms.ChoiceField(choices=Experiment.QUEUES, initial="cpu")
     clean_holdout = ExperimentForm.clean_holdout
+    clean_queue = ExperimentForm.clean_queue
 
     def clean_seed(self):
         return self.cleaned_data["seed"] or 0
