@@ -372,7 +372,7 @@ class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
 
     def create(self, request, *args, **kwargs):
         team = team_for(request)
-        form = ExperimentForm(team, experiment_form_data(request.data))
+        form = ExperimentForm(team, experiment_form_data(request.data), user=request.user)
         if not form.is_valid():
             return form_error(form)
         experiment = create_experiment(team, request.user, form.cleaned_data)

@@ -12,11 +12,22 @@ from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 
 from defenses.data import DEFAULT_HOLDOUT
-from defenses.methods import JOB_KINDS, LAYERS, METHODS, PARAMETERS, Parameter, default, grid_size, plan_space
+from defenses.methods import (
+    JOB_KINDS,
+    LAYERS,
+    METHODS,
+    PARAMETERS,
+    Parameter,
+    default,
+    grid_size,
+    plan_space,
+    training_epochs,
+)
 from defenses.planner import SEED_STUDY, ParameterSpace
 from defenses.search import SearchSettings, can_search, first_rung_cost
 from webapp.core.health import queues_with_workers
-from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team, Upload
+from webapp.lab import budgets
+from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team, Upload, data_fingerprint
 from webapp.lab.results import goodnet_label, run_label
 from webapp.lab.uploads import IMAGE_SUFFIXES, MODEL_SUFFIXES, UPLOAD_SUFFIXES, check_upload, finished_upload
 
@@ -390,8 +401,9 @@ class ExperimentForm(forms.Form):
     def clean_queue(self):
         return live_queue(self.cleaned_data["queue"])
 
-    def __init__(self, team, *args, **kwargs):
+    def __init__(self, team, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.team, self.user = team, user  # whose budgets of training work the request is checked against
         datasets = Dataset.objects.filter(team=team).order_by("name")
         badnets = BadNet.objects.filter(team=team).order_by("name")
         self.fields["badnet"].queryset = badnets
@@ -493,6 +505,14 @@ class ExperimentForm(forms.Form):
         data["space"] = space
         if "search" not in space:  # the preview shows the plan before the data
             data["plan"] = plan_space(space)
+        if not self.errors:
+            chosen = [data.get(name) for name in ("badnet", "valid", "test")]
+            fingerprint = data_fingerprint(*chosen, data.get("poisoned") or []) if all(chosen) else None
+            refused = budgets.refusal(
+                self.team, self.user, budgets.needed(self.team, space, data.get("plan"), fingerprint)
+            )
+            if refused:
+                self.add_error(None, refused)
         return data
 
     def parameter_value(self, parameter: Parameter, data: dict, badnet):
@@ -609,9 +629,9 @@ class LeaderboardForm(forms.Form):
         if too_small:
             self.add_error("budget", f"{'; '.join(too_small)}: give a budget that buys one first rung of each.")
 
-    def __init__(self, badnet: BadNet, *args, **kwargs):
+    def __init__(self, badnet: BadNet, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.badnet = badnet
+        self.badnet, self.user = badnet, user
         fitting = [d.pk for d in Dataset.objects.filter(team=badnet.team) if not d.misfit(badnet)]
         sets = Dataset.objects.filter(pk__in=fitting).order_by("name")
         self.fields["valid"].queryset = sets.filter(role=Dataset.CLEAN_VALID)
@@ -626,7 +646,20 @@ class LeaderboardForm(forms.Form):
         if "budget" in data and data.get("valid") is not None:
             self.check_budgets(data)
         data["badnet"] = self.badnet
+        if not self.errors:
+            refused = budgets.refusal(self.badnet.team, self.user, self.training_units(data))
+            if refused:
+                self.add_error(None, refused)
         return data
+
+    @staticmethod
+    def training_units(data: dict) -> float:
+        """Units the board queues: the search budget of each training defense, and the others' sweeps."""
+        units = 0.0
+        for method in METHODS.values():
+            space = {"defense": method.name, **method.sweep, "holdout": data.get("holdout", HOLDOUT_PERCENT / 100)}
+            units += data["budget"] if can_search(method) else training_epochs(plan_space(space))
+        return units
 
 
 class RunChoiceField(forms.ModelChoiceField):

@@ -9,7 +9,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from defenses.methods import METHODS, job_kind, method_of, separate_training_epochs, training_epochs
 from defenses.search import searchable
-from webapp.lab import searches
+from webapp.lab import budgets, searches
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, experiment_charts, figures_payload, importance_bars, search_progress
 from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm
@@ -54,7 +54,7 @@ def runs_in_words(experiment: Experiment) -> str:
 @team_required
 def new_experiment(request):
     initial = ExperimentForm.initial_for(request.GET.get("template", "")) | {"badnet": request.GET.get("badnet")}
-    form = ExperimentForm(request.team, request.POST or None, initial=initial)
+    form = ExperimentForm(request.team, request.POST or None, initial=initial, user=request.user)
     if request.method == "POST" and form.is_valid():
         experiment = create_experiment(request.team, request.user, form.cleaned_data)
         messages.success(request, f"{experiment.name}: {runs_in_words(experiment)}")
@@ -67,14 +67,16 @@ def new_experiment(request):
 @require_POST
 def plan_preview(request):
     """htmx partial: what the planner will run for the form as it stands."""
-    form = ExperimentForm(request.team, request.POST)
+    form = ExperimentForm(request.team, request.POST, user=request.user)
     form.is_valid()
     the_plan = form.cleaned_data.get("plan")
     method = METHODS.get(request.POST.get("defense", ""))
     space = form.cleaned_data.get("space") or {}
-    if "search" in space and not form.errors:
+    budget = {"left": budgets.in_words(request.team, request.user), "refused": form.non_field_errors()}
+    if "search" in space and not [name for name in form.errors if name != "__all__"]:
         count = space_valid_count(form)
-        return render(request, "lab/_plan.html", {"method": method, "search": search_preview(method, space, count)})
+        context = {"method": method, "search": search_preview(method, space, count), "budget": budget}
+        return render(request, "lab/_plan.html", context)
     if the_plan is None:
         errors = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name in form.parameter_names]
         return render(request, "lab/_plan.html", {"errors": errors + list(form.non_field_errors()), "method": method})
@@ -86,6 +88,7 @@ def plan_preview(request):
     planned = training_epochs(the_plan)
     new_epochs = planned - sum(training_epochs(entry["job"]) for entry in reused)
     context = {"plan": the_plan, "points": len(the_plan.points), "naive": naive, "method": method, "planned": planned}
+    context["budget"] = budget
     return render(request, "lab/_plan.html", context | {"reused": reused, "new_epochs": new_epochs})
 
 

@@ -23,7 +23,7 @@ def new_leaderboard(request, pk: int):
     """The form on a BadNet's page: its fitting sets, the floor, the held-out share and the search budget; POST
     starts every defense (a search for each training defense, a sweep for the others)."""
     badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
-    form = LeaderboardForm(badnet, request.POST or None)
+    form = LeaderboardForm(badnet, request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         same = same_leaderboard(badnet, form.cleaned_data)
         if same is not None:  # a second click, or a reload of the POST: the board that exists, not a copy

@@ -1,0 +1,89 @@
+"""Budgets of training work (webapp/lab/budgets.py): queued and running work of a team, and of each user,
+counts against a budget in fine-tuning-epoch units; a request past it is refused with what is left, on the
+page, in the preview, in the API and on the leaderboard form; nothing is stored then."""
+
+from django.test import override_settings
+from rest_framework.authtoken.models import Token
+
+from tests.webapp.base import BaseTestCase
+from webapp.lab.models import Dataset, Experiment, Leaderboard, Membership, Run
+
+GRID_210 = {"thresholds": "0.8, 1, 1.2", "learning_rates": "0.001, 0.003", "epochs": "30, 33, 35"}  # 6 runs x 35
+
+
+class BudgetTestCase(BaseTestCase):
+    def setUp(self):
+        super().setUp()
+        self.client.force_login(self.alice)
+        self.sets = {
+            "badnet": self.badnet().pk,
+            "valid": self.dataset(name="v").pk,
+            "test": self.dataset(Dataset.CLEAN_TEST, name="t").pk,
+            "poisoned": [self.dataset(Dataset.POISONED_TEST, name="p", trigger="sunglasses").pk],
+        }
+
+    def form(self, name: str, **changes) -> dict:
+        base = {"name": name, "defense": "fine-prune", "layers": "", "seed": 0, "max_drop": 4, "queue": "cpu"}
+        return base | self.sets | GRID_210 | changes
+
+    def post(self, name: str, **changes):
+        with self.captureOnCommitCallbacks(execute=False):
+            return self.client.post("/experiments/new/", self.form(name, **changes))
+
+    @override_settings(TEAM_EPOCH_BUDGET=300, USER_EPOCH_BUDGET=10_000)
+    def test_a_team_past_its_budget_is_refused_with_what_is_left_until_its_work_ends(self):
+        assert self.post("first").status_code == 302  # 210 of 300
+        assert self.post("second", thresholds="0.5", learning_rates="0.001").status_code == 302  # 35 more
+        third = self.post("third", thresholds="0.4, 0.45", learning_rates="0.01")  # 70 > 55 left
+        self.assertContains(
+            third,
+            "This needs 70 fine-tuning epochs; your team has 55 of 300 left (245 queued or running)",
+            status_code=400,
+        )
+        assert Experiment.objects.count() == 2
+        Run.objects.update(status=Run.DONE, progress=1.0)  # the work ended: the budget is free again
+        assert self.post("third", thresholds="0.4, 0.45", learning_rates="0.01").status_code == 302
+
+    @override_settings(TEAM_EPOCH_BUDGET=10_000, USER_EPOCH_BUDGET=250)
+    def test_each_user_has_a_budget_of_their_own_within_the_team(self):
+        Membership.objects.create(user=self.bob, team=self.blue)
+        assert self.post("alice's").status_code == 302
+        self.assertContains(self.post("alice's again", thresholds="0.5"), "you have 40 of 250 left", status_code=400)
+        self.client.force_login(self.bob)
+        self.client.post(f"/teams/{self.blue.pk}/switch")
+        assert self.post("bob's", thresholds="0.5").status_code == 302  # bob's own budget
+
+    @override_settings(TEAM_EPOCH_BUDGET=300, USER_EPOCH_BUDGET=10_000)
+    def test_work_the_team_has_stored_or_under_way_costs_nothing_again_and_half_done_runs_count_half(self):
+        assert self.post("first").status_code == 302
+        assert self.post("same grid again").status_code == 302  # every run is under way: nothing new
+        Run.objects.update(status=Run.RUNNING, progress=0.5)
+        preview = self.client.post("/experiments/plan", self.form("x", thresholds="0.4")).content.decode()
+        assert "your team has 195 of 300 fine-tuning epochs left" in preview  # 300 - 6 x 35 / 2
+
+    @override_settings(TEAM_EPOCH_BUDGET=300, USER_EPOCH_BUDGET=10_000)
+    def test_a_search_counts_its_budget_less_what_it_spent(self):
+        assert self.post("search", budget="200").status_code == 302
+        refused = self.post("grid", thresholds="0.4, 0.5, 0.6", learning_rates="0.001")
+        self.assertContains(refused, "This needs 105 fine-tuning epochs; your team has 100 of 300", status_code=400)
+        search = Experiment.objects.get(name="search")
+        Experiment.objects.filter(pk=search.pk).update(search=search.search | {"spent": 60})
+        assert self.post("grid", thresholds="0.4, 0.5, 0.6", learning_rates="0.001").status_code == 302
+
+    @override_settings(TEAM_EPOCH_BUDGET=100, USER_EPOCH_BUDGET=10_000)
+    def test_the_api_and_the_leaderboard_form_refuse_alike(self):
+        token = Token.objects.create(user=self.alice)
+        body = self.form("api") | {"thresholds": [0.8, 1.0, 1.2], "learning_rates": [0.001], "epochs": [35]}
+        api = self.client.post(
+            f"/api/experiments/?team={self.blue.pk}",
+            body,
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Token {token.key}",
+        )
+        assert api.status_code == 400 and "This needs 105 fine-tuning epochs" in api.content.decode()
+        board = self.client.post(
+            f"/badnets/{self.sets['badnet']}/leaderboard",
+            {k: v for k, v in self.sets.items() if k != "badnet"} | {"max_ca_drop": 5, "budget": 50, "queue": "cpu"},
+        )
+        self.assertContains(board, "your team has 100 of 100 left", status_code=400)
+        assert not Leaderboard.objects.exists() and not Experiment.objects.exists()
