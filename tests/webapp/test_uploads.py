@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.template.defaultfilters import filesizeformat
 from django.test import override_settings
 
 from tests.conftest import FIXTURES
@@ -115,6 +116,34 @@ class UploadTestCase(BaseTestCase):
         image = Image.open(io.BytesIO(preview.content))
         # 24 images of 12x10 in rows of 8 with 2-pixel gaps, doubled
         assert preview["Content-Type"] == "image/png" and image.size == ((8 * 12 - 2) * 2, (3 * 14 - 2) * 2)
+
+    def test_storage_quotas_of_the_team_and_the_user_and_the_disk_reserve_refuse_before_storing(self):
+        first = write_dataset(self.folder / "first.h5", *tiny_data(40))
+        second = write_dataset(self.folder / "second.h5", *tiny_data(40, seed=1))
+        size = first.stat().st_size
+        with override_settings(TEAM_STORAGE_BYTES=size + size // 2):
+            assert self.post_dataset(first).status_code == 302
+            refused = self.post_dataset(second)
+        text = html.unescape(refused.content.decode())
+        assert refused.status_code == 400 and "second.h5" in text and "would take your team past the" in text
+        assert Dataset.objects.count() == 1
+        with override_settings(USER_STORAGE_BYTES=size + size // 2):
+            assert "would take you past the" in html.unescape(self.post_dataset(second).content.decode())
+        with override_settings(DISK_RESERVE_BYTES=2**62):
+            assert "keeps 4096.0\xa0PB in reserve" in html.unescape(self.post_dataset(second).content.decode())
+        assert Dataset.objects.count() == 1
+        page = html.unescape(self.client.get(f"/teams/{self.blue.pk}/").content.decode())
+        assert f"the team keeps <b>{filesizeformat(size)}</b> of 20.0\xa0GB" in page
+
+    def test_a_resumable_upload_reserves_its_bytes_when_it_is_opened(self):
+        from webapp.lab.uploads import UploadRefused, open_upload
+
+        with override_settings(USER_STORAGE_BYTES=1000):
+            opened = open_upload(self.alice, self.blue, "dataset", "small.h5", 600)
+            with pytest.raises(UploadRefused) as refused:
+                open_upload(self.alice, self.blue, "dataset", "big.h5", 600)
+        assert refused.value.status == 403 and "would take you past the 1000\xa0bytes" in str(refused.value)
+        assert opened.length == 600
 
     def test_datasets_that_cannot_be_used_are_refused_with_their_reason(self):
         missing = self.folder / "nolabels.h5"

@@ -26,7 +26,7 @@ from defenses.methods import (
 from defenses.planner import SEED_STUDY, ParameterSpace
 from defenses.search import SearchSettings, can_search, first_rung_cost
 from webapp.core.health import queues_with_workers
-from webapp.lab import budgets
+from webapp.lab import budgets, storage
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team, Upload, data_fingerprint
 from webapp.lab.results import goodnet_label, run_label
 from webapp.lab.uploads import IMAGE_SUFFIXES, MODEL_SUFFIXES, UPLOAD_SUFFIXES, check_upload, finished_upload
@@ -216,10 +216,15 @@ class FileOrUploadForm(forms.Form):
         self.team, self.user = team, user
 
     def clean_file(self):
-        if self.cleaned_data.get("file"):
+        sent = self.cleaned_data.get("file")
+        if sent:
             suffixes, what = UPLOAD_SUFFIXES[self.kind]
-            check_upload(self.cleaned_data["file"], suffixes, what=what)
-        return self.cleaned_data.get("file")
+            check_upload(sent, suffixes, what=what)
+            # a finished resumable upload reserved its bytes when it was opened; a file sent here is checked now
+            refused = storage.refusal(self.team, self.user, sent.size, sent.name) if self.team else None
+            if refused:
+                raise ValidationError(refused)
+        return sent
 
     def clean_upload(self):
         upload_id = self.cleaned_data.get("upload")

@@ -25,6 +25,7 @@ from django.db.models import Sum
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
+from webapp.lab import storage
 from webapp.lab.models import Upload, printable
 
 MODEL_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -173,6 +174,9 @@ def open_upload(user, team, kind: str, filename: str, length: int) -> Upload:
                 f"over the {filesizeformat(settings.MAX_OPEN_UPLOAD_BYTES)} one account may have on the way. "
                 "Finish or delete those first (DELETE their URL).",
             )
+        refused = storage.refusal(team, user, length, filename)
+        if refused:
+            raise UploadRefused(507 if "disk free" in refused else 403, refused)
         folder = uploads_folder(team.pk)
         path = folder / f"{upload_id.hex}.part"
         # O_EXCL: never an existing file, never through a link someone left there

@@ -195,6 +195,12 @@ UPLOAD_EXPIRY_SECONDS = int(os.environ.get("PRUNELAB_UPLOAD_EXPIRY_SECONDS", 24 
 # that would pass the budget is refused with what is left, so one member cannot fill the shared workers.
 TEAM_EPOCH_BUDGET = int(os.environ.get("PRUNELAB_TEAM_EPOCH_BUDGET", 3000))
 USER_EPOCH_BUDGET = int(os.environ.get("PRUNELAB_USER_EPOCH_BUDGET", 2000))
+# Storage a team, and each user, may keep (stored files plus unfinished uploads; webapp/lab/storage.py), and
+# free disk that no upload may take: three valid 248 MB sets were stored in 5 s, so without these a host's
+# disk is gone in minutes.
+TEAM_STORAGE_BYTES = int(os.environ.get("PRUNELAB_TEAM_STORAGE_BYTES", 20 * 2**30))
+USER_STORAGE_BYTES = int(os.environ.get("PRUNELAB_USER_STORAGE_BYTES", 10 * 2**30))
+DISK_RESERVE_BYTES = int(os.environ.get("PRUNELAB_DISK_RESERVE_BYTES", 512 * 2**20))
 MAX_MODEL_PARAMS = int(os.environ.get("PRUNELAB_MAX_MODEL_PARAMS", 200_000_000))
 MAX_DATASET_IMAGES = int(os.environ.get("PRUNELAB_MAX_DATASET_IMAGES", 200_000))
 MAX_DATASET_IMAGE_PIXELS = int(os.environ.get("PRUNELAB_MAX_DATASET_IMAGE_PIXELS", 256 * 256))

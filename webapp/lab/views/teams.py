@@ -1,5 +1,6 @@
 """Teams: create, choose the current one, invite and remove members (team admins)."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
@@ -12,6 +13,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 from rest_framework.authtoken.models import Token
 
+from webapp.lab import budgets, storage
 from webapp.lab.access import choose_team, current_team, is_team_admin, team_required, teams_of
 from webapp.lab.demo import DEMO_TEAM, read_status
 from webapp.lab.forms import InviteForm, TeamForm
@@ -63,6 +65,8 @@ def team(request, team_id: int):
             return redirect("team", team.pk)
     members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
     context = {"team": team, "members": members, "form": form, "admin": admin}
+    context |= {"usage": storage.Usage.of(team, request.user), "work": budgets.in_words(team, request.user)}
+    context |= {"team_quota": settings.TEAM_STORAGE_BYTES, "user_quota": settings.USER_STORAGE_BYTES}
     return render(request, "lab/team.html", context)
 
 

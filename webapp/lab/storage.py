@@ -1,0 +1,65 @@
+"""Storage quotas: the bytes a team, and each user, keep on the server (stored BadNets, sets and GoodNets plus
+unfinished uploads, which reserve their declared length), and a reserve of free disk no upload may take.
+Checked when a resumable upload is opened and when a file sent with a form is stored, so a refusal comes
+before the bytes are written."""
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db.models import Sum
+from django.template.defaultfilters import filesizeformat
+
+from webapp.lab.models import BadNet, Dataset, GoodNet, Upload
+
+
+def stored_bytes(**owner) -> int:
+    """Bytes of the stored files of the rows matching `owner` (team=... or owner=...), read from the disk."""
+    total = 0
+    for model, fields in ((BadNet, ("file",)), (Dataset, ("file",)), (GoodNet, ("file", "strip_file"))):
+        for row in model.objects.filter(**owner).only(*fields):
+            for name in fields:
+                field = getattr(row, name)
+                if field and Path(field.path).is_file():
+                    total += Path(field.path).stat().st_size
+    return total
+
+
+def open_bytes(**owner) -> int:
+    return Upload.objects.filter(**owner).aggregate(total=Sum("length"))["total"] or 0
+
+
+@dataclass
+class Usage:
+    team: int
+    user: int
+
+    @classmethod
+    def of(cls, team, user) -> "Usage":
+        return cls(
+            team=stored_bytes(team=team) + open_bytes(team=team), user=stored_bytes(owner=user) + open_bytes(owner=user)
+        )
+
+
+def refusal(team, user, adding: int, name: str) -> str | None:
+    """Why `adding` more bytes (the file `name`) may not be kept now, in words that say what to do; None: they
+    may."""
+    usage = Usage.of(team, user)
+    for who, used, quota, setting in (
+        ("your team", usage.team, settings.TEAM_STORAGE_BYTES, "PRUNELAB_TEAM_STORAGE_BYTES"),
+        ("you", usage.user, settings.USER_STORAGE_BYTES, "PRUNELAB_USER_STORAGE_BYTES"),
+    ):
+        if used + adding > quota:
+            return (
+                f"{name} ({filesizeformat(adding)}) would take {who} past the {filesizeformat(quota)} of storage "
+                f"allowed ({filesizeformat(used)} used, counting unfinished uploads). Delete BadNets, sets or "
+                f"GoodNets you no longer need, or ask an operator to raise {setting}."
+            )
+    free = shutil.disk_usage(settings.MEDIA_ROOT).free
+    if free - adding < settings.DISK_RESERVE_BYTES:
+        return (
+            f"{name} ({filesizeformat(adding)}) cannot be kept: the server has {filesizeformat(free)} of disk free and "
+            f"keeps {filesizeformat(settings.DISK_RESERVE_BYTES)} in reserve. Tell an operator; try again later."
+        )
+    return None
