@@ -30,6 +30,14 @@ def open_bytes(**owner) -> int:
     return Upload.objects.filter(**owner).aggregate(total=Sum("length"))["total"] or 0
 
 
+def free_disk() -> int:
+    """Free bytes on the disk that holds MEDIA_ROOT (the nearest folder that exists: a fresh install has none)."""
+    folder = Path(settings.MEDIA_ROOT)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
 @dataclass
 class Usage:
     team: int
@@ -56,7 +64,7 @@ def refusal(team, user, adding: int, name: str) -> str | None:
                 f"allowed ({filesizeformat(used)} used, counting unfinished uploads). Delete BadNets, sets or "
                 f"GoodNets you no longer need, or ask an operator to raise {setting}."
             )
-    free = shutil.disk_usage(settings.MEDIA_ROOT).free
+    free = free_disk()
     if free - adding < settings.DISK_RESERVE_BYTES:
         return (
             f"{name} ({filesizeformat(adding)}) cannot be kept: the server has {filesizeformat(free)} of disk free and "
