@@ -54,7 +54,10 @@ def test_stack_serves_health_and_stops_cleanly(tmp_path):
         # A newcomer signs in at once: the demo team is there while its data is still being made (minutes),
         # and says so (the team used to appear only once the data was ready, 12 minutes in).
         with chromium_page(f"http://127.0.0.1:{port}", "first-start") as page:
-            sign_in(page, "demo", "prunelab-demo")
+            password = (tmp_path / "demo-login.txt").read_text().split("password: ")[1].strip()
+            assert (tmp_path / "demo-login.txt").stat().st_mode & 0o077 == 0
+            assert f"password '{password}'" in output  # printed once, at the first start
+            sign_in(page, "demo", password)
             status = page.text_content("#demo-status")
             assert "Preparing the demo data: step" in status, status
             assert page.text_content("nav a[title=teams]") == "demo"

@@ -20,6 +20,30 @@ class DemoStatusTestCase(BaseTestCase):
         self.demo = get_user_model().objects.get(username="demo")
         self.client.force_login(self.demo)
 
+    def test_the_demo_login_is_an_ordinary_account_with_a_random_password_made_once(self):
+        from pathlib import Path
+
+        from django.conf import settings
+
+        kept = Path(settings.VAR_DIR) / "demo-login.txt"
+        password = kept.read_text().split("password: ")[1].strip()
+        assert len(password) >= 16 and kept.stat().st_mode & 0o777 == 0o600
+        assert self.demo.check_password(password) and not (self.demo.is_staff or self.demo.is_superuser)
+        out = io.StringIO()
+        call_command("ensure_demo_user", stdout=out)  # a second start: nothing reset, nothing printed
+        assert get_user_model().objects.get(username="demo").check_password(password)
+        assert password not in out.getvalue()
+
+    def test_an_earlier_versions_published_superuser_login_is_demoted_and_given_a_new_password(self):
+        self.demo.set_password("prunelab-demo")
+        self.demo.is_staff = self.demo.is_superuser = True
+        self.demo.save()
+        out = io.StringIO()
+        call_command("ensure_demo_user", stdout=out)
+        demo = get_user_model().objects.get(username="demo")
+        assert not demo.check_password("prunelab-demo") and not (demo.is_staff or demo.is_superuser)
+        assert "given a new password" in out.getvalue()
+
     def test_the_demo_user_has_a_team_before_any_data_exists(self):
         assert Team.objects.get(name="demo").membership_set.get(user=self.demo).is_admin
         page = self.client.get("/experiments/")
