@@ -83,3 +83,18 @@ class SecurityTestCase(BaseTestCase):
             for url, form in (("/badnets/", badnet), ("/datasets/", dataset), ("/classify/", image)):
                 assert self.client.post(url, form).status_code == 400, (url, raw[:8])
         assert (BadNet.objects.count(), Dataset.objects.count()) == before
+
+
+class AdminTokenTestCase(BaseTestCase):
+    def test_the_admin_lists_api_tokens_by_prefix_and_prints_no_key_anywhere(self):
+        from django.contrib.auth import get_user_model
+        from rest_framework.authtoken.models import Token
+
+        key = Token.objects.create(user=self.alice).key
+        staff = get_user_model().objects.create_superuser("root", password="password-root")
+        self.client.force_login(staff)
+        listing = self.client.get("/admin/authtoken/tokenproxy/")
+        assert listing.status_code == 200 and f"{key[:4]}…" in listing.content.decode()
+        assert key not in listing.content.decode()
+        assert self.client.get(f"/admin/authtoken/tokenproxy/{key}/change/").status_code in (302, 403, 404)
+        assert key not in self.client.get(f"/admin/authtoken/tokenproxy/{key}/change/", follow=True).content.decode()

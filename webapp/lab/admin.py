@@ -1,4 +1,5 @@
 from django.contrib import admin
+from rest_framework.authtoken.models import TokenProxy
 
 from webapp.lab import models
 
@@ -10,3 +11,33 @@ admin.site.register(models.Experiment, list_display=["name", "team", "badnet", "
 admin.site.register(models.Run, list_display=["pk", "kind", "status", "progress", "attempts", "worker", "created"])
 # unfinished uploads; deleting a row here leaves its file to `manage.py expire_uploads`
 admin.site.register(models.Upload, list_display=["filename", "owner", "team", "kind", "offset", "length", "updated"])
+
+
+class TokenPrefixAdmin(admin.ModelAdmin):
+    """API tokens by owner and the first characters only. A token's key is its primary key, so Django's own
+    pages (links, the delete checkboxes) would print it: whoever reads the admin could act as any user. No
+    links, no actions, nothing to add or change; a user replaces their own token on its page."""
+
+    list_display = ["prefix", "user", "created"]
+    list_display_links = None
+    actions = None
+
+    @admin.display(description="token")
+    def prefix(self, token: TokenProxy) -> str:
+        return f"{token.key[:4]}…"
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return obj is None and super().has_view_permission(request)  # the list, never one token's page
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+admin.site.unregister(TokenProxy)
+admin.site.register(TokenProxy, TokenPrefixAdmin)
