@@ -108,6 +108,22 @@ class LeaderboardTestCase(BaseTestCase):
         assert page.index('data-method="ft-sam"') < page.index('data-method="anp"') < page.index('data-method="nad"')
         assert "no point selected" in page and 'data-finished="true"' in page
 
+    def test_a_defense_still_running_is_neither_ranked_nor_offered_and_says_how_far_it_is(self):
+        board = self.start()
+        queued = {row["method"].name: row["state"] for row in leaderboard_rows(board)}
+        assert queued["fine-prune"] == "queued: 0 of 100 units spent" and queued["anp"].startswith("queued: 0 of ")
+        self.finish_board(board)
+        anp = board.experiments.get(space__defense="anp")
+        runs = list(anp.own_runs().order_by("pk"))
+        Run.objects.filter(pk=runs[0].pk).update(status=Run.RUNNING)  # one of its runs is still going
+        row = next(r for r in leaderboard_rows(board) if r["method"].name == "anp")
+        said = f"running: {len(runs) - 1} of {len(runs)} run{'s' if len(runs) != 1 else ''} done"
+        assert row["best"] is None and row["state"] == said
+        page = self.client.get(f"/leaderboards/{board.pk}/").content.decode()
+        anp_row = page[page.index('data-method="anp"') :].split("</tr>")[0]
+        assert said in anp_row and "Compose" not in anp_row
+        assert 'data-finished="false"' in page
+
     def test_a_budget_that_buys_no_first_rung_of_some_defense_is_refused_naming_them(self):
         t = self.template
         form = {"valid": t.valid.pk, "test": t.test.pk, "poisoned": [d.pk for d in t.poisoned.all()], "budget": 12}

@@ -179,12 +179,20 @@ def run_rows(run: Run) -> list[dict]:
     return rows
 
 
-def experiment_summary_state(experiment: Experiment, runs: list[Run]) -> str:
-    """An unfinished experiment's state in a word: a search's own (queued, running); else running when a run
-    is, queued when they all wait."""
+STATE_KEYS = (("status", "queued"), ("spent", 0), ("budget", 0))
+
+
+def unfinished_words(experiment: Experiment, runs: list[Run]) -> str:
+    """Where an unfinished experiment stands, from its runs' real status: "running: 3 of 7 runs done", "queued:
+    0 of 7 runs done", or a search's "running: 40 of 100 units spent"."""
     if experiment.is_search:
-        return experiment.search.get("status", "queued")
-    return Run.RUNNING if any(run.status == Run.RUNNING for run in runs) else Run.QUEUED
+        search = experiment.search
+        return (
+            f"{search.get('status', 'queued')}: {search.get('spent', 0):g} of {search.get('budget', 0):g} units spent"
+        )
+    state = Run.RUNNING if any(run.status == Run.RUNNING for run in runs) else Run.QUEUED
+    done = sum(run.status == Run.DONE for run in runs)
+    return f"{state}: {done} of {len(runs)} run{'s' if len(runs) != 1 else ''} done"
 
 
 def experiment_summary(experiment: Experiment) -> dict:
@@ -281,6 +289,9 @@ def leaderboard_rows(board) -> list[dict]:
             selection = experiment_selection(experiment, points)
             chosen, rule = selection.best, selection.rule
         runs = list(experiment.own_runs())
+        finished = experiment.is_finished()
+        if not finished:  # nothing is ranked or offered for composing before its sweep or search has ended
+            chosen = None
         seconds = sum((r.finished_at - r.started_at).total_seconds() for r in runs if r.started_at and r.finished_at)
         units = sum(job_kind(r.kind).cost(r.config, experiment.valid.count) for r in runs)
         if experiment.is_search:
@@ -294,8 +305,8 @@ def leaderboard_rows(board) -> list[dict]:
                 "rule": rule,
                 "seconds": seconds,
                 "epoch_units": units,
-                "finished": experiment.is_finished(),
-                "state": experiment_summary_state(experiment, runs),
+                "finished": finished,
+                "state": unfinished_words(experiment, runs),
                 "how": explored(experiment),
                 "failed": sum(r.status == Run.FAILED for r in runs),
                 "before": before,
