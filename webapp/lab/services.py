@@ -350,12 +350,36 @@ def create_experiment(team, user, data: dict) -> Experiment:
     return experiment
 
 
+def same_leaderboard(badnet: BadNet, data: dict) -> Leaderboard | None:
+    """The BadNet's leaderboard on the same sets, floor, held-out share, budget, seed and queue, if one exists."""
+    wanted = sorted(d.pk for d in data["poisoned"])
+    boards = Leaderboard.objects.filter(
+        badnet=badnet, max_ca_drop=data["max_ca_drop"], budget=data["budget"], seed=data["seed"]
+    )
+    for board in boards.order_by("-pk"):
+        first = board.experiments.order_by("pk").first()
+        if (
+            first is not None
+            and (first.valid_id, first.test_id, first.queue) == (data["valid"].pk, data["test"].pk, data["queue"])
+            and first.holdout == data["holdout"]
+            and sorted(first.poisoned.values_list("pk", flat=True)) == wanted
+        ):
+            return board
+    return None
+
+
 @transaction.atomic
-def start_leaderboard(team, user, data: dict) -> Leaderboard:
+def start_leaderboard(team, user, data: dict) -> tuple[Leaderboard, bool]:
     """One experiment per registered defense on the BadNet and sets of `data` (a valid LeaderboardForm's),
     queued at once: a search within the board's budget for every training defense (the same budget for each),
     the defense's small sweep (defenses.methods `sweep`) for the others. Every experiment holds out the same
-    part of the clean validation set, so the ranking compares like with like."""
+    part of the clean validation set, so the ranking compares like with like. Returns the board and whether it
+    is new: the same board asked again (a second click, six POSTs at once) is the one that exists. The BadNet's
+    row is locked first (SQLite's IMMEDIATE transactions do the same), so the check and the insert are one."""
+    BadNet.objects.select_for_update().filter(pk=data["badnet"].pk).first()
+    same = same_leaderboard(data["badnet"], data)
+    if same is not None:
+        return same, False
     board = Leaderboard.objects.create(
         team=team,
         owner=user,
@@ -382,4 +406,4 @@ def start_leaderboard(team, user, data: dict) -> Leaderboard:
         )
         experiment.poisoned.set(data["poisoned"])
         submit(experiment)
-    return board
+    return board, True

@@ -15,7 +15,7 @@ from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.forms import LeaderboardForm, row_id
 from webapp.lab.models import BadNet, Dataset, GoodNet, Leaderboard, Run
 from webapp.lab.results import leaderboard_rows, point_words
-from webapp.lab.services import start_leaderboard
+from webapp.lab.services import same_leaderboard, start_leaderboard
 
 
 @team_required
@@ -25,34 +25,15 @@ def new_leaderboard(request, pk: int):
     badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
     form = LeaderboardForm(badnet, request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        same = same_leaderboard(badnet, form.cleaned_data)
-        if same is not None:  # a second click, or a reload of the POST: the board that exists, not a copy
+        board, started = start_leaderboard(badnet.team, request.user, form.cleaned_data)
+        if started:
+            messages.success(request, f"{board.experiments.count()} defenses queued on {badnet.name}.")
+        else:  # a second click, a reload of the POST, or the same POST at once: the board that exists, not a copy
             messages.info(request, "This leaderboard exists already (same sets, floor and budget); here it is.")
-            return redirect("leaderboard", same.pk)
-        board = start_leaderboard(badnet.team, request.user, form.cleaned_data)
-        messages.success(request, f"{board.experiments.count()} defenses queued on {badnet.name}.")
         return redirect("leaderboard", board.pk)
     boards = Leaderboard.objects.filter(badnet=badnet).order_by("-created")
     context = {"badnet": badnet, "form": form, "boards": boards}
     return render(request, "lab/leaderboard_new.html", context, status=400 if form.errors else 200)
-
-
-def same_leaderboard(badnet: BadNet, data: dict) -> Leaderboard | None:
-    """The BadNet's leaderboard on the same sets, floor, held-out share, budget, seed and queue, if one exists."""
-    wanted = sorted(d.pk for d in data["poisoned"])
-    boards = Leaderboard.objects.filter(
-        badnet=badnet, max_ca_drop=data["max_ca_drop"], budget=data["budget"], seed=data["seed"]
-    )
-    for board in boards.order_by("-pk"):
-        first = board.experiments.order_by("pk").first()
-        if (
-            first is not None
-            and (first.valid_id, first.test_id, first.queue) == (data["valid"].pk, data["test"].pk, data["queue"])
-            and first.holdout == data["holdout"]
-            and sorted(first.poisoned.values_list("pk", flat=True)) == wanted
-        ):
-            return board
-    return None
 
 
 def board_context(board: Leaderboard) -> dict:
