@@ -117,6 +117,21 @@ class GoodNetTestCase(BaseTestCase):
             response = self.client.post("/classify/", {"network": network, "images": [upload]})
             assert response.status_code == 400 and message in html.unescape(response.content.decode()), message
 
+    def test_a_badnet_larger_than_the_web_cache_is_refused_before_it_is_loaded(self):
+        from django.test import override_settings
+
+        from webapp.lab import inference
+
+        params = self.bad.report["params"]
+        inference.MODELS.entries.clear()  # other tests of this process may have cached it
+        with override_settings(WEB_MODEL_CACHE_WEIGHTS=params - 1):
+            response = self.client.post(
+                "/classify/", {"network": f"badnet-{self.bad.pk}", "images": [image_upload("cl_0_label=43.png")]}
+            )
+        text = html.unescape(response.content.decode())
+        assert response.status_code == 400 and f"sunglasses has {params:,} weights, more than the web" in text
+        assert not inference.MODELS.entries  # nothing was loaded for it
+
     def test_samples_from_a_stored_dataset_can_be_classified(self):
         folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
         pixels = np.stack([np.asarray(Image.open(IMAGES / "cl_0_label=43.png"), np.float32)] * 2)

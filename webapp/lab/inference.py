@@ -59,11 +59,28 @@ def _cached_model(path: str, sha256: str, arch: str | None):
     return MODELS.get(path, sha256, arch)
 
 
+def fit_for_the_web(badnet: BadNet) -> None:
+    """Refuse, before anything is loaded, a network larger than the web process's whole cache budget: loading
+    it per request let 8 parallel image tests on a 61 M-weight BadNet take the web server to 7.8 GB."""
+    params = int(badnet.report.get("params") or 0)
+    if params > settings.WEB_MODEL_CACHE_WEIGHTS:
+        from defenses.modelcheck import ModelRefused
+
+        raise ModelRefused(
+            f"{badnet.name} has {params:,} weights, more than the web server may hold "
+            f"({settings.WEB_MODEL_CACHE_WEIGHTS:,}), so its image test is not run here. Test its images with "
+            "the GoodNet bundle's eval.py on your own machine, or ask an operator to raise "
+            "PRUNELAB_WEB_MODEL_CACHE_WEIGHTS."
+        )
+
+
 def badnet_model(badnet: BadNet):
+    fit_for_the_web(badnet)
     return _cached_model(badnet.file.path, badnet.sha256, badnet.arch or None)[0]
 
 
 def repaired_model(goodnet: GoodNet):
+    fit_for_the_web(goodnet.badnet)  # the repaired network is the BadNet's architecture, pruned
     return _cached_model(str(goodnet.repaired_path), goodnet.sha256, None)[0]
 
 
