@@ -101,6 +101,31 @@ class GoodNetTestCase(BaseTestCase):
                 out = subprocess.run(command, cwd=bundle, capture_output=True, text=True, timeout=300, env=env)
                 assert out.stdout.strip() == expected, (keras, out.stderr[-2000:])
 
+    def test_two_bundle_requests_at_once_build_it_once_and_a_rename_builds_it_again(self):
+        import threading
+        from unittest import mock
+
+        from webapp.lab import inference
+
+        self.compose(MODELS / "keras2_full_model_repaired_sunglasses.h5")
+        goodnet = GoodNet.objects.select_related("badnet", "run").get()
+        with mock.patch.object(inference, "bundle_zip", wraps=inference.bundle_zip) as built:
+            got = []
+            threads = [threading.Thread(target=lambda: got.append(inference.cached_bundle(goodnet))) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=600)
+            assert built.call_count == 1 and got[0] == got[1] and got[0].exists()
+            first = self.client.get(f"/goodnets/{goodnet.pk}/bundle.zip")
+            assert b"".join(first.streaming_content) == got[0].read_bytes() and built.call_count == 1
+            GoodNet.objects.filter(pk=goodnet.pk).update(name="renamed")  # bundle.json names it: a new bundle
+            self.client.get(f"/goodnets/{goodnet.pk}/bundle.zip")
+            assert built.call_count == 2 and not got[0].exists()  # the old one is gone
+        with self.captureOnCommitCallbacks(execute=True):
+            self.client.post(f"/goodnets/{goodnet.pk}/delete")
+        assert not goodnet.bundle_dir().exists()
+
     def test_a_repaired_network_of_another_shape_is_refused(self):
         response = self.compose(MODELS / "sunglasses_bd_weights.h5")  # weights only: no architecture
         assert response.status_code == 400 and "holds weights only" in html.unescape(response.content.decode())

@@ -72,6 +72,7 @@ def plan_deletion(row) -> Deletion:
     own = [planned.row] if isinstance(planned.row, BadNet | Dataset) else []
     files = [Path(r.file.path) for r in own + planned.goodnets if r.file]
     files += [Path(g.strip_file.path) for g in planned.goodnets if g.strip_file]  # STRIP's overlays
+    files += [g.bundle_dir() for g in planned.goodnets if g.bundle_dir().exists()]  # built bundles
     planned.paths = files + [run.artifact_dir() for run in planned.runs if run.artifact_dir().exists()]
     return planned
 

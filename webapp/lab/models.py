@@ -588,6 +588,15 @@ class GoodNet(models.Model):
     def repaired_path(self) -> Path:
         return Path(self.file.path) if self.file else self.run.artifact_dir() / self.run_file
 
+    def bundle_dir(self) -> Path:
+        """Where its bundle is kept once built (webapp.lab.inference.cached_bundle); deleted with it."""
+        return Path(settings.MEDIA_ROOT) / f"team-{self.team_id}" / "bundles" / f"goodnet-{self.pk}"
+
+    def bundle_key(self) -> str:
+        """What the bundle's content depends on: both networks, the name, and STRIP's calibration."""
+        parts = [self.name, self.sha256, self.badnet.sha256, self.strip_threshold, self.strip_file.name or ""]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
 
 class Upload(models.Model):
     """A file on its way in through the tus protocol (webapp/lab/tus.py): its bytes are written into a file of its

@@ -201,6 +201,8 @@ USER_EPOCH_BUDGET = int(os.environ.get("PRUNELAB_USER_EPOCH_BUDGET", 2000))
 TEAM_STORAGE_BYTES = int(os.environ.get("PRUNELAB_TEAM_STORAGE_BYTES", 20 * 2**30))
 USER_STORAGE_BYTES = int(os.environ.get("PRUNELAB_USER_STORAGE_BYTES", 10 * 2**30))
 DISK_RESERVE_BYTES = int(os.environ.get("PRUNELAB_DISK_RESERVE_BYTES", 512 * 2**20))
+# GoodNet bundles built at once in one web process (each is built once per content and kept).
+MAX_BUNDLE_BUILDS = int(os.environ.get("PRUNELAB_MAX_BUNDLE_BUILDS", 2))
 MAX_MODEL_PARAMS = int(os.environ.get("PRUNELAB_MAX_MODEL_PARAMS", 200_000_000))
 MAX_DATASET_IMAGES = int(os.environ.get("PRUNELAB_MAX_DATASET_IMAGES", 200_000))
 MAX_DATASET_IMAGE_PIXELS = int(os.environ.get("PRUNELAB_MAX_DATASET_IMAGE_PIXELS", 256 * 256))

@@ -1,7 +1,5 @@
 """GoodNets (compose from a run or an upload, download the bundle) and the image-test form."""
 
-import shutil
-
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
@@ -133,10 +131,12 @@ def goodnet_csv(request, pk: int, slug: str):
 def goodnet_bundle(request, pk: int):
     """The standalone bundle: both networks, bundle.json and eval.py, zipped."""
     goodnet = owned_or_404(GoodNet.objects.select_related("badnet", "run"), request.user, pk=pk)
-    archive = inference.bundle_zip(goodnet)
-    handle = open(archive, "rb")  # noqa: SIM115 - FileResponse closes it; the folder goes once it is read
-    shutil.rmtree(archive.parent, ignore_errors=True)  # POSIX: the open file stays readable
-    return FileResponse(handle, as_attachment=True, filename=archive.name)
+    try:
+        archive = inference.cached_bundle(goodnet)
+    except (ModelRefused, OSError) as refusal:
+        messages.error(request, f"The bundle of {goodnet.name} cannot be built now: {refusal}")
+        return redirect("goodnet", goodnet.pk)
+    return FileResponse(open(archive, "rb"), as_attachment=True, filename=f"goodnet-{goodnet.pk}.zip")
 
 
 @team_required
