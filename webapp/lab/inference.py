@@ -222,10 +222,13 @@ def run_network(run: Run, position: int | None = None) -> Path | None:
 
 
 def keras2_export(run: Run, weights: bool = False) -> Path:
-    """The run's repaired network (of its last point) for the Keras 2 API, in a temporary folder the caller
-    removes: the full model (.h5), or with `weights` the weights of its BadNet's architecture preset. Raises
-    ValueError when the run keeps no network or (weights) its BadNet has no preset, and
+    """The run's repaired network (of its last point) for the Keras 2 API: the full model (.h5), or with
+    `weights` the weights of its BadNet's architecture preset. Written once and kept in the run's folder (two
+    requests at once write it once; it goes with the run). Raises ValueError when the run keeps no network or
+    (weights) its BadNet has no preset, ModelRefused when the network is too large for the web server, and
     defenses.export.ExportRefused when Keras 2 cannot express the network."""
+    import fcntl
+
     from defenses.export import save_keras2_model, save_keras2_weights
     from defenses.models import file_digest
 
@@ -234,15 +237,26 @@ def keras2_export(run: Run, weights: bool = False) -> Path:
         raise ValueError(f"Run {run.pk} keeps no repaired network: only finished repairs keep one.")
     if weights and not run.badnet.arch:
         raise ValueError(f"{run.badnet.name} has no architecture preset: download the full model instead.")
-    model = _cached_model(str(path), file_digest(path), None)[0]
-    scratch = Path(tempfile.mkdtemp(prefix="prunelab-keras2-"))
-    try:
-        if weights:
-            return save_keras2_weights(model, scratch / "repaired_net_keras2_weights.h5", run.badnet.arch)
-        return save_keras2_model(model, scratch / "repaired_net_keras2.h5")
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+    fit_for_the_web(run.badnet)
+    name = "repaired_net_keras2_weights.h5" if weights else "repaired_net_keras2.h5"
+    folder = path.parent / "exports"
+    folder.mkdir(exist_ok=True)
+    kept = folder / f"{path.stem}-{name}"  # per network file: a run may keep several (ANP's taus)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if kept.exists():
+            return kept
+        model = _cached_model(str(path), file_digest(path), None)[0]
+        partial = folder / f"partial-{name}"
+        try:
+            if weights:
+                save_keras2_weights(model, partial, run.badnet.arch)
+            else:
+                save_keras2_model(model, partial)
+            partial.replace(kept)
+        finally:
+            partial.unlink(missing_ok=True)
+    return kept
 
 
 def compose_from_run(run: Run, name: str, user, position: int | None = None) -> GoodNet:

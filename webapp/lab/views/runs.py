@@ -2,13 +2,12 @@
 repaired network to download (for Keras 3, and for Keras 2 as a full model and as preset weights) and a GoodNet
 to compose from it."""
 
-import shutil
-
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import render
 
 from defenses.export import ExportRefused
 from defenses.methods import JOB_KINDS, job_kind
+from defenses.modelcheck import ModelRefused
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, figures_payload, run_curve
 from webapp.lab.inference import keras2_export, run_network
@@ -76,8 +75,9 @@ def run_repaired_keras2(request, pk: int, weights: bool = False):
     except ExportRefused as refusal:
         message = f"{refusal} Download the Keras 3 file instead."
         return HttpResponse(message, status=409, content_type="text/plain; charset=utf-8")
+    except ModelRefused as refusal:
+        return HttpResponse(str(refusal), status=409, content_type="text/plain; charset=utf-8")
     except ValueError as missing:
         raise Http404(str(missing)) from None
-    handle = open(path, "rb")  # noqa: SIM115 - FileResponse closes it; the folder goes once it is open
-    shutil.rmtree(path.parent, ignore_errors=True)  # POSIX: the open file stays readable
-    return FileResponse(handle, as_attachment=True, filename=f"run-{run.pk}-{path.name}")
+    name = "repaired_net_keras2_weights.h5" if weights else "repaired_net_keras2.h5"
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=f"run-{run.pk}-{name}")
