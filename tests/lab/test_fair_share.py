@@ -82,6 +82,20 @@ def test_a_redelivery_resumes_its_dead_run_and_other_turns_never_take_a_live_one
 
 
 @pytest.mark.django_db
+def test_cancelling_1000_queued_runs_ends_them_in_two_statements_and_their_turns_find_nothing(
+    files, django_assert_max_num_queries
+):
+    team, user = team_with_user()
+    experiment = experiment_row(team, user, files, ONE_EPOCH)
+    runs = queued_copies(submit(experiment, enqueue=False)[0], 1000)
+    experiment.runs.add(*runs)
+    with django_assert_max_num_queries(5):  # not a statement, a message or a worker child per run
+        assert cancel(experiment) == 1001
+    assert set(Run.objects.values_list("status", flat=True)) == {Run.CANCELLED}
+    assert take_turn(runs[0]) is None  # their messages are turns with nothing left to serve
+
+
+@pytest.mark.django_db
 def test_cancelled_runs_runs_without_a_message_and_other_queues_are_not_in_line(files):
     team, user = team_with_user()
     runs = queued_copies(submit(experiment_row(team, user, files, ONE_EPOCH), enqueue=False)[0], 4)
