@@ -1,6 +1,12 @@
-"""Load: 20 concurrent API clients on loopback while a study runs on the worker, against the same study alone.
+"""Load: 20 concurrent API clients on loopback while a study runs on the worker, against the same study alone;
+and (--scenario fairness) one team's flood of queued runs against another team's single run.
 
     .venv/bin/python -m bench.load [--clients 20] [--seconds 120]
+    .venv/bin/python -m bench.load --scenario fairness [--flood 24]
+
+Fairness: team A queues --flood one-epoch runs; once its first has started, team B queues one run. Prints how
+long B's run waited and how many of A's started before it, beside A's queue length then and what first in,
+first out would have made B wait (A's queue times A's measured mean run time), then cancels A's rest.
 
 Starts its own Redis, one Celery worker and gunicorn with docker/gunicorn.conf.py (3 sync workers), on a fresh
 SQLite database in var/bench-load/. Data: the real sunglasses BadNet and small synthetic 55x47 sets. The
@@ -94,6 +100,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--scenario", choices=["load", "fairness"], default="load")
+    parser.add_argument("--flood", type=int, default=24, help="fairness: team A's queued runs")
     args = parser.parse_args()
     shutil.rmtree(VAR, ignore_errors=True)
     VAR.mkdir(parents=True)
@@ -135,18 +143,42 @@ def main() -> None:
     test = add_dataset(team, user, paths["test"], "test", Dataset.CLEAN_TEST)
     poisoned = add_dataset(team, user, paths["poisoned"], "sunglasses", Dataset.POISONED_TEST, "sunglasses", 0)
 
-    def study(seed: int) -> Experiment:
+    def study(seed: int, space: dict | None = None, rows=(team, user, badnet, valid, test, poisoned)) -> Experiment:
+        owner_team, owner, network, clean_valid, clean_test, poisoned_test = rows
         experiment = Experiment.objects.create(
-            team=team,
-            owner=user,
+            team=owner_team,
+            owner=owner,
             name=f"seed {seed}",
-            badnet=badnet,
-            valid=valid,
-            test=test,
-            space={"thresholds": [0.5, 1.0], "learning_rates": [0.001], "epochs": [10], "seed": seed},
+            badnet=network,
+            valid=clean_valid,
+            test=clean_test,
+            space=space or {"thresholds": [0.5, 1.0], "learning_rates": [0.001], "epochs": [10], "seed": seed},
         )
-        experiment.poisoned.add(poisoned)
+        experiment.poisoned.add(poisoned_test)
         return experiment
+
+    if args.scenario == "fairness":
+        other = get_user_model().objects.create_user("bench-b")
+        team_b = Team.objects.create(name="bench-b")
+        Membership.objects.create(user=other, team=team_b, is_admin=True)
+        rows_b = (
+            team_b,
+            other,
+            add_badnet(team_b, other, FIXTURES / "models" / "sunglasses_bd_weights.h5", "sunglasses", "deepid-csaw"),
+            add_dataset(team_b, other, paths["valid"], "valid", Dataset.CLEAN_VALID),
+            add_dataset(team_b, other, paths["test"], "test", Dataset.CLEAN_TEST),
+            add_dataset(team_b, other, paths["poisoned"], "sunglasses", Dataset.POISONED_TEST, "sunglasses", 0),
+        )
+        worker = subprocess.Popen(
+            worker_command("cpu", "bench-fair@%h", "WARNING"), cwd=ROOT, env=os.environ, start_new_session=True
+        )
+        try:
+            fairness(study, rows_b, args.flood)
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(60)
+            redis.stop()
+        return
 
     def run_study(experiment: Experiment) -> float:
         started = time.perf_counter()
@@ -217,6 +249,37 @@ def main() -> None:
             child.wait(60)
         redis.stop()
     report(log, window, args.clients, alone, loaded)
+
+
+def fairness(study, rows_b: tuple, flood: int) -> None:
+    """Team A's flood, then team B's one run, on one worker: B's wait against A's queue (see the docstring)."""
+    from django.utils import timezone
+
+    from webapp.lab.models import Run
+    from webapp.lab.services import cancel, submit
+
+    one_epoch = {"learning_rates": [0.001], "epochs": [1], "seed": 0}
+    flood_study = study(1, one_epoch | {"thresholds": [round(0.05 * n, 2) for n in range(1, flood + 1)]})
+    a_runs = [run.pk for run in submit(flood_study)]
+    wait_until(lambda: Run.objects.filter(pk__in=a_runs, status=Run.DONE).exists(), 900, "team A's first run")
+    queued_then = Run.objects.filter(pk__in=a_runs, status=Run.QUEUED).count()
+    asked = timezone.now()
+    b_run = submit(study(2, one_epoch | {"thresholds": [1.0]}, rows_b))[0]
+    wait_until(lambda: Run.objects.get(pk=b_run.pk).status == Run.DONE, 900, "team B's run")
+    b = Run.objects.get(pk=b_run.pk)
+    cancel(flood_study)
+    ahead = Run.objects.filter(pk__in=a_runs, started_at__gte=asked, started_at__lt=b.started_at).count()
+    done = Run.objects.filter(pk__in=a_runs, status=Run.DONE).exclude(started_at=None).exclude(finished_at=None)
+    durations = [(r.finished_at - r.started_at).total_seconds() for r in done]
+    mean = statistics.mean(durations)
+    waited = (b.started_at - asked).total_seconds()
+    fifo = queued_then * mean
+    print(f"one worker on {os.cpu_count()} cores; team A queued {flood} one-epoch runs of the real sunglasses BadNet")
+    print(
+        f"  team B's one run waited {waited:.1f} s ({ahead} of team A's runs started before it) while team A had "
+        f"{queued_then} queued; first in, first out would have made it wait for all {queued_then}: about "
+        f"{fifo:.0f} s ({queued_then} x {mean:.1f} s, A's mean run), {fifo / waited:.0f}x longer"
+    )
 
 
 def _alive(base: str) -> bool:

@@ -98,3 +98,12 @@ class AdminTokenTestCase(BaseTestCase):
         assert key not in listing.content.decode()
         assert self.client.get(f"/admin/authtoken/tokenproxy/{key}/change/").status_code in (302, 403, 404)
         assert key not in self.client.get(f"/admin/authtoken/tokenproxy/{key}/change/", follow=True).content.decode()
+
+
+class ContentSecurityPolicyTestCase(BaseTestCase):
+    def test_every_page_allows_scripts_from_this_server_only(self):
+        self.client.force_login(self.alice)
+        for path in ("/", "/experiments/", "/badnets/", "/classify/"):
+            policy = self.client.get(path)["Content-Security-Policy"]
+            assert "script-src 'self';" in policy and "object-src 'none'" in policy, path
+            assert "unsafe-eval" not in policy and "frame-ancestors 'none'" in policy
