@@ -3,6 +3,7 @@ user asks for a fine-pruning search within a small budget on the preview, watche
 reads what the choice was read on (held-out images) beside the trials, their runs and the search's charts."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -53,5 +54,9 @@ def test_a_search_runs_live_and_says_what_was_held_out(page, celery_worker, tmp_
     assert trials.count() == len(experiment.search["trials"]) >= 2
     first_run = trials.first.locator("a").first
     assert first_run.get_attribute("href").startswith("/runs/")
+    with page.expect_download() as download:  # a vector figure, drawn by plotly.js in the page
+        page.click("#chart-search >> xpath=.. >> .download-svg")
+    svg = Path(download.value.path()).read_text()
+    assert svg.startswith("<svg") and "</svg>" in svg and download.value.suggested_filename == "search.svg"
     spent = page.evaluate("() => document.getElementById('chart-search').data[0].x")
     assert spent[-1] == experiment.search["spent"] <= 12

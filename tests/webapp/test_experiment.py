@@ -170,8 +170,10 @@ class ExperimentPageTestCase(BaseTestCase):
         assert ca_line["x"] == [0.5, 1.0] and ca_line["y"] == [88.0, 83.0]
         assert charts["vs-lr"]["figure"]["layout"]["xaxis"]["type"] == "log"
         heat = charts["grid"]["figure"]["data"][0]
-        # best score per (T, LR) cell: at 2 epochs, (CA + 100 - ASR) / 2
-        assert heat["z"] == [[(88 + 100 - 38) / 2, (88 + 100 - 20) / 2], [(83 + 100 - 38) / 2, (83 + 100 - 20) / 2]]
+        # coloured by what the choice reads: without poisoned validation sets, validation accuracy (90 - epoch),
+        # best at 1 epoch in every cell; the test score (CA + 100 - ASR) / 2 of that point beside it
+        assert heat["z"] == [[89.0, 89.0], [89.0, 89.0]]
+        assert heat["text"][0][0] == f"89.0 (1 ep, test {(89 + 100 - 58) / 2:.1f})"
 
     def test_the_best_cell_is_chosen_on_validation_data_only(self):
         experiment = self.experiment(GRID, with_poisoned_valid=True)

@@ -148,26 +148,27 @@ def versus(rows: list[dict], parameter: Column, triggers: list[str], columns: tu
 
 
 def score_grid(rows: list[dict], selection, spec: Grid, columns: tuple[Column, ...]) -> Chart | None:
-    """Two columns (e.g. LR across, T up) as a heatmap of the seed's score (the best test score over the
-    other columns' values in each cell), the selected point's cell outlined so that its number stays
+    """Two columns (e.g. LR across, T up) as a heatmap of the selection score, what the choice reads (in each
+    cell the best over the other columns' values; the test score beside it in the cell's text), so the
+    brightest cell within the floor is the selected one, which is outlined so that its number stays
     readable."""
     x_col, y_col = (next(c for c in columns if c.name == name) for name in (spec.x, spec.y))
     rest = [c for c in columns if c.name not in (spec.x, spec.y)]
-    done = [r for r in rows if r["score"] is not None]
+    done = [r for r in rows if r["score"] is not None and r.get("selection") is not None]
     ys, xs = sorted({r[y_col.name] for r in done}), sorted({r[x_col.name] for r in done})
     if len(ys) < 2 or len(xs) < 2:
         return None
     cells = {}
     for row in done:
         key = (row[y_col.name], row[x_col.name])
-        if key not in cells or row["score"] > cells[key]["score"]:
+        if key not in cells or row["selection"] > cells[key]["selection"]:
             cells[key] = row
 
     def cell_text(row: dict) -> str:
-        where = ", ".join(label(c, row[c.name]) for c in rest)
-        return f"{row['score']:.1f} ({where})" if where else f"{row['score']:.1f}"
+        where = ", ".join([label(c, row[c.name]) for c in rest] + [f"test {row['score']:.1f}"])
+        return f"{row['selection']:.1f} ({where})"
 
-    z = [[cells[(y, x)]["score"] if (y, x) in cells else None for x in xs] for y in ys]
+    z = [[cells[(y, x)]["selection"] if (y, x) in cells else None for x in xs] for y in ys]
     text = [[cell_text(cells[(y, x)]) if (y, x) in cells else "" for x in xs] for y in ys]
     heatmap = go.Heatmap(
         z=z,
@@ -177,7 +178,7 @@ def score_grid(rows: list[dict], selection, spec: Grid, columns: tuple[Column, .
         texttemplate="%{text}",
         textfont={"size": 13},
         colorscale="Viridis",
-        colorbar={"title": {"text": "score"}},
+        colorbar={"title": {"text": "selection score"}},
     )
     figure = go.Figure(heatmap)
     best = selection.best
@@ -190,7 +191,7 @@ def score_grid(rows: list[dict], selection, spec: Grid, columns: tuple[Column, .
             x1=column + 0.5,
             y0=row - 0.5,
             y1=row + 0.5,
-            line={"color": "white", "width": 4},
+            line={"color": "#e4572e", "width": 5},
         )
         figure.add_scatter(
             x=[heatmap.x[column]],
@@ -205,7 +206,8 @@ def score_grid(rows: list[dict], selection, spec: Grid, columns: tuple[Column, .
     else:
         note = f"No point is selected: {selection.rule}."
     title = (
-        f"Score (CA + 100 - mean ASR) / 2 over the {y_col.label} x {x_col.label} grid (best test score in each cell)"
+        f"Selection score (held-out CA + 100 - validation ASR) / 2 over the {y_col.label} x {x_col.label} grid "
+        "(best in each cell; the test score beside it)"
     )
     figure.update_layout(**layout(title, x_col.label, y_col.label))
     figure.update_layout(legend={"orientation": "h", "y": -0.25, "itemsizing": "constant"})

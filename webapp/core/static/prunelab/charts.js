@@ -18,6 +18,18 @@ function chartBox(container, slug, chart) {
   plot = document.createElement("div");
   plot.className = "chart";
   plot.id = "chart-" + slug;
+  // Vector figures for a paper, drawn here by plotly.js itself: nothing leaves this server.
+  for (const format of ["svg", "png"]) {
+    const link = document.createElement("a");
+    link.href = "#";
+    link.className = "download-" + format;
+    link.textContent = format.toUpperCase();
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      Plotly.downloadImage(plot, {format: format, filename: slug, width: 1000, height: 600});
+    });
+    tools.appendChild(link);
+  }
   const note = document.createElement("p");
   note.className = "muted note";
   box.append(tools, plot, note);
@@ -29,7 +41,8 @@ function drawCharts(container, charts) {
   for (const [slug, chart] of Object.entries(charts)) {
     const plot = chartBox(container, slug, chart);
     plot.parentElement.querySelector(".note").textContent = chart.note || "";
-    Plotly.react(plot, chart.figure.data, chart.figure.layout, {responsive: true, displaylogo: false});
+    const config = {responsive: true, displaylogo: false, showSendToCloud: false, showEditInChartStudio: false};
+    Plotly.react(plot, chart.figure.data, chart.figure.layout, config);
     plot.dataset.drawn = "true";
   }
   // A page may name a note to show while there is nothing to draw (an experiment of one point has no chart).
