@@ -132,7 +132,10 @@ or TensorFlow 2.x's own tf.keras up to 2.15) reads the *_keras2.h5 files. README
 Usage: python eval.py IMAGE   -> prints one class in [0, N]; N means "this input is poisoned" (the two networks
 disagree, or, in a bundle with STRIP, the entropy of the BadNet over blends with clean images is under the
 threshold in bundle.json).
-An image that cannot be read (missing, not a PNG or JPEG, truncated) is one line on stderr and exit code 2.
+       python eval.py IMAGE IMAGE ... | FOLDER ...   -> one line per image, "path<TAB>class" (a folder's PNG and
+JPEG files in name order).
+An image that cannot be read (missing, not a PNG or JPEG, truncated) is one line on stderr and exit code 2; the
+other images are still answered.
 """
 
 import importlib
@@ -188,17 +191,24 @@ def refuse(image_path: str, reason: str) -> int:
     return 2
 
 
-def main(image_path: str) -> int:
-    bundle = json.loads((HERE / "bundle.json").read_text())
-    height, width = bundle["input_shape"][:2]
-    if not Path(image_path).is_file():
-        return refuse(image_path, "no such file")
-    try:  # the image is read before the networks, so a wrong path or a text file is answered at once
-        image = load_image(image_path, (height, width))
-    except DataError as refusal:
-        return refuse(image_path, str(refusal))
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_paths(arguments: list[str]) -> list[str]:
+    # files as given; a folder's PNG and JPEG files in name order
+    paths = []
+    for argument in arguments:
+        folder = Path(argument)
+        if folder.is_dir():
+            paths += sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        else:
+            paths.append(argument)
+    return paths
+
+
+def labels_of(bundle: dict, images: list) -> list[int]:
     bad, repaired = load_networks(bundle)
-    pixels = scale_pixels(image.pixels[None], bundle["divisor"])
+    pixels = scale_pixels(np.stack([image.pixels for image in images]), bundle["divisor"])
     flagged = None
     if "strip" in bundle:  # STRIP on the BadNet: a low entropy over blends with clean images is poisoned too
         overlays = np.load(HERE / "strip_overlays.npy", allow_pickle=False)
@@ -206,16 +216,40 @@ def main(image_path: str) -> int:
         def predict(blends):
             return np.asarray(bad.predict_on_batch(scale_pixels(blends, bundle["divisor"])))
 
-        flagged = np.array([strip_entropy(predict, image.pixels, overlays) < bundle["strip"]["threshold"]])
+        threshold = bundle["strip"]["threshold"]
+        flagged = np.array([strip_entropy(predict, image.pixels, overlays) < threshold for image in images])
     bad_votes, repaired_votes = np.asarray(bad.predict_on_batch(pixels)), np.asarray(repaired.predict_on_batch(pixels))
-    print(int(goodnet_labels(bad_votes, repaired_votes, flagged)[0]))
-    return 0
+    return [int(label) for label in goodnet_labels(bad_votes, repaired_votes, flagged)]
+
+
+def main(arguments: list[str]) -> int:
+    bundle = json.loads((HERE / "bundle.json").read_text())
+    height, width = bundle["input_shape"][:2]
+    one = len(arguments) == 1 and not Path(arguments[0]).is_dir()  # the grader's form: the class alone
+    paths = image_paths(arguments)
+    if not paths:
+        return refuse(arguments[0], "no PNG or JPEG images in this folder")
+    read, refused = [], 0
+    for path in paths:  # images are read before the networks, so a wrong path or a text file is answered at once
+        if not Path(path).is_file():
+            refuse(path, "no such file")
+            refused += 1
+            continue
+        try:
+            read.append((path, load_image(path, (height, width))))
+        except DataError as refusal:
+            refuse(path, str(refusal))
+            refused += 1
+    if read:
+        for (path, _), label in zip(read, labels_of(bundle, [image for _, image in read]), strict=True):
+            print(label if one else f"{path}\t{label}")
+    return 2 if refused else 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python eval.py IMAGE")
-    sys.exit(main(sys.argv[1]))
+    if len(sys.argv) < 2:
+        sys.exit("usage: python eval.py IMAGE [IMAGE ...] | FOLDER")
+    sys.exit(main(sys.argv[1:]))
 """
 
 

@@ -34,6 +34,23 @@ def test_a_readable_image_gets_one_class(bundle, tmp_path):
     assert done.returncode == 0 and 0 <= int(done.stdout) <= 4  # TensorFlow logs on stderr; stdout is the class
 
 
+def test_many_images_or_a_folder_get_a_line_each_and_an_unreadable_one_does_not_stop_the_rest(bundle, tmp_path):
+    pixels = tiny_data(3)[0].astype("uint8")
+    for number, image in enumerate(pixels):
+        Image.fromarray(image).save(tmp_path / f"face{number}.png")
+    (tmp_path / "notes.txt").write_text("not a picture\n")  # not an image file name: a folder skips it
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n")
+    done = subprocess.run(
+        [sys.executable, "eval.py", str(tmp_path)], cwd=bundle, capture_output=True, text=True, timeout=300
+    )
+    lines = done.stdout.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(tmp_path / f"face{n}.png") for n in range(3)]
+    assert all(0 <= int(line.split("\t")[1]) <= 4 for line in lines)
+    assert done.returncode == 2 and "cut.png" in done.stderr and "Traceback" not in done.stderr
+    one = evaluate(bundle, tmp_path / "face1.png")  # the grader's form is unchanged: the class alone
+    assert one.stdout.strip() == lines[1].split("\t")[1]
+
+
 def test_what_is_not_an_image_is_one_line_and_exit_code_2(bundle, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not a picture\n")
@@ -45,8 +62,9 @@ def test_what_is_not_an_image_is_one_line_and_exit_code_2(bundle, tmp_path):
         (text, "notes.txt is not a PNG or JPEG image"),
         (truncated, "cut.png could not be"),
         (tmp_path / "missing.png", "no such file"),
-        (tmp_path, "no such file"),
+        (tmp_path / "empty", "no PNG or JPEG images in this folder"),
     ]
+    (tmp_path / "empty").mkdir()
     for path, reason in cases:
         done = evaluate(bundle, path)
         assert done.returncode == 2 and done.stdout == "", path
