@@ -105,28 +105,10 @@ class Runner:
         return points, units if computed else 0.0
 
 
-def coordinates(method, job, position: int) -> dict:
-    """A point's coordinates in the defense's columns, from its job's config and its position."""
-    return {c.name: position if c.name == "epochs" else job.config.get(c.name) for c in method.columns}
-
-
-def rows_of(method, found, triggers: list[str], before_valid: float) -> list[dict]:
-    """Flat rows (defenses.selection.flat_row) of every (job, position, metrics) found, each with its point's
-    coordinates and the job and position it came from (to train it again with other seeds)."""
-    from defenses.selection import flat_row
-
-    valid = [f"{t} (validation)" for t in triggers]
-    rows = []
-    for job, position, metrics in found:
-        coords = {} if method.steps else coordinates(method, job, position)
-        row = coords | flat_row(metrics, triggers, valid) | {"before_valid_acc": before_valid}
-        rows.append(row | {"job": job, "position": position})
-    return rows
-
-
 def sweep_rows(method, runner: Runner, options: Options, triggers, before_valid) -> tuple[list[dict], float, str]:
     """The defense's small sweep: its rows, its cost in units and how it was explored."""
     from defenses.methods import job_kind, plan_space
+    from defenses.selection import point_rows
 
     space = {"defense": method.name, **method.sweep, "holdout": options.holdout, "seed": options.seed}
     plan = plan_space(space)
@@ -136,14 +118,14 @@ def sweep_rows(method, runner: Runner, options: Options, triggers, before_valid)
     else:
         found = [(plan.jobs[job], position, results[job].get(position) or {}) for job, position in plan.points.values()]
     units = sum(job_kind(job.kind).cost(job.config, runner.valid_count) for job in plan.jobs)
-    return rows_of(method, found, triggers, before_valid), units, f"sweep of {len(plan.points)} points"
+    return point_rows(method, found, triggers, before_valid), units, f"sweep of {len(plan.points)} points"
 
 
 def search_rows(method, runner: Runner, options: Options, triggers, before_valid) -> tuple[list[dict], float, str]:
     """A search of the defense's space within the budget: the rows of every trial's every epoch, the units
     spent and how many trials ran."""
     from defenses.search import SearchSettings, search
-    from defenses.selection import flat_row, objective
+    from defenses.selection import flat_row, objective, point_rows
 
     valid = [f"{t} (validation)" for t in triggers]
 
@@ -158,7 +140,7 @@ def search_rows(method, runner: Runner, options: Options, triggers, before_valid
         job = trial.jobs[-1]
         found += [(job, epoch, metrics) for epoch, metrics in sorted(runner.points[job.key].items()) if epoch > 0]
     spent = sum(trial.cost for trial in trials)
-    return rows_of(method, found, triggers, before_valid), spent, f"search, {len(trials)} trials"
+    return point_rows(method, found, triggers, before_valid), spent, f"search, {len(trials)} trials"
 
 
 def reseeded(job, seed: int):

@@ -18,6 +18,24 @@ def score(ca: float | None, asr: list[float]) -> float | None:
     return None if ca is None or not asr else (ca + 100.0 - mean(asr)) / 2.0
 
 
+def point_coordinates(method, job, position: int) -> dict:
+    """A point's coordinates in the defense's columns (T, LR, epochs...), from its job's config and its
+    position (the epoch, for a training job)."""
+    return {c.name: position if c.name == "epochs" else job.config.get(c.name) for c in method.columns}
+
+
+def point_rows(method, found, triggers: list[str], before_valid: float) -> list[dict]:
+    """Flat rows of every (job, position, metrics) found, each with its point's coordinates and the job and
+    position it came from; poisoned validation sets are named "<trigger> (validation)"."""
+    valid = [f"{t} (validation)" for t in triggers]
+    rows = []
+    for job, position, metrics in found:
+        coords = {} if method.steps else point_coordinates(method, job, position)
+        row = coords | flat_row(metrics, triggers, valid) | {"before_valid_acc": before_valid}
+        rows.append(row | {"job": job, "position": position})
+    return rows
+
+
 def flat_row(metrics: dict, test: list[str], valid: list[str]) -> dict:
     """CA, per-trigger and mean ASR, score and the validation-only selection score of one point."""
     asr = metrics.get("asr") or {}
