@@ -1,10 +1,12 @@
-"""`python -m defenses`: inspect, classify, evaluate, fine-prune and draw prune-only curves from a shell.
+"""`python -m defenses`: inspect, classify, evaluate, repair with any registered defense (`repair --defense
+NAME`, its options made from the defense's own parameters), fine-prune and draw prune-only curves from a shell.
 
 Exit codes: 0 done, 2 refused input (a model that fails the safety checks, a bad dataset or image),
 1 anything else. Every refusal prints one line saying what was wrong and what to do.
 """
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -92,11 +94,142 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--max-drop", type=float, default=4.0, help="incremental stop: validation accuracy drop")
     curve.add_argument("--out", type=Path, help="write the curves as JSON here")
 
+    add_repair_parser(commands)
+
     synth = commands.add_parser("synth", help="write the synthetic face benchmark and its BadNets (CSAW layout)")
     synth.add_argument("--preset", choices=["tiny", "demo", "full"], default="tiny")
     synth.add_argument("--out", required=True, type=Path)
     synth.add_argument("--seed", type=int, help="default: the preset's own seed")
     return parser
+
+
+def drop_checkpoints(folder: Path) -> None:
+    from defenses.finetune import CHECKPOINTS
+
+    for checkpoint in folder.glob(CHECKPOINTS):
+        checkpoint.unlink()
+
+
+def option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_repair_parser(commands) -> None:
+    """`repair --defense NAME`: every registered defense's parameters are options (defenses.methods: a name
+    means one thing in every defense), so a new defense appears here without an edit."""
+    from defenses.methods import LAYERS, METHODS, PARAMETERS
+
+    repair = commands.add_parser(
+        "repair",
+        help="any registered defense: its points, the one chosen on held-out data, and its repaired network",
+        description="Runs a defense's grid (comma-separated values for its axes) on the held-out split, chooses "
+        "a point on held-out validation data only, and writes metrics.json and the chosen repaired network.",
+    )
+    repair.add_argument("--defense", required=True, choices=sorted(METHODS), help="the defense to run")
+    add_model_args(repair)
+    repair.add_argument("--valid", required=True, type=Path, help="clean validation set: the defender's data")
+    add_data_args(repair)
+    repair.add_argument(
+        "--poisoned-valid",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="poisoned validation set of a trigger (the choice reads it; without one it reads clean accuracy)",
+    )
+    repair.add_argument("--holdout", type=float, default=DEFAULT_HOLDOUT * 100, help="percent of --valid held out")
+    repair.add_argument("--max-ca-drop", type=float, default=5.0, help="the choice's clean-accuracy floor")
+    repair.add_argument("--out", required=True, type=Path, help="folder for metrics.json and the repaired network")
+    for parameter in PARAMETERS.values():
+        users = ", ".join(m.name for m in METHODS.values() if parameter in m.parameters)
+        several = "values, comma-separated" if parameter.axis or parameter.kind == LAYERS else "one value"
+        repair.add_argument(option(parameter.name), dest=parameter.name, help=f"{parameter.label} ({several}; {users})")
+
+
+def repair_space(args) -> dict:
+    """The defense's space from the options given; an option of another defense or a malformed value is
+    refused with the option's name."""
+    from defenses.methods import LAYERS, METHODS, PARAMETERS
+
+    method = METHODS[args.defense]
+    own = {parameter.name for parameter in method.parameters}
+    space = {"defense": method.name, "holdout": args.holdout / 100}
+    for name, parameter in PARAMETERS.items():
+        text = getattr(args, name)
+        if text is None:
+            continue
+        if name not in own:
+            raise DataError(f"{option(name)} is not a parameter of {method.name}; see --help for its own")
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if parameter.kind == LAYERS:
+            space[name] = items
+            continue
+        try:
+            values = [parameter.kind(float(item)) if parameter.kind is int else float(item) for item in items]
+        except ValueError:
+            raise DataError(f"{option(name)} {text!r}: give numbers, e.g. {parameter.default}") from None
+        if not values:
+            raise DataError(f"{option(name)} is empty: give a value")
+        space[name] = values if parameter.axis else values[0]
+    if not 0 < args.holdout < 100:
+        raise DataError(f"--holdout {args.holdout:g}: give a percent above 0 and below 100")
+    return space
+
+
+def cmd_repair(args) -> int:
+    import shutil
+
+    from defenses.methods import METHODS, job_kind, plan_space
+    from defenses.runner import load_inputs, run_job
+    from defenses.selection import point_rows, select
+
+    method = METHODS[args.defense]
+    space = repair_space(args)
+    plan = plan_space(space)
+    poisoned_valid = {f"{name} (validation)": path for name, path in parse_poisoned(args.poisoned_valid).items()}
+    inputs = runner_inputs(args)
+    loaded = load_inputs(dataclasses.replace(inputs, poisoned=inputs.poisoned | poisoned_valid))
+    share, seed = space["holdout"], int(space.get("seed", 0))
+    before = loaded.split(share, seed).baseline()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for number, job in enumerate(plan.jobs):
+        points: dict[int, dict] = {}
+        print(f"job {number + 1} of {len(plan.jobs)}: {job_kind(job.kind).describe(job.config)}", file=sys.stderr)
+        folder = args.out / f"job-{number}"
+        drop_checkpoints(folder)  # an earlier command's checkpoint here would resume it and skip its points
+        run_job(job.kind, job.config, loaded, points.__setitem__, artifact_dir=folder)
+        drop_checkpoints(folder)
+        results.append(points)
+    if method.steps:
+        found = [(plan.jobs[0], p, m) for p, m in sorted(results[0].items()) if m.get("stop")][:1]
+    else:
+        found = [(plan.jobs[job], position, results[job].get(position) or {}) for job, position in plan.points.values()]
+    triggers = sorted(parse_poisoned(args.poisoned))
+    rows = point_rows(method, found, triggers, before["valid_acc"])
+    chosen = select(rows, args.max_ca_drop, bool(poisoned_valid), before.get("holdout"))
+    kept = None
+    if chosen.best is not None:
+        job, position = chosen.best["job"], chosen.best["position"]
+        network = job_kind(job.kind).network_at(job.config, position, loaded.report.as_dict())
+        source = args.out / f"job-{plan.jobs.index(job)}" / network if network else None
+        if source and source.exists():
+            kept = args.out / "repaired_net.keras"
+            shutil.copyfile(source, kept)
+    public = [{key: value for key, value in row.items() if key != "job"} for row in rows]
+    best = {key: value for key, value in (chosen.best or {}).items() if key != "job"} or None
+    result = {"space": space, "before": before, "points": public, "rule": chosen.rule, "chosen": best}
+    result["repaired_network"] = str(kept) if kept else None
+    (args.out / "metrics.json").write_text(json.dumps(result, indent=2, default=str))
+    columns = [column.name for column in method.columns]
+    for row in public:
+        where = ", ".join(f"{name} {row.get(name)}" for name in columns)
+        asr = ", ".join(f"{name} {row.get(f'asr {name}'):.2f}%" for name in triggers)
+        mark = "  <- chosen" if best is not None and row == best else ""
+        print(f"{where}: CA {row['ca']:.2f}%, ASR {asr}, held-out CA {row['valid_acc']:.2f}%{mark}")
+    print(f"chosen: {chosen.rule}" if best else f"nothing chosen: {chosen.rule}")
+    if kept:
+        print(f"repaired network: {kept}")
+    return 0
 
 
 def load_checked_model(path: Path, arch: str | None):
@@ -204,7 +337,9 @@ def cmd_fineprune(args) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     split = {"holdout": {"share": args.holdout / 100, "seed": args.seed}} if args.holdout else {}
+    drop_checkpoints(args.out)  # an earlier command's checkpoint here would resume it and skip its epochs
     repaired = run_job("finetune", config | split, loaded, report_point, artifact_dir=args.out)
+    drop_checkpoints(args.out)
     goodnet = GoodNet(loaded.bad, repaired, loaded.divisor)
     export_bundle(goodnet, args.out / "goodnet", {key: config[key] for key in ("threshold", "lr", "epochs")})
     result = {
@@ -307,6 +442,7 @@ COMMANDS = {
     "classify": cmd_classify,
     "evaluate": cmd_evaluate,
     "fineprune": cmd_fineprune,
+    "repair": cmd_repair,
     "prune-curve": cmd_prune_curve,
     "synth": cmd_synth,
 }

@@ -26,10 +26,11 @@ def point_coordinates(method, job, position: int) -> dict:
 
 def point_rows(method, found, triggers: list[str], before_valid: float) -> list[dict]:
     """Flat rows of every (job, position, metrics) found, each with its point's coordinates and the job and
-    position it came from; poisoned validation sets are named "<trigger> (validation)"."""
-    valid = [f"{t} (validation)" for t in triggers]
+    position it came from; a trigger's poisoned validation set, where the point was measured on one, is named
+    "<trigger> (validation)"."""
     rows = []
     for job, position, metrics in found:
+        valid = [f"{t} (validation)" for t in triggers if f"{t} (validation)" in (metrics.get("asr") or {})]
         coords = {} if method.steps else point_coordinates(method, job, position)
         row = coords | flat_row(metrics, triggers, valid) | {"before_valid_acc": before_valid}
         rows.append(row | {"job": job, "position": position})

@@ -8,7 +8,7 @@ import pytest
 
 from tests.defenses.tiny import tiny_badnet_files
 
-COMMANDS = ["inspect", "classify", "evaluate", "fineprune", "prune-curve"]
+COMMANDS = ["inspect", "classify", "evaluate", "fineprune", "prune-curve", "repair"]
 
 
 def run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
@@ -40,6 +40,39 @@ def test_refusals_exit_2_with_the_reason(tmp_path, csaw_fixtures):
     assert done.returncode == 2 and "neither an HDF5 file" in done.stderr
     done = run_cli("inspect", tmp_path / "missing.h5", check=False)
     assert done.returncode == 2 and "no such file" in done.stderr
+
+
+def test_repair_offers_every_defenses_own_parameters_and_refuses_another_defenses_with_exit_2(tmp_path):
+    from defenses.methods import METHODS, PARAMETERS
+
+    done = run_cli("repair", "--help")
+    assert all(name in done.stdout for name in METHODS)
+    assert all("--" + name.replace("_", "-") in done.stdout for name in PARAMETERS)
+    common = ["--model", tmp_path / "m.keras", "--valid", tmp_path / "v.h5", "--test", tmp_path / "t.h5"]
+    refused = run_cli("repair", "--defense", "nad", *common, "--thresholds", "1", "--out", tmp_path, check=False)
+    assert refused.returncode == 2 and "--thresholds is not a parameter of nad" in refused.stderr
+    refused = run_cli("repair", "--defense", "nad", *common, "--beta", "lots", "--out", tmp_path, check=False)
+    assert refused.returncode == 2 and "--beta 'lots': give numbers" in refused.stderr
+
+
+@pytest.mark.slow
+def test_repair_runs_a_defenses_grid_chooses_on_held_out_data_and_keeps_the_chosen_network(badnet, tmp_path):
+    out = tmp_path / "repair"
+    sets = ["--valid", badnet["valid"], "--test", badnet["test"], "--poisoned", f"patch={badnet['poisoned']}"]
+    arguments = ["repair", "--defense", "fine-tune", "--model", badnet["model"], *sets]
+    arguments += ["--poisoned-valid", f"patch={badnet['poisoned']}", "--learning-rates", "0.001,0.01"]
+    done = run_cli(*arguments, "--epochs", "1,3", "--out", out)
+    result = json.loads((out / "metrics.json").read_text())
+    assert len(result["points"]) == 4 and result["before"]["holdout"]["images"] == 40  # 20 % of 200
+    chosen = result["chosen"]
+    assert chosen is not None and "held-out 40 of 200" in result["rule"]
+    assert chosen["selection"] == max(
+        p["selection"] for p in result["points"] if p["valid_acc"] >= chosen["valid_acc"] - 5
+    )
+    assert chosen["asr patch"] < result["before"]["asr"]["patch"]  # the repair lowered the attack
+    assert (out / "repaired_net.keras").exists() and "<- chosen" in done.stdout
+    again = run_cli(*arguments, "--epochs", "1,3", "--out", out)  # the same folder again: the same numbers
+    assert json.loads((out / "metrics.json").read_text())["chosen"] == chosen and again.stdout == done.stdout
 
 
 @pytest.mark.slow
