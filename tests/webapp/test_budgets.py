@@ -87,3 +87,21 @@ class BudgetTestCase(BaseTestCase):
         )
         self.assertContains(board, "your team has 100 of 100 left", status_code=400)
         assert not Leaderboard.objects.exists() and not Experiment.objects.exists()
+
+    @override_settings(TEAM_EPOCH_BUDGET=300, USER_EPOCH_BUDGET=10_000)
+    def test_a_rerun_past_the_budget_is_refused_and_queues_nothing(self):
+        assert self.post("first").status_code == 302
+        first = Experiment.objects.get(name="first")
+        Run.objects.update(status=Run.CANCELLED)
+        assert self.post("second", thresholds="0.5, 0.6, 0.7").status_code == 302  # 210: the first's is free
+        with self.captureOnCommitCallbacks(execute=False) as sent:
+            page = self.client.post(f"/experiments/{first.pk}/rerun", follow=True)
+        self.assertContains(page, "Nothing was queued again. This needs 210 fine-tuning epochs; your team has 90")
+        assert not sent and set(first.runs.values_list("status", flat=True)) == {Run.CANCELLED}
+
+    @override_settings(TEAM_EPOCH_BUDGET=300, USER_EPOCH_BUDGET=10_000)
+    def test_anps_mask_steps_count_as_the_passes_they_make(self):
+        # 300 mask steps of 128 images, each a pass with and without the perturbation and a mask update:
+        # 3 x 300 x 128 / 30 images = 3,840 passes over this 30-image validation set
+        refused = self.post("anp", defense="anp", mask_thresholds="0.2", anp_iterations="300")
+        self.assertContains(refused, "This needs 3,840 fine-tuning epochs", status_code=400)

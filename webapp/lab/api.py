@@ -17,7 +17,7 @@ from rest_framework.routers import DefaultRouter
 from defenses.data import DataError
 from defenses.methods import LAYERS, METHODS, PARAMETERS
 from defenses.modelcheck import ModelRefused
-from webapp.lab import inference, tus
+from webapp.lab import budgets, inference, tus
 from webapp.lab.access import first_team, teams_of
 from webapp.lab.forms import (
     HOLDOUT_PERCENT,
@@ -375,7 +375,11 @@ class ExperimentViewSet(mixins.CreateModelMixin, TeamScoped):
         form = ExperimentForm(team, experiment_form_data(request.data), user=request.user)
         if not form.is_valid():
             return form_error(form)
-        experiment = create_experiment(team, request.user, form.cleaned_data)
+        try:
+            experiment = create_experiment(team, request.user, form.cleaned_data)
+        except budgets.OverBudget as refusal:  # another request took the budget since the form's check
+            form.add_error(None, str(refusal))
+            return form_error(form)
         return Response(ExperimentSerializer(experiment).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(

@@ -1,22 +1,37 @@
-"""Budgets of training work, in fine-tuning-epoch units (defenses.methods.training_epochs), per team and per
-user: work that is queued or running counts until it ends, and a request that would take a team or a user past
-its budget is refused with what it needs and what is left (settings TEAM_EPOCH_BUDGET, USER_EPOCH_BUDGET)."""
+"""Budgets of training work, in fine-tuning-epoch units (passes over the clean validation set, as each job kind
+counts them: JobKind.cost), per team and per user: work that is queued or running counts until it ends, and a
+request that would take a team or a user past its budget is refused with what it needs and what is left
+(settings TEAM_EPOCH_BUDGET, USER_EPOCH_BUDGET). Forms ask `refusal` for the message; the services `charge`
+inside the transaction that stores the work, behind a lock on the team, so requests at once cannot all pass."""
+
+import math
 
 from django.conf import settings
 
-from defenses.jobs import Job
-from defenses.methods import training_epochs
-from webapp.lab.models import SEARCH_ENDED, Experiment, Run
+from defenses.methods import job_kind
+from webapp.lab.models import SEARCH_ENDED, Experiment, Run, Team
+
+
+class OverBudget(ValueError):
+    """The request would take a team or a user past its budget; the message says by how much and what to do."""
+
+
+def run_units(kind: str, config: dict, n_valid: int) -> float:
+    """A job's cost in fine-tuning-epoch units on a clean validation set of `n_valid` images."""
+    return job_kind(kind).cost(config, max(n_valid, 1))
 
 
 def outstanding(runs, experiments) -> float:
     """Units still to train: each unfinished run's cost times the share it has left, and each unfinished
     search's budget less what it spent (a search's rungs are counted in its budget, not again as runs)."""
     unfinished = runs.filter(status__in=[Run.QUEUED, Run.RUNNING]).exclude(experiments__space__has_key="search")
-    units = sum(
-        training_epochs(Job(kind, config)) * (1 - progress)
-        for kind, config, progress in unfinished.distinct().values_list("kind", "config", "progress")
-    )
+    seen, units = set(), 0.0
+    for pk, kind, config, progress, n_valid in unfinished.values_list(
+        "pk", "kind", "config", "progress", "experiments__valid__count"
+    ):
+        if pk not in seen:  # a run shared by several experiments is one run
+            seen.add(pk)
+            units += run_units(kind, config, n_valid or 1) * (1 - progress)
     for search in experiments.filter(space__has_key="search").values_list("search", flat=True):
         if search and search.get("status") not in SEARCH_ENDED:
             units += max(0.0, float(search.get("budget", 0)) - float(search.get("spent", 0)))
@@ -31,47 +46,58 @@ def user_outstanding(user) -> float:
     return outstanding(Run.objects.filter(experiments__owner=user), Experiment.objects.filter(owner=user))
 
 
-def needed(team, space: dict, plan, fingerprint: dict | None) -> float:
+def needed(team, space: dict, plan, fingerprint: dict | None, n_valid: int) -> float:
     """Units a new experiment adds: a search's budget, or its plan's jobs that no run of the team has done or
     is doing (those are stored, or counted already)."""
     if "search" in space:
         return float(space["search"]["budget"])
     stored = Run.stored_for(plan.jobs, fingerprint, team.pk) if fingerprint else [None] * len(plan.jobs)
     serving = (Run.DONE, Run.RUNNING, Run.QUEUED)
-    return float(
-        sum(
-            training_epochs(job)
-            for job, run in zip(plan.jobs, stored, strict=True)
-            if not run or run.status not in serving
-        )
+    new = [job for job, run in zip(plan.jobs, stored, strict=True) if run is None or run.status not in serving]
+    return sum(run_units(job.kind, job.config, n_valid) for job in new)
+
+
+def rerun_units(experiment: Experiment, runs: list[Run]) -> float:
+    """Units a re-run queues: a search's budget less what it spent, or what the failed and cancelled runs
+    have left."""
+    if experiment.is_search:
+        return max(0.0, float(experiment.search.get("budget", 0)) - float(experiment.search.get("spent", 0)))
+    return sum(run_units(r.kind, r.config, experiment.valid.count) * (1 - r.progress) for r in runs)
+
+
+def refusal(team, user, units: float) -> str | None:
+    """Why `units` more may not be queued now, naming the budget that binds, in words that say what to do;
+    None: they may."""
+    if units <= 0:
+        return None
+    limits = [("your team", "has", settings.TEAM_EPOCH_BUDGET, team_outstanding(team))]
+    if user is not None:
+        limits.append(("you", "have", settings.USER_EPOCH_BUDGET, user_outstanding(user)))
+    who, has, budget, taken = min(limits, key=lambda limit: limit[2] - limit[3])
+    left = max(0.0, budget - taken)
+    if units <= left + 1e-9:
+        return None
+    return (
+        f"This needs {math.ceil(units):,} fine-tuning epochs; {who} {has} {math.floor(left):,} of {budget:,} left "
+        f"({math.ceil(taken):,} queued or running). Make the grid or the budget smaller, cancel queued work, or "
+        "wait for it to end (an operator sets the budgets: PRUNELAB_TEAM_EPOCH_BUDGET, PRUNELAB_USER_EPOCH_BUDGET)."
     )
 
 
-def refusal(team, user, needed: float) -> str | None:
-    """Why a request of `needed` units may not be queued now, in words that say what to do; None: it may."""
-    if needed <= 0:
-        return None
-    limits = [("your team", settings.TEAM_EPOCH_BUDGET, team_outstanding(team))]
-    if user is not None:
-        limits.append(("you", settings.USER_EPOCH_BUDGET, user_outstanding(user)))
-    for who, budget, taken in limits:
-        left = max(0.0, budget - taken)
-        if needed > left:
-            has = "have" if who == "you" else "has"
-            return (
-                f"This needs {needed:,.0f} fine-tuning epochs; {who} {has} {left:,.0f} of {budget:,} left "
-                f"({taken:,.0f} queued or running). Make the grid or the budget smaller, cancel queued work, or "
-                "wait for it to end (an operator sets the budgets: PRUNELAB_TEAM_EPOCH_BUDGET, "
-                "PRUNELAB_USER_EPOCH_BUDGET)."
-            )
-    return None
+def charge(team, user, units: float) -> None:
+    """Inside the transaction that queues the work: lock the team's row (SQLite's IMMEDIATE transactions do the
+    same for the whole database), then refuse (OverBudget) what would pass a budget."""
+    Team.objects.select_for_update().filter(pk=team.pk).first()
+    message = refusal(team, user, units)
+    if message:
+        raise OverBudget(message)
 
 
 def in_words(team, user) -> str:
     """What is left, for the forms: "your team has 2,450 of 3,000 epochs left; you have 1,450 of 2,000"."""
     team_left = max(0.0, settings.TEAM_EPOCH_BUDGET - team_outstanding(team))
-    text = f"your team has {team_left:,.0f} of {settings.TEAM_EPOCH_BUDGET:,} fine-tuning epochs left"
+    text = f"your team has {math.floor(team_left):,} of {settings.TEAM_EPOCH_BUDGET:,} fine-tuning epochs left"
     if user is not None:
         user_left = max(0.0, settings.USER_EPOCH_BUDGET - user_outstanding(user))
-        text += f"; you have {user_left:,.0f} of {settings.USER_EPOCH_BUDGET:,}"
+        text += f"; you have {math.floor(user_left):,} of {settings.USER_EPOCH_BUDGET:,}"
     return text

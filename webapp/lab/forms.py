@@ -21,7 +21,6 @@ from defenses.methods import (
     default,
     grid_size,
     plan_space,
-    training_epochs,
 )
 from defenses.planner import SEED_STUDY, ParameterSpace
 from defenses.search import SearchSettings, can_search, first_rung_cost
@@ -513,9 +512,9 @@ class ExperimentForm(forms.Form):
         if not self.errors:
             chosen = [data.get(name) for name in ("badnet", "valid", "test")]
             fingerprint = data_fingerprint(*chosen, data.get("poisoned") or []) if all(chosen) else None
-            refused = budgets.refusal(
-                self.team, self.user, budgets.needed(self.team, space, data.get("plan"), fingerprint)
-            )
+            n_valid = data["valid"].count if data.get("valid") else 1
+            data["units"] = budgets.needed(self.team, space, data.get("plan"), fingerprint, n_valid)
+            refused = budgets.refusal(self.team, self.user, data["units"])
             if refused:
                 self.add_error(None, refused)
         return data
@@ -652,7 +651,8 @@ class LeaderboardForm(forms.Form):
             self.check_budgets(data)
         data["badnet"] = self.badnet
         if not self.errors:
-            refused = budgets.refusal(self.badnet.team, self.user, self.training_units(data))
+            data["units"] = self.training_units(data)
+            refused = budgets.refusal(self.badnet.team, self.user, data["units"])
             if refused:
                 self.add_error(None, refused)
         return data
@@ -663,7 +663,10 @@ class LeaderboardForm(forms.Form):
         units = 0.0
         for method in METHODS.values():
             space = {"defense": method.name, **method.sweep, "holdout": data.get("holdout", HOLDOUT_PERCENT / 100)}
-            units += data["budget"] if can_search(method) else training_epochs(plan_space(space))
+            if can_search(method):
+                units += data["budget"]
+                continue
+            units += sum(budgets.run_units(j.kind, j.config, data["valid"].count) for j in plan_space(space).jobs)
         return units
 
 

@@ -16,7 +16,7 @@ from defenses.models import file_digest, verify_model_file
 from defenses.search import can_search
 from webapp.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN
 from webapp.celery_app import app as celery_app
-from webapp.lab import limits, searches
+from webapp.lab import budgets, limits, searches
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Leaderboard, Profile, Run, TriggerScan
 
 
@@ -317,15 +317,19 @@ def request_strip(goodnet: GoodNet, data: dict) -> GoodNet:
     return goodnet
 
 
-def rerun_failed(experiment: Experiment) -> int:
+@transaction.atomic
+def rerun_failed(experiment: Experiment, user) -> int:
     """Queue the experiment's (own team's) failed and cancelled runs again, in place; a failed or cancelled
-    search goes on from its trials (its runs are its rungs: the search queues them)."""
+    search goes on from its trials (its runs are its rungs: the search queues them). budgets.OverBudget when
+    what they have left would pass the team's or the user's budget."""
     if experiment.is_search:
         if experiment.search.get("status") not in ("failed", "cancelled"):
             return 0
+        budgets.charge(experiment.team, user, budgets.rerun_units(experiment, []))
         searches.start(experiment)
         return 1
     runs = list(experiment.own_runs().filter(status__in=[Run.FAILED, Run.CANCELLED]))
+    budgets.charge(experiment.team, user, budgets.rerun_units(experiment, runs))
     for run in runs:
         requeue(run)
     return len(runs)
@@ -333,7 +337,9 @@ def rerun_failed(experiment: Experiment) -> int:
 
 @transaction.atomic
 def create_experiment(team, user, data: dict) -> Experiment:
-    """Store an experiment from a validated form or API payload and queue its runs."""
+    """Store an experiment from a validated form or API payload and queue its runs; budgets.OverBudget when the
+    work it adds (the form's `units`) would pass the team's or the user's budget now."""
+    budgets.charge(team, user, data.get("units", 0.0))
     experiment = Experiment.objects.create(
         team=team,
         owner=user,
@@ -380,6 +386,7 @@ def start_leaderboard(team, user, data: dict) -> tuple[Leaderboard, bool]:
     same = same_leaderboard(data["badnet"], data)
     if same is not None:
         return same, False
+    budgets.charge(team, user, data.get("units", 0.0))
     board = Leaderboard.objects.create(
         team=team,
         owner=user,

@@ -3,6 +3,7 @@ parallel coordinates and the before/after summary per BadNet (the seed's Table 3
 
 import math
 
+from csp.decorators import csp_update
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 from django.http import HttpResponse, HttpResponseBadRequest
@@ -73,6 +74,9 @@ def trigger_columns(rows: list[dict]) -> list[str]:
     return sorted({key for row in rows for key in row if key.startswith("asr ") and row[key] is not None})
 
 
+# Plotly's parallel-coordinates trace compiles its WebGL shaders' glue at run time (`new Function`): this page
+# alone allows eval, or its main chart stays blank; every other page keeps script-src 'self' only.
+@csp_update({"script-src": ["'unsafe-eval'"]})
 @team_required
 def compare(request):
     # a run names the first of its experiments: only the team's own (runs are never shared across teams)

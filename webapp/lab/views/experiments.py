@@ -56,9 +56,13 @@ def new_experiment(request):
     initial = ExperimentForm.initial_for(request.GET.get("template", "")) | {"badnet": request.GET.get("badnet")}
     form = ExperimentForm(request.team, request.POST or None, initial=initial, user=request.user)
     if request.method == "POST" and form.is_valid():
-        experiment = create_experiment(request.team, request.user, form.cleaned_data)
-        messages.success(request, f"{experiment.name}: {runs_in_words(experiment)}")
-        return redirect("experiment", experiment.pk)
+        try:
+            experiment = create_experiment(request.team, request.user, form.cleaned_data)
+        except budgets.OverBudget as refusal:  # another request took the budget since the form's check
+            form.add_error(None, str(refusal))
+        else:
+            messages.success(request, f"{experiment.name}: {runs_in_words(experiment)}")
+            return redirect("experiment", experiment.pk)
     context = {"form": form, "templates": STUDY_TEMPLATES, "chosen": request.GET.get("template", "")}
     return render(request, "lab/experiment_new.html", context, status=400 if form.errors else 200)
 
@@ -245,7 +249,11 @@ def experiment_cancel(request, pk: int):
 @require_POST
 def experiment_rerun(request, pk: int):
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
-    count = rerun_failed(experiment)
+    try:
+        count = rerun_failed(experiment, request.user)
+    except budgets.OverBudget as refusal:
+        messages.error(request, f"Nothing was queued again. {refusal}")
+        return redirect("experiment", experiment.pk)
     messages.info(request, f"{count} failed or cancelled run{pluralize(count)} queued again.")
     return redirect("experiment", experiment.pk)
 

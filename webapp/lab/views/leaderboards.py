@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from webapp.lab import inference
+from webapp.lab import budgets, inference
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.forms import LeaderboardForm, row_id
 from webapp.lab.models import BadNet, Dataset, GoodNet, Leaderboard, Run
@@ -25,12 +25,16 @@ def new_leaderboard(request, pk: int):
     badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
     form = LeaderboardForm(badnet, request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-        board, started = start_leaderboard(badnet.team, request.user, form.cleaned_data)
-        if started:
-            messages.success(request, f"{board.experiments.count()} defenses queued on {badnet.name}.")
-        else:  # a second click, a reload of the POST, or the same POST at once: the board that exists, not a copy
-            messages.info(request, "This leaderboard exists already (same sets, floor and budget); here it is.")
-        return redirect("leaderboard", board.pk)
+        try:
+            board, started = start_leaderboard(badnet.team, request.user, form.cleaned_data)
+        except budgets.OverBudget as refusal:  # another request took the budget since the form's check
+            form.add_error(None, str(refusal))
+        else:
+            if started:
+                messages.success(request, f"{board.experiments.count()} defenses queued on {badnet.name}.")
+            else:  # a second click, a reload, or the same POST at once: the board that exists, not a copy
+                messages.info(request, "This leaderboard exists already (same sets, floor and budget); here it is.")
+            return redirect("leaderboard", board.pk)
     boards = Leaderboard.objects.filter(badnet=badnet).order_by("-created")
     context = {"badnet": badnet, "form": form, "boards": boards}
     return render(request, "lab/leaderboard_new.html", context, status=400 if form.errors else 200)
