@@ -126,6 +126,14 @@ class GoodNetTestCase(BaseTestCase):
             self.client.post(f"/goodnets/{goodnet.pk}/delete")
         assert not goodnet.bundle_dir().exists()
 
+    def test_a_repaired_network_past_the_storage_quota_is_refused_and_nothing_kept(self):
+        from django.test import override_settings
+
+        with override_settings(USER_STORAGE_BYTES=self.bad.file.size + 1000):
+            response = self.compose(MODELS / "keras2_full_model_repaired_sunglasses.h5")
+        text = html.unescape(response.content.decode())
+        assert response.status_code == 400 and "would take you past the" in text and not GoodNet.objects.exists()
+
     def test_a_repaired_network_of_another_shape_is_refused(self):
         response = self.compose(MODELS / "sunglasses_bd_weights.h5")  # weights only: no architecture
         assert response.status_code == 400 and "holds weights only" in html.unescape(response.content.decode())

@@ -123,6 +123,9 @@ class LeaderboardTestCase(BaseTestCase):
         anp_row = page[page.index('data-method="anp"') :].split("</tr>")[0]
         assert said in anp_row and "Compose" not in anp_row
         assert 'data-finished="false"' in page
+        Run.objects.filter(pk=runs[0].pk).update(status=Run.CANCELLED)  # a user stopped it: the row says so
+        row = next(r for r in leaderboard_rows(board) if r["method"].name == "anp")
+        assert row["cancelled"] == f"cancelled: 1 of {len(runs)} run{'s' if len(runs) != 1 else ''}"
 
     def test_a_budget_that_buys_no_first_rung_of_some_defense_is_refused_naming_them(self):
         t = self.template

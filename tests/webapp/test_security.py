@@ -97,6 +97,15 @@ class AdminTokenTestCase(BaseTestCase):
         assert listing.status_code == 200 and f"{key[:4]}…" in listing.content.decode()
         assert key not in listing.content.decode()
         assert self.client.get(f"/admin/authtoken/tokenproxy/{key}/change/").status_code in (302, 403, 404)
+        wrong = "0" if key[0] != "0" else "1"
+        for probe in (
+            f"key__startswith={key[:2]}",
+            f"key__startswith={wrong}",
+            f"pk__startswith={key[:3]}",
+            f"key={key}",
+        ):
+            answer = self.client.get(f"/admin/authtoken/tokenproxy/?{probe}")  # no filter by key: no oracle
+            assert answer.status_code == 400, (probe, answer.status_code)
         assert key not in self.client.get(f"/admin/authtoken/tokenproxy/{key}/change/", follow=True).content.decode()
 
 

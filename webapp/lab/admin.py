@@ -26,6 +26,15 @@ class TokenPrefixAdmin(admin.ModelAdmin):
     def prefix(self, token: TokenProxy) -> str:
         return f"{token.key[:4]}…"
 
+    def lookup_allowed(self, lookup, value, request=None) -> bool:
+        return False  # ?key__startswith=a0 would answer one character of a key at a time
+
+    def get_search_results(self, request, queryset, search_term):
+        return queryset, False
+
+    def get_ordering(self, request):
+        return ["user__username"]  # never by key: the order of rows would tell about keys too
+
     def has_view_permission(self, request, obj=None) -> bool:
         return obj is None and super().has_view_permission(request)  # the list, never one token's page
 

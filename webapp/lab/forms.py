@@ -694,13 +694,18 @@ class GoodNetUploadForm(forms.Form):
     badnet = forms.ModelChoiceField(queryset=BadNet.objects.none(), label="BadNet")
     file = forms.FileField(label="Repaired network", help_text="a full Keras model (.h5 or .keras)")
 
-    def __init__(self, team, *args, **kwargs):
+    def __init__(self, team, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.team, self.user = team, user
         self.fields["badnet"].queryset = BadNet.objects.filter(team=team).order_by("name")
 
     def clean_file(self):
-        check_upload(self.cleaned_data["file"], MODEL_SUFFIXES, what="model file")
-        return self.cleaned_data["file"]
+        sent = self.cleaned_data["file"]
+        check_upload(sent, MODEL_SUFFIXES, what="model file")
+        refused = storage.refusal(self.team, self.user, sent.size, sent.name)  # a repaired network is kept too
+        if refused:
+            raise ValidationError(refused)
+        return sent
 
 
 class StripForm(forms.Form):

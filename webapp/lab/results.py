@@ -182,6 +182,18 @@ def run_rows(run: Run) -> list[dict]:
 STATE_KEYS = (("status", "queued"), ("spent", 0), ("budget", 0))
 
 
+def cancelled_words(experiment: Experiment, runs: list[Run]) -> str:
+    """What a user stopped, in words: "cancelled: 3 of 7 runs", or a search's "cancelled after 40 of 100 units";
+    "" when nothing was cancelled."""
+    if experiment.is_search:
+        if experiment.search.get("status") != "cancelled":
+            return ""
+        spent, budget = experiment.search.get("spent", 0), experiment.search.get("budget", 0)
+        return f"cancelled after {spent:g} of {budget:g} units"
+    stopped = sum(run.status == Run.CANCELLED for run in runs)
+    return f"cancelled: {stopped} of {len(runs)} run{'s' if len(runs) != 1 else ''}" if stopped else ""
+
+
 def unfinished_words(experiment: Experiment, runs: list[Run]) -> str:
     """Where an unfinished experiment stands, from its runs' real status: "running: 3 of 7 runs done", "queued:
     0 of 7 runs done", or a search's "running: 40 of 100 units spent"."""
@@ -307,6 +319,7 @@ def leaderboard_rows(board) -> list[dict]:
                 "epoch_units": units,
                 "finished": finished,
                 "state": unfinished_words(experiment, runs),
+                "cancelled": cancelled_words(experiment, runs),
                 "how": explored(experiment),
                 "failed": sum(r.status == Run.FAILED for r in runs),
                 "before": before,

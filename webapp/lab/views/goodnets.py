@@ -52,7 +52,7 @@ def goodnet_from_run(request):
 @team_required
 @require_POST
 def goodnet_upload(request):
-    form = GoodNetUploadForm(request.team, request.POST, request.FILES, prefix="upload")
+    form = GoodNetUploadForm(request.team, request.POST, request.FILES, prefix="upload", user=request.user)
     if form.is_valid():
 
         def store(path, data):
