@@ -7,7 +7,7 @@ defense effectiveness rating.
 from dataclasses import dataclass
 from statistics import mean
 
-from defenses.methods import METHODS
+from defenses.methods import METHODS, job_kind
 
 SELECTED_WITH_POISONED_VALID = "selected with poisoned validation data"
 SELECTED_ON_CLEAN_VALID = "selected on clean validation accuracy (no poisoned validation set was given)"
@@ -18,10 +18,19 @@ def score(ca: float | None, asr: list[float]) -> float | None:
     return None if ca is None or not asr else (ca + 100.0 - mean(asr)) / 2.0
 
 
-def point_coordinates(method, job, position: int) -> dict:
-    """A point's coordinates in the defense's columns (T, LR, epochs...), from its job's config and its
-    position (the epoch, for a training job)."""
-    return {c.name: position if c.name == "epochs" else job.config.get(c.name) for c in method.columns}
+def point_coordinates(method, job, position: int, metrics: dict | None = None) -> dict:
+    """A point's coordinates in the defense's columns (T, LR, epochs...): what the point's metrics record of
+    them (a prune curve's threshold), else its job's config; epochs are the position of a job whose positions
+    are epochs, and 0 for a job that trains none (a prune curve)."""
+    metrics = metrics or {}
+    epochs = position if job_kind(job.kind).x[0] == "epoch" else 0
+    coordinates = {}
+    for column in method.columns:
+        if column.name == "epochs":
+            coordinates[column.name] = epochs
+        else:
+            coordinates[column.name] = metrics.get(column.name, job.config.get(column.name))
+    return coordinates
 
 
 def point_rows(method, found, triggers: list[str], before_valid: float) -> list[dict]:
@@ -31,7 +40,7 @@ def point_rows(method, found, triggers: list[str], before_valid: float) -> list[
     rows = []
     for job, position, metrics in found:
         valid = [f"{t} (validation)" for t in triggers if f"{t} (validation)" in (metrics.get("asr") or {})]
-        coords = {} if method.steps else point_coordinates(method, job, position)
+        coords = {} if method.steps else point_coordinates(method, job, position, metrics)
         row = coords | flat_row(metrics, triggers, valid) | {"before_valid_acc": before_valid}
         rows.append(row | {"job": job, "position": position})
     return rows
