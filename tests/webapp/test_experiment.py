@@ -230,6 +230,16 @@ class ExperimentPageTestCase(BaseTestCase):
             self.client.post(f"/experiments/{experiment.pk}/rerun")
         assert Run.objects.get(pk=runs[0].pk).status == Run.QUEUED and experiment.runs.count() == len(runs)
 
+    def test_a_queued_run_says_its_place_in_the_teams_line(self):
+        experiment = self.experiment(GRID)
+        from webapp.lab.services import submit
+
+        runs = submit(experiment, enqueue=False)
+        Run.objects.filter(pk__in=[r.pk for r in runs]).update(task_id="sent")  # as their messages were sent
+        Run.objects.filter(pk=runs[0].pk).update(status=Run.RUNNING)
+        page = self.client.get(f"/experiments/{experiment.pk}/progress").content.decode()
+        assert "next in your team's line<" in page and f"{len(runs) - 2} of your team's runs ahead<" in page
+
     def test_cancel_ends_queued_runs_at_once_and_asks_running_ones_to_stop(self):
         experiment = self.experiment(GRID)
         from webapp.lab.services import submit

@@ -429,6 +429,14 @@ class Run(models.Model):
 
         return cls.objects.filter(pk=oldest[min(oldest, key=share)]).first()
 
+    def place_in_line(self) -> int | None:
+        """A queued run's place among its team's queued runs on its queue (1: the team's next turn serves it,
+        Run.next_in_line); None for a run no message was sent for."""
+        if not self.task_id:
+            return None
+        waiting = Run.objects.filter(team_id=self.team_id, queue=self.queue, status=Run.QUEUED, pk__lt=self.pk)
+        return waiting.exclude(task_id="").count() + 1
+
     def record_point(self, position: int, metrics: dict) -> None:
         """Store one result point; a redelivered run overwrites its own rows instead of duplicating them."""
         with transaction.atomic():

@@ -75,6 +75,7 @@ def progress(experiment: Experiment) -> dict:
     runs = list(experiment.own_runs().order_by("pk"))
     for run in runs:
         run.description = config_text(run.kind, run.config)
+        run.place = run.place_in_line() if run.status == Run.QUEUED else None
     done = sum(run.progress for run in runs)
     total = len(runs) or 1
     started = [run.started_at for run in runs if run.started_at]
