@@ -393,6 +393,8 @@ class Run(models.Model):
             stale = hinted.heartbeat_at and timezone.now() - hinted.heartbeat_at >= timedelta(seconds=stale_after)
             if hinted.status == cls.RUNNING and stale:
                 return cls.claim(run_id, worker, stale_after)
+            if hinted.status == cls.QUEUED and not hinted.task_id:  # run here directly (manage.py run_experiment)
+                return cls.claim(run_id, worker, stale_after)
         for _ in range(cls.TURN_TRIES):  # a try fails when a run was cancelled or taken by another worker
             waiting = cls.next_in_line(queue)
             if waiting is None:
