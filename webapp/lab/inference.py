@@ -227,8 +227,6 @@ def keras2_export(run: Run, weights: bool = False) -> Path:
     requests at once write it once; it goes with the run). Raises ValueError when the run keeps no network or
     (weights) its BadNet has no preset, ModelRefused when the network is too large for the web server, and
     defenses.export.ExportRefused when Keras 2 cannot express the network."""
-    import fcntl
-
     from defenses.export import save_keras2_model, save_keras2_weights
     from defenses.models import file_digest
 
@@ -239,24 +237,15 @@ def keras2_export(run: Run, weights: bool = False) -> Path:
         raise ValueError(f"{run.badnet.name} has no architecture preset: download the full model instead.")
     fit_for_the_web(run.badnet)
     name = "repaired_net_keras2_weights.h5" if weights else "repaired_net_keras2.h5"
-    folder = path.parent / "exports"
-    folder.mkdir(exist_ok=True)
-    kept = folder / f"{path.stem}-{name}"  # per network file: a run may keep several (ANP's taus)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if kept.exists():
-            return kept
+
+    def build(partial: Path) -> None:
         model = _cached_model(str(path), file_digest(path), None)[0]
-        partial = folder / f"partial-{name}"
-        try:
-            if weights:
-                save_keras2_weights(model, partial, run.badnet.arch)
-            else:
-                save_keras2_model(model, partial)
-            partial.replace(kept)
-        finally:
-            partial.unlink(missing_ok=True)
-    return kept
+        if weights:
+            save_keras2_weights(model, partial, run.badnet.arch)
+        else:
+            save_keras2_model(model, partial)
+
+    return built_once(path.parent / "exports" / f"{path.stem}-{name}", build)  # per network file (ANP's taus)
 
 
 def compose_from_run(run: Run, name: str, user, position: int | None = None) -> GoodNet:
@@ -302,35 +291,47 @@ def compose_from_upload(badnet: BadNet, path: Path, original_name: str, name: st
 BUNDLE_BUILDS = threading.BoundedSemaphore(settings.MAX_BUNDLE_BUILDS)  # builds at once in this process
 
 
+def built_once(kept: Path, build) -> Path:
+    """`kept`, made by `build(partial)` the first time it is asked for and kept from then on: a lock file in its
+    folder lets one request build it while the others wait and then find it; a failed build leaves nothing."""
+    import fcntl
+
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    with open(kept.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not kept.exists():
+            partial = kept.with_name(f"partial-{kept.name}")
+            try:
+                build(partial)
+                partial.replace(kept)
+            finally:
+                partial.unlink(missing_ok=True)
+    return kept
+
+
 def cached_bundle(goodnet: GoodNet) -> Path:
     """The GoodNet's bundle, built once for its content (GoodNet.bundle_key) and kept beside its other files:
     a rebuild cost 856 MB of temporary disk and 47 s of CPU per request on a large network. Two requests at
-    once build it once (a lock per GoodNet); at most MAX_BUNDLE_BUILDS are built at a time in a process, and
-    none when the disk's free space is under the reserve. Raises ModelRefused (too large for the web server)
-    or OSError (no disk) with the reason."""
-    import fcntl
-
+    once build it once (built_once); at most MAX_BUNDLE_BUILDS are built at a time in a process, and none when
+    the disk's free space is under the reserve. Raises ModelRefused (too large for the web server) or OSError
+    (no disk) with the reason."""
     from webapp.lab.storage import free_disk
 
     folder = goodnet.bundle_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    kept = folder / f"goodnet-{goodnet.pk}-{goodnet.bundle_key()}.zip"
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if kept.exists():
-            return kept
+
+    def build(partial: Path) -> None:
         if free_disk() < settings.DISK_RESERVE_BYTES:
             raise OSError(f"the server has less than {settings.DISK_RESERVE_BYTES:,} bytes of disk free")
+        for old in folder.glob("goodnet-*.zip"):  # bundles of an earlier calibration or name
+            old.unlink(missing_ok=True)
         with BUNDLE_BUILDS:
             archive = bundle_zip(goodnet)
         try:
-            shutil.move(archive, kept)
+            shutil.move(archive, partial)
         finally:
             shutil.rmtree(archive.parent, ignore_errors=True)
-        for old in folder.glob("goodnet-*.zip"):  # bundles of an earlier calibration or name
-            if old != kept:
-                old.unlink(missing_ok=True)
-    return kept
+
+    return built_once(folder / f"goodnet-{goodnet.pk}-{goodnet.bundle_key()}.zip", build)
 
 
 def bundle_zip(goodnet: GoodNet) -> Path:
