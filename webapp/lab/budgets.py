@@ -34,8 +34,13 @@ def outstanding(runs, experiments) -> float:
             units += run_units(kind, config, n_valid or 1) * (1 - progress)
     for search in experiments.filter(space__has_key="search").values_list("search", flat=True):
         if search and search.get("status") not in SEARCH_ENDED:
-            units += max(0.0, float(search.get("budget", 0)) - float(search.get("spent", 0)))
+            units += search_left(search)
     return units
+
+
+def search_left(search: dict) -> float:
+    """What a search (Experiment.search) may still spend: its budget less what it spent."""
+    return max(0.0, float(search.get("budget", 0)) - float(search.get("spent", 0)))
 
 
 def team_outstanding(team) -> float:
@@ -61,8 +66,16 @@ def rerun_units(experiment: Experiment, runs: list[Run]) -> float:
     """Units a re-run queues: a search's budget less what it spent, or what the failed and cancelled runs
     have left."""
     if experiment.is_search:
-        return max(0.0, float(experiment.search.get("budget", 0)) - float(experiment.search.get("spent", 0)))
+        return search_left(experiment.search)
     return sum(run_units(r.kind, r.config, experiment.valid.count) * (1 - r.progress) for r in runs)
+
+
+def limits(team, user) -> list[tuple[str, str, int, float]]:
+    """(who, verb, budget, units queued or running) of the team and, with a user, of the user."""
+    found = [("your team", "has", settings.TEAM_EPOCH_BUDGET, team_outstanding(team))]
+    if user is not None:
+        found.append(("you", "have", settings.USER_EPOCH_BUDGET, user_outstanding(user)))
+    return found
 
 
 def refusal(team, user, units: float) -> str | None:
@@ -70,10 +83,7 @@ def refusal(team, user, units: float) -> str | None:
     None: they may."""
     if units <= 0:
         return None
-    limits = [("your team", "has", settings.TEAM_EPOCH_BUDGET, team_outstanding(team))]
-    if user is not None:
-        limits.append(("you", "have", settings.USER_EPOCH_BUDGET, user_outstanding(user)))
-    who, has, budget, taken = min(limits, key=lambda limit: limit[2] - limit[3])
+    who, has, budget, taken = min(limits(team, user), key=lambda limit: limit[2] - limit[3])
     left = max(0.0, budget - taken)
     if units <= left + 1e-9:
         return None
@@ -94,10 +104,10 @@ def charge(team, user, units: float) -> None:
 
 
 def in_words(team, user) -> str:
-    """What is left, for the forms: "your team has 2,450 of 3,000 epochs left; you have 1,450 of 2,000"."""
-    team_left = max(0.0, settings.TEAM_EPOCH_BUDGET - team_outstanding(team))
-    text = f"your team has {math.floor(team_left):,} of {settings.TEAM_EPOCH_BUDGET:,} fine-tuning epochs left"
-    if user is not None:
-        user_left = max(0.0, settings.USER_EPOCH_BUDGET - user_outstanding(user))
-        text += f"; you have {math.floor(user_left):,} of {settings.USER_EPOCH_BUDGET:,}"
-    return text
+    """What is left, for the forms: "your team has 2,450 of 3,000 fine-tuning epochs left; you have 1,450 of
+    2,000"."""
+    parts = [
+        f"{who} {has} {math.floor(max(0.0, budget - taken)):,} of {budget:,}"
+        for who, has, budget, taken in limits(team, user)
+    ]
+    return parts[0] + " fine-tuning epochs left" + "".join(f"; {part}" for part in parts[1:])
