@@ -362,8 +362,7 @@ class Run(models.Model):
             run = cls.objects.select_for_update().filter(pk=run_id).first()
             if run is None or run.status in (cls.DONE, cls.FAILED, cls.CANCELLED):
                 return None
-            fresh = run.heartbeat_at and now - run.heartbeat_at < timedelta(seconds=stale_after)
-            if run.status == cls.RUNNING and fresh:
+            if run.status == cls.RUNNING and run.heartbeat_fresh(stale_after):
                 return None  # a second delivery of a run that is alive elsewhere
             if run.cancel_requested:
                 run.status, run.finished_at = cls.CANCELLED, now
@@ -380,6 +379,10 @@ class Run(models.Model):
             run.save(update_fields=["status", "worker", "heartbeat_at", "started_at", "attempts", "error"])
             return run
 
+    def heartbeat_fresh(self, stale_after: float) -> bool:
+        """Its worker beat within `stale_after` seconds: it is alive (else its worker died)."""
+        return bool(self.heartbeat_at) and timezone.now() - self.heartbeat_at < timedelta(seconds=stale_after)
+
     @classmethod
     def claim_turn(cls, run_id: int, worker: str, stale_after: float, queue: str = "cpu") -> "Run | None":
         """The run that a delivery of `run_id`'s message works on, taken for this worker. A message is a turn
@@ -390,8 +393,7 @@ class Run(models.Model):
         hinted = cls.objects.filter(pk=run_id).first()
         if hinted is not None:
             queue = hinted.queue
-            stale = hinted.heartbeat_at and timezone.now() - hinted.heartbeat_at >= timedelta(seconds=stale_after)
-            if hinted.status == cls.RUNNING and stale:
+            if hinted.status == cls.RUNNING and not hinted.heartbeat_fresh(stale_after):
                 return cls.claim(run_id, worker, stale_after)
             if hinted.status == cls.QUEUED and not hinted.task_id:  # run here directly (manage.py run_experiment)
                 return cls.claim(run_id, worker, stale_after)
