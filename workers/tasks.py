@@ -202,8 +202,9 @@ def compute_scan(scan_id: int) -> str:
         row.error = f"The scan stopped on the worker ({error}). Press Scan again."
     else:
         row.status, row.result = TriggerScan.Status.DONE, scan_record(result, pixels[0])
-    row.save(update_fields=["status", "error", "result"])
-    return row.status
+    # an update, not a save: a row deleted meanwhile (deletion refuses it, but a race remains) is not an error
+    stored = TriggerScan.objects.filter(pk=scan_id).update(status=row.status, error=row.error, result=row.result)
+    return row.status if stored else "gone"
 
 
 @app.task(
@@ -263,7 +264,12 @@ def calibrate_strip(goodnet_id: int, test_id: int, poisoned_ids: list[int]) -> s
         np.save(buffer, detector.overlays, allow_pickle=False)
         goodnet.strip_file.save("strip.npy", ContentFile(buffer.getvalue()), save=False)
         goodnet.strip_status, goodnet.strip_threshold, goodnet.figures = "done", detector.threshold, figures
-    goodnet.save(update_fields=["strip_status", "strip_error", "strip_threshold", "strip_file", "figures"])
+    fields = ["strip_status", "strip_error", "strip_threshold", "strip_file", "figures"]
+    stored = GoodNet.objects.filter(pk=goodnet_id).update(**{name: getattr(goodnet, name) for name in fields})
+    if not stored:  # deleted meanwhile: its new overlays belong to no row
+        if goodnet.strip_file.name != old_file:
+            goodnet.strip_file.delete(save=False)
+        return "gone"
     if old_file and old_file != goodnet.strip_file.name:  # one overlays file per GoodNet: the last calibration's
         goodnet.strip_file.storage.delete(old_file)
     return goodnet.strip_status

@@ -5,12 +5,14 @@ import io
 import tempfile
 import zipfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from PIL import Image
 
 from tests.defenses.tiny import add_trigger, tiny_badnet_files, tiny_data, write_dataset
 from tests.webapp.base import BaseTestCase
+import defenses.strip
 from webapp.lab.inference import compose_from_upload
 from webapp.lab.models import Dataset, GoodNet
 from webapp.lab.services import add_badnet, add_dataset
@@ -94,3 +96,25 @@ class StripTestCase(BaseTestCase):
         assert GoodNet.objects.get().strip_status == ""
         self.client.force_login(self.bob)
         assert self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.form()).status_code == 404
+
+    def test_a_goodnet_is_not_deleted_while_strip_waits_and_one_deleted_meanwhile_leaves_no_overlays(self):
+        with self.captureOnCommitCallbacks(execute=False):
+            assert self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.form()).status_code == 302
+        for url in (f"/goodnets/{self.goodnet.pk}/delete", f"/badnets/{self.bad.pk}/delete"):
+            page = self.client.get(url).content.decode()
+            assert "A worker is computing the STRIP calibration of strip only now" in page
+            refused = self.client.post(url)
+            assert refused.status_code == 409 and "delete once its page shows the result" in refused.content.decode()
+        assert GoodNet.objects.filter(pk=self.goodnet.pk).exists()
+
+        fit = defenses.strip.fit_strip
+
+        def deleted_while_fitting(*args, **kwargs):  # the race the page cannot close: a delete from elsewhere
+            GoodNet.objects.filter(pk=self.goodnet.pk).delete()
+            return fit(*args, **kwargs)
+
+        overlays = Path(self.goodnet.strip_file.storage.path(""))
+        before = {path for path in overlays.rglob("*.npy")}
+        with mock.patch("defenses.strip.fit_strip", deleted_while_fitting):
+            assert calibrate_strip(self.goodnet.pk, self.test.pk, [self.patch.pk]) == "gone"
+        assert {path for path in overlays.rglob("*.npy")} == before  # no overlays file without a row

@@ -3,8 +3,11 @@ shown with the flagged labels set against the declared targets and the reversed 
 
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import pytest
+
+import defenses.cleanse
 
 from tests.defenses.tiny import add_trigger, palette_badnet, palette_data, write_dataset
 from tests.webapp.base import BaseTestCase
@@ -55,4 +58,29 @@ class ScanTestCase(BaseTestCase):
         red_valid = self.dataset(team=self.red, name="red-valid")
         assert self.client.post(f"/badnets/{self.bad.pk}/scan", {"dataset": red_valid.pk}).status_code == 404
         assert self.client.post(f"/badnets/{self.bad.pk}/scan", {"dataset": "1e9"}).status_code == 400
+        assert not TriggerScan.objects.exists()
+
+    def test_a_running_scan_keeps_its_badnet_and_set_and_a_row_deleted_meanwhile_is_no_error(self):
+        with self.captureOnCommitCallbacks(execute=False):
+            self.client.post(f"/badnets/{self.bad.pk}/scan", {"dataset": self.valid.pk})
+        scan = TriggerScan.objects.get()
+        TriggerScan.objects.filter(pk=scan.pk).update(status="running")
+        for url in (f"/badnets/{self.bad.pk}/delete", f"/datasets/{self.valid.pk}/delete"):
+            refused = self.client.post(url)
+            assert refused.status_code == 409
+            assert "computing the Neural Cleanse scan of palette on valid" in refused.content.decode()
+        assert TriggerScan.objects.exists()
+
+        real_scan = defenses.cleanse.scan
+
+        def deleted_while_scanning(*args, **kwargs):
+            TriggerScan.objects.filter(pk=scan.pk).delete()
+            return real_scan(*args, **kwargs)
+
+        with mock.patch("defenses.cleanse.scan", deleted_while_scanning):
+            assert compute_scan(scan.pk) == "gone"
+        assert not TriggerScan.objects.exists()
+        TriggerScan.objects.create(badnet=self.bad, dataset=self.valid, status="queued")  # not started: may go
+        with self.captureOnCommitCallbacks(execute=True):
+            assert self.client.post(f"/datasets/{self.valid.pk}/delete").status_code == 302
         assert not TriggerScan.objects.exists()

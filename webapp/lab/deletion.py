@@ -6,8 +6,9 @@ experiments that use it (with the runs only they use) and its profiles; an exper
 experiment uses; every run taken takes the GoodNets composed from it (their network is the run's file); a
 BadNet or dataset takes its Neural Cleanse scans (by cascade: they hold no file). Files
 go once the database has let go of them (on commit): uploads are stored under a name of their own per row,
-so a file is referenced by exactly one row. Runs still running are not deleted under a worker's feet: the
-user is asked to cancel them first.
+so a file is referenced by exactly one row. Work a worker is doing is not deleted under its feet: running
+runs (the user is asked to cancel them first), a Neural Cleanse scan being computed, a STRIP calibration
+waiting or being computed (the user is asked to wait for them: they cannot be cancelled, and take minutes).
 """
 
 import shutil
@@ -18,7 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.template.defaultfilters import filesizeformat
 
-from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Profile, Run
+from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Profile, Run, TriggerScan
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Deletion:
     goodnets: list[GoodNet] = field(default_factory=list)
     profiles: list[Profile] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)  # files and run folders removed with the rows
+    scans: list[TriggerScan] = field(default_factory=list)  # the scans deleted with the BadNet or dataset
 
     def owners(self) -> set[int]:
         """Who made what goes: the row, and the experiments and GoodNets taken with it."""
@@ -37,6 +39,14 @@ class Deletion:
     @property
     def running(self) -> list[Run]:
         return [run for run in self.runs if run.status == Run.RUNNING]
+
+    @property
+    def detecting(self) -> list[str]:
+        """The detections a worker is computing on what goes, in words: a scan running, a STRIP calibration
+        queued or running (a worker would store its result for a row that is gone)."""
+        scans = [f"the Neural Cleanse scan of {s.badnet.name} on {s.dataset.name}" for s in self.scans if s.computing]
+        strips = [f"the STRIP calibration of {g.name}" for g in self.goodnets if g.strip_pending]
+        return scans + strips
 
     def summary(self) -> list[str]:
         """What the deletion takes along, in words, for the confirmation page."""
@@ -74,6 +84,11 @@ def plan_deletion(row) -> Deletion:
     files += [Path(g.strip_file.path) for g in planned.goodnets if g.strip_file]  # STRIP's overlays
     files += [g.bundle_dir() for g in planned.goodnets if g.bundle_dir().exists()]  # built bundles
     planned.paths = files + [run.artifact_dir() for run in planned.runs if run.artifact_dir().exists()]
+    scans = TriggerScan.objects.select_related("badnet", "dataset")
+    if isinstance(planned.row, BadNet):
+        planned.scans = list(scans.filter(badnet=planned.row))
+    elif isinstance(planned.row, Dataset):
+        planned.scans = list(scans.filter(dataset=planned.row))
     return planned
 
 
@@ -115,11 +130,17 @@ def runs_only_of(experiments: list[Experiment]) -> list[Run]:
 
 
 def delete(deletion: Deletion) -> None:
-    """Delete the rows in one transaction, then their files. Raises ValueError when runs are still running."""
+    """Delete the rows in one transaction, then their files. Raises ValueError when runs are still running or
+    a worker is computing a detection on them."""
     if deletion.running:
         raise ValueError(
             f"{len(deletion.running)} run(s) are still running; press Cancel on their experiment and "
             "delete once they have stopped."
+        )
+    if deletion.detecting:
+        raise ValueError(
+            f"A worker is computing {' and '.join(deletion.detecting)}; delete once its page shows the result "
+            "(it cannot be cancelled, and usually ends within minutes)."
         )
     with transaction.atomic():
         for goodnet in deletion.goodnets:

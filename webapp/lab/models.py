@@ -553,6 +553,11 @@ class TriggerScan(models.Model):
         return f"Neural Cleanse scan of {self.badnet} on {self.dataset}"
 
     @property
+    def computing(self) -> bool:
+        """A worker is computing it now (and has not been lost)."""
+        return self.status == self.Status.RUNNING and not self.stale
+
+    @property
     def stale(self) -> bool:
         """Queued or running past the tasks' hard time limit: its message or worker was lost; ask again."""
         limit = timedelta(seconds=settings.LONGEST_RUN_SECONDS + 600)

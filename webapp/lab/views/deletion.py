@@ -29,6 +29,7 @@ def delete_row(request, kind: str, pk: int):
         "what": what,
         "summary": deletion.summary(),
         "running": deletion.running,
+        "detecting": deletion.detecting,
         "allowed": allowed,
         "back": back,
     }
