@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from tests.webapp.base import BaseTestCase
-from webapp.lab.models import Dataset, GoodNet, Leaderboard, TriggerScan
+from webapp.lab.models import Dataset, GoodNet, Leaderboard, Membership, Team, TriggerScan
 from workers.tasks import calibrate_strip
 
 RATES = {"false_alarm": 1.0, "detection": {"values": 90.0}}
@@ -69,7 +69,43 @@ class DetectionDoorsTestCase(BaseTestCase):
         for number in range(4):
             self.make_goodnet(f"q{number}", strip_status="queued", strip_queued_at=timezone.now())
         response = self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.strip_form())
-        assert response.status_code == 400 and "4 STRIP calibrations waiting already" in response.content.decode()
+        assert response.status_code == 400
+        assert "blue has 4 STRIP calibrations waiting or running already" in response.content.decode()
+
+    def test_a_user_of_several_teams_has_one_limit_for_all_of_them(self):
+        """Making more teams does not multiply what one user may keep the workers busy with."""
+        for number in range(4):
+            team = Team.objects.create(name=f"side-{number}")
+            Membership.objects.create(user=self.alice, team=team, is_admin=True)
+            other = self.experiment({"epochs": [1]}, team=team)
+            TriggerScan.objects.create(
+                badnet=other.badnet, dataset=other.valid, status="queued", requested_by=self.alice
+            )
+            GoodNet.objects.create(
+                team=team,
+                owner=self.alice,
+                name=f"s{number}",
+                badnet=other.badnet,
+                sha256=f"s{number}",
+                strip_status="queued",
+                strip_queued_at=timezone.now(),
+                strip_requested_by=self.alice,
+            )
+        scan = self.client.post(f"/badnets/{self.exp.badnet.pk}/scan", {"dataset": self.exp.valid.pk})
+        assert (
+            "You (in all your teams) have 4 Neural Cleanse scans waiting or running already"
+            in self.client.get(scan["Location"]).content.decode()
+        )
+        assert not TriggerScan.objects.filter(badnet=self.exp.badnet).exists()  # refused: no row left
+        strip = self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.strip_form())
+        assert strip.status_code == 400
+        assert "You (in all your teams) have 4 STRIP calibrations" in strip.content.decode()
+        # a teammate of blue is not bound by alice's other teams
+        Membership.objects.create(user=self.bob, team=self.blue)
+        self.client.force_login(self.bob)
+        with self.captureOnCommitCallbacks(execute=False) as sent:
+            assert self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.strip_form()).status_code == 302
+        assert len(sent) == 1 and GoodNet.objects.get(pk=self.goodnet.pk).strip_requested_by == self.bob
 
     def test_scans_take_clean_validation_sets_only_and_a_lost_scan_is_queued_again(self):
         badnet = self.exp.badnet

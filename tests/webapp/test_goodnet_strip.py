@@ -10,9 +10,9 @@ from unittest import mock
 import pytest
 from PIL import Image
 
+import defenses.strip
 from tests.defenses.tiny import add_trigger, tiny_badnet_files, tiny_data, write_dataset
 from tests.webapp.base import BaseTestCase
-import defenses.strip
 from webapp.lab.inference import compose_from_upload
 from webapp.lab.models import Dataset, GoodNet
 from webapp.lab.services import add_badnet, add_dataset

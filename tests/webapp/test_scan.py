@@ -8,7 +8,6 @@ from unittest import mock
 import pytest
 
 import defenses.cleanse
-
 from tests.defenses.tiny import add_trigger, palette_badnet, palette_data, write_dataset
 from tests.webapp.base import BaseTestCase
 from webapp.lab.models import Dataset, TriggerScan

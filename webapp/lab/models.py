@@ -9,7 +9,7 @@ import json
 import re
 import unicodedata
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -526,6 +526,12 @@ class Profile(models.Model):
         return f"profile of {self.badnet} on {self.dataset}"
 
 
+def detections_lost_before() -> datetime:
+    """A scan or STRIP calibration queued or running since before this was lost (its message or worker): past
+    the tasks' hard time limit. It no longer counts against a limit, and may be asked for again."""
+    return timezone.now() - timedelta(seconds=settings.LONGEST_RUN_SECONDS + 600)
+
+
 class TriggerScan(models.Model):
     """A Neural Cleanse scan of a BadNet on one clean validation set (defenses.cleanse), computed by a worker
     and kept: per label the reversed trigger's mask size and anomaly indices, the flagged labels, and
@@ -541,6 +547,10 @@ class TriggerScan(models.Model):
         FAILED = "failed"
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # who asked for it last: a user's scans at once are bounded across all their teams
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     error = models.TextField(blank=True)
     result = models.JSONField(default=dict, help_text="norms, anomaly indices, flagged labels, pictures")
     created = models.DateTimeField(auto_now_add=True)
@@ -560,8 +570,7 @@ class TriggerScan(models.Model):
     @property
     def stale(self) -> bool:
         """Queued or running past the tasks' hard time limit: its message or worker was lost; ask again."""
-        limit = timedelta(seconds=settings.LONGEST_RUN_SECONDS + 600)
-        return self.status in (self.Status.QUEUED, self.Status.RUNNING) and timezone.now() - self.updated > limit
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING) and self.updated < detections_lost_before()
 
 
 class GoodNet(models.Model):
@@ -584,6 +593,9 @@ class GoodNet(models.Model):
     strip_valid = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     strip_status = models.CharField(max_length=10, blank=True, help_text="queued, done or failed; blank: no STRIP")
     strip_queued_at = models.DateTimeField(null=True, blank=True)
+    strip_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     strip_error = models.TextField(blank=True)
     strip_threshold = models.FloatField(null=True, blank=True)
     strip_file = models.FileField(upload_to=stored_name, blank=True, help_text="the overlays (.npy)")
@@ -597,9 +609,8 @@ class GoodNet(models.Model):
     def strip_pending(self) -> bool:
         """A calibration is queued and not past the tasks' hard time limit (after it, its message or worker
         was lost, and a new one may be asked for)."""
-        limit = timedelta(seconds=settings.LONGEST_RUN_SECONDS + 600)
         queued_at = self.strip_queued_at or timezone.now()
-        return self.strip_status == "queued" and timezone.now() - queued_at <= limit
+        return self.strip_status == "queued" and queued_at >= detections_lost_before()
 
     @property
     def repaired_path(self) -> Path:

@@ -1,11 +1,12 @@
 """What the views, the API and the management commands do with experiments: one place for each rule."""
 
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from kombu.utils.uuid import uuid
 
@@ -17,7 +18,18 @@ from defenses.search import can_search
 from webapp.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN
 from webapp.celery_app import app as celery_app
 from webapp.lab import budgets, limits, searches
-from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Leaderboard, Profile, Run, TriggerScan
+from webapp.lab.models import (
+    BadNet,
+    Dataset,
+    Experiment,
+    GoodNet,
+    Leaderboard,
+    Profile,
+    Run,
+    Team,
+    TriggerScan,
+    detections_lost_before,
+)
 
 
 class AlreadyStored(Exception):
@@ -261,56 +273,75 @@ def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
     return profile
 
 
-MAX_PENDING_DETECTIONS = 4  # scans, or STRIP calibrations, a team may have waiting at once
+def lock_requesters(team, user) -> None:
+    """Inside a transaction: lock the team's and the user's rows (SQLite's IMMEDIATE transactions lock the
+    whole database), so that a count and the insert it allows are one step for requests at once."""
+    Team.objects.select_for_update().filter(pk=team.pk).first()
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
 
 
-def request_scan(badnet: BadNet, dataset: Dataset) -> TriggerScan:
+def detection_refusal(what: str, pending: QuerySet, team_filter: dict, user_filter: dict, team) -> str | None:
+    """Why one more `what` (scans or STRIP calibrations) may not be queued: the team, or the user across all
+    their teams, has as many waiting or running as the settings allow (TEAM_/USER_PENDING_DETECTIONS)."""
+    for count, limit, who in (
+        (pending.filter(**team_filter).count(), settings.TEAM_PENDING_DETECTIONS, team.name),
+        (pending.filter(**user_filter).count(), settings.USER_PENDING_DETECTIONS, "You (in all your teams)"),
+    ):
+        if count >= limit:
+            has = "have" if who.startswith("You") else "has"
+            return f"{who} {has} {count} {what} waiting or running already; ask again once one of them is done."
+    return None
+
+
+@transaction.atomic
+def request_scan(badnet: BadNet, dataset: Dataset, user) -> TriggerScan:
     """The BadNet's Neural Cleanse scan on a clean set: the stored one, or a new one queued on a worker. Both
-    rows must be of one team (as for profiles: no caller can scan with another team's file)."""
+    rows must be of one team (as for profiles: no caller can scan with another team's file). ValueError when
+    the team or the user has as many scans waiting as allowed."""
     if badnet.team_id != dataset.team_id:
         raise ValueError(f"{dataset.name} is not a dataset of {badnet.name}'s team.")
+    lock_requesters(badnet.team, user)
     scan, created = TriggerScan.objects.get_or_create(badnet=badnet, dataset=dataset)
     if created or scan.status == TriggerScan.Status.FAILED or scan.stale:
-        busy = TriggerScan.objects.filter(badnet__team=badnet.team, status__in=["queued", "running"])
-        if busy.exclude(pk=scan.pk).count() >= MAX_PENDING_DETECTIONS:
-            if created:
-                scan.delete()
-            raise ValueError(
-                f"{badnet.team.name} has {MAX_PENDING_DETECTIONS} scans waiting or running already; scan again "
-                "once one of them is done."
-            )
+        waiting = TriggerScan.Status.QUEUED, TriggerScan.Status.RUNNING
+        pending = TriggerScan.objects.filter(status__in=waiting, updated__gte=detections_lost_before())
+        team, mine = {"badnet__team": badnet.team}, {"requested_by": user}
+        refusal = detection_refusal("Neural Cleanse scans", pending.exclude(pk=scan.pk), team, mine, badnet.team)
+        if refusal:
+            raise ValueError(refusal)  # the transaction's end takes a row it made along
         TriggerScan.objects.filter(pk=scan.pk).update(
-            status=TriggerScan.Status.QUEUED, error="", updated=timezone.now()
+            status=TriggerScan.Status.QUEUED, error="", requested_by=user, updated=timezone.now()
         )
         transaction.on_commit(lambda: celery_app.send_task(COMPUTE_SCAN, args=[scan.pk], queue="cpu"))
     return scan
 
 
-def request_strip(goodnet: GoodNet, data: dict) -> GoodNet:
+@transaction.atomic
+def request_strip(goodnet: GoodNet, data: dict, user) -> GoodNet:
     """STRIP for a GoodNet (a valid StripForm's data): calibrated and measured by a worker; until it is done
-    the GoodNet answers by the disagreement rule alone. Every set must be of the GoodNet's team."""
+    the GoodNet answers by the disagreement rule alone. Every set must be of the GoodNet's team. ValueError
+    when the GoodNet is being calibrated already, or the team or the user has as many waiting as allowed."""
     sets = [data["valid"], data["test"], *data["poisoned"]]
     if any(dataset.team_id != goodnet.team_id for dataset in sets):
         raise ValueError(f"Every set must be one of {goodnet.team.name}'s.")
-    pending = [g for g in GoodNet.objects.filter(team=goodnet.team, strip_status="queued") if g.strip_pending]
-    if len(pending) >= MAX_PENDING_DETECTIONS:
-        raise ValueError(
-            f"{goodnet.team.name} has {MAX_PENDING_DETECTIONS} STRIP calibrations waiting already; ask again once "
-            "one of them is done."
-        )
-    # one conditional update: of two requests at once, only one finds the GoodNet not queued and queues it
-    limit = timezone.now() - timedelta(seconds=settings.LONGEST_RUN_SECONDS + 600)
-    free = GoodNet.objects.filter(pk=goodnet.pk).exclude(strip_status="queued", strip_queued_at__gt=limit)
-    changed = free.update(
+    lock_requesters(goodnet.team, user)
+    pending = GoodNet.objects.filter(strip_status="queued", strip_queued_at__gte=detections_lost_before())
+    if pending.filter(pk=goodnet.pk).exists():
+        raise ValueError("STRIP is being calibrated already; wait until this page shows its figures.")
+    refusal = detection_refusal(
+        "STRIP calibrations", pending, {"team": goodnet.team}, {"strip_requested_by": user}, goodnet.team
+    )
+    if refusal:
+        raise ValueError(refusal)
+    GoodNet.objects.filter(pk=goodnet.pk).update(
         strip_frr=data["frr"],
         strip_valid=data["valid"],
         strip_status="queued",
         strip_queued_at=timezone.now(),
+        strip_requested_by=user,
         strip_error="",
         figures={},
     )
-    if not changed:
-        raise ValueError("STRIP is being calibrated already; wait until this page shows its figures.")
     args = [goodnet.pk, data["test"].pk, [dataset.pk for dataset in data["poisoned"]]]
     transaction.on_commit(lambda: celery_app.send_task(CALIBRATE_STRIP, args=args, queue="cpu"))
     goodnet.refresh_from_db()

@@ -222,6 +222,10 @@ USER_EPOCH_BUDGET = int(os.environ.get("PRUNELAB_USER_EPOCH_BUDGET", 2000))
 TEAM_STORAGE_BYTES = int(os.environ.get("PRUNELAB_TEAM_STORAGE_BYTES", 20 * 2**30))
 USER_STORAGE_BYTES = int(os.environ.get("PRUNELAB_USER_STORAGE_BYTES", 10 * 2**30))
 DISK_RESERVE_BYTES = int(os.environ.get("PRUNELAB_DISK_RESERVE_BYTES", 512 * 2**20))
+# Neural Cleanse scans, and STRIP calibrations, that a team and that one user (across all their teams) may have
+# waiting or running at once (webapp/lab/services.py): each holds a worker for minutes.
+TEAM_PENDING_DETECTIONS = int(os.environ.get("PRUNELAB_TEAM_PENDING_DETECTIONS", 4))
+USER_PENDING_DETECTIONS = int(os.environ.get("PRUNELAB_USER_PENDING_DETECTIONS", 4))
 # GoodNet bundles built at once in one web process (each is built once per content and kept).
 MAX_BUNDLE_BUILDS = int(os.environ.get("PRUNELAB_MAX_BUNDLE_BUILDS", 2))
 MAX_MODEL_PARAMS = int(os.environ.get("PRUNELAB_MAX_MODEL_PARAMS", 200_000_000))

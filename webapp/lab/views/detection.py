@@ -22,7 +22,7 @@ def badnet_scan(request, pk: int):
     if isinstance(dataset, HttpResponseBadRequest):
         return dataset
     try:
-        request_scan(badnet, dataset)
+        request_scan(badnet, dataset, request.user)
     except ValueError as refusal:
         messages.error(request, str(refusal))
     else:

@@ -97,8 +97,8 @@ def goodnet_strip(request, pk: int):
     row = owned_or_404(GoodNet.objects.select_related("badnet", "team"), request.user, pk=pk)
     form = StripForm(row, request.POST)
     if form.is_valid():
-        try:  # one calibration at a time per GoodNet, a few per team (services.request_strip)
-            request_strip(row, form.cleaned_data)
+        try:  # one calibration at a time per GoodNet, a few per team and per user (services.request_strip)
+            request_strip(row, form.cleaned_data, request.user)
         except ValueError as refusal:
             form.add_error(None, str(refusal))
     if not form.is_valid():
