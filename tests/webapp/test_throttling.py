@@ -1,5 +1,6 @@
 """Guessing is bounded: wrong passwords lock a username+address pair for a while (django-axes), wrong API
-tokens get an address 429 for a while (webapp/core/tokens.py), and neither stops anyone else."""
+tokens get an address 429 for a while (webapp/core/tokens.py), and neither stops anyone else. Costly requests
+(image tests, plan previews, model downloads) are bounded per user (webapp/core/throttles.py)."""
 
 import time
 from datetime import timedelta
@@ -13,6 +14,7 @@ from django.test import override_settings
 from rest_framework.authtoken.models import Token
 
 from tests.webapp.base import BaseTestCase
+from webapp.core.throttles import ClassifyThrottle, ExportThrottle, PreviewThrottle
 from webapp.core.tokens import WrongTokenThrottle
 
 WRONG = "Token 0123456789abcdef0123456789abcdef01234567"
@@ -97,3 +99,47 @@ class TokenThrottleTestCase(BaseTestCase):
         throttled = self.client.post("/api/datasets/", {"name": "x"}, HTTP_AUTHORIZATION=self.good)
         assert throttled.status_code == 429 and int(throttled["Retry-After"]) > 0
         assert "Too many wrong API tokens" in throttled.json()["detail"]
+
+
+@override_settings(REQUEST_RATES={"classify": "2/minute", "preview": "2/minute", "export": "2/minute"})
+class RequestRateTestCase(BaseTestCase):
+    """Image tests, plan previews and model downloads per user: the page and the API count in one history."""
+
+    def setUp(self):
+        super().setUp()
+        throttles = (ClassifyThrottle(), PreviewThrottle(), ExportThrottle())
+        self.keys = [t.get_cache_key(mock.Mock(user=u)) for t in throttles for u in (self.alice, self.bob)]
+        cache.delete_many(self.keys)
+        self.addCleanup(cache.delete_many, self.keys)
+        self.token = f"Token {Token.objects.create(user=self.alice).key}"
+        self.client.force_login(self.alice)
+
+    def test_image_tests_by_page_and_api_share_one_rate_and_other_users_are_not_slowed(self):
+        assert self.client.get("/classify/").status_code == 200  # the empty form is not counted
+        assert self.client.post("/classify/", {"network": "badnet-1"}).status_code == 400  # counted, refused anyway
+        assert (
+            self.client.post("/api/classify/", {"network": "badnet-1"}, HTTP_AUTHORIZATION=self.token).status_code
+            == 400
+        )
+        page = self.client.post("/classify/", {"network": "badnet-1"})
+        assert page.status_code == 429 and 1 <= int(page["Retry-After"]) <= 60
+        assert "Too many image tests: you may send 2 a minute. Try again in" in page.content.decode()
+        assert "PRUNELAB_CLASSIFY_RATE" in page.content.decode()
+        api = self.client.post("/api/classify/", {"network": "badnet-1"}, HTTP_AUTHORIZATION=self.token)
+        assert api.status_code == 429 and "Too many image tests" in api.json()["detail"]
+        self.client.force_login(self.bob)
+        assert self.client.post("/classify/", {"network": "badnet-1"}).status_code == 400  # bob's own rate
+        self.client.force_login(self.alice)
+        later = time.time() + 61
+        with mock.patch.object(ClassifyThrottle, "timer", lambda self: later):
+            assert self.client.post("/classify/", {"network": "badnet-1"}).status_code == 400
+
+    def test_previews_and_downloads_are_bounded(self):
+        for _ in range(2):
+            assert self.client.post("/experiments/plan", {"defense": "fine-prune"}).status_code == 200
+        preview = self.client.post("/experiments/plan", {"defense": "fine-prune"})
+        assert preview.status_code == 429 and "Too many plan previews" in preview.content.decode()
+        for url in ("/runs/999/repaired.keras", "/goodnets/999/bundle.zip"):
+            assert self.client.get(url).status_code == 404
+        download = self.client.get("/runs/999/repaired-keras2.h5")
+        assert download.status_code == 429 and "Too many model downloads" in download.content.decode()

@@ -9,7 +9,7 @@ from django.http import QueryDict
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.decorators import action, api_view
+from rest_framework.decorators import action, api_view, throttle_classes
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
@@ -17,6 +17,7 @@ from rest_framework.routers import DefaultRouter
 from defenses.data import DataError
 from defenses.methods import LAYERS, METHODS, PARAMETERS
 from defenses.modelcheck import ModelRefused
+from webapp.core.throttles import ClassifyThrottle
 from webapp.lab import budgets, inference, tus
 from webapp.lab.access import first_team, teams_of
 from webapp.lab.forms import (
@@ -442,6 +443,7 @@ class GoodNetViewSet(TeamScoped):
     parameters=[TEAM_PARAMETER],
 )
 @api_view(["POST"])
+@throttle_classes([ClassifyThrottle])
 def classify(request):
     """Classes in [0, N] for uploaded images (N: "poisoned" when a GoodNet answers)."""
     form = ClassifyForm(team_for(request), request.data, request.FILES)

@@ -226,6 +226,14 @@ DISK_RESERVE_BYTES = int(os.environ.get("PRUNELAB_DISK_RESERVE_BYTES", 512 * 2**
 # waiting or running at once (webapp/lab/services.py): each holds a worker for minutes.
 TEAM_PENDING_DETECTIONS = int(os.environ.get("PRUNELAB_TEAM_PENDING_DETECTIONS", 4))
 USER_PENDING_DETECTIONS = int(os.environ.get("PRUNELAB_USER_PENDING_DETECTIONS", 4))
+# Requests per signed-in user that cost the server real work (webapp/core/throttles.py; pages and API alike, DRF
+# rate strings "N/second|minute|hour|day"): image tests load networks, previews plan grids, exports stream
+# model files and bundles.
+REQUEST_RATES = {
+    "classify": os.environ.get("PRUNELAB_CLASSIFY_RATE", "30/minute"),
+    "preview": os.environ.get("PRUNELAB_PREVIEW_RATE", "120/minute"),
+    "export": os.environ.get("PRUNELAB_EXPORT_RATE", "30/minute"),
+}
 # GoodNet bundles built at once in one web process (each is built once per content and kept).
 MAX_BUNDLE_BUILDS = int(os.environ.get("PRUNELAB_MAX_BUNDLE_BUILDS", 2))
 MAX_MODEL_PARAMS = int(os.environ.get("PRUNELAB_MAX_MODEL_PARAMS", 200_000_000))

@@ -9,6 +9,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from defenses.methods import METHODS, job_kind, method_of, separate_training_epochs, training_epochs
 from defenses.search import searchable
+from webapp.core.throttles import PreviewThrottle, throttled
 from webapp.lab import budgets, searches
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, experiment_charts, figures_payload, importance_bars, search_progress
@@ -69,6 +70,7 @@ def new_experiment(request):
 
 @team_required
 @require_POST
+@throttled(PreviewThrottle)
 def plan_preview(request):
     """htmx partial: what the planner will run for the form as it stands."""
     form = ExperimentForm(request.team, request.POST, user=request.user)

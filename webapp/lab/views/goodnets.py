@@ -9,6 +9,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from defenses.data import DataError
 from defenses.modelcheck import ModelRefused
+from webapp.core.throttles import ClassifyThrottle, ExportThrottle, throttled
 from webapp.lab import inference
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import detector_charts, figures_payload
@@ -128,6 +129,7 @@ def goodnet_csv(request, pk: int, slug: str):
 
 
 @team_required
+@throttled(ExportThrottle)
 def goodnet_bundle(request, pk: int):
     """The standalone bundle: both networks, bundle.json and eval.py, zipped."""
     goodnet = owned_or_404(GoodNet.objects.select_related("badnet", "run"), request.user, pk=pk)
@@ -140,6 +142,7 @@ def goodnet_bundle(request, pk: int):
 
 
 @team_required
+@throttled(ClassifyThrottle, methods=("POST",))
 def classify(request):
     form = ClassifyForm(
         request.team, request.POST or None, request.FILES or None, initial={"network": request.GET.get("network")}

@@ -8,6 +8,7 @@ from django.shortcuts import render
 from defenses.export import ExportRefused
 from defenses.methods import JOB_KINDS, job_kind
 from defenses.modelcheck import ModelRefused
+from webapp.core.throttles import ExportThrottle, throttled
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, figures_payload, run_curve
 from webapp.lab.inference import keras2_export, run_network
@@ -56,6 +57,7 @@ def run_csv(request, pk: int):
 
 
 @team_required
+@throttled(ExportThrottle)
 def run_repaired(request, pk: int):
     """The run's repaired network as a Keras 3 file."""
     run = owned_or_404(Run.objects, request.user, pk=pk)
@@ -66,6 +68,7 @@ def run_repaired(request, pk: int):
 
 
 @team_required
+@throttled(ExportThrottle)
 def run_repaired_keras2(request, pk: int, weights: bool = False):
     """The run's repaired network for the Keras 2 API: the full model (.h5), or with `weights` the weights of
     its BadNet's architecture preset (Keras 2's save_weights layout). Written from the Keras 3 file on demand."""

@@ -1,0 +1,72 @@
+"""Per-user rates on the requests that cost the server real work (an image test loads networks, a preview
+plans a grid, an export streams or writes a model file): DRF's throttle bookkeeping in the shared cache, so
+every web process counts the same hits, and the same class serves the API (`throttle_classes`) and the pages
+(`throttled`), so a user cannot double the rate by switching between them. Rates are settings
+(REQUEST_RATES, from PRUNELAB_*_RATE), read at each request."""
+
+from functools import wraps
+
+from django.conf import settings
+from django.http import HttpResponse
+from rest_framework.exceptions import Throttled
+from rest_framework.throttling import SimpleRateThrottle
+
+# what each scope's requests are, for the refusal
+WHAT = {"classify": "image tests", "preview": "plan previews", "export": "model downloads"}
+
+
+class PerUserThrottle(SimpleRateThrottle):
+    """Requests of one scope per signed-in user in a sliding window."""
+
+    def get_rate(self) -> str:
+        return settings.REQUEST_RATES[self.scope]
+
+    def get_cache_key(self, request, view=None) -> str:
+        return self.cache_format % {"scope": self.scope, "ident": request.user.pk}
+
+    def allow_request(self, request, view) -> bool:
+        if super().allow_request(request, view):
+            return True
+        if view is not None:  # the API: DRF's 429, in the same words as the pages'
+            raise Throttled(wait=self.wait(), detail=refusal(self))
+        return False
+
+
+class ClassifyThrottle(PerUserThrottle):
+    scope = "classify"
+
+
+class PreviewThrottle(PerUserThrottle):
+    scope = "preview"
+
+
+class ExportThrottle(PerUserThrottle):
+    scope = "export"
+
+
+def refusal(throttle: PerUserThrottle) -> str:
+    """The 429's words: what was too many, when to try again, and who sets the rate."""
+    window = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}.get(throttle.duration, f"{throttle.duration} s")
+    return (
+        f"Too many {WHAT[throttle.scope]}: you may send {throttle.num_requests} a {window}. Try again in "
+        f"{max(1, round(throttle.wait() or 1))} s (an operator sets the rate: PRUNELAB_{throttle.scope.upper()}_RATE)."
+    )
+
+
+def throttled(throttle_class: type[PerUserThrottle], methods: tuple[str, ...] = ("GET", "POST")):
+    """A page view counted against the same per-user rate as its API twin (its requests of these methods: a
+    form's GET costs nothing): past it, a 429 that says when to try again (Retry-After too)."""
+
+    def decorate(view):
+        @wraps(view)
+        def counted(request, *args, **kwargs):
+            throttle = throttle_class()
+            if request.method in methods and not throttle.allow_request(request, None):
+                response = HttpResponse(refusal(throttle), status=429, content_type="text/plain; charset=utf-8")
+                response["Retry-After"] = str(max(1, round(throttle.wait() or 1)))
+                return response
+            return view(request, *args, **kwargs)
+
+        return counted
+
+    return decorate
