@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from tests.defenses.tiny import tiny_badnet_files
 from tests.lab.factories import experiment_row, team_with_user
-from webapp.celery_app import app
+from webapp.celery_app import EXECUTE_RUN, app
 from webapp.lab.models import Run
 from webapp.lab.services import cancel, submit
 
@@ -134,6 +134,40 @@ def test_on_a_real_worker_team_bs_run_waits_for_at_most_one_of_team_as(celery_wo
     assert cancel(flood) >= 1  # the rest of A's flood ends at once
     assert not Run.objects.filter(team=team_a, status=Run.QUEUED).exists()
     app.control.purge()  # their messages are spare turns now: not for the next test's worker
+
+
+def messages_waiting(queue: str = "cpu") -> int:
+    with app.connection_for_write() as connection:
+        return connection.default_channel.client.llen(queue)  # Redis keeps a queue as a list (gone when empty)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_drops_1000_cancelled_runs_messages_in_seconds(celery_worker, files):
+    """Each message of a cancelled run would otherwise be a turn with nothing to serve, at ~5 s of a new worker
+    child each (83 minutes for 1,000): cancel revokes them, and the worker drops them on arrival."""
+    team, user = team_with_user()
+    experiment = experiment_row(team, user, files, ONE_EPOCH)
+    first = submit(experiment, enqueue=False)[0]
+    runs = [first, *queued_copies(first, 999)]
+    experiment.runs.add(*runs)
+    Run.objects.filter(pk=first.pk).update(task_id="message-first")
+    for run in Run.objects.filter(pk__in=[r.pk for r in runs]):
+        app.send_task(EXECUTE_RUN, args=[run.pk], queue="cpu", task_id=run.task_id)
+    cancelled_at = time.monotonic()
+    assert cancel(experiment) == 1000  # outside a transaction: the revoke goes out at once
+    while messages_waiting() > 0:
+        assert time.monotonic() - cancelled_at < 120, f"{messages_waiting()} messages still waiting after 2 minutes"
+        time.sleep(0.5)
+    revoked = {task for tasks in (app.control.inspect(timeout=5).revoked() or {}).values() for task in tasks}
+    # the worker may take the first message (prefetch 1) before the cancel: that one turn starts a run, which
+    # stops at its next batch check; every other message was dropped unrun
+    assert len({run.task_id for run in Run.objects.all()} - revoked) <= 1
+    assert Run.objects.filter(attempts__gt=0).count() <= 1
+    while Run.objects.filter(status=Run.RUNNING).exists():
+        assert time.monotonic() - cancelled_at < 300, "the one started run did not stop"
+        time.sleep(0.5)
+    assert set(Run.objects.values_list("status", flat=True)) == {Run.CANCELLED}
 
 
 @pytest.mark.django_db

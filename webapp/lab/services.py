@@ -182,12 +182,18 @@ def requeue(run: Run) -> None:
 
 def cancel(experiment: Experiment) -> int:
     """Stop every unfinished run of the experiment (its own team's) and return how many: queued ones end at
-    once (their messages become turns for the next run in line: Run.claim_turn), running ones at their next batch check;
-    a search asks no new trial."""
+    once, running ones at their next batch check; a search asks no new trial. The queued runs' messages are
+    revoked (one broadcast): a worker drops a revoked message on arrival instead of spending a child process
+    on a turn with nothing to serve. Every queued run keeps a message: each queued run has one, and a run a
+    turn served early left its own behind."""
     if experiment.is_search:
         searches.cancel(experiment)
     asked = experiment.own_runs().filter(status__in=[Run.QUEUED, Run.RUNNING]).update(cancel_requested=True)
-    experiment.own_runs().filter(status=Run.QUEUED).update(status=Run.CANCELLED, finished_at=timezone.now())
+    queued = experiment.own_runs().filter(status=Run.QUEUED)
+    messages = list(queued.exclude(task_id="").values_list("task_id", flat=True))
+    queued.update(status=Run.CANCELLED, finished_at=timezone.now())
+    if messages:  # a re-run sends a new message, under a new id
+        transaction.on_commit(lambda: celery_app.control.revoke(messages))
     return asked
 
 
