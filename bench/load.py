@@ -6,7 +6,8 @@ and (--scenario fairness) one team's flood of queued runs against another team's
 
 Fairness: team A queues --flood one-epoch runs; once its first has started, team B queues one run. Prints how
 long B's run waited and how many of A's started before it, beside A's queue length then and what first in,
-first out would have made B wait (A's queue times A's measured mean run time), then cancels A's rest.
+first out would have made B wait (A's queue times A's measured mean run time), then cancels A's rest and prints
+how long their (revoked) messages took to drain beside what unrevoked ones cost (3 empty turns measured).
 
 Starts its own Redis, one Celery worker and gunicorn with docker/gunicorn.conf.py (3 sync workers), on a fresh
 SQLite database in var/bench-load/. Data: the real sunglasses BadNet and small synthetic 55x47 sets. The
@@ -267,7 +268,12 @@ def fairness(study, rows_b: tuple, flood: int) -> None:
     b_run = submit(study(2, one_epoch | {"thresholds": [1.0]}, rows_b))[0]
     wait_until(lambda: Run.objects.get(pk=b_run.pk).status == Run.DONE, 900, "team B's run")
     b = Run.objects.get(pk=b_run.pk)
-    cancel(flood_study)
+    still_queued = Run.objects.filter(pk__in=a_runs, status=Run.QUEUED).count()
+    cancelled_at = time.monotonic()
+    cancel(flood_study)  # revokes the queued runs' messages
+    wait_until(lambda: waiting_messages("cpu") == 0, 900, "the cancelled runs' messages to drain")
+    drained = time.monotonic() - cancelled_at
+    empty_turn = seconds_per_empty_turn(b_run.pk)
     ahead = Run.objects.filter(pk__in=a_runs, started_at__gte=asked, started_at__lt=b.started_at).count()
     done = Run.objects.filter(pk__in=a_runs, status=Run.DONE).exclude(started_at=None).exclude(finished_at=None)
     durations = [(r.finished_at - r.started_at).total_seconds() for r in done]
@@ -280,6 +286,31 @@ def fairness(study, rows_b: tuple, flood: int) -> None:
         f"{queued_then} queued; first in, first out would have made it wait for all {queued_then}: about "
         f"{fifo:.0f} s ({queued_then} x {mean:.1f} s, A's mean run), {fifo / waited:.0f}x longer"
     )
+    naive = still_queued * empty_turn
+    print(
+        f"  cancelling A's {still_queued} queued runs: their revoked messages drained in {drained:.1f} s; unrevoked, "
+        f"each is an empty turn of {empty_turn:.1f} s (a fresh worker child, measured on 3): about {naive:.0f} s, "
+        f"{naive / max(drained, 0.1):.0f}x longer"
+    )
+
+
+def waiting_messages(queue: str) -> int:
+    from webapp.celery_app import app
+
+    with app.connection_for_write() as connection:
+        return connection.default_channel.client.llen(queue)
+
+
+def seconds_per_empty_turn(run_id: int, count: int = 3) -> float:
+    """The naive cancel's cost per message: `count` messages (not revoked) for a run that has ended, each a turn
+    with nothing left to serve, run one after another by the worker."""
+    from webapp.celery_app import EXECUTE_RUN, app
+
+    started = time.monotonic()
+    turns = [app.send_task(EXECUTE_RUN, args=[run_id], queue="cpu") for _ in range(count)]
+    for turn in turns:
+        turn.get(timeout=300)
+    return (time.monotonic() - started) / count
 
 
 def _alive(base: str) -> bool:

@@ -108,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             redis = start_redis(var / "redis")
             cleanup.callback(redis.stop)
             env["REDIS_URL"] = redis.url
+            # for manage.py commands in another shell (settings read it when REDIS_URL is unset); it holds the
+            # password, so only this account may read it, and it goes with the stack
+            address = var / "redis" / "url"
+            address.touch(mode=0o600)
+            address.write_text(redis.url)
+            cleanup.callback(address.unlink, missing_ok=True)
             print(
                 f"Redis (embedded, password-protected, append-only file in {redis.data_dir}) on port {redis.port}",
                 flush=True,

@@ -19,13 +19,17 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def start_stack(var_dir: Path, port: int) -> subprocess.Popen:
+def stack_env(var_dir: Path) -> dict:
+    """A shell's environment for the stack in `var_dir`: none of the suite's own services."""
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
-    env.update(PRUNELAB_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1")
+    return env | {"PRUNELAB_VAR_DIR": str(var_dir), "PYTHONUNBUFFERED": "1"}
+
+
+def start_stack(var_dir: Path, port: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "stack.run", "--port", str(port)],
         cwd=ROOT,
-        env=env,
+        env=stack_env(var_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -72,6 +76,12 @@ def test_stack_serves_health_and_stops_cleanly(tmp_path):
             assert json.load(response)["workers"]["count"] == 1
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
             assert b"Prunelab" in response.read()
+        # an operator's `manage.py queue` in another shell reaches the stack's own Redis (random port, password)
+        queue = subprocess.run(
+            [sys.executable, "manage.py", "queue"], cwd=ROOT, env=stack_env(tmp_path), capture_output=True, text=True
+        )
+        assert queue.returncode == 0 and "waiting in Redis: cpu " in queue.stdout, queue.stdout + queue.stderr
+        assert (tmp_path / "redis" / "url").stat().st_mode & 0o077 == 0  # it holds the password
 
         stack.send_signal(signal.SIGINT)
         rest = stack.communicate(timeout=60)[0]
@@ -80,6 +90,7 @@ def test_stack_serves_health_and_stops_cleanly(tmp_path):
         gone, alive = psutil.wait_procs(descendants, timeout=10)
         assert alive == [], f"left behind: {[p.cmdline() for p in alive]}"
         assert (tmp_path / "redis" / "appendonlydir").exists() or any((tmp_path / "redis").glob("*.aof"))
+        assert not (tmp_path / "redis" / "url").exists()  # the address goes with the stack
     finally:
         if stack.poll() is None:
             stack.kill()

@@ -134,6 +134,20 @@ class UploadTestCase(BaseTestCase):
         assert Dataset.objects.count() == 1
         page = html.unescape(self.client.get(f"/teams/{self.blue.pk}/").content.decode())
         assert f"the team keeps <b>{filesizeformat(size)}</b> of 20.0\xa0GB" in page
+        # what the team's runs wrote counts too (a run folder, a bundle): the team's, not the uploader's
+        outputs = Path(settings.MEDIA_ROOT) / f"team-{self.blue.pk}"
+        for folder in ("runs/7", "bundles/goodnet-3"):
+            (outputs / folder).mkdir(parents=True)
+            (outputs / folder / "net.keras").write_bytes(b"w" * size)
+        with override_settings(TEAM_STORAGE_BYTES=3 * size + size // 2):
+            refused = html.unescape(self.post_dataset(second).content.decode())
+        assert "would take your team past the" in refused and f"({filesizeformat(3 * size)} used" in refused
+        page = html.unescape(self.client.get(f"/teams/{self.blue.pk}/").content.decode())
+        assert (
+            f"the team keeps <b>{filesizeformat(3 * size)}</b>" in page
+            and f"you keep <b>{filesizeformat(size)}" in page
+        )
+        assert f"runs' outputs and GoodNet bundles: {filesizeformat(2 * size)}" in page
 
     def test_a_resumable_upload_reserves_its_bytes_when_it_is_opened(self):
         from webapp.lab.uploads import UploadRefused, open_upload

@@ -1,5 +1,6 @@
 """Storage quotas: the bytes a team, and each user, keep on the server (stored BadNets, sets and GoodNets plus
-unfinished uploads, which reserve their declared length), and a reserve of free disk no upload may take.
+unfinished uploads, which reserve their declared length; a team's also its runs' folders and its GoodNets'
+bundles, which belong to no one user), and a reserve of free disk no upload may take.
 Checked when a resumable upload is opened and when a file sent with a form is stored, so a refusal comes
 before the bytes are written."""
 
@@ -26,6 +27,17 @@ def stored_bytes(**owner) -> int:
     return total
 
 
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else 0
+
+
+def derived_bytes(team) -> int:
+    """Bytes the team's work wrote: its runs' folders (repaired networks, exports, checkpoints) and its
+    GoodNets' bundles."""
+    root = Path(settings.MEDIA_ROOT) / f"team-{team.pk}"
+    return folder_bytes(root / "runs") + folder_bytes(root / "bundles")
+
+
 def open_bytes(**owner) -> int:
     return Upload.objects.filter(**owner).aggregate(total=Sum("length"))["total"] or 0
 
@@ -42,11 +54,15 @@ def free_disk() -> int:
 class Usage:
     team: int
     user: int
+    derived: int  # of the team's: its runs' and bundles'
 
     @classmethod
     def of(cls, team, user) -> "Usage":
+        derived = derived_bytes(team)
         return cls(
-            team=stored_bytes(team=team) + open_bytes(team=team), user=stored_bytes(owner=user) + open_bytes(owner=user)
+            team=stored_bytes(team=team) + open_bytes(team=team) + derived,
+            user=stored_bytes(owner=user) + open_bytes(owner=user),
+            derived=derived,
         )
 
 
@@ -61,8 +77,8 @@ def refusal(team, user, adding: int, name: str) -> str | None:
         if used + adding > quota:
             return (
                 f"{name} ({filesizeformat(adding)}) would take {who} past the {filesizeformat(quota)} of storage "
-                f"allowed ({filesizeformat(used)} used, counting unfinished uploads). Delete BadNets, sets or "
-                f"GoodNets you no longer need, or ask an operator to raise {setting}."
+                f"allowed ({filesizeformat(used)} used, counting unfinished uploads). Delete BadNets, sets, "
+                f"experiments or GoodNets you no longer need, or ask an operator to raise {setting}."
             )
     free = free_disk()
     if free - adding < settings.DISK_RESERVE_BYTES:

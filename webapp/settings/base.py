@@ -289,7 +289,12 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Queue: Redis is broker and result store. `make run` and the tests start one when REDIS_URL is unset.
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Unset: the Redis of a running `make run` stack (it leaves its address in var/redis/url for manage.py commands
+# in another shell), else the usual local port.
+STACK_REDIS_ADDRESS = VAR_DIR / "redis" / "url"
+REDIS_URL = os.environ.get("REDIS_URL") or (
+    STACK_REDIS_ADDRESS.read_text().strip() if STACK_REDIS_ADDRESS.is_file() else "redis://127.0.0.1:6379/0"
+)
 LONGEST_RUN_SECONDS = int(os.environ.get("PRUNELAB_LONGEST_RUN_SECONDS", 6 * 3600))
 # A running run whose heartbeat (written between batches) is older than this lost its worker: re-queued.
 RUN_STALE_SECONDS = float(os.environ.get("PRUNELAB_RUN_STALE_SECONDS", 120))

@@ -19,7 +19,11 @@ class Command(BaseCommand):
             lengths = {queue: client.llen(queue) for queue in settings.CELERY_TASK_QUEUES}
             self.stdout.write("waiting in Redis: " + ", ".join(f"{q} {n}" for q, n in lengths.items()))
         except redis.RedisError as error:
-            self.stdout.write(f"Redis unreachable at {settings.REDIS_URL}: {error}")
+            where = settings.REDIS_URL.rpartition("@")[2]  # never print the password
+            self.stdout.write(
+                f"Redis unreachable at {where}: {error}. Is the stack running? `make run` leaves its Redis's address "
+                f"in {settings.STACK_REDIS_ADDRESS}; another Redis is named by REDIS_URL."
+            )
         for run in Run.objects.filter(status=Run.RUNNING).order_by("started_at"):
             self.stdout.write(
                 f"  run {run.pk} {run.kind} {run.progress:5.1%} on {run.worker}, attempt "
