@@ -74,6 +74,7 @@ class Runner:
     def __init__(self, loaded, workdir: Path):
         self.loaded, self.workdir = loaded, workdir
         self.valid_count = len(loaded.valid[1])  # the whole clean validation set: what a cost unit passes over
+        self.size = self.valid_count, loaded.report.n_classes  # what a job's cost depends on (JobKind.cost)
         self.points: dict[str, dict[int, dict]] = {}
         self.seconds: dict[str, float] = {}
 
@@ -93,15 +94,13 @@ class Runner:
     def rung(self, job, previous) -> tuple[dict[int, dict], float]:
         """defenses.search's RungRunner: one folder per trial (its first rung's key), the previous rung's points
         carried over, the units of the epochs trained now."""
-        from defenses.methods import job_kind
+        from defenses.search import rung_cost
 
         first = previous or job
         folder = self.workdir / first.key[:16]
         earlier = self.points.get(previous.key) if previous else None
         points, computed = self.run(job, folder, earlier)
-        units = job_kind(job.kind).cost(job.config, self.valid_count)
-        if previous is not None:
-            units -= job_kind(previous.kind).cost(previous.config, self.valid_count)
+        units = rung_cost(job, previous, *self.size)
         return points, units if computed else 0.0
 
 
@@ -117,7 +116,7 @@ def sweep_rows(method, runner: Runner, options: Options, triggers, before_valid)
         found = [(plan.jobs[0], p, m) for p, m in sorted(results[0].items()) if m.get("stop")][:1]
     else:
         found = [(plan.jobs[job], position, results[job].get(position) or {}) for job, position in plan.points.values()]
-    units = sum(job_kind(job.kind).cost(job.config, runner.valid_count) for job in plan.jobs)
+    units = sum(job_kind(job.kind).cost(job.config, *runner.size) for job in plan.jobs)
     return point_rows(method, found, triggers, before_valid), units, f"sweep of {len(plan.points)} points"
 
 
@@ -134,7 +133,7 @@ def search_rows(method, runner: Runner, options: Options, triggers, before_valid
 
     space = {"defense": method.name, "holdout": options.holdout, "seed": options.seed}
     settings = SearchSettings(budget=options.budget, seed=options.seed)
-    trials = search(method, space, settings, runner.rung, score, runner.valid_count)
+    trials = search(method, space, settings, runner.rung, score, *runner.size)
     found = []
     for trial in trials:
         job = trial.jobs[-1]

@@ -70,6 +70,15 @@ class Scan:
     seconds: float = 0.0
 
 
+def scan_image_passes(n_classes: int, settings: ScanSettings = ScanSettings()) -> int:
+    """Images a scan of `n_classes` labels passes forward and backward (each step of each label's reversal
+    takes a batch): what it costs beside training, for budgets. An upper bound: a label may stop early."""
+    if n_classes <= settings.prescreen_above:
+        return n_classes * settings.steps * settings.batch
+    full = min(n_classes, 2 * settings.prescreen_keep)  # the smallest labels and as many at random
+    return (n_classes * settings.prescreen_steps + full * settings.steps) * settings.batch
+
+
 def stamp(pixels: np.ndarray, mask: np.ndarray, pattern: np.ndarray) -> np.ndarray:
     """Images (n, h, w, c) with a trigger stamped: (1 - m) x + m p, pixels 0..255."""
     weight = mask[..., None] if mask.ndim == 2 else mask

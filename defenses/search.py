@@ -184,6 +184,7 @@ def search(
     run_rung: RungRunner,
     objective: Callable[[dict], float | None],
     n_valid: int,
+    n_classes: int,
     history: list[Trial] | None = None,
     on_trial: Callable[[list[Trial]], None] | None = None,
 ) -> list[Trial]:
@@ -192,9 +193,9 @@ def search(
     {position: metrics} with the units it trained (0 when stored runs served it); every rung is charged its
     full cost against the budget all the same, so each defense of a leaderboard explores the same amount of
     work whatever its team had stored, and the trials do not depend on what was; `objective(metrics)` scores
-    a point (None: no score);
-    `n_valid` sizes a job's cost (JobKind.cost); `on_trial(trials)` hears of every rung's end (a page shows
-    it). A search cancelled by its runner (an exception) stops there; its trials so far are kept."""
+    a point (None: no score); `n_valid` and `n_classes` size a job's cost (JobKind.cost); `on_trial(trials)`
+    hears of every rung's end (a page shows it). A search cancelled by its runner (an exception) stops there;
+    its trials so far are kept."""
     import optuna
 
     trials = [Trial.from_dict(t.as_dict()) for t in history or []]
@@ -203,7 +204,7 @@ def search(
     spent = sum(trial.cost for trial in trials)
     resumed = [trial for trial in trials if trial.state == "running"]
     rungs = settings.rungs()
-    first_cost = first_rung_cost(method, space, settings, n_valid)
+    first_cost = first_rung_cost(method, space, settings, n_valid, n_classes)
     while resumed or len(trials) < settings.max_trials:
         if not resumed and spent + first_cost > settings.budget:
             break
@@ -217,9 +218,7 @@ def search(
         previous: Job | None = None
         for epochs in rungs:
             job = rung_job(method, space, params, epochs)
-            planned = job_kind(job.kind).cost(job.config, n_valid) - (
-                job_kind(previous.kind).cost(previous.config, n_valid) if previous else 0.0
-            )
+            planned = rung_cost(job, previous, n_valid, n_classes)
             if spent + planned > settings.budget + 1e-9 and job not in trial.jobs:
                 trial.state = "budget"
                 break
@@ -250,10 +249,26 @@ def search(
     return trials
 
 
-def first_rung_cost(method: Method, space: dict, settings: SearchSettings, n_valid: int) -> float:
+def rung_cost(job: Job, previous: Job | None, n_valid: int, n_classes: int) -> float:
+    """The units of a rung: its job's training less its previous rung's (the setup, a scan, is the search's:
+    setup_cost)."""
+    cost = job_kind(job.kind).cost(job.config, n_valid, n_classes, with_setup=False)
+    return cost - (
+        job_kind(previous.kind).cost(previous.config, n_valid, n_classes, with_setup=False) if previous else 0.0
+    )
+
+
+def first_rung_cost(method: Method, space: dict, settings: SearchSettings, n_valid: int, n_classes: int) -> float:
     """The units one trial's first rung costs: a budget below it trains nothing."""
-    job = rung_job(method, space, default_params(method), settings.rungs()[0])
-    return job_kind(job.kind).cost(job.config, n_valid)
+    return rung_cost(rung_job(method, space, default_params(method), settings.rungs()[0]), None, n_valid, n_classes)
+
+
+def setup_cost(method: Method, space: dict, n_valid: int, n_classes: int) -> float:
+    """The units of what a search of `method` does once before its trials (Neural Cleanse's scan; 0 for most):
+    outside the search's budget, which buys training, but work all the same."""
+    job = rung_job(method, space, default_params(method), 1)
+    kind = job_kind(job.kind)
+    return kind.cost(job.config, n_valid, n_classes) - kind.cost(job.config, n_valid, n_classes, with_setup=False)
 
 
 def default_params(method: Method) -> dict:

@@ -110,6 +110,10 @@ class JobKind:
     network_file: Callable[[dict, int], str | None] | None = None
     # the cost in passes over the clean validation set of `n` images, when it is not `training_epochs`
     epoch_units: Callable[[dict, int], float] | None = None
+    # work before training, in the same units, for a BadNet of `c` labels (config, n, c): Neural Cleanse's
+    # scan. A search does it once for all its trials (its worker keeps the result), so rungs are charged
+    # without it
+    setup_units: Callable[[dict, int, int], float] | None = None
 
     def network_at(self, config: dict, position: int, report: dict) -> str | None:
         """The run folder's file holding the repaired network of `position`, or None."""
@@ -119,9 +123,14 @@ class JobKind:
             return self.network_file(config, position)
         return "repaired_net.keras" if position == self.positions(config, report) - 1 else None
 
-    def cost(self, config: dict, n_valid: int) -> float:
-        """Fine-tuning-epoch units: passes over the clean validation set (of `n_valid` images)."""
-        return self.epoch_units(config, n_valid) if self.epoch_units else float(self.training_epochs(config))
+    def cost(self, config: dict, n_valid: int, n_classes: int, with_setup: bool = True) -> float:
+        """Fine-tuning-epoch units: passes over the clean validation set (of `n_valid` images), for a BadNet of
+        `n_classes` labels; with its setup (a scan, whose cost grows with the labels) unless `with_setup` is
+        False (a search's rungs: the search does it once)."""
+        n_valid = max(n_valid, 1)
+        training = self.epoch_units(config, n_valid) if self.epoch_units else float(self.training_epochs(config))
+        setup = self.setup_units(config, n_valid, n_classes) if self.setup_units and with_setup else 0.0
+        return training + setup
 
 
 @dataclass(frozen=True)

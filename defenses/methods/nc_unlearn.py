@@ -13,7 +13,7 @@ Jobs: one `nc-unlearn` job per (LR, scan steps, seed) scans once, trains to the 
 and stores every epoch (position = epoch; 0 is the BadNet itself, with the scan's findings).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -114,7 +114,16 @@ def describe(config: dict) -> str:
     )
 
 
-UNLEARN_JOB = epoch_job("nc-unlearn", run_unlearn, describe, "unlearning epoch (0: the BadNet)")
+def scan_units(config: dict, n_valid: int, n_classes: int) -> float:
+    """The scan before the epochs: every label's trigger reversal, in passes over the clean set."""
+    from defenses.cleanse import ScanSettings, scan_image_passes
+
+    return scan_image_passes(n_classes, ScanSettings(steps=int(config["scan_steps"]))) / n_valid
+
+
+UNLEARN_JOB = replace(
+    epoch_job("nc-unlearn", run_unlearn, describe, "unlearning epoch (0: the BadNet)"), setup_units=scan_units
+)
 NC_UNLEARN = register(
     Method(
         name="nc-unlearn",

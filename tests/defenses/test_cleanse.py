@@ -4,7 +4,8 @@ network with a planted patch backdoor, the target label flagged with a small rev
 import numpy as np
 import pytest
 
-from defenses.cleanse import ScanSettings, anomaly_indices, flagged_labels, scan, stamp
+from defenses.cleanse import ScanSettings, anomaly_indices, flagged_labels, scan, scan_image_passes, stamp
+from defenses.methods import job_kind
 from tests.defenses.tiny import add_trigger, palette_badnet
 
 
@@ -74,3 +75,15 @@ def test_a_prescreened_scan_runs_the_smallest_and_a_random_sample_fully_and_stil
     full = [label for label, t in result.triggers.items() if t.steps == 300]
     assert result.prescreened and len(full) == 8 and 0 in full  # 4 smallest + 4 at random
     assert result.flagged and result.flagged[0] == 0, {k: round(v, 2) for k, v in result.anomaly.items()}
+
+
+def test_a_scans_cost_counts_every_reversal_step_and_the_prescreen_runs_most_labels_short():
+    assert scan_image_passes(10, ScanSettings(steps=300, batch=24)) == 10 * 300 * 24
+    settings = ScanSettings(steps=300, batch=24, prescreen_above=200, prescreen_steps=40, prescreen_keep=40)
+    assert scan_image_passes(1283, settings) == (1283 * 40 + 80 * 300) * 24  # CSAW: 1.8 M images
+    # nc-unlearn's cost is its epochs and its scan, in passes over the clean validation set
+    unlearn = job_kind("nc-unlearn")
+    config = {"lr": 0.001, "epochs": 10, "scan_steps": 300, "seed": 0}
+    assert unlearn.cost(config, 900, 10) == 10 + 10 * 300 * 24 / 900
+    assert unlearn.cost(config, 11_547, 1283) == pytest.approx(10 + 1_807_680 / 11_547)
+    assert job_kind("finetune").cost({"epochs": 10}, 900, 1283) == 10  # no scan: labels do not count

@@ -35,7 +35,7 @@ class FakeTraining:
 def run(budget: float, history=None, training=None):
     training = training or FakeTraining()
     settings = SearchSettings(budget=budget, seed=1)
-    trials = search(METHODS["fine-prune"], SPACE, settings, training, lambda m: m.get("objective"), 100, history)
+    trials = search(METHODS["fine-prune"], SPACE, settings, training, lambda m: m.get("objective"), 100, 4, history)
     return trials, training
 
 

@@ -105,3 +105,15 @@ class BudgetTestCase(BaseTestCase):
         # 3 x 300 x 128 / 30 images = 3,840 passes over this 30-image validation set
         refused = self.post("anp", defense="anp", mask_thresholds="0.2", anp_iterations="300")
         self.assertContains(refused, "This needs 3,840 fine-tuning epochs", status_code=400)
+
+    @override_settings(TEAM_EPOCH_BUDGET=3000, USER_EPOCH_BUDGET=10_000)
+    def test_neural_cleanses_scan_counts_beside_its_epochs(self):
+        # 1 epoch, and a scan of this 4-label BadNet at 5,000 steps a label of 24 images: 4 x 5,000 x 24 / 30
+        # images = 16,000 passes over the validation set (it counted as 1 epoch, however long the scan)
+        unlearn = {"defense": "nc-unlearn", "learning_rates": "0.001", "epochs": "1", "scan_steps": "5000"}
+        refused = self.post("scan", **unlearn)
+        self.assertContains(refused, "This needs 16,001 fine-tuning epochs; your team has 3,000", status_code=400)
+        assert self.post("small scan", **unlearn | {"scan_steps": "100"}).status_code == 302  # 1 + 320 units
+        # a search scans once for all its trials: its budget buys training, and the scan is charged beside it
+        search = self.post("scan search", **unlearn | {"scan_steps": "2000", "budget": "50"})
+        self.assertContains(search, "This needs 6,450 fine-tuning epochs; your team has 2,679", status_code=400)

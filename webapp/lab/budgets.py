@@ -8,7 +8,7 @@ import math
 
 from django.conf import settings
 
-from defenses.methods import job_kind
+from defenses.methods import job_kind, method_of
 from webapp.lab.models import SEARCH_ENDED, Experiment, Run, Team
 
 
@@ -16,9 +16,10 @@ class OverBudget(ValueError):
     """The request would take a team or a user past its budget; the message says by how much and what to do."""
 
 
-def run_units(kind: str, config: dict, n_valid: int) -> float:
-    """A job's cost in fine-tuning-epoch units on a clean validation set of `n_valid` images."""
-    return job_kind(kind).cost(config, max(n_valid, 1))
+def run_units(kind: str, config: dict, n_valid: int, n_classes: int) -> float:
+    """A job's cost in fine-tuning-epoch units on a clean validation set of `n_valid` images, for a BadNet of
+    `n_classes` labels."""
+    return job_kind(kind).cost(config, max(n_valid, 1), n_classes)
 
 
 def outstanding(runs, experiments) -> float:
@@ -26,16 +27,24 @@ def outstanding(runs, experiments) -> float:
     search's budget less what it spent (a search's rungs are counted in its budget, not again as runs)."""
     unfinished = runs.filter(status__in=[Run.QUEUED, Run.RUNNING]).exclude(experiments__space__has_key="search")
     seen, units = set(), 0.0
-    for pk, kind, config, progress, n_valid in unfinished.values_list(
-        "pk", "kind", "config", "progress", "experiments__valid__count"
+    for pk, kind, config, progress, n_valid, n_classes in unfinished.values_list(
+        "pk", "kind", "config", "progress", "experiments__valid__count", "badnet__n_classes"
     ):
         if pk not in seen:  # a run shared by several experiments is one run
             seen.add(pk)
-            units += run_units(kind, config, n_valid or 1) * (1 - progress)
+            units += run_units(kind, config, n_valid or 1, n_classes) * (1 - progress)
     for search in experiments.filter(space__has_key="search").values_list("search", flat=True):
         if search and search.get("status") not in SEARCH_ENDED:
             units += search_left(search)
     return units
+
+
+def search_setup(space: dict, n_valid: int, n_classes: int) -> float:
+    """What a search does once before its trials (defenses.search.setup_cost): charged when it is asked for;
+    while it runs, a search counts its budget less what it spent."""
+    from defenses.search import setup_cost
+
+    return setup_cost(method_of(space), space, n_valid, n_classes)
 
 
 def search_left(search: dict) -> float:
@@ -51,15 +60,15 @@ def user_outstanding(user) -> float:
     return outstanding(Run.objects.filter(experiments__owner=user), Experiment.objects.filter(owner=user))
 
 
-def needed(team, space: dict, plan, fingerprint: dict | None, n_valid: int) -> float:
-    """Units a new experiment adds: a search's budget, or its plan's jobs that no run of the team has done or
-    is doing (those are stored, or counted already)."""
+def needed(team, space: dict, plan, fingerprint: dict | None, n_valid: int, n_classes: int) -> float:
+    """Units a new experiment adds: a search's budget and what it does once before its trials (a scan), or
+    its plan's jobs that no run of the team has done or is doing (those are stored, or counted already)."""
     if "search" in space:
-        return float(space["search"]["budget"])
+        return float(space["search"]["budget"]) + search_setup(space, n_valid, n_classes)
     stored = Run.stored_for(plan.jobs, fingerprint, team.pk) if fingerprint else [None] * len(plan.jobs)
     serving = (Run.DONE, Run.RUNNING, Run.QUEUED)
     new = [job for job, run in zip(plan.jobs, stored, strict=True) if run is None or run.status not in serving]
-    return sum(run_units(job.kind, job.config, n_valid) for job in new)
+    return sum(run_units(job.kind, job.config, n_valid, n_classes) for job in new)
 
 
 def rerun_units(experiment: Experiment, runs: list[Run]) -> float:
@@ -67,7 +76,8 @@ def rerun_units(experiment: Experiment, runs: list[Run]) -> float:
     have left."""
     if experiment.is_search:
         return search_left(experiment.search)
-    return sum(run_units(r.kind, r.config, experiment.valid.count) * (1 - r.progress) for r in runs)
+    n_valid, n_classes = experiment.valid.count, experiment.badnet.n_classes
+    return sum(run_units(r.kind, r.config, n_valid, n_classes) * (1 - r.progress) for r in runs)
 
 
 def limits(team, user) -> list[tuple[str, str, int, float]]:

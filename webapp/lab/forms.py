@@ -47,10 +47,17 @@ STUDY_TEMPLATES = {
 }
 
 
-def check_budget(method, space: dict, budget: float, n_valid: int) -> None:
+def data_size(data: dict) -> tuple[int, int]:
+    """What a job's cost depends on besides its config (JobKind.cost): the chosen clean validation set's images
+    (1 before one is chosen) and the BadNet's labels (0 before one is chosen)."""
+    valid, badnet = data.get("valid"), data.get("badnet")
+    return (valid.count if valid is not None else 1), (badnet.n_classes if badnet is not None else 0)
+
+
+def check_budget(method, space: dict, budget: float, size: tuple[int, int]) -> None:
     """A budget must buy at least one trial's first rung of the defense (an I-BAU round costs 14 units, its
-    first rung of 3 rounds 42): below it a search trains nothing."""
-    first = first_rung_cost(method, space | {"defense": method.name}, SearchSettings(budget=budget), n_valid)
+    first rung of 3 rounds 42): below it a search trains nothing. `size`: data_size's."""
+    first = first_rung_cost(method, space | {"defense": method.name}, SearchSettings(budget=budget), *size)
     if budget < first:
         raise ValidationError(
             f"{method.title}'s first rung ({SearchSettings(budget=budget).rungs()[0]} epochs) costs {first:g} "
@@ -452,13 +459,13 @@ class ExperimentForm(forms.Form):
         value = self.cleaned_data["holdout"]
         return (HOLDOUT_PERCENT if value is None else value) / 100.0
 
-    def search_space(self, method, space: dict, budget: int, n_valid: int) -> dict:
+    def search_space(self, method, space: dict, budget: int, size: tuple[int, int]) -> dict:
         """A search of `method` within `budget` units (defenses.search), or the error why it cannot be one."""
         if not can_search(method):
             raise ValidationError(
                 f"{method.title} has no training epochs to search over; leave the budget empty for its grid."
             )
-        check_budget(method, space, budget, n_valid)
+        check_budget(method, space, budget, size)
         return space | {"search": {"budget": budget}}
 
     def clean(self):
@@ -493,7 +500,7 @@ class ExperimentForm(forms.Form):
             return data
         if data.get("budget"):
             try:
-                space = self.search_space(method, space, data["budget"], valid.count if valid else 1)
+                space = self.search_space(method, space, data["budget"], data_size(data))
             except ValidationError as error:
                 self.add_error("budget", error)
                 return data
@@ -512,8 +519,7 @@ class ExperimentForm(forms.Form):
         if not self.errors:
             chosen = [data.get(name) for name in ("badnet", "valid", "test")]
             fingerprint = data_fingerprint(*chosen, data.get("poisoned") or []) if all(chosen) else None
-            n_valid = data["valid"].count if data.get("valid") else 1
-            data["units"] = budgets.needed(self.team, space, data.get("plan"), fingerprint, n_valid)
+            data["units"] = budgets.needed(self.team, space, data.get("plan"), fingerprint, *data_size(data))
             refused = budgets.refusal(self.team, self.user, data["units"])
             if refused:
                 self.add_error(None, refused)
@@ -627,7 +633,7 @@ class LeaderboardForm(forms.Form):
         for method in METHODS.values():
             if can_search(method):
                 try:
-                    check_budget(method, space, data["budget"], data["valid"].count)
+                    check_budget(method, space, data["budget"], (data["valid"].count, self.badnet.n_classes))
                 except ValidationError as error:
                     too_small.append(error.messages[0].split(";")[0])
         if too_small:
@@ -664,9 +670,10 @@ class LeaderboardForm(forms.Form):
         for method in METHODS.values():
             space = {"defense": method.name, **method.sweep, "holdout": data.get("holdout", HOLDOUT_PERCENT / 100)}
             if can_search(method):
-                units += data["budget"]
+                units += data["budget"] + budgets.search_setup(space, data["valid"].count, data["badnet"].n_classes)
                 continue
-            units += sum(budgets.run_units(j.kind, j.config, data["valid"].count) for j in plan_space(space).jobs)
+            size = data["valid"].count, data["badnet"].n_classes
+            units += sum(budgets.run_units(j.kind, j.config, *size) for j in plan_space(space).jobs)
         return units
 
 

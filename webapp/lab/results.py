@@ -306,7 +306,8 @@ def leaderboard_rows(board) -> list[dict]:
         if not finished:  # nothing is ranked or offered for composing before its sweep or search has ended
             chosen = None
         seconds = sum((r.finished_at - r.started_at).total_seconds() for r in runs if r.started_at and r.finished_at)
-        units = sum(job_kind(r.kind).cost(r.config, experiment.valid.count) for r in runs)
+        size = experiment.valid.count, experiment.badnet.n_classes
+        units = sum(job_kind(r.kind).cost(r.config, *size) for r in runs)
         if experiment.is_search:
             units = experiment.search.get("spent", 0.0)
         before = badnet_figures(experiment, runs)

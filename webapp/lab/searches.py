@@ -19,7 +19,7 @@ from django.utils import timezone
 from defenses.finetune import CHECKPOINT, CHECKPOINTS, Cancelled
 from defenses.jobs import Job
 from defenses.methods import PARAMETERS, job_kind, method_of
-from defenses.search import SearchSettings, Trial, best_trial, importance, search
+from defenses.search import SearchSettings, Trial, best_trial, importance, rung_cost, search
 from defenses.selection import flat_row, objective
 from webapp.celery_app import RUN_SEARCH
 from webapp.celery_app import app as celery_app
@@ -104,7 +104,7 @@ def carry_out(experiment: Experiment, loaded, perform, worker: str) -> str:
     split = loaded.split(float(space["holdout"]), int(space.get("seed", 0))) if "holdout" in space else loaded
     history = [Trial.from_dict(record) for record in experiment.search.get("trials", [])]
     ended = {trial.number for trial in history if trial.state != "running"}
-    n_valid = len(loaded.valid[1])
+    n_valid, n_classes = len(loaded.valid[1]), loaded.report.n_classes
 
     def record(trials: list[Trial]) -> None:
         spent, trained = sum(t.cost for t in trials), sum(t.trained for t in trials)
@@ -119,9 +119,10 @@ def carry_out(experiment: Experiment, loaded, perform, worker: str) -> str:
             method_of(space),
             {name: value for name, value in space.items() if name != "search"},
             settings_of(experiment),
-            rung_runner(experiment, perform, worker, n_valid),
+            rung_runner(experiment, perform, worker, n_valid, n_classes),
             objective_of(experiment, split.baseline()["valid_acc"]),
             n_valid,
+            n_classes,
             history=history,
             on_trial=record,
         )
@@ -136,7 +137,7 @@ def carry_out(experiment: Experiment, loaded, perform, worker: str) -> str:
     return "done"
 
 
-def rung_runner(experiment: Experiment, perform, worker: str, n_valid: int):
+def rung_runner(experiment: Experiment, perform, worker: str, n_valid: int, n_classes: int):
     """defenses.search's RungRunner for the dashboard: each rung a run of the team (served, or trained here
     from the previous rung's checkpoint); its points and the units it cost."""
     fingerprint, team = experiment.data_fingerprint(), experiment.team_id
@@ -157,9 +158,7 @@ def rung_runner(experiment: Experiment, perform, worker: str, n_valid: int):
             raise Cancelled("cancelled during a rung")
         if outcome != Run.DONE:
             raise RungFailed(f"Run {run.pk} ({job_kind(job.kind).describe(job.config)}) failed: {run.error}")
-        units = job_kind(job.kind).cost(job.config, n_valid)
-        if previous is not None:
-            units -= job_kind(previous.kind).cost(previous.config, n_valid)
+        units = rung_cost(job, previous, n_valid, n_classes)
         return points_of(run, job), units
 
     return run_rung

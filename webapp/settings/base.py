@@ -212,7 +212,7 @@ UPLOAD_EXPIRY_SECONDS = int(os.environ.get("PRUNELAB_UPLOAD_EXPIRY_SECONDS", 24 
 # Caps checked from a file's metadata before any value is read (webapp/lab/limits.py hands them to the
 # library). Shape bombs are refused by the HDF5 door's stored-size rule whatever these say.
 # Training work a team, and each of its users, may have queued and running at once, in fine-tuning-epoch units
-# (webapp/lab/budgets.py): the seed report's whole study plans 570, a demo leaderboard about 850; a request
+# (webapp/lab/budgets.py): the seed report's whole study plans 570, a demo leaderboard about 1,810; a request
 # that would pass the budget is refused with what is left, so one member cannot fill the shared workers.
 TEAM_EPOCH_BUDGET = int(os.environ.get("PRUNELAB_TEAM_EPOCH_BUDGET", 3000))
 USER_EPOCH_BUDGET = int(os.environ.get("PRUNELAB_USER_EPOCH_BUDGET", 2000))

@@ -13,7 +13,7 @@ from webapp.core.throttles import PreviewThrottle, throttled
 from webapp.lab import budgets, searches
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, experiment_charts, figures_payload, importance_bars, search_progress
-from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm
+from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm, data_size
 from webapp.lab.models import Experiment, Run, data_fingerprint
 from webapp.lab.results import (
     befores,
@@ -80,8 +80,8 @@ def plan_preview(request):
     space = form.cleaned_data.get("space") or {}
     budget = {"left": budgets.in_words(request.team, request.user), "refused": form.non_field_errors()}
     if "search" in space and not [name for name in form.errors if name != "__all__"]:
-        count = space_valid_count(form)
-        context = {"method": method, "search": search_preview(method, space, count), "budget": budget}
+        size = data_size(form.cleaned_data)
+        context = {"method": method, "search": search_preview(method, space, size), "budget": budget}
         return render(request, "lab/_plan.html", context)
     if the_plan is None:
         errors = [f"{name}: {' '.join(errors)}" for name, errors in form.errors.items() if name in form.parameter_names]
@@ -98,20 +98,14 @@ def plan_preview(request):
     return render(request, "lab/_plan.html", context | {"reused": reused, "new_epochs": new_epochs})
 
 
-def space_valid_count(form) -> int:
-    """The chosen clean validation set's size (ANP's cost depends on it); 1 before one is chosen."""
-    valid = form.cleaned_data.get("valid")
-    return valid.count if valid is not None else 1
-
-
-def search_preview(method, space: dict, n_valid: int) -> dict:
+def search_preview(method, space: dict, size: tuple[int, int]) -> dict:
     """What a search will do, for the preview: its budget, the rungs that can fit it, how many first rungs it
     buys and the ranges its trials draw from."""
     from defenses.search import SearchSettings, first_rung_cost
 
     settings = SearchSettings(budget=space["search"]["budget"])
     rungs = settings.rungs()
-    per_epoch = first_rung_cost(method, space, settings, n_valid) / rungs[0]
+    per_epoch = first_rung_cost(method, space, settings, *size) / rungs[0]
     ranges = [
         f"{p.label} {', '.join(map(str, p.choices))}"
         if p.choices
