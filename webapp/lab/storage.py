@@ -4,7 +4,9 @@ bundles, which belong to no one user), and a reserve of free disk no upload may 
 Checked when a resumable upload is opened and when a file sent with a form is stored, so a refusal comes
 before the bytes are written."""
 
+import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from django.conf import settings
 from django.db.models import Sum
 from django.template.defaultfilters import filesizeformat
 
-from webapp.lab.models import BadNet, Dataset, GoodNet, Upload
+from webapp.lab.models import BadNet, Dataset, GoodNet, Run, Upload
 
 
 def stored_bytes(**owner) -> int:
@@ -87,3 +89,36 @@ def refusal(team, user, adding: int, name: str) -> str | None:
             f"keeps {filesizeformat(settings.DISK_RESERVE_BYTES)} in reserve. Tell an operator; try again later."
         )
     return None
+
+
+def orphans(min_age_seconds: float = 600) -> list[Path]:
+    """Files and folders under MEDIA_ROOT that no row holds (manage.py audit_files lists them): an upload's
+    file without its BadNet, set, GoodNet or unfinished upload; a run's folder without its run; a bundle
+    without its GoodNet. Anything written in the last `min_age_seconds` is left out: it may be a row's,
+    still being made."""
+    root = Path(settings.MEDIA_ROOT)
+    held = {row.path for row in Upload.objects.all()}
+    for model, fields in ((BadNet, ("file",)), (Dataset, ("file",)), (GoodNet, ("file", "strip_file"))):
+        held |= {name for row in model.objects.only(*fields) for name in (getattr(row, f).name for f in fields) if name}
+    runs = {f"team-{team}/runs/{pk}" for pk, team in Run.objects.values_list("pk", "team_id")}
+    bundles = {f"team-{team}/bundles/goodnet-{pk}" for pk, team in GoodNet.objects.values_list("pk", "team_id")}
+    found = []
+    for team in sorted(root.glob("team-*")):
+        for kind in sorted(path for path in team.iterdir() if path.is_dir()):
+            for entry in sorted(kind.iterdir()):
+                name = entry.relative_to(root).as_posix()
+                if kind.name == "runs" and re.fullmatch(r"\d+", entry.name):
+                    orphaned = name not in runs
+                elif kind.name == "bundles":
+                    orphaned = name not in bundles
+                else:
+                    orphaned = entry.is_file() and name not in held
+                if orphaned and newest_change(entry) < time.time() - min_age_seconds:
+                    found.append(entry)
+    return found
+
+
+def newest_change(path: Path) -> float:
+    """The latest modification time of a file, or of anything in a folder."""
+    inside = [item.stat().st_mtime for item in path.rglob("*")] if path.is_dir() else []
+    return max([path.stat().st_mtime, *inside])
