@@ -117,3 +117,25 @@ class BudgetTestCase(BaseTestCase):
         # a search scans once for all its trials: its budget buys training, and the scan is charged beside it
         search = self.post("scan search", **unlearn | {"scan_steps": "2000", "budget": "50"})
         self.assertContains(search, "This needs 6,450 fine-tuning epochs; your team has 2,679", status_code=400)
+
+    @override_settings(TEAM_EPOCH_BUDGET=3000, USER_EPOCH_BUDGET=2000)
+    def test_the_attack_reviews_flood_is_refused_at_submission_with_the_defaults(self):
+        """Three API calls queued 1,200 runs of 500 epochs each (600,000 epochs); each is refused now, and
+        nothing is stored or sent."""
+        token = Token.objects.create(user=self.alice)
+        thresholds = [round(0.005 * n, 3) for n in range(1, 401)]
+        body = self.form("flood") | {"thresholds": thresholds, "learning_rates": [0.001], "epochs": [500]}
+        with self.captureOnCommitCallbacks(execute=False) as sent:
+            answers = [
+                self.client.post(
+                    f"/api/experiments/?team={self.blue.pk}",
+                    body | {"name": f"flood {n}", "seed": n},
+                    content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Token {token.key}",
+                )
+                for n in range(3)
+            ]
+        for answer in answers:
+            assert answer.status_code == 400
+            assert "This needs 200,000 fine-tuning epochs; you have 2,000 of 2,000 left" in answer.content.decode()
+        assert not Experiment.objects.exists() and not Run.objects.exists() and sent == []
