@@ -1,7 +1,14 @@
 """The experiment page's load in a real Chromium on loopback: ours (compressed, content-hashed static files
 cached for a year) against the naive way (bench/settings_naive.py: uncompressed, revalidated every time).
+With --experiments N, the experiments list instead: server time for a team with N experiments.
 
     .venv/bin/python -m bench.page_load [--loads 5]
+    .venv/bin/python -m bench.page_load --experiments 1000
+
+The list (--experiments): N experiments over the same 7 finished runs; the server's time for GET /experiments/
+(in-process, Django's test client, median of 5) with the selected points cached on the rows (warm), with the
+caches emptied first (cold: one page of 50 computed), against the naive way of the list before (the 200
+newest rows, each row's selection computed from its points on every request).
 
 Builds a fresh SQLite database in var/bench-page/ with one experiment of 7 runs (T {0, 0.8, 1.2} x LR
 {0.001, 0.005} trained to 20 epochs, and a prune-only curve; three triggers; 5 charts), starts the Django
@@ -135,14 +142,67 @@ def measure(browser, base: str, experiment: int, loads: int) -> dict:
     return result
 
 
+def list_timings(experiment_id: int, count: int) -> None:
+    """The experiments list with `count` experiments: ours warm and cold against the naive per-row selection."""
+    from django.test import Client
+    from django.test.utils import setup_test_environment
+
+    from webapp.lab.models import Experiment
+    from webapp.lab.results import experiment_rows, experiment_selection
+
+    setup_test_environment()
+    template = Experiment.objects.get(pk=experiment_id)
+    fields = {f.name: getattr(template, f.name) for f in Experiment._meta.concrete_fields if f.name not in ("id",)}
+    copies = Experiment.objects.bulk_create(Experiment(**fields | {"name": f"copy {n}"}) for n in range(count - 1))
+    runs, poisoned = list(template.runs.all()), list(template.poisoned.all())
+    Experiment.runs.through.objects.bulk_create(
+        Experiment.runs.through(experiment_id=copy.pk, run_id=run.pk) for copy in copies for run in runs
+    )
+    Experiment.poisoned.through.objects.bulk_create(
+        Experiment.poisoned.through(experiment_id=copy.pk, dataset_id=d.pk) for copy in copies for d in poisoned
+    )
+    client = Client()
+    client.force_login(template.owner)
+
+    def timed(action) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            action()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    def page() -> None:
+        assert client.get("/experiments/").status_code == 200
+
+    def cold() -> None:
+        Experiment.objects.update(listed={})
+        page()
+
+    def naive() -> None:  # the list before: each of the 200 newest rows' selection from its points, every time
+        for row in Experiment.objects.filter(team=template.team).order_by("-created")[:200]:
+            experiment_selection(row, experiment_rows(row))
+
+    page()  # fills the first page's caches
+    warm_s, cold_s, naive_s = timed(page), timed(cold), timed(naive)
+    print(f"experiments list, {count} experiments of 7 runs each, server time (median of 5, in-process):")
+    print(f"  ours: {warm_s * 1000:.0f} ms warm, {cold_s * 1000:.0f} ms cold (50 rows' selections computed)")
+    print(f"  naive (200 rows' selections on every request, no page): {naive_s * 1000:.0f} ms")
+    print(f"  naive / ours: {naive_s / warm_s:.0f}x warm, {naive_s / cold_s:.1f}x cold")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loads", type=int, default=5)
+    parser.add_argument("--experiments", type=int, default=0, help="time the experiments list with this many")
     args = parser.parse_args()
     shutil.rmtree(VAR, ignore_errors=True)
     VAR.mkdir(parents=True)
     os.environ.update(PRUNELAB_VAR_DIR=str(VAR), DJANGO_SETTINGS_MODULE="webapp.settings.local")
     experiment = build_database()
+    if args.experiments:
+        list_timings(experiment, args.experiments)
+        return
     from playwright.sync_api import sync_playwright
 
     from stack.redis import free_port

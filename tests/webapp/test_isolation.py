@@ -31,6 +31,8 @@ ROUTES = {
     "experiment-csv": ("get", lambda t: {"pk": t.exp.pk}),
     "experiment-json": ("get", lambda t: {"pk": t.exp.pk}),
     "experiment-rerun": ("post", lambda t: {"pk": t.exp.pk}),
+    "experiment-tags": ("post", lambda t: {"pk": t.exp.pk}),
+    "experiment-archive": ("post", lambda t: {"pk": t.exp.pk}),
     "goodnet-bundle": ("get", lambda t: {"pk": t.goodnet.pk}),
     "goodnet": ("get", lambda t: {"pk": t.goodnet.pk}),
     "goodnet-strip": ("post", lambda t: {"pk": t.goodnet.pk}),

@@ -25,7 +25,7 @@ from defenses.methods import (
 from defenses.planner import SEED_STUDY, ParameterSpace
 from defenses.search import SearchSettings, can_search, first_rung_cost
 from webapp.core.health import queues_with_workers
-from webapp.lab import budgets, storage
+from webapp.lab import budgets, listing, storage
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Membership, Run, Team, Upload, data_fingerprint
 from webapp.lab.results import goodnet_label, run_label
 from webapp.lab.uploads import IMAGE_SUFFIXES, MODEL_SUFFIXES, UPLOAD_SUFFIXES, check_upload, finished_upload
@@ -162,6 +162,16 @@ def name_key(name: str) -> str:
 def scripts_of(name: str) -> set[str]:
     """The writing systems of a name's letters (LATIN, CYRILLIC, ...), from their Unicode names."""
     return {unicodedata.name(char, "?").split()[0] for char in name if char.isalpha()}
+
+
+class ExperimentFilterForm(forms.Form):
+    """The experiments list's filters (a GET form): words in the name, BadNet or defense; a state; a tag; the
+    archived ones instead of the others."""
+
+    q = forms.CharField(required=False, max_length=100, label="Find")
+    state = forms.ChoiceField(required=False, choices=[("", "any state"), *((s, s) for s in listing.STATES)])
+    tag = forms.CharField(required=False, max_length=30)
+    archived = forms.BooleanField(required=False, label="archived ones")
 
 
 class TeamForm(forms.Form):

@@ -219,9 +219,18 @@ class Experiment(models.Model):
     # objective by epoch, units spent, parameters' importance (webapp/lab/searches.py). Empty for a grid.
     search = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(auto_now_add=True)
+    tags = models.CharField(max_length=200, blank=True, help_text="',a,b,': the team's words to find it by")
+    archived = models.BooleanField(default=False, help_text="hidden from the experiments list unless asked for")
+    # the experiments list's cache of its selected point, valid while its runs' state is the same (webapp/lab/
+    # listing.py): the selection reads every point, too much for each row of a list of a thousand
+    listed = models.JSONField(default=dict, blank=True)
 
     def __str__(self):
         return self.name
+
+    @property
+    def tag_list(self) -> list[str]:
+        return [tag for tag in self.tags.split(",") if tag]
 
     def data_fingerprint(self) -> dict:
         return data_fingerprint(self.badnet, self.valid, self.test, self.poisoned.all())

@@ -208,30 +208,6 @@ def unfinished_words(experiment: Experiment, runs: list[Run]) -> str:
     return f"{state}: {done} of {len(runs)} run{'s' if len(runs) != 1 else ''} done"
 
 
-def experiment_summary(experiment: Experiment) -> dict:
-    """For the experiments list: the runs' state in a word, the overall progress and the selected point."""
-    runs = list(experiment.own_runs())
-    statuses = [run.status for run in runs]
-    if Run.RUNNING in statuses:
-        state = Run.RUNNING
-    elif Run.QUEUED in statuses:
-        state = Run.QUEUED
-    else:
-        stopped = sum(status in (Run.FAILED, Run.CANCELLED) for status in statuses)
-        state = f"{stopped} of {len(runs)} failed or cancelled" if stopped else Run.DONE
-    fraction = sum(run.progress for run in runs) / len(runs) if runs else 0.0
-    if experiment.is_search:  # its runs are its rungs so far: the search's own state says where it is
-        state = experiment.search.get("status", "queued")
-        spent, budget = experiment.search.get("spent", 0.0), experiment.search.get("budget") or 1
-        fraction = 1.0 if state == "done" else min(1.0, spent / budget)
-    best = None
-    method = method_of(experiment.space)
-    if not method.steps:
-        best = experiment_selection(experiment, experiment_rows(experiment)).best
-    where = point_words(method, best) if best else ""
-    return {"state": state, "fraction": fraction, "best": best, "where": where}
-
-
 def goodnet_label(goodnet) -> str:
     """How a GoodNet is named in choices: its name, BadNet and where its repaired network came from."""
     if goodnet.run_id:

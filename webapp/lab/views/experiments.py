@@ -10,16 +10,15 @@ from django_htmx.http import HttpResponseStopPolling
 from defenses.methods import METHODS, job_kind, method_of, separate_training_epochs, training_epochs
 from defenses.search import searchable
 from webapp.core.throttles import PreviewThrottle, throttled
-from webapp.lab import budgets, searches
+from webapp.lab import budgets, listing, searches
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, experiment_charts, figures_payload, importance_bars, search_progress
-from webapp.lab.forms import STUDY_TEMPLATES, ExperimentForm, data_size
+from webapp.lab.forms import STUDY_TEMPLATES, ExperimentFilterForm, ExperimentForm, data_size
 from webapp.lab.models import Experiment, Run, data_fingerprint
 from webapp.lab.results import (
     befores,
     experiment_rows,
     experiment_selection,
-    experiment_summary,
     point_words,
     progress,
     rounded,
@@ -30,9 +29,55 @@ from webapp.lab.services import cancel, create_experiment, plan_reuse, rerun_fai
 
 @team_required
 def experiments(request):
-    rows = Experiment.objects.filter(team=request.team).select_related("badnet", "owner").order_by("-created")
-    listed = [(experiment, experiment_summary(experiment)) for experiment in rows[:200]]
-    return render(request, "lab/experiments.html", {"experiments": listed, "templates": STUDY_TEMPLATES})
+    """The team's experiments, a page at a time, found by the filters."""
+    form = ExperimentFilterForm(request.GET)
+    if not form.is_valid():
+        context = {"form": form, "page": None, "templates": STUDY_TEMPLATES}
+        return render(request, "lab/experiments.html", context, status=400)
+    filters = {
+        "words": form.cleaned_data["q"].strip(),
+        **{k: form.cleaned_data[k] for k in ("state", "tag", "archived")},
+    }
+    page = listing.page_of(listing.found(request.team, **filters), request.GET.get("page"))
+    kept = request.GET.copy()
+    kept.pop("page", None)
+    context = {
+        "form": form,
+        "page": page,
+        "filtered": any(filters.values()),
+        "query": kept.urlencode(),
+        "templates": STUDY_TEMPLATES,
+        "badnets": request.team.badnets.order_by("name")[:5],
+    }
+    return render(request, "lab/experiments.html", context)
+
+
+@team_required
+@require_POST
+def experiment_tags(request, pk: int):
+    """Set the experiment's tags (the team's words to find it by)."""
+    experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
+    try:
+        tags = listing.parse_tags(request.POST.get("tags", ""))
+    except ValueError as refusal:
+        messages.error(request, f"Tags not changed: {refusal}")
+    else:
+        Experiment.objects.filter(pk=experiment.pk).update(tags=tags)
+        messages.info(request, "Tags saved." if tags else "Tags removed.")
+    return redirect("experiment", experiment.pk)
+
+
+@team_required
+@require_POST
+def experiment_archive(request, pk: int):
+    """Archive the experiment (hidden from the list unless asked for), or bring it back."""
+    experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
+    Experiment.objects.filter(pk=experiment.pk).update(archived=not experiment.archived)
+    if experiment.archived:
+        messages.info(request, "Back in the experiments list.")
+    else:
+        messages.info(request, "Archived: hidden from the experiments list (tick 'archived ones' there to see it).")
+    return redirect("experiment", experiment.pk)
 
 
 def runs_in_words(experiment: Experiment) -> str:
