@@ -86,6 +86,8 @@ class DeletionTestCase(BaseTestCase):
         path = Path(self.uploaded.file.path)
         self.delete(f"/goodnets/{self.uploaded.pk}/delete")
         assert not path.exists() and list(GoodNet.objects.all()) == [self.goodnet] and Run.objects.count() == 4
+        page = self.client.get(f"/goodnets/{self.goodnet.pk}/delete").content.decode()
+        assert "no file of its own: its repaired network is its run&#x27;s, which stays" in page  # not "0 bytes"
 
     def test_another_team_gets_404_and_a_plain_member_may_delete_only_their_own(self):
         self.client.force_login(self.bob)

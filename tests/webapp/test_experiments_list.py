@@ -109,3 +109,11 @@ class ExperimentsListTestCase(BaseTestCase):
         page = self.client.get("/experiments/").content.decode()
         assert "No experiment yet. Start from the seed report's study on one of your BadNets" in page
         assert "template=figure-2-threshold&amp;badnet=" in page and "upload a BadNet" not in page
+
+    def test_the_study_templates_are_offered_by_their_report_names(self):
+        from webapp.lab.forms import STUDY_TEMPLATES, TEMPLATE_TITLES
+
+        assert set(TEMPLATE_TITLES) == set(STUDY_TEMPLATES)
+        for url in ("/experiments/", "/experiments/new/"):
+            page = self.client.get(url).content.decode()
+            assert "Figure 2: against the pruning threshold</a>" in page and "template=figure-2-threshold" in page

@@ -48,6 +48,8 @@ class SecurityTestCase(BaseTestCase):
         urls += [reverse(name, kwargs=kwargs(self)) for name, (method, kwargs) in ROUTES.items() if method == "post"]
         for url in urls:
             assert client.post(url, {}).status_code == 403, url
+        page = client.post(urls[0], {}).content.decode()  # in words a user can act on, in the site's own page
+        assert "This form has expired" in page and "reload the page and send it again" in page and "topbar" in page
 
     def test_downloads_are_attachments_the_browser_does_not_sniff(self):
         self.client.force_login(self.alice)

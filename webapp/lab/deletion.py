@@ -63,10 +63,15 @@ class Deletion:
         if self.profiles:
             lines.append(f"{len(self.profiles)} activation profile{'s' if len(self.profiles) != 1 else ''}")
         size = sum(disk_bytes(path) for path in self.paths)
-        lines.append(
-            f"{len(self.paths)} stored file{'s' if len(self.paths) != 1 else ''} or run folder"
-            f"{'s' if len(self.paths) != 1 else ''} ({filesizeformat(size)})"
-        )
+        if self.paths:
+            lines.append(
+                f"{len(self.paths)} stored file{'s' if len(self.paths) != 1 else ''} or run folder"
+                f"{'s' if len(self.paths) != 1 else ''} ({filesizeformat(size)})"
+            )
+        elif isinstance(self.row, GoodNet) and self.row.run_id:
+            lines.append("no file of its own: its repaired network is its run's, which stays")
+        else:
+            lines.append("no stored file")
         return lines
 
 

@@ -45,6 +45,14 @@ STUDY_TEMPLATES = {
     **{name: space for name, space in SEED_STUDY.items() if not name.startswith("table-2")},
     "table-2-with-and-without-pruning": ParameterSpace(thresholds=(0.0, 0.8), learning_rates=(0.001,), epochs=(30,)),
 }
+# what the pages call them (the slugs stay in addresses)
+TEMPLATE_TITLES = {
+    "figure-2-threshold": "Figure 2: against the pruning threshold",
+    "figure-3-learning-rate": "Figure 3: against the learning rate",
+    "figure-4-epochs": "Figure 4: against the epochs",
+    "table-1-grid": "Table 1: the T x LR x epochs grid",
+    "table-2-with-and-without-pruning": "Table 2: fine-tuning with and without pruning",
+}
 
 
 def data_size(data: dict) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from webapp.core.throttles import PreviewThrottle, throttled
 from webapp.lab import budgets, listing, searches
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, experiment_charts, figures_payload, importance_bars, search_progress
-from webapp.lab.forms import STUDY_TEMPLATES, ExperimentFilterForm, ExperimentForm, data_size
+from webapp.lab.forms import TEMPLATE_TITLES, ExperimentFilterForm, ExperimentForm, data_size
 from webapp.lab.models import Experiment, Run, data_fingerprint
 from webapp.lab.results import (
     befores,
@@ -32,7 +32,7 @@ def experiments(request):
     """The team's experiments, a page at a time, found by the filters."""
     form = ExperimentFilterForm(request.GET)
     if not form.is_valid():
-        context = {"form": form, "page": None, "templates": STUDY_TEMPLATES}
+        context = {"form": form, "page": None, "templates": TEMPLATE_TITLES}
         return render(request, "lab/experiments.html", context, status=400)
     filters = {
         "words": form.cleaned_data["q"].strip(),
@@ -46,7 +46,7 @@ def experiments(request):
         "page": page,
         "filtered": any(filters.values()),
         "query": kept.urlencode(),
-        "templates": STUDY_TEMPLATES,
+        "templates": TEMPLATE_TITLES,
         "badnets": request.team.badnets.order_by("name")[:5],
     }
     return render(request, "lab/experiments.html", context)
@@ -109,7 +109,7 @@ def new_experiment(request):
         else:
             messages.success(request, f"{experiment.name}: {runs_in_words(experiment)}")
             return redirect("experiment", experiment.pk)
-    context = {"form": form, "templates": STUDY_TEMPLATES, "chosen": request.GET.get("template", "")}
+    context = {"form": form, "templates": TEMPLATE_TITLES, "chosen": request.GET.get("template", "")}
     return render(request, "lab/experiment_new.html", context, status=400 if form.errors else 200)
 
 
