@@ -41,6 +41,9 @@ def test_a_search_runs_live_and_says_what_was_held_out(page, celery_worker, tmp_
     page.click("#experiment-form button[type=submit]")
     page.wait_for_url(re.compile(r".*/experiments/\d+/$"))
     page.wait_for_selector('#progress[data-finished="true"]', timeout=300_000)
+    # it ended while the page was open: the tab's title says so (and a notification, had the user asked)
+    page.wait_for_function("document.title.startsWith('Finished · searched')")
+    assert page.evaluate("document.body.dataset.announced") == "searched has finished."
     page.wait_for_selector('#chart-search[data-drawn="true"]')
     page.shot("2-search")
 

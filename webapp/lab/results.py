@@ -4,6 +4,8 @@ Scores here use the poisoned *test* sets only; a poisoned *validation* set (if t
 such) is kept apart and is the only poisoned data a selection may look at (DESIGN.md, "Honest selection").
 """
 
+import statistics
+
 from defenses.methods import describe, method_of
 from defenses.selection import (
     Selection,
@@ -68,28 +70,39 @@ def befores(runs) -> dict[int, dict]:
     return found
 
 
-def progress(experiment: Experiment) -> dict:
-    """Overall and per-run progress, with a time-left estimate from the runs' own pace."""
-    from django.utils import timezone
+def seconds_left(runs: list[Run]) -> float | None:
+    """What the unfinished runs still need at the pace measured on these runs (seconds a stored point, the
+    median over runs that stored one), one after another; None while none is running (queued work shows its
+    place in line instead) or before a point was measured. Time a run waited in the queue is not pace."""
+    paces = []
+    for run in runs:
+        stored = run.progress * run.total_positions
+        end = run.finished_at if run.status == Run.DONE else run.heartbeat_at
+        if run.started_at and end and stored >= 1:
+            paces.append((end - run.started_at).total_seconds() / stored)
+    if not paces or not any(run.status == Run.RUNNING for run in runs):
+        return None
+    left = sum((1 - run.progress) * run.total_positions for run in runs if run.status in (Run.QUEUED, Run.RUNNING))
+    return statistics.median(paces) * left
 
+
+def progress(experiment: Experiment) -> dict:
+    """Overall and per-run progress: each queued run's place in its team's line, and time left while work runs
+    (seconds_left)."""
     runs = list(experiment.own_runs().order_by("pk"))
     for run in runs:
         run.description = config_text(run.kind, run.config)
         run.place = run.place_in_line() if run.status == Run.QUEUED else None
-    done = sum(run.progress for run in runs)
-    total = len(runs) or 1
-    started = [run.started_at for run in runs if run.started_at]
-    elapsed = (timezone.now() - min(started)).total_seconds() if started else 0.0
-    fraction = done / total
+    fraction = sum(run.progress for run in runs) / (len(runs) or 1)
     search = None
     if experiment.is_search:  # the budget spent is the progress; the runs are its rungs so far
         search = searches.summary(experiment)
         fraction = 1.0 if search["status"] == "done" else min(1.0, search["spent"] / (search["budget"] or 1))
-    seconds_left = elapsed * (1 - fraction) / fraction if 0 < fraction < 1 else None
     return {
         "runs": runs,
         "fraction": fraction,
-        "seconds_left": seconds_left,
+        "seconds_left": None if search else seconds_left(runs),
+        "waiting": not any(run.status == Run.RUNNING for run in runs) and any(run.place for run in runs),
         "finished": experiment.is_finished(),
         "failed": [run for run in runs if run.status in (Run.FAILED, Run.CANCELLED)],
         "search": search,

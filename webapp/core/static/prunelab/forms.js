@@ -66,7 +66,38 @@ function busyOnSubmit(form) {
   });
 }
 
+// Long work ends while the user looks elsewhere: a live panel (data-finished, data-announce) that finishes
+// while the page is open says so in the tab's title and, if the user asked (the opt-in button), in a browser
+// notification. Nothing is sent anywhere: the browser shows it.
+function announceEnds() {
+  const watched = new Set([...document.querySelectorAll('[data-finished="false"][data-announce]')].map((el) => el.id));
+  if (!watched.size) return;
+  const button = document.getElementById("notify-me");
+  if (button && "Notification" in window && Notification.permission !== "denied") {
+    button.hidden = Notification.permission === "granted";
+    button.addEventListener("click", () =>
+      Notification.requestPermission().then((answer) => {
+        button.textContent = answer === "granted" ? "You will be notified" : "Notifications are blocked in this browser";
+        button.disabled = true;
+      }),
+    );
+  }
+  document.addEventListener("htmx:afterSettle", () => {
+    for (const id of [...watched]) {
+      const panel = document.getElementById(id);
+      if (!panel || panel.dataset.finished !== "true") continue;
+      watched.delete(id);
+      document.title = `Finished · ${document.title}`;
+      document.body.dataset.announced = panel.dataset.announce;
+      if ("Notification" in window && Notification.permission === "granted") {
+        new Notification("Prunelab", {body: panel.dataset.announce});
+      }
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  announceEnds();
   document.querySelectorAll("[data-autosubmit]").forEach(autosubmit);
   document.querySelectorAll("form").forEach((form) => {
     if (form.querySelector("[data-fits]")) fitDatasets(form);
