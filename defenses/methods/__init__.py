@@ -130,7 +130,13 @@ class JobKind:
         n_valid = max(n_valid, 1)
         training = self.epoch_units(config, n_valid) if self.epoch_units else float(self.training_epochs(config))
         setup = self.setup_units(config, n_valid, n_classes) if self.setup_units and with_setup else 0.0
-        return training + setup
+        return max(training + setup, MIN_JOB_UNITS)
+
+
+# Every job costs at least this: even one that trains nothing (a pruning curve, incremental pruning, a T sweep
+# at 0 epochs) loads the BadNet and evaluates every set at every point, and at 0 units a user could queue
+# thousands of them (an attack review queued 30 incremental prunings that left the budget untouched).
+MIN_JOB_UNITS = 1.0
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,11 @@ class BudgetTestCase(BaseTestCase):
         # a search scans once for all its trials: its budget buys training, and the scan is charged beside it
         search = self.post("scan search", **unlearn | {"scan_steps": "2000", "budget": "50"})
         self.assertContains(search, "This needs 6,450 fine-tuning epochs; your team has 2,679", status_code=400)
+        # ... and counts until the search ends: two searches of 50 units and a 960-unit scan fit, a third not
+        for name in ("search 1", "search 2"):
+            assert self.post(name, **unlearn | {"scan_steps": "300", "budget": "50"}).status_code == 302
+        third = self.post("search 3", **unlearn | {"scan_steps": "300", "budget": "50"})
+        self.assertContains(third, "This needs 1,010 fine-tuning epochs; your team has 659 of 3,000", status_code=400)
 
     @override_settings(TEAM_EPOCH_BUDGET=3000, USER_EPOCH_BUDGET=2000)
     def test_the_attack_reviews_flood_is_refused_at_submission_with_the_defaults(self):
@@ -139,3 +144,11 @@ class BudgetTestCase(BaseTestCase):
             assert answer.status_code == 400
             assert "This needs 200,000 fine-tuning epochs; you have 2,000 of 2,000 left" in answer.content.decode()
         assert not Experiment.objects.exists() and not Run.objects.exists() and sent == []
+
+    @override_settings(TEAM_EPOCH_BUDGET=3, USER_EPOCH_BUDGET=10_000)
+    def test_work_that_trains_nothing_still_counts_a_unit(self):
+        """30 incremental prunings (distinct floors, so 30 runs) left the budget untouched; each counts 1 now."""
+        for n in range(3):
+            assert self.post(f"curve {n}", defense="incremental", max_drop=str(1 + n / 10)).status_code == 302
+        refused = self.post("curve 4", defense="incremental", max_drop="1.4")
+        self.assertContains(refused, "This needs 1 fine-tuning epoch; your team has 0 of 3", status_code=400)

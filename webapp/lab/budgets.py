@@ -7,6 +7,7 @@ inside the transaction that stores the work, behind a lock on the team, so reque
 import math
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from defenses.methods import job_kind, method_of
 from webapp.lab.models import SEARCH_ENDED, Experiment, Run, Team
@@ -40,16 +41,17 @@ def outstanding(runs, experiments) -> float:
 
 
 def search_setup(space: dict, n_valid: int, n_classes: int) -> float:
-    """What a search does once before its trials (defenses.search.setup_cost): charged when it is asked for;
-    while it runs, a search counts its budget less what it spent."""
+    """What a search does once before its trials (defenses.search.setup_cost): charged when it is asked for,
+    and counted until the search ends (search_left)."""
     from defenses.search import setup_cost
 
     return setup_cost(method_of(space), space, n_valid, n_classes)
 
 
 def search_left(search: dict) -> float:
-    """What a search (Experiment.search) may still spend: its budget less what it spent."""
-    return max(0.0, float(search.get("budget", 0)) - float(search.get("spent", 0)))
+    """What a search (Experiment.search) may still spend: its budget less what it spent, and its setup (a scan)
+    until it ends."""
+    return max(0.0, float(search.get("budget", 0)) - float(search.get("spent", 0))) + float(search.get("setup", 0))
 
 
 def team_outstanding(team) -> float:
@@ -97,17 +99,22 @@ def refusal(team, user, units: float) -> str | None:
     left = max(0.0, budget - taken)
     if units <= left + 1e-9:
         return None
+    needs = math.ceil(units)
     return (
-        f"This needs {math.ceil(units):,} fine-tuning epochs; {who} {has} {math.floor(left):,} of {budget:,} left "
+        f"This needs {needs:,} fine-tuning epoch{'s' if needs != 1 else ''}; "
+        f"{who} {has} {math.floor(left):,} of {budget:,} left "
         f"({math.ceil(taken):,} queued or running). Make the grid or the budget smaller, cancel queued work, or "
         "wait for it to end (an operator sets the budgets: PRUNELAB_TEAM_EPOCH_BUDGET, PRUNELAB_USER_EPOCH_BUDGET)."
     )
 
 
 def charge(team, user, units: float) -> None:
-    """Inside the transaction that queues the work: lock the team's row (SQLite's IMMEDIATE transactions do the
-    same for the whole database), then refuse (OverBudget) what would pass a budget."""
+    """Inside the transaction that queues the work: lock the team's and the user's rows (SQLite's IMMEDIATE
+    transactions do the same for the whole database; the user's, for one user asking in two teams at once),
+    then refuse (OverBudget) what would pass a budget."""
     Team.objects.select_for_update().filter(pk=team.pk).first()
+    if user is not None:
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
     message = refusal(team, user, units)
     if message:
         raise OverBudget(message)

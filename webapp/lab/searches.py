@@ -23,6 +23,7 @@ from defenses.search import SearchSettings, Trial, best_trial, importance, rung_
 from defenses.selection import flat_row, objective
 from webapp.celery_app import RUN_SEARCH
 from webapp.celery_app import app as celery_app
+from webapp.lab import budgets
 from webapp.lab.models import SEARCH_ENDED, Dataset, Experiment, Point, Run
 
 WAIT_SECONDS = 5  # how often a rung that another worker is training is looked at
@@ -44,8 +45,16 @@ def settings_of(experiment: Experiment) -> SearchSettings:
 
 
 def start(experiment: Experiment) -> None:
-    """Queue the search (again): a new one, or one that failed or was cancelled, which goes on from its trials."""
-    state = dict(experiment.search) | {"status": "queued", "error": "", "budget": settings_of(experiment).budget}
+    """Queue the search (again): a new one, or one that failed or was cancelled, which goes on from its trials.
+    Its setup (a scan its worker does once before the trials: budgets.search_setup) is kept with its state, so
+    that it counts against the budgets until the search ends."""
+    setup = budgets.search_setup(experiment.space, experiment.valid.count, experiment.badnet.n_classes)
+    state = dict(experiment.search) | {
+        "status": "queued",
+        "error": "",
+        "budget": settings_of(experiment).budget,
+        "setup": setup,
+    }
     state.setdefault("trials", [])
     Experiment.objects.filter(pk=experiment.pk).update(search=state)
     experiment.search = state
