@@ -23,8 +23,11 @@ def default_queues() -> str:
 
 
 def worker_command(queues: str, name: str, loglevel: str = "INFO", extra: tuple[str, ...] = ()) -> list[str]:
-    """The command line of one Celery worker process with one task at a time (make run, tests, benches)."""
+    """The command line of one Celery worker process with one task at a time (make run, tests, benches): it
+    serves `queues` and their side lanes (webapp.celery_app.side_lane)."""
     import sys
+
+    from webapp.celery_app import with_side_lanes
 
     return [
         sys.executable,
@@ -34,7 +37,7 @@ def worker_command(queues: str, name: str, loglevel: str = "INFO", extra: tuple[
         "webapp.celery_app",
         "worker",
         "-Q",
-        queues,
+        with_side_lanes(queues),
         "-c",
         "1",
         "-n",

@@ -181,3 +181,35 @@ def test_submitting_again_sends_no_second_message_for_a_queued_run(files, django
         Run.objects.filter(pk__in=[r.pk for r in runs]).update(task_id="sent")  # as the first callbacks do
         submit(experiment)
     assert again == []  # a second message would be a spare turn, and 1,200 of them a queue of no-ops
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_run_waits_for_at_most_one_of_another_teams_profiles_scans_or_searches(files, tmp_path):
+    """Work that is not a run (profiles here; scans, STRIP and searches alike) goes on the side lane of its
+    queue, which the worker takes in turn with the runs' queue: team B's run is not behind all of team A's.
+    Everything is queued before the worker starts; first in, first out would run A's 3 profiles first."""
+    from tests.conftest import test_database_env
+    from tests.defenses.tiny import tiny_data, write_dataset
+    from tests.processes import celery_worker_process
+    from webapp.lab.models import Dataset, Profile
+    from webapp.lab.services import add_dataset, request_profile
+
+    team_a, alice = team_with_user("a", "alice")
+    team_b, bob = team_with_user("b", "bob")
+    a_study = experiment_row(team_a, alice, files, ONE_EPOCH)
+    for n in range(3):
+        path = write_dataset(tmp_path / f"clean-{n}.h5", *tiny_data(40, seed=10 + n))
+        request_profile(a_study.badnet, add_dataset(team_a, alice, path, f"clean {n}", Dataset.CLEAN_VALID))
+    b_run = submit(experiment_row(team_b, bob, files, ONE_EPOCH, "b"))[0]
+    with celery_worker_process(extra_env=test_database_env()):
+        deadline = time.monotonic() + 300
+        while Run.objects.get(pk=b_run.pk).status == Run.QUEUED:
+            assert time.monotonic() < deadline, "team B's run never started"
+            time.sleep(0.05)
+        profiled_first = Profile.objects.exclude(status=Profile.Status.QUEUED).count()
+        while Profile.objects.filter(status=Profile.Status.QUEUED).exists():
+            assert time.monotonic() < deadline, "team A's profiles never ended"
+            time.sleep(0.5)
+    assert profiled_first <= 1, f"{profiled_first} of team A's profiles ran before team B's run"
+    assert set(Profile.objects.values_list("status", flat=True)) == {Profile.Status.DONE}

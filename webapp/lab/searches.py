@@ -21,7 +21,7 @@ from defenses.jobs import Job
 from defenses.methods import PARAMETERS, job_kind, method_of
 from defenses.search import SearchSettings, Trial, best_trial, importance, rung_cost, search
 from defenses.selection import flat_row, objective
-from webapp.celery_app import RUN_SEARCH
+from webapp.celery_app import RUN_SEARCH, side_lane
 from webapp.celery_app import app as celery_app
 from webapp.lab import budgets
 from webapp.lab.models import SEARCH_ENDED, Dataset, Experiment, Point, Run
@@ -58,7 +58,7 @@ def start(experiment: Experiment) -> None:
     state.setdefault("trials", [])
     Experiment.objects.filter(pk=experiment.pk).update(search=state)
     experiment.search = state
-    args, queue = [experiment.pk], experiment.queue
+    args, queue = [experiment.pk], side_lane(experiment.queue)  # its rungs are runs it trains itself
     transaction.on_commit(lambda: celery_app.send_task(RUN_SEARCH, args=args, queue=queue))
 
 

@@ -15,7 +15,7 @@ from defenses.jobs import Plan
 from defenses.methods import METHODS, method_of, plan_space, training_epochs
 from defenses.models import file_digest, verify_model_file
 from defenses.search import can_search
-from webapp.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN
+from webapp.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN, side_lane
 from webapp.celery_app import app as celery_app
 from webapp.lab import budgets, limits, searches
 from webapp.lab.models import (
@@ -30,6 +30,8 @@ from webapp.lab.models import (
     TriggerScan,
     detections_lost_before,
 )
+
+SIDE = side_lane("cpu")  # profiles, scans and STRIP run on CPU workers, beside their runs (side_lane)
 
 
 class AlreadyStored(Exception):
@@ -275,7 +277,7 @@ def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
     profile, created = Profile.objects.get_or_create(badnet=badnet, dataset=dataset)
     if created or profile.status == Profile.Status.FAILED:
         Profile.objects.filter(pk=profile.pk).update(status=Profile.Status.QUEUED, error="")
-        transaction.on_commit(lambda: celery_app.send_task(COMPUTE_PROFILE, args=[profile.pk], queue="cpu"))
+        transaction.on_commit(lambda: celery_app.send_task(COMPUTE_PROFILE, args=[profile.pk], queue=SIDE))
     return profile
 
 
@@ -318,7 +320,7 @@ def request_scan(badnet: BadNet, dataset: Dataset, user) -> TriggerScan:
         TriggerScan.objects.filter(pk=scan.pk).update(
             status=TriggerScan.Status.QUEUED, error="", requested_by=user, updated=timezone.now()
         )
-        transaction.on_commit(lambda: celery_app.send_task(COMPUTE_SCAN, args=[scan.pk], queue="cpu"))
+        transaction.on_commit(lambda: celery_app.send_task(COMPUTE_SCAN, args=[scan.pk], queue=SIDE))
     return scan
 
 
@@ -349,7 +351,7 @@ def request_strip(goodnet: GoodNet, data: dict, user) -> GoodNet:
         figures={},
     )
     args = [goodnet.pk, data["test"].pk, [dataset.pk for dataset in data["poisoned"]]]
-    transaction.on_commit(lambda: celery_app.send_task(CALIBRATE_STRIP, args=args, queue="cpu"))
+    transaction.on_commit(lambda: celery_app.send_task(CALIBRATE_STRIP, args=args, queue=SIDE))
     goodnet.refresh_from_db()
     return goodnet
 

@@ -317,7 +317,7 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 # A worker on a machine with a GPU serves "gpu"; every worker can serve "cpu".
-CELERY_TASK_QUEUES = {"cpu": {}, "gpu": {}}
+CELERY_TASK_QUEUES = {"cpu": {}, "gpu": {}, "cpu-side": {}, "gpu-side": {}}  # runs, and other work: side_lane
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
