@@ -55,6 +55,12 @@ class DetectionDoorsTestCase(BaseTestCase):
         self.goodnet.refresh_from_db()
         assert "was deleted before a worker reached it" in self.goodnet.strip_error
 
+    def test_a_set_a_calibration_reads_its_threshold_from_is_not_deleted_under_it(self):
+        with self.captureOnCommitCallbacks(execute=False):
+            assert self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.strip_form()).status_code == 302
+        refused = self.client.post(f"/datasets/{self.valid.pk}/delete")
+        assert refused.status_code == 409 and "the STRIP calibration of g" in refused.content.decode()
+
     def test_a_lost_calibration_can_be_asked_for_again_and_a_fresh_one_cannot(self):
         with self.captureOnCommitCallbacks(execute=False):
             assert self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.strip_form()).status_code == 302

@@ -31,6 +31,7 @@ class Deletion:
     profiles: list[Profile] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)  # files and run folders removed with the rows
     scans: list[TriggerScan] = field(default_factory=list)  # the scans deleted with the BadNet or dataset
+    calibrating: list[GoodNet] = field(default_factory=list)  # GoodNets whose STRIP calibrates on the set
 
     def owners(self) -> set[int]:
         """Who made what goes: the row, and the experiments and GoodNets taken with it."""
@@ -45,7 +46,7 @@ class Deletion:
         """The detections a worker is computing on what goes, in words: a scan running, a STRIP calibration
         queued or running (a worker would store its result for a row that is gone)."""
         scans = [f"the Neural Cleanse scan of {s.badnet.name} on {s.dataset.name}" for s in self.scans if s.computing]
-        strips = [f"the STRIP calibration of {g.name}" for g in self.goodnets if g.strip_pending]
+        strips = [f"the STRIP calibration of {g.name}" for g in self.goodnets + self.calibrating if g.strip_pending]
         return scans + strips
 
     def summary(self) -> list[str]:
@@ -94,6 +95,8 @@ def plan_deletion(row) -> Deletion:
         planned.scans = list(scans.filter(badnet=planned.row))
     elif isinstance(planned.row, Dataset):
         planned.scans = list(scans.filter(dataset=planned.row))
+        # its clean validation set (a test or poisoned set deleted under it fails the calibration with a reason)
+        planned.calibrating = list(GoodNet.objects.filter(strip_valid=planned.row, strip_status="queued"))
     return planned
 
 
