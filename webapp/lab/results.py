@@ -86,6 +86,28 @@ def seconds_left(runs: list[Run]) -> float | None:
     return statistics.median(paces) * left
 
 
+def seed_report_context(experiment: Experiment, rows: list[dict]) -> dict:
+    """The seed report's figures beside the experiment (defenses.seed_report): its Table 1 when a fine-pruning
+    experiment holds Table 1's points, and its Table 2 and 3 rows when the BadNet is CSAW-HackML-2020's."""
+    from defenses import seed_report
+
+    scores = {}
+    if method_of(experiment.space).name == "fine-prune":
+        scores = {
+            (row["threshold"], row["lr"], row["epochs"]): row["score"]
+            for row in rows
+            if None not in (row.get("threshold"), row.get("lr"), row.get("epochs"))
+        }
+    csaw = seed_report.CSAW_WEIGHTS.get(experiment.badnet.sha256)
+    return {
+        "table_1": seed_report.table_1_beside(scores),
+        "csaw": csaw,
+        "table_2": seed_report.TABLE_2.get(csaw),
+        "table_3": seed_report.TABLE_3.get(csaw),
+        "source": seed_report.SOURCE,
+    }
+
+
 def progress(experiment: Experiment) -> dict:
     """Overall and per-run progress: each queued run's place in its team's line, and time left while work runs
     (seconds_left)."""

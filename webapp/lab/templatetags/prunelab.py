@@ -17,3 +17,9 @@ def duration(seconds) -> str:
     if minutes < 90:
         return f"{minutes} min"
     return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+@register.filter
+def get_item(mapping, key):
+    """mapping[key] in a template, for keys with spaces ("with prune")."""
+    return (mapping or {}).get(key)

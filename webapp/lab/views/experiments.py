@@ -22,6 +22,7 @@ from webapp.lab.results import (
     point_words,
     progress,
     rounded,
+    seed_report_context,
     step_rows,
 )
 from webapp.lab.services import cancel, create_experiment, plan_reuse, rerun_failed
@@ -226,6 +227,7 @@ def experiment(request, pk: int):
     experiment = owned_or_404(Experiment.objects.select_related("team", "badnet", "valid", "test"), request.user, pk=pk)
     context = experiment_results(experiment) | {"experiment": experiment, "progress": progress(experiment)}
     context["method"] = method_of(experiment.space)
+    context["seed"] = seed_report_context(experiment, context["table"] or [])
     return render(request, "lab/experiment.html", context | held_out_context(experiment))
 
 
