@@ -42,3 +42,20 @@ class SeedReportTestCase(BaseTestCase):
         experiment = self.experiment({"thresholds": [0.5], "learning_rates": [0.01], "epochs": [2]})
         self.finish(experiment, metrics)
         assert 'id="seed-report"' not in self.client.get(f"/experiments/{experiment.pk}/").content.decode()
+
+
+class OwnFiguresTestCase(BaseTestCase):
+    def test_a_badnets_page_shows_its_own_ca_and_asr_and_warns_when_it_does_not_recognise_the_images(self):
+        self.client.force_login(self.alice)
+        experiment = self.experiment({"thresholds": [0.5], "learning_rates": [0.01], "epochs": [1]})
+        before = {"ca": 97.5, "asr": {"sunglasses": 99.9}, "valid_acc": 98.0}
+        self.finish(experiment, lambda run, position: metrics(run, position) | {"before": before})
+        page = self.client.get(f"/badnets/{experiment.badnet.pk}/").content.decode()
+        figures = page.split('id="own-figures"')[1].split("</table>")[0]
+        assert "blue-study" in figures and "97.50 %" in figures and "sunglasses 99.9 %" in figures
+        assert "does not recognise" not in figures
+        chance = {"ca": 0.78, "asr": {"sunglasses": 0.0}, "valid_acc": 0.9}  # 100-label sets on a 1283-class net
+        other = self.experiment({"thresholds": [0.6], "learning_rates": [0.01], "epochs": [1]}, team=self.blue)
+        self.finish(other, lambda run, position: metrics(run, position) | {"before": chance})
+        page = self.client.get(f"/badnets/{other.badnet.pk}/").content.decode()
+        assert "0.78 %" in page and "it does not recognise these images" in page

@@ -70,6 +70,37 @@ def befores(runs) -> dict[int, dict]:
     return found
 
 
+def own_figures(badnet, limit: int = 6) -> list[dict]:
+    """The BadNet's own CA and ASR per trigger on the sets of its experiments, newest first, one row per set of
+    sets: what its runs measured before repairing anything (their first point's "before"), with a warning
+    when it does not recognise the clean images (selection.RECOGNISED_CA)."""
+    from defenses.selection import RECOGNISED_CA
+
+    rows, seen = [], set()
+    experiments = badnet.experiments.select_related("valid", "test").prefetch_related("poisoned").order_by("-created")
+    for experiment in experiments[:50]:
+        data = (experiment.valid_id, experiment.test_id, tuple(sorted(p.pk for p in experiment.poisoned.all())))
+        if data in seen:
+            continue
+        before = next((b for b in befores(experiment.own_runs()).values() if b.get("ca") is not None), None)
+        if before is None:
+            continue
+        seen.add(data)
+        asr = before.get("asr") or {}
+        rows.append(
+            {
+                "experiment": experiment,
+                "ca": before["ca"],
+                "valid_acc": before.get("valid_acc"),
+                "asr": [(name, asr[name]) for name in experiment.triggers() if asr.get(name) is not None],
+                "unrecognised": before["ca"] < RECOGNISED_CA,
+            }
+        )
+        if len(rows) == limit:
+            break
+    return rows
+
+
 def seconds_left(runs: list[Run]) -> float | None:
     """What the unfinished runs still need at the pace measured on these runs (seconds a stored point, the
     median over runs that stored one), one after another; None while none is running (queued work shows its

@@ -21,6 +21,7 @@ from webapp.lab.forms import BadNetForm, DatasetForm, row_id
 from webapp.lab.limits import dataset_limits
 from webapp.lab.models import BadNet, Dataset, Profile
 from webapp.lab.services import AlreadyStored, add_badnet, add_dataset, request_profile
+from webapp.lab.results import own_figures
 from webapp.lab.uploads import store_checked
 
 PREVIEW_IMAGES = 24
@@ -72,6 +73,7 @@ def badnet(request, pk: int):
             "clean_sets": [d for d in clean if not d.misfit(badnet)],
             "datasets": Dataset.objects.filter(team=badnet.team).order_by("role", "name"),
             "experiments": badnet.experiments.order_by("-created"),
+            "own_figures": own_figures(badnet),
         }
     )
     return render(request, "lab/badnet.html", context)
