@@ -20,8 +20,8 @@ from webapp.lab.detection import scans_context
 from webapp.lab.forms import BadNetForm, DatasetForm, row_id
 from webapp.lab.limits import dataset_limits
 from webapp.lab.models import BadNet, Dataset, Profile
-from webapp.lab.services import AlreadyStored, add_badnet, add_dataset, request_profile
 from webapp.lab.results import own_figures
+from webapp.lab.services import AlreadyStored, add_badnet, add_dataset, request_profile
 from webapp.lab.uploads import store_checked
 
 PREVIEW_IMAGES = 24
