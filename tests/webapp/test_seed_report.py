@@ -59,3 +59,12 @@ class OwnFiguresTestCase(BaseTestCase):
         self.finish(other, lambda run, position: metrics(run, position) | {"before": chance})
         page = self.client.get(f"/badnets/{other.badnet.pk}/").content.decode()
         assert "0.78 %" in page and "it does not recognise these images" in page
+
+
+class GlossaryTestCase(BaseTestCase):
+    def test_the_pages_with_figures_explain_them(self):
+        self.client.force_login(self.alice)
+        experiment = self.experiment({"thresholds": [0.5], "learning_rates": [0.01], "epochs": [1]})
+        for url in (f"/experiments/{experiment.pk}/", "/compare/"):
+            page = self.client.get(url).content.decode()
+            assert '<details class="glossary"' in page and "<dt>DER</dt>" in page and "<dt>Epoch units</dt>" in page
