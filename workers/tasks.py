@@ -235,6 +235,7 @@ def calibrate_strip(goodnet_id: int, test_id: int, poisoned_ids: list[int]) -> s
     goodnet = GoodNet.objects.select_related("badnet", "run", "strip_valid").filter(pk=goodnet_id).first()
     if goodnet is None:
         return "gone"  # deleted while queued
+    GoodNet.objects.filter(pk=goodnet_id, strip_status="queued").update(strip_status="running")  # the page says so
     badnet, team, names = goodnet.badnet, goodnet.team_id, {}
     old_file = goodnet.strip_file.name
     try:

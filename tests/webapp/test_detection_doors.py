@@ -61,6 +61,19 @@ class DetectionDoorsTestCase(BaseTestCase):
         refused = self.client.post(f"/datasets/{self.valid.pk}/delete")
         assert refused.status_code == 409 and "the STRIP calibration of g" in refused.content.decode()
 
+    def test_a_queued_calibration_says_it_waits_and_a_running_one_that_it_runs(self):
+        with self.captureOnCommitCallbacks(execute=False):
+            self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.strip_form())
+        assert (
+            "calibration is waiting for a worker"
+            in self.client.get(f"/goodnets/{self.goodnet.pk}/detector").content.decode()
+        )
+        GoodNet.objects.filter(pk=self.goodnet.pk).update(strip_status="running")  # as the worker marks its start
+        partial = self.client.get(f"/goodnets/{self.goodnet.pk}/detector")
+        assert partial.status_code == 200 and "STRIP is being calibrated by a worker" in partial.content.decode()
+        again = self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.strip_form())
+        assert again.status_code == 400 and "being calibrated already" in again.content.decode()
+
     def test_a_lost_calibration_can_be_asked_for_again_and_a_fresh_one_cannot(self):
         with self.captureOnCommitCallbacks(execute=False):
             assert self.client.post(f"/goodnets/{self.goodnet.pk}/strip", self.strip_form()).status_code == 302

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.template.defaultfilters import filesizeformat
 
-from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Profile, Run, TriggerScan
+from webapp.lab.models import STRIP_WAITING, BadNet, Dataset, Experiment, GoodNet, Profile, Run, TriggerScan
 
 
 @dataclass
@@ -96,7 +96,7 @@ def plan_deletion(row) -> Deletion:
     elif isinstance(planned.row, Dataset):
         planned.scans = list(scans.filter(dataset=planned.row))
         # its clean validation set (a test or poisoned set deleted under it fails the calibration with a reason)
-        planned.calibrating = list(GoodNet.objects.filter(strip_valid=planned.row, strip_status="queued"))
+        planned.calibrating = list(GoodNet.objects.filter(strip_valid=planned.row, strip_status__in=STRIP_WAITING))
     return planned
 
 

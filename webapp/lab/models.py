@@ -582,6 +582,9 @@ class TriggerScan(models.Model):
         return self.status in (self.Status.QUEUED, self.Status.RUNNING) and self.updated < detections_lost_before()
 
 
+STRIP_WAITING = ("queued", "running")  # a GoodNet's strip_status while a calibration is asked for and not ended
+
+
 class GoodNet(models.Model):
     """A BadNet and its repaired network answering together (defenses.goodnet). The repaired network is an
     experiment run's output or a file the user uploaded, loaded through the same safe path as a BadNet."""
@@ -600,7 +603,9 @@ class GoodNet(models.Model):
     # STRIP (defenses.strip) on the BadNet as a second rule: N also when the entropy is under the threshold
     strip_frr = models.FloatField(null=True, blank=True, help_text="false-rejection rate asked, percent")
     strip_valid = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    strip_status = models.CharField(max_length=10, blank=True, help_text="queued, done or failed; blank: no STRIP")
+    strip_status = models.CharField(
+        max_length=10, blank=True, help_text="queued, running, done or failed; blank: no STRIP"
+    )
     strip_queued_at = models.DateTimeField(null=True, blank=True)
     strip_requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -619,7 +624,7 @@ class GoodNet(models.Model):
         """A calibration is queued and not past the tasks' hard time limit (after it, its message or worker
         was lost, and a new one may be asked for)."""
         queued_at = self.strip_queued_at or timezone.now()
-        return self.strip_status == "queued" and queued_at >= detections_lost_before()
+        return self.strip_status in STRIP_WAITING and queued_at >= detections_lost_before()
 
     @property
     def repaired_path(self) -> Path:

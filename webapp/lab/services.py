@@ -19,6 +19,7 @@ from webapp.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EX
 from webapp.celery_app import app as celery_app
 from webapp.lab import budgets, limits, searches
 from webapp.lab.models import (
+    STRIP_WAITING,
     BadNet,
     Dataset,
     Experiment,
@@ -333,7 +334,7 @@ def request_strip(goodnet: GoodNet, data: dict, user) -> GoodNet:
     if any(dataset.team_id != goodnet.team_id for dataset in sets):
         raise ValueError(f"Every set must be one of {goodnet.team.name}'s.")
     lock_requesters(goodnet.team, user)
-    pending = GoodNet.objects.filter(strip_status="queued", strip_queued_at__gte=detections_lost_before())
+    pending = GoodNet.objects.filter(strip_status__in=STRIP_WAITING, strip_queued_at__gte=detections_lost_before())
     if pending.filter(pk=goodnet.pk).exists():
         raise ValueError("STRIP is being calibrated already; wait until this page shows its figures.")
     refusal = detection_refusal(
