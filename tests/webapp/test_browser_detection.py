@@ -40,7 +40,7 @@ def test_a_scan_from_the_badnet_page_flags_the_declared_target_with_its_reversed
     valid = add_dataset(team, user, valid_file, "palette valid", Dataset.CLEAN_VALID)
     test, _ = palette_data(60, 24, seed=5)
     patch = write_dataset(tmp_path / "p.h5", add_trigger(test), [0] * 60)
-    add_dataset(team, user, patch, "patch test", Dataset.POISONED_TEST, trigger="patch", target=0)
+    add_dataset(team, user, patch, "patch test", Dataset.POISONED_TEST, "patch", 0, badnet=badnet)  # its own
 
     page.goto(f"/badnets/{badnet.pk}/")
     page.select_option("#scan-dataset", str(valid.pk))

@@ -23,6 +23,7 @@ ROUTES = {
     "badnet-scans": ("get", lambda t: {"pk": t.exp.badnet.pk}),
     "dataset": ("get", lambda t: {"pk": t.exp.valid.pk}),
     "dataset-preview": ("get", lambda t: {"pk": t.exp.valid.pk}),
+    "dataset-badnets": ("post", lambda t: {"pk": t.exp.valid.pk}),
     "experiment": ("get", lambda t: {"pk": t.exp.pk}),
     "experiment-progress": ("get", lambda t: {"pk": t.exp.pk}),
     "experiment-figures": ("get", lambda t: {"pk": t.exp.pk}),

@@ -29,7 +29,7 @@ class ScanTestCase(BaseTestCase):
         )
         test, _ = palette_data(100, 24, seed=5)
         poisoned = write_dataset(folder / "patch.h5", add_trigger(test), [0] * 100)
-        add_dataset(self.blue, self.alice, poisoned, "patch", Dataset.POISONED_TEST, trigger="patch", target=0)
+        add_dataset(self.blue, self.alice, poisoned, "patch", Dataset.POISONED_TEST, "patch", 0, badnet=self.bad)
         self.client.force_login(self.alice)
 
     def test_the_scan_flags_the_declared_target_and_shows_its_reversed_trigger(self):

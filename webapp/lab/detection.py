@@ -49,9 +49,11 @@ def scan_record(result, example) -> dict:
 
 
 def declared_targets(badnet: BadNet) -> dict[int, list[str]]:
-    """The targets the team's poisoned sets that fit this BadNet declare: target label -> trigger names."""
+    """The targets the BadNet's own poisoned sets declare (Dataset.badnets: declared at upload or on the set's
+    page, or used in its experiments): target label -> trigger names. Another BadNet's sets of the team are
+    not its attack, even when their labels fit."""
     targets: dict[int, list[str]] = {}
-    poisoned = Dataset.objects.filter(team=badnet.team, role__in=[Dataset.POISONED_TEST, Dataset.POISONED_VALID])
+    poisoned = badnet.declared_sets.filter(team=badnet.team, role__in=[Dataset.POISONED_TEST, Dataset.POISONED_VALID])
     for dataset in poisoned.order_by("name"):
         if dataset.target is not None and not dataset.misfit(badnet):
             names = targets.setdefault(int(dataset.target), [])

@@ -122,6 +122,10 @@ class Dataset(models.Model):
     label_max = models.IntegerField(null=True)
     classes_present = models.PositiveIntegerField(null=True, help_text="distinct labels in the set")
     created = models.DateTimeField(auto_now_add=True)
+    # The BadNets whose data this is (a family may share it, as CSAW's four share their clean sets): declared at
+    # upload ("check against BadNet"), on the set's page, or by using the set in one of their experiments.
+    # Forms preselect them; a scan checks only their targets.
+    badnets = models.ManyToManyField(BadNet, blank=True, related_name="declared_sets")
 
     def __str__(self):
         return f"{self.name} ({self.get_role_display()})"

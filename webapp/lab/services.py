@@ -88,19 +88,22 @@ def add_dataset(
     badnet: BadNet | None = None,
 ) -> Dataset:
     """Validate a CSAW dataset file completely (DataError says why not), then store it. With a BadNet, its
-    input size and classes are checked too. A file the team already has is offered instead (AlreadyStored),
-    unless it does not fit the named BadNet: then that is the refusal."""
+    input size and classes are checked too, and the set is declared its data. A file the team already has is
+    offered instead (AlreadyStored; declared for the named BadNet), unless it does not fit the named BadNet:
+    then that is the refusal."""
     try:
         digest = refuse_duplicate(Dataset, team, path)
     except AlreadyStored as duplicate:
         if badnet is not None and duplicate.row.misfit(badnet):
             raise DataError(f"{Path(path).name}: {duplicate.row.misfit(badnet)}") from None
+        if badnet is not None:
+            duplicate.row.badnets.add(badnet)
         raise
     image_shape = tuple(badnet.report["input_shape"]) if badnet else None
     n_classes = badnet.n_classes if badnet else n_classes
     info = validate_dataset(path, image_shape, n_classes, limits.dataset_limits())
     with open(path, "rb") as handle:
-        return Dataset.objects.create(
+        dataset = Dataset.objects.create(
             team=team,
             owner=user,
             name=name,
@@ -112,6 +115,26 @@ def add_dataset(
             sha256=digest,
             **dataset_facts(info),
         )
+    if badnet is not None:
+        dataset.badnets.add(badnet)
+    return dataset
+
+
+def declare_used(badnet: BadNet, datasets) -> None:
+    """Sets used in one of the BadNet's experiments are its data (Dataset.badnets)."""
+    badnet.declared_sets.add(*datasets)
+
+
+def declared_initial(badnet: BadNet) -> dict:
+    """A form's initial sets for the BadNet: its declared clean validation and test sets (the newest of each)
+    and its declared poisoned sets."""
+    sets = badnet.declared_sets.order_by("-created")
+    first = {
+        role: sets.filter(role=role).values_list("pk", flat=True).first()
+        for role in (Dataset.CLEAN_VALID, Dataset.CLEAN_TEST)
+    }
+    poisoned = list(sets.filter(role__in=[Dataset.POISONED_TEST, Dataset.POISONED_VALID]).values_list("pk", flat=True))
+    return {"valid": first[Dataset.CLEAN_VALID], "test": first[Dataset.CLEAN_TEST], "poisoned": poisoned}
 
 
 def dataset_facts(info) -> dict:
@@ -392,6 +415,7 @@ def create_experiment(team, user, data: dict) -> Experiment:
         space=data["space"],
     )
     experiment.poisoned.set(data["poisoned"])
+    declare_used(experiment.badnet, [experiment.valid, experiment.test, *data["poisoned"]])
     submit(experiment)
     return experiment
 
@@ -453,4 +477,5 @@ def start_leaderboard(team, user, data: dict) -> tuple[Leaderboard, bool]:
         )
         experiment.poisoned.set(data["poisoned"])
         submit(experiment)
+    declare_used(data["badnet"], [data["valid"], data["test"], *data["poisoned"]])
     return board, True

@@ -32,6 +32,7 @@ urlpatterns = [
     path("datasets/", files.datasets, name="datasets"),
     path("datasets/<id:pk>/", files.dataset, name="dataset"),
     path("datasets/<id:pk>/preview.png", files.dataset_preview, name="dataset-preview"),
+    path("datasets/<id:pk>/badnets", files.dataset_badnets, name="dataset-badnets"),
     path("experiments/", experiments.experiments, name="dashboard"),
     path("experiments/new/", experiments.new_experiment, name="new-experiment"),
     path("experiments/plan", experiments.plan_preview, name="plan-preview"),

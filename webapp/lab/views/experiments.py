@@ -1,6 +1,7 @@
 """Experiments: the new-experiment form with the planner's preview, the live page, charts and CSV."""
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
@@ -13,8 +14,8 @@ from webapp.core.throttles import PreviewThrottle, throttled
 from webapp.lab import budgets, listing, searches
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, experiment_charts, figures_payload, importance_bars, search_progress
-from webapp.lab.forms import TEMPLATE_TITLES, ExperimentFilterForm, ExperimentForm, data_size
-from webapp.lab.models import Experiment, Run, data_fingerprint
+from webapp.lab.forms import TEMPLATE_TITLES, ExperimentFilterForm, ExperimentForm, data_size, row_id
+from webapp.lab.models import BadNet, Experiment, Run, data_fingerprint
 from webapp.lab.results import (
     befores,
     experiment_rows,
@@ -25,7 +26,7 @@ from webapp.lab.results import (
     seed_report_context,
     step_rows,
 )
-from webapp.lab.services import cancel, create_experiment, plan_reuse, rerun_failed
+from webapp.lab.services import cancel, create_experiment, declared_initial, plan_reuse, rerun_failed
 
 
 @team_required
@@ -98,9 +99,19 @@ def runs_in_words(experiment: Experiment) -> str:
     return f"{said}, {done} already done (nothing trained again)." if done else f"{said}."
 
 
+def preselected(request) -> dict:
+    """?badnet=ID: that BadNet of the team, with its declared sets (services.declared_initial)."""
+    try:
+        pk = row_id(request.GET.get("badnet"), "badnet")
+    except ValidationError:
+        return {}  # none asked for, or not a number: the form starts empty
+    badnet = BadNet.objects.filter(team=request.team, pk=pk).first()
+    return {"badnet": badnet.pk} | declared_initial(badnet) if badnet else {}
+
+
 @team_required
 def new_experiment(request):
-    initial = ExperimentForm.initial_for(request.GET.get("template", "")) | {"badnet": request.GET.get("badnet")}
+    initial = ExperimentForm.initial_for(request.GET.get("template", "")) | preselected(request)
     form = ExperimentForm(request.team, request.POST or None, initial=initial, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:

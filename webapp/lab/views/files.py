@@ -160,7 +160,29 @@ def dataset(request, pk: int):
     except DataError as refusal:  # stored before a check it now fails (manage.py audit_files lists such sets)
         return render(request, "lab/dataset.html", {"dataset": dataset, "refusal": refusal})
     labels = info.labels[:PREVIEW_IMAGES].tolist()  # the preview grid's images, read by dataset_preview
-    return render(request, "lab/dataset.html", {"dataset": dataset, "labels": labels, "info": info})
+    context = {"dataset": dataset, "labels": labels, "info": info, "fitting": fitting_badnets(dataset)}
+    return render(request, "lab/dataset.html", context)
+
+
+def fitting_badnets(dataset: Dataset) -> list[tuple[BadNet, bool]]:
+    """The team's BadNets this set fits, each with whether the set is declared its data."""
+    declared = set(dataset.badnets.values_list("pk", flat=True))
+    badnets = BadNet.objects.filter(team=dataset.team).order_by("name")
+    return [(badnet, badnet.pk in declared) for badnet in badnets if not dataset.misfit(badnet)]
+
+
+@team_required
+@require_POST
+def dataset_badnets(request, pk: int):
+    """Declare which of the team's BadNets this set is the data of (only those it fits can be chosen)."""
+    dataset = owned_or_404(Dataset.objects.select_related("team"), request.user, pk=pk)
+    offered = {badnet.pk: badnet for badnet, _ in fitting_badnets(dataset)}
+    chosen = [offered[int(pk)] for pk in request.POST.getlist("badnets") if pk.isdigit() and int(pk) in offered]
+    dataset.badnets.remove(*offered.values())
+    dataset.badnets.add(*chosen)
+    names = ", ".join(badnet.name for badnet in chosen) or "no BadNet"
+    messages.info(request, f"{dataset.name} is declared the data of {names}.")
+    return redirect("dataset", dataset.pk)
 
 
 @team_required

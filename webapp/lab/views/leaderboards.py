@@ -15,7 +15,7 @@ from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.forms import LeaderboardForm, row_id
 from webapp.lab.models import BadNet, Dataset, GoodNet, Leaderboard, Run
 from webapp.lab.results import leaderboard_rows, point_words
-from webapp.lab.services import same_leaderboard, start_leaderboard
+from webapp.lab.services import declared_initial, same_leaderboard, start_leaderboard
 
 
 @team_required
@@ -23,7 +23,7 @@ def new_leaderboard(request, pk: int):
     """The form on a BadNet's page: its fitting sets, the floor, the held-out share and the search budget; POST
     starts every defense (a search for each training defense, a sweep for the others)."""
     badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
-    form = LeaderboardForm(badnet, request.POST or None, user=request.user)
+    form = LeaderboardForm(badnet, request.POST or None, user=request.user, initial=declared_initial(badnet))
     if request.method == "POST" and form.is_valid():
         try:
             board, started = start_leaderboard(badnet.team, request.user, form.cleaned_data)

@@ -67,9 +67,13 @@ class Command(BaseCommand):
         for name, entry in record["badnets"].items():
             if name == "clean" or BadNet.objects.filter(team=team, name=name).exists():
                 continue
-            add_badnet(team, user, folder / name / f"{name}_bd_net.h5", name, divisor=record["divisor"])
+            badnet = add_badnet(team, user, folder / name / f"{name}_bd_net.h5", name, divisor=record["divisor"])
             for trigger, target in entry["triggers"].items():
                 shown = trigger if entry["disclosed"] else "undisclosed"
                 for role, suffix in ((Dataset.POISONED_TEST, "data"), (Dataset.POISONED_VALID, "valid_data")):
                     path = folder / name / f"{trigger}_poisoned_{suffix}.h5"
-                    add_dataset(team, user, path, f"{name}: {shown} (target {target})", role, shown, target, n)
+                    label = f"{name}: {shown} (target {target})"
+                    add_dataset(team, user, path, label, role, shown, target, n, badnet=badnet)  # its own
+        clean = Dataset.objects.filter(team=team, role__in=[Dataset.CLEAN_VALID, Dataset.CLEAN_TEST])
+        for badnet in BadNet.objects.filter(team=team):  # the four share the clean sets, as CSAW's do
+            badnet.declared_sets.add(*clean)
