@@ -27,6 +27,7 @@ ROUTES = {
     "experiment": ("get", lambda t: {"pk": t.exp.pk}),
     "experiment-progress": ("get", lambda t: {"pk": t.exp.pk}),
     "experiment-figures": ("get", lambda t: {"pk": t.exp.pk}),
+    "experiment-report": ("get", lambda t: {"pk": t.exp.pk}),
     "chart-csv": ("get", lambda t: {"pk": t.exp.pk, "slug": "vs-threshold"}),
     "experiment-cancel": ("post", lambda t: {"pk": t.exp.pk}),
     "experiment-csv": ("get", lambda t: {"pk": t.exp.pk}),

@@ -39,6 +39,7 @@ urlpatterns = [
     path("experiments/<id:pk>/", experiments.experiment, name="experiment"),
     path("experiments/<id:pk>/progress", experiments.experiment_progress, name="experiment-progress"),
     path("experiments/<id:pk>/figures", experiments.experiment_figures, name="experiment-figures"),
+    path("experiments/<id:pk>/report", experiments.experiment_report, name="experiment-report"),
     path("experiments/<id:pk>/charts/<slug:slug>.csv", experiments.chart_csv, name="chart-csv"),
     path("experiments/<id:pk>/points.csv", experiments.experiment_export, {"fmt": "csv"}, name="experiment-csv"),
     path("experiments/<id:pk>/points.json", experiments.experiment_export, {"fmt": "json"}, name="experiment-json"),

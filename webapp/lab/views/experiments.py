@@ -242,6 +242,17 @@ def experiment(request, pk: int):
     return render(request, "lab/experiment.html", context | held_out_context(experiment))
 
 
+@team_required
+def experiment_report(request, pk: int):
+    """A printable study report of the experiment: what was run, the rule and its choice, every point, the
+    charts and the glossary (the browser prints it, or saves it as a PDF)."""
+    experiment = owned_or_404(Experiment.objects.select_related("team", "badnet", "valid", "test"), request.user, pk=pk)
+    context = experiment_results(experiment) | {"experiment": experiment, "progress": progress(experiment)}
+    context["method"] = method_of(experiment.space)
+    context["space_items"] = [(name, value) for name, value in experiment.space.items() if name != "defense"]
+    return render(request, "lab/experiment_report.html", context | held_out_context(experiment))
+
+
 def held_out_context(experiment: Experiment) -> dict:
     """What the page says of the held-out part of the clean validation set the choice reads."""
     if experiment.holdout is None:

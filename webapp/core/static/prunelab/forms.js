@@ -98,6 +98,7 @@ function announceEnds() {
 
 document.addEventListener("DOMContentLoaded", () => {
   announceEnds();
+  document.getElementById("print-report")?.addEventListener("click", () => window.print());
   document.querySelectorAll("[data-autosubmit]").forEach(autosubmit);
   document.querySelectorAll("form").forEach((form) => {
     if (form.querySelector("[data-fits]")) fitDatasets(form);
