@@ -51,6 +51,7 @@ ROUTES = {
     "experiment-delete": ("get", lambda t: {"pk": t.exp.pk}),
     "goodnet-delete": ("get", lambda t: {"pk": t.goodnet.pk}),
     "run-csv": ("get", lambda t: {"pk": t.goodnet.run.pk}),
+    "run-network-at": ("post", lambda t: {"pk": t.goodnet.run.pk}),
     "run-repaired": ("get", lambda t: {"pk": t.goodnet.run.pk}),
     "run-repaired-keras2": ("get", lambda t: {"pk": t.goodnet.run.pk}),
     "run-repaired-keras2-weights": ("get", lambda t: {"pk": t.goodnet.run.pk}),

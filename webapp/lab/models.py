@@ -361,6 +361,10 @@ class Run(models.Model):
         """A team's key for a piece of work (migration 0003 has a frozen copy of this formula)."""
         return hashlib.sha256(f"team {int(team_id)}: {work_key}".encode()).hexdigest()
 
+    def network_key(self, epoch: int) -> str:
+        """The key of the run that trains this run's job to `epoch` and keeps that epoch's network."""
+        return Run.team_scoped(f"{self.key}: its network at epoch {int(epoch)}", self.team_id)
+
     @property
     def total_positions(self) -> int:
         """How many points the run stores, as its job kind counts them (defenses.methods)."""

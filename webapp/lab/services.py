@@ -12,7 +12,7 @@ from kombu.utils.uuid import uuid
 
 from defenses.data import DataError, validate_dataset
 from defenses.jobs import Plan
-from defenses.methods import METHODS, method_of, plan_space, training_epochs
+from defenses.methods import METHODS, job_kind, method_of, plan_space, training_epochs
 from defenses.models import file_digest, verify_model_file
 from defenses.search import can_search
 from webapp.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN, side_lane
@@ -378,6 +378,31 @@ def request_strip(goodnet: GoodNet, data: dict, user) -> GoodNet:
     transaction.on_commit(lambda: celery_app.send_task(CALIBRATE_STRIP, args=args, queue=SIDE))
     goodnet.refresh_from_db()
     return goodnet
+
+
+@transaction.atomic
+def train_network_at(run: Run, epoch: int, user) -> Run:
+    """A run that trains `run`'s job to `epoch` and keeps that epoch's network (a run keeps only its last):
+    the same configuration, seed and data, so the same figures on the same machine (an epoch's image order is
+    a function of the seed and the epoch: defenses.finetune), and a network to compose a GoodNet from. It has
+    a key of its own and no family, so it serves no other request and no other run serves it. The stored one
+    when it exists and has not failed; budgets.OverBudget past a budget; ValueError for an epoch it cannot."""
+    kind = job_kind(run.kind)
+    if not (kind.repairs and kind.epoch_prefix) or not 1 <= epoch < int(run.config.get("epochs", 0)):
+        raise ValueError(f"Run {run.pk} has no epoch {epoch} to keep a network of (epochs 1 to its last but one).")
+    key = run.network_key(epoch)
+    stored = Run.objects.filter(key=key).first()
+    if stored is not None and stored.status in (Run.QUEUED, Run.RUNNING, Run.DONE):
+        return stored
+    config = run.config | {"epochs": int(epoch)}
+    experiments = list(run.experiments.filter(team_id=run.team_id).select_related("valid"))
+    n_valid = experiments[0].valid.count if experiments else 1
+    budgets.charge(run.team, user, kind.cost(config, n_valid, run.badnet.n_classes))
+    fields = {"badnet": run.badnet, "family": "", "kind": run.kind, "config": config, "inputs": run.inputs}
+    network, _ = Run.objects.update_or_create(team=run.team, key=key, defaults=fields | {"queue": run.queue})
+    network.experiments.add(*experiments)  # shown and cancelled with them; never one of their points
+    requeue(network)
+    return network
 
 
 @transaction.atomic

@@ -49,6 +49,7 @@ urlpatterns = [
     path("experiments/<id:pk>/archive", experiments.experiment_archive, name="experiment-archive"),
     path("runs/<id:pk>/", runs.run, name="run"),
     path("runs/<id:pk>/points.csv", runs.run_csv, name="run-csv"),
+    path("runs/<id:pk>/network-at", runs.run_network_at, name="run-network-at"),
     path("runs/<id:pk>/repaired.keras", runs.run_repaired, name="run-repaired"),
     path("runs/<id:pk>/repaired-keras2.h5", runs.run_repaired_keras2, name="run-repaired-keras2"),
     path(

@@ -191,6 +191,8 @@ def experiment_results(experiment: Experiment) -> dict:
         last = run is not None and best["position"] == run.total_positions - 1
         repairs = run is not None and job_kind(run.kind).repairs
         best = best | {"composable": best["status"] == Run.DONE and repairs and last}
+        if run is not None and repairs and not last and job_kind(run.kind).epoch_prefix:  # its own run may keep it
+            best["network_run"] = Run.objects.filter(key=run.network_key(best["position"])).first()
     method = method_of(experiment.space)
     if best is not None:
         best["where"] = point_words(method, best)

@@ -2,8 +2,11 @@
 repaired network to download (for Keras 3, and for Keras 2 as a full model and as preset weights) and a GoodNet
 to compose from it."""
 
+from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from defenses.export import ExportRefused
 from defenses.methods import JOB_KINDS, job_kind
@@ -11,9 +14,11 @@ from defenses.modelcheck import ModelRefused
 from webapp.core.throttles import ExportThrottle, throttled
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import csv_text, figures_payload, run_curve
+from webapp.lab.forms import row_id
 from webapp.lab.inference import keras2_export, run_network
 from webapp.lab.models import Run
 from webapp.lab.results import config_text, run_rows, run_triggers
+from webapp.lab.services import train_network_at
 
 
 def repaired_file(run: Run):
@@ -84,3 +89,26 @@ def run_repaired_keras2(request, pk: int, weights: bool = False):
         raise Http404(str(missing)) from None
     name = "repaired_net_keras2_weights.h5" if weights else "repaired_net_keras2.h5"
     return FileResponse(open(path, "rb"), as_attachment=True, filename=f"run-{run.pk}-{name}")
+
+
+@team_required
+@require_POST
+def run_network_at(request, pk: int):
+    """Train the run's job to an earlier epoch in a run that keeps that epoch's network (a selected point that
+    is not its run's last one becomes composable): services.train_network_at."""
+    run = owned_or_404(Run.objects.select_related("team", "badnet"), request.user, pk=pk)
+    try:
+        epoch = row_id(request.POST.get("epoch"), "epoch")
+        network = train_network_at(run, epoch, request.user)
+    except (ValidationError, ValueError) as refusal:  # OverBudget is a ValueError: its words say what is left
+        messages.error(request, " ".join(getattr(refusal, "messages", [str(refusal)])))
+        return redirect("run", run.pk)
+    if network.status == Run.DONE:
+        messages.info(request, f"Run {network.pk} keeps the network of epoch {epoch}: compose a GoodNet from it.")
+    else:
+        messages.info(
+            request,
+            f"Run {network.pk} trains the same job to epoch {epoch} (same seed and data: the same figures) and keeps "
+            "that network; compose a GoodNet from it once it is done.",
+        )
+    return redirect("run", network.pk)
