@@ -48,6 +48,9 @@ class Loaded:
     bad_answers: dict | None = None  # the BadNet's labels on the test sets, for GoodNet rates
     splits: dict = field(default_factory=dict)  # (share, seed) -> Loaded, made once
     memos: dict = field(default_factory=dict)  # what `remember` computed once for this data, by its key
+    # where a job says what it is doing between its points (a Neural Cleanse scan's labels done), in words:
+    # a worker shows it on the run's page; None where nobody listens
+    on_stage: Callable[[str], None] | None = None
 
     def split(self, share: float, seed: int) -> "Loaded":
         """This job's data with the clean validation set split once (data.holdout_split): `valid` is the repair's
@@ -165,13 +168,24 @@ def curve_point_dict(point) -> dict:
     }
 
 
-def run_job(kind: str, config: dict, loaded: Loaded, report_point: ReportPoint, should_stop=None, artifact_dir=None):
+def run_job(
+    kind: str,
+    config: dict,
+    loaded: Loaded,
+    report_point: ReportPoint,
+    should_stop=None,
+    artifact_dir=None,
+    on_stage: Callable[[str], None] | None = None,
+):
     """Run a planned job of any kind, through the registry of defenses (defenses.methods). A config's
     `holdout` ({"share", "seed"}, added by the planner: defenses.methods.plan_space) splits the clean
-    validation set first, so the job's kind sees only the repair's part as `loaded.valid`."""
+    validation set first, so the job's kind sees only the repair's part as `loaded.valid`. `on_stage` hears
+    what the job says it is doing between points (Loaded.on_stage)."""
     from defenses.methods import job_kind
 
     own = {name: value for name, value in config.items() if name != "holdout"}
     if "holdout" in config:
         loaded = loaded.split(float(config["holdout"]["share"]), int(config["holdout"]["seed"]))
+    if on_stage is not None:  # a shallow copy: the caches (memos, profiles) stay shared
+        loaded = replace(loaded, on_stage=on_stage)
     return job_kind(kind).run(loaded, own, report_point, should_stop, artifact_dir)

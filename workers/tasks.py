@@ -79,7 +79,7 @@ def perform(run, loaded=None, keep_checkpoint: bool = False) -> str:
 
     try:
         loaded = loaded or load_inputs(job_inputs(run.inputs))
-        run_job(run.kind, run.config, loaded, run.record_point, run.should_stop, run.artifact_dir())
+        run_job(run.kind, run.config, loaded, run.record_point, run.should_stop, run.artifact_dir(), run.set_stage)
     except Cancelled:
         run.finish(Run.CANCELLED, "Cancelled by a user.")
         return "cancelled"

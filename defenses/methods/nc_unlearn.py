@@ -91,7 +91,9 @@ def run_unlearn(loaded, config: dict, report_point, should_stop=None, artifact_d
     scanning = ScanSettings(steps=int(job.scan_steps), seed=int(job.seed))
     result = loaded.remember(
         ("scan", scanning),
-        lambda: scan(loaded.bad, pixels, loaded.divisor, loaded.report.n_classes, scanning, should_stop),
+        lambda: scan(
+            loaded.bad, pixels, loaded.divisor, loaded.report.n_classes, scanning, should_stop, loaded.on_stage
+        ),
     )
     train = unlearning_set(pixels, labels, [result.triggers[label] for label in result.flagged], int(job.seed))
     settings = resumable_settings(float(job.lr), int(job.epochs), int(job.seed), artifact_dir)

@@ -58,8 +58,10 @@ def test_the_planted_target_is_the_one_flagged_its_mask_is_small_and_on_the_patc
     model, (pixels, labels) = badnet
     stamped = add_trigger(pixels)
     assert np.mean(np.argmax(model.predict(stamped / 255.0, verbose=0), 1) == 0) > 0.95  # the backdoor works
-    result = scan(model, pixels, 255.0, 24, ScanSettings(steps=300, group=24, batch=32))
+    stages = []
+    result = scan(model, pixels, 255.0, 24, ScanSettings(steps=300, group=24, batch=32), on_stage=stages.append)
     assert result.flagged == [0], {k: round(v, 2) for k, v in result.anomaly.items()}
+    assert stages == ["Neural Cleanse scan: 24 of 24 labels"]  # one group of 24: said when it ends
     target = result.triggers[0]
     others = sorted(t.norm for label, t in result.triggers.items() if label != 0)
     assert target.norm < 12 and target.norm < others[0] / 3  # under 10 % of the 120 positions
@@ -70,8 +72,14 @@ def test_the_planted_target_is_the_one_flagged_its_mask_is_small_and_on_the_patc
 @pytest.mark.slow
 def test_a_prescreened_scan_runs_the_smallest_and_a_random_sample_fully_and_still_flags_the_target(badnet):
     model, (pixels, _) = badnet
-    settings = ScanSettings(steps=300, group=24, batch=32, prescreen_above=10, prescreen_steps=60, prescreen_keep=4)
-    result = scan(model, pixels, 255.0, 24, settings)
+    settings = ScanSettings(steps=300, group=6, batch=32, prescreen_above=10, prescreen_steps=60, prescreen_keep=4)
+    stages = []
+    result = scan(model, pixels, 255.0, 24, settings, on_stage=stages.append)
+    assert stages[:2] == [
+        "Neural Cleanse scan, short runs: 6 of 24 labels",
+        "Neural Cleanse scan, short runs: 12 of 24 labels",
+    ]
+    assert stages[-1] == "Neural Cleanse scan, full runs: 8 of 8 labels"
     full = [label for label, t in result.triggers.items() if t.steps == 300]
     assert result.prescreened and len(full) == 8 and 0 in full  # 4 smallest + 4 at random
     assert result.flagged and result.flagged[0] == 0, {k: round(v, 2) for k, v in result.anomaly.items()}

@@ -45,3 +45,14 @@ class ProgressTestCase(BaseTestCase):
         self.client.force_login(self.alice)
         page = self.client.get(f"/experiments/{self.exp.pk}/").content.decode()
         assert "about 3 min left" in page  # 170 s, in minutes
+
+    def test_a_running_run_says_what_it_does_between_points_until_its_next_point(self):
+        first = self.runs[0]
+        Run.objects.filter(pk=first.pk).update(status=Run.RUNNING, started_at=timezone.now())
+        first.refresh_from_db()
+        first.set_stage("Neural Cleanse scan: 64 of 100 labels")  # as a scan reports through Loaded.on_stage
+        self.client.force_login(self.alice)
+        partial = self.client.get(f"/experiments/{self.exp.pk}/progress").content.decode()
+        assert '<small class="stage">Neural Cleanse scan: 64 of 100 labels</small>' in partial
+        first.record_point(0, {"ca": 90.0})
+        assert "Neural Cleanse scan" not in self.client.get(f"/experiments/{self.exp.pk}/progress").content.decode()

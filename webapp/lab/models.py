@@ -312,6 +312,9 @@ class Run(models.Model):
     progress = models.FloatField(default=0.0)
     attempts = models.PositiveIntegerField(default=0)
     task_id = models.CharField(max_length=64, blank=True)
+    stage = models.CharField(
+        max_length=200, blank=True, help_text="what it is doing between points (a scan's labels done)"
+    )
     worker = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -464,7 +467,12 @@ class Run(models.Model):
             Point.objects.update_or_create(run=self, position=position, defaults={"metrics": metrics})
             self.progress = min(1.0, (position + 1) / max(self.total_positions, 1))
             self.heartbeat_at = timezone.now()
-            self.save(update_fields=["progress", "heartbeat_at"])
+            self.stage = ""  # a point is stored: whatever came before it is done
+            self.save(update_fields=["progress", "heartbeat_at", "stage"])
+
+    def set_stage(self, words: str) -> None:
+        """What the run is doing between its points (Loaded.on_stage), shown under its status; a beat too."""
+        Run.objects.filter(pk=self.pk).update(stage=words[:200], heartbeat_at=timezone.now())
 
     def should_stop(self) -> bool:
         """Checked between batches: beats the heart and reads the cancel flag."""
@@ -475,9 +483,10 @@ class Run(models.Model):
         """Record the run's end. A done run drops its checkpoints (it never resumes), unless a search keeps
         it for its next rung to extend (webapp/lab/searches.py deletes it then)."""
         self.status, self.error, self.finished_at = status, printable(error)[:5000], timezone.now()
+        self.stage = ""
         if status == self.DONE:
             self.progress = 1.0
-        self.save(update_fields=["status", "error", "finished_at", "progress"])
+        self.save(update_fields=["status", "error", "finished_at", "progress", "stage"])
         if status == self.DONE and not keep_checkpoint:
             for checkpoint in self.artifact_dir().glob(CHECKPOINTS):
                 checkpoint.unlink(missing_ok=True)
