@@ -157,7 +157,7 @@ class HostileInputTestCase(BaseTestCase):
         assert self.client.get(f"/compare/?badnet={self.net.pk}").status_code == 200
         for dataset in ("9" * 20, "abc", ""):
             response = self.client.post(f"/badnets/{self.net.pk}/profile", {"dataset": dataset})
-            assert response.status_code == 400 and "is not a dataset number" in response.content.decode(), dataset
+            assert response.status_code == 400 and "is not a valid dataset number" in response.content.decode(), dataset
         # pages whose ids travel in the path or through ModelChoiceField already answer 404 / 400
         assert self.client.get("/experiments/" + "9" * 20 + "/").status_code == 404
         assert self.client.get("/api/experiments/" + "9" * 20 + "/", **self.auth).status_code == 404

@@ -24,7 +24,7 @@ class NetworkAtTestCase(BaseTestCase):
 
     def test_the_chosen_epoch_is_trained_again_with_its_network_then_offered_for_composing(self):
         page = self.page()
-        assert "the selected point is epoch 1 of a longer run" in page and 'id="train-network-at"' in page
+        assert "The selected point is epoch 1 of a longer run" in page and 'id="train-network-at"' in page
         points = page.split('id="points"')[1].split("</table>")[0]
         with self.captureOnCommitCallbacks(execute=False) as sent:
             answer = self.client.post(f"/runs/{self.run.pk}/network-at", {"epoch": 1})
@@ -32,8 +32,9 @@ class NetworkAtTestCase(BaseTestCase):
         assert answer["Location"] == f"/runs/{network.pk}/" and len(sent) == 1  # its message, on commit
         assert network.config == self.run.config | {"epochs": 1} and network.family == ""
         assert network.status == Run.QUEUED and network.key == self.run.network_key(1)
-        assert list(network.experiments.all()) == [self.exp]
+        assert not network.experiments.exists()  # none of its points: a finished experiment stays finished
         page = self.page()
+        assert 'data-finished="true"' in page
         assert f"Run {network.pk}</a> is training the same job to epoch 1" in page
         again = self.client.post(f"/runs/{self.run.pk}/network-at", {"epoch": 1})
         assert again["Location"] == f"/runs/{network.pk}/" and Run.objects.count() == 2  # the one asked for already
@@ -41,7 +42,6 @@ class NetworkAtTestCase(BaseTestCase):
         page = self.page()
         assert f"Compose a GoodNet from run {network.pk}" in page
         assert page.split('id="points"')[1].split("</table>")[0] == points  # not a point of the experiment
-        assert f'data-run="{network.pk}"' in page  # but among its runs, as it trains
 
     def test_epochs_it_cannot_keep_are_refused_with_the_reason(self):
         for epoch in ("0", "3", "abc"):

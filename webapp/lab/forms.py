@@ -148,7 +148,9 @@ def row_id(text: str, what: str) -> int:
     text = (text or "").strip()
     # isascii: '²'.isdigit() is true and int('²') fails; the length check keeps int() from a 4,000-digit string
     if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_ID):
-        raise ValidationError(f"{what}={brief(text)} is not a {what} number; choose one from the list on the page.")
+        raise ValidationError(
+            f"{what}={brief(text)} is not a valid {what} number; choose one from the list on the page."
+        )
     return int(text)
 
 
@@ -179,7 +181,7 @@ class ExperimentFilterForm(forms.Form):
     q = forms.CharField(required=False, max_length=100, label="Find")
     state = forms.ChoiceField(required=False, choices=[("", "any state"), *((s, s) for s in listing.STATES)])
     tag = forms.CharField(required=False, max_length=30)
-    archived = forms.BooleanField(required=False, label="archived ones")
+    archived = forms.BooleanField(required=False, label="archived ones (instead of the others)")
 
 
 class TeamForm(forms.Form):

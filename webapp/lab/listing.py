@@ -33,7 +33,7 @@ def parse_tags(text: str) -> str:
     tags = list(dict.fromkeys(tag.strip().lower() for tag in text.split(",") if tag.strip()))
     bad = [tag for tag in tags if not TAG.fullmatch(tag)]
     if bad:
-        raise ValueError(f"'{bad[0][:40]}' is not a tag: 1-30 letters, digits, spaces, '_', '.' or '-'.")
+        raise ValueError(f"'{bad[0][:40]}' is not a tag: 1-30 ASCII letters, digits, spaces, '_', '.' or '-'.")
     if len(tags) > MAX_TAGS:
         raise ValueError(f"{len(tags)} tags; an experiment takes at most {MAX_TAGS}.")
     return f",{','.join(tags)}," if tags else ""

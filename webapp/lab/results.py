@@ -77,7 +77,8 @@ def own_figures(badnet, limit: int = 6) -> list[dict]:
     from defenses.selection import RECOGNISED_CA
 
     rows, seen = [], set()
-    experiments = badnet.experiments.select_related("valid", "test").prefetch_related("poisoned").order_by("-created")
+    started = badnet.experiments.filter(runs__points__position=0).distinct()  # a run measured the BadNet
+    experiments = started.select_related("valid", "test").prefetch_related("poisoned").order_by("-created")
     for experiment in experiments[:50]:
         data = (experiment.valid_id, experiment.test_id, tuple(sorted(p.pk for p in experiment.poisoned.all())))
         if data in seen:

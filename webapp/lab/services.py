@@ -388,8 +388,11 @@ def train_network_at(run: Run, epoch: int, user) -> Run:
     a key of its own and no family, so it serves no other request and no other run serves it. The stored one
     when it exists and has not failed; budgets.OverBudget past a budget; ValueError for an epoch it cannot."""
     kind = job_kind(run.kind)
-    if not (kind.repairs and kind.epoch_prefix) or not 1 <= epoch < int(run.config.get("epochs", 0)):
-        raise ValueError(f"Run {run.pk} has no epoch {epoch} to keep a network of (epochs 1 to its last but one).")
+    if not (kind.repairs and kind.epoch_prefix):
+        raise ValueError(f"Run {run.pk} ({run.kind}) trains no network epoch by epoch: there is none to keep.")
+    if not 1 <= epoch < int(run.config.get("epochs", 0)):
+        last = int(run.config["epochs"])
+        raise ValueError(f"Run {run.pk} has no epoch {epoch} to keep a network of: choose 1 to {last - 1}.")
     key = run.network_key(epoch)
     stored = Run.objects.filter(key=key).first()
     if stored is not None and stored.status in (Run.QUEUED, Run.RUNNING, Run.DONE):
@@ -399,8 +402,8 @@ def train_network_at(run: Run, epoch: int, user) -> Run:
     n_valid = experiments[0].valid.count if experiments else 1
     budgets.charge(run.team, user, kind.cost(config, n_valid, run.badnet.n_classes))
     fields = {"badnet": run.badnet, "family": "", "kind": run.kind, "config": config, "inputs": run.inputs}
+    # not linked to the experiments: it is none of their points, and a finished experiment stays finished
     network, _ = Run.objects.update_or_create(team=run.team, key=key, defaults=fields | {"queue": run.queue})
-    network.experiments.add(*experiments)  # shown and cancelled with them; never one of their points
     requeue(network)
     return network
 

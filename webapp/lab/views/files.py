@@ -17,7 +17,7 @@ from defenses.modelcheck import ModelRefused
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import activation_profiles, figures_payload
 from webapp.lab.detection import scans_context
-from webapp.lab.forms import BadNetForm, DatasetForm, row_id
+from webapp.lab.forms import BadNetForm, DatasetForm, brief, row_id
 from webapp.lab.limits import dataset_limits
 from webapp.lab.models import BadNet, Dataset, Profile
 from webapp.lab.results import own_figures
@@ -176,8 +176,15 @@ def fitting_badnets(dataset: Dataset) -> list[tuple[BadNet, bool]]:
 def dataset_badnets(request, pk: int):
     """Declare which of the team's BadNets this set is the data of (only those it fits can be chosen)."""
     dataset = owned_or_404(Dataset.objects.select_related("team"), request.user, pk=pk)
-    offered = {badnet.pk: badnet for badnet, _ in fitting_badnets(dataset)}
-    chosen = [offered[int(pk)] for pk in request.POST.getlist("badnets") if pk.isdigit() and int(pk) in offered]
+    offered = {str(badnet.pk): badnet for badnet, _ in fitting_badnets(dataset)}
+    asked = request.POST.getlist("badnets")
+    unknown = [pk for pk in asked if pk not in offered]
+    if unknown:  # nothing changes: the page offers only the team's BadNets the set fits
+        messages.error(
+            request, f"Not changed: {brief(unknown[0])} is not one of the BadNets offered for {dataset.name}."
+        )
+        return redirect("dataset", dataset.pk)
+    chosen = [offered[pk] for pk in asked]
     dataset.badnets.remove(*offered.values())
     dataset.badnets.add(*chosen)
     names = ", ".join(badnet.name for badnet in chosen) or "no BadNet"
