@@ -267,8 +267,7 @@ def setup_cost(method: Method, space: dict, n_valid: int, n_classes: int) -> flo
     """The units of what a search of `method` does once before its trials (Neural Cleanse's scan; 0 for most):
     outside the search's budget, which buys training, but work all the same."""
     job = rung_job(method, space, default_params(method), 1)
-    kind = job_kind(job.kind)
-    return kind.cost(job.config, n_valid, n_classes) - kind.cost(job.config, n_valid, n_classes, with_setup=False)
+    return job_kind(job.kind).setup(job.config, n_valid, n_classes)
 
 
 def default_params(method: Method) -> dict:

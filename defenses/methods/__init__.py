@@ -129,8 +129,11 @@ class JobKind:
         False (a search's rungs: the search does it once)."""
         n_valid = max(n_valid, 1)
         training = self.epoch_units(config, n_valid) if self.epoch_units else float(self.training_epochs(config))
-        setup = self.setup_units(config, n_valid, n_classes) if self.setup_units and with_setup else 0.0
-        return max(training + setup, MIN_JOB_UNITS)
+        return max(training + (self.setup(config, n_valid, n_classes) if with_setup else 0.0), MIN_JOB_UNITS)
+
+    def setup(self, config: dict, n_valid: int, n_classes: int) -> float:
+        """The units of its work before training (setup_units; 0 for most kinds)."""
+        return self.setup_units(config, max(n_valid, 1), n_classes) if self.setup_units else 0.0
 
 
 # Every job costs at least this: even one that trains nothing (a pruning curve, incremental pruning, a T sweep

@@ -45,8 +45,9 @@ class PerUserThrottle(SimpleRateThrottle):
             raise Throttled(wait=self.wait(), detail=refusal(self))
         return False
 
-    def wait(self) -> float:
-        return max(1.0, self.window_ends - self.timer())
+    def wait(self) -> int:
+        """Whole seconds until the window ends (at least 1): the Retry-After and the refusal's words."""
+        return max(1, round(self.window_ends - self.timer()))
 
 
 class ClassifyThrottle(PerUserThrottle):
@@ -66,7 +67,7 @@ def refusal(throttle: PerUserThrottle) -> str:
     window = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}.get(throttle.duration, f"{throttle.duration} s")
     return (
         f"Too many {WHAT[throttle.scope]}: you may send {throttle.num_requests} a {window}. Try again in "
-        f"{max(1, round(throttle.wait() or 1))} s (an operator sets the rate: PRUNELAB_{throttle.scope.upper()}_RATE)."
+        f"{throttle.wait()} s (an operator sets the rate: PRUNELAB_{throttle.scope.upper()}_RATE)."
     )
 
 
@@ -80,7 +81,7 @@ def throttled(throttle_class: type[PerUserThrottle], methods: tuple[str, ...] = 
             throttle = throttle_class()
             if request.method in methods and not throttle.allow_request(request, None):
                 response = HttpResponse(refusal(throttle), status=429, content_type="text/plain; charset=utf-8")
-                response["Retry-After"] = str(max(1, round(throttle.wait() or 1)))
+                response["Retry-After"] = str(throttle.wait())
                 return response
             return view(request, *args, **kwargs)
 

@@ -7,10 +7,9 @@ inside the transaction that stores the work, behind a lock on the team, so reque
 import math
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from defenses.methods import job_kind, method_of
-from webapp.lab.models import SEARCH_ENDED, Experiment, Run, Team
+from webapp.lab.models import SEARCH_ENDED, Experiment, Run, lock_requesters
 
 
 class OverBudget(ValueError):
@@ -112,9 +111,7 @@ def charge(team, user, units: float) -> None:
     """Inside the transaction that queues the work: lock the team's and the user's rows (SQLite's IMMEDIATE
     transactions do the same for the whole database; the user's, for one user asking in two teams at once),
     then refuse (OverBudget) what would pass a budget."""
-    Team.objects.select_for_update().filter(pk=team.pk).first()
-    if user is not None:
-        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    lock_requesters(team, user)
     message = refusal(team, user, units)
     if message:
         raise OverBudget(message)

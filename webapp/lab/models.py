@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import models, transaction
 from django.db.models import Count, Max, Min
 from django.utils import timezone
@@ -550,6 +551,15 @@ class Profile(models.Model):
 
     def __str__(self):
         return f"profile of {self.badnet} on {self.dataset}"
+
+
+def lock_requesters(team: "Team", user) -> None:
+    """Inside a transaction: lock the team's and the user's rows (SQLite's IMMEDIATE transactions lock the
+    whole database), so that a count against a limit and the insert it allows are one step for requests at
+    once (budgets, scans, STRIP)."""
+    Team.objects.select_for_update().filter(pk=team.pk).first()
+    if user is not None:
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
 
 
 def detections_lost_before() -> datetime:

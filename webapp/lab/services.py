@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.db import transaction
 from django.db.models import QuerySet
@@ -27,9 +26,9 @@ from webapp.lab.models import (
     Leaderboard,
     Profile,
     Run,
-    Team,
     TriggerScan,
     detections_lost_before,
+    lock_requesters,
 )
 
 SIDE = side_lane("cpu")  # profiles, scans and STRIP run on CPU workers, beside their runs (side_lane)
@@ -303,13 +302,6 @@ def request_profile(badnet: BadNet, dataset: Dataset) -> Profile:
         Profile.objects.filter(pk=profile.pk).update(status=Profile.Status.QUEUED, error="")
         transaction.on_commit(lambda: celery_app.send_task(COMPUTE_PROFILE, args=[profile.pk], queue=SIDE))
     return profile
-
-
-def lock_requesters(team, user) -> None:
-    """Inside a transaction: lock the team's and the user's rows (SQLite's IMMEDIATE transactions lock the
-    whole database), so that a count and the insert it allows are one step for requests at once."""
-    Team.objects.select_for_update().filter(pk=team.pk).first()
-    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
 
 
 def detection_refusal(what: str, pending: QuerySet, team_filter: dict, user_filter: dict, team) -> str | None:

@@ -238,10 +238,9 @@ def charts_of(experiment: Experiment) -> list:
 @team_required
 def experiment(request, pk: int):
     experiment = owned_or_404(Experiment.objects.select_related("team", "badnet", "valid", "test"), request.user, pk=pk)
-    context = experiment_results(experiment) | {"experiment": experiment, "progress": progress(experiment)}
-    context["method"] = method_of(experiment.space)
+    context = results_context(experiment) | {"method": method_of(experiment.space)}
     context["seed"] = seed_report_context(experiment, context["table"] or [])
-    return render(request, "lab/experiment.html", context | held_out_context(experiment))
+    return render(request, "lab/experiment.html", context)
 
 
 @team_required
@@ -249,10 +248,16 @@ def experiment_report(request, pk: int):
     """A printable study report of the experiment: what was run, the rule and its choice, every point, the
     charts and the glossary (the browser prints it, or saves it as a PDF)."""
     experiment = owned_or_404(Experiment.objects.select_related("team", "badnet", "valid", "test"), request.user, pk=pk)
-    context = experiment_results(experiment) | {"experiment": experiment, "progress": progress(experiment)}
-    context["method"] = method_of(experiment.space)
+    context = results_context(experiment) | {"method": method_of(experiment.space)}
     context["space_items"] = [(name, value) for name, value in experiment.space.items() if name != "defense"]
-    return render(request, "lab/experiment_report.html", context | held_out_context(experiment))
+    return render(request, "lab/experiment_report.html", context)
+
+
+def results_context(experiment: Experiment) -> dict:
+    """What the experiment's page, its report and its polled partial show: points, choice, progress and the
+    held-out split."""
+    state = {"experiment": experiment, "progress": progress(experiment)}
+    return experiment_results(experiment) | state | held_out_context(experiment)
 
 
 def held_out_context(experiment: Experiment) -> dict:
@@ -270,10 +275,9 @@ def held_out_context(experiment: Experiment) -> dict:
 def experiment_progress(request, pk: int):
     """htmx partial polled by the page; tells the page to redraw its charts, and stops polling when done."""
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
-    state = progress(experiment)
-    context = experiment_results(experiment) | {"experiment": experiment, "progress": state}
-    response = render(request, "lab/_progress.html", context | held_out_context(experiment))
-    if state["finished"]:
+    context = results_context(experiment)
+    response = render(request, "lab/_progress.html", context)
+    if context["progress"]["finished"]:
         stop = HttpResponseStopPolling(response.content)
         stop["HX-Trigger"] = "charts-changed"
         return stop
