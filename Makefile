@@ -4,7 +4,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-requirements
-# Browser tests drive Debian's chromium (never a downloaded browser); installed on first `make test`.
+# Debian's chromium (never a downloaded browser): browser tests drive it, and the web server draws charts' PDFs in
+# it (Kaleido); installed on first `make run` or `make test`.
 CHROMIUM ?= /usr/bin/chromium
 # The compose file is validated by Debian's docker-compose (no docker engine is needed for `config`).
 COMPOSE ?= /usr/bin/docker-compose
@@ -12,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint venv clean-var
 
-run: $(STAMP)
+run: $(STAMP) $(CHROMIUM)
 	$(PY) -m stack.run
 
 test: $(STAMP) $(CHROMIUM) $(COMPOSE)

@@ -61,5 +61,9 @@ def test_a_search_runs_live_and_says_what_was_held_out(page, celery_worker, tmp_
         page.click("#chart-search >> xpath=.. >> .download-svg")
     svg = Path(download.value.path()).read_text()
     assert svg.startswith("<svg") and "</svg>" in svg and download.value.suggested_filename == "search.svg"
+    with page.expect_download() as download:  # the same figure as a PDF, drawn on the server by Kaleido
+        page.click("#chart-search >> xpath=.. >> .download-pdf")
+    pdf = Path(download.value.path()).read_bytes()
+    assert pdf.startswith(b"%PDF-") and download.value.suggested_filename == f"experiment-{experiment.pk}-search.pdf"
     spent = page.evaluate("() => document.getElementById('chart-search').data[0].x")
     assert spent[-1] == experiment.search["spent"] <= 12

@@ -8,7 +8,7 @@ import json
 
 from tests.webapp.base import BaseTestCase
 from tests.webapp.test_experiment import GRID, grid_metrics
-from webapp.lab.charts import csv_cell, csv_text
+from webapp.lab.exports import csv_cell, csv_text
 from webapp.lab.models import Experiment
 
 HOSTILE = '=HYPERLINK("http://x","y")'

@@ -142,7 +142,7 @@ class TeamBoundaryTestCase(TwoTeamsWithTheSameFiles):
             reverse(name, args=[theirs.pk]) for name in ("experiment", "experiment-progress", "experiment-figures")
         ]
         pages += [
-            reverse("chart-csv", args=[theirs.pk, "vs-threshold"]),
+            reverse("chart", args=[theirs.pk, "vs-threshold", "csv"]),
             "/compare/",
             "/compare/?csv=pareto",
             "/compare/?csv=parallel",

@@ -12,7 +12,7 @@ from rest_framework.exceptions import Throttled
 from rest_framework.throttling import SimpleRateThrottle
 
 # what each scope's requests are, for the refusal
-WHAT = {"classify": "image tests", "preview": "plan previews", "export": "model downloads"}
+WHAT = {"classify": "image tests", "preview": "plan previews", "export": "model downloads", "figure": "PDF figures"}
 
 
 class PerUserThrottle(SimpleRateThrottle):
@@ -60,6 +60,10 @@ class PreviewThrottle(PerUserThrottle):
 
 class ExportThrottle(PerUserThrottle):
     scope = "export"
+
+
+class FigureThrottle(PerUserThrottle):
+    scope = "figure"
 
 
 def refusal(throttle: PerUserThrottle) -> str:

@@ -2,9 +2,7 @@
 CSV download is exactly its data. Pages draw `figure` with Plotly.react; `uirevision` keeps a user's zoom
 and legend choices across live refreshes."""
 
-import csv
 import html
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -12,6 +10,7 @@ from dataclasses import dataclass, field
 import plotly.graph_objects as go
 
 from defenses.methods import JOB_KINDS, Baseline, Column, Grid, Steps, Versus
+from webapp.lab.exports import csv_text
 from webapp.lab.results import pareto_front
 
 CA_COLOUR, ASR_COLOURS = "#1f6feb", ["#d1242f", "#bf8700", "#8250df", "#cf222e", "#9a6700"]
@@ -51,26 +50,6 @@ class Chart:
 
     def csv(self) -> str:
         return csv_text(self.rows)
-
-
-# OWASP's CSV injection rule: a spreadsheet runs a cell that begins with one of these as a formula
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value):
-    """A cell as a spreadsheet will see it: text that would start a formula gets a leading single quote. Only
-    text (names, labels, triggers: what users typed) is changed; numbers, negative ones included, stay numbers."""
-    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
-
-
-def csv_text(rows: list[dict]) -> str:
-    """Every CSV the app writes: one column per key seen in the rows, every cell through csv_cell."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow([csv_cell(column) for column in columns])
-    writer.writerows([csv_cell(row.get(column, "")) for column in columns] for row in rows)
-    return out.getvalue()
 
 
 def layout(title: str, x: str, y: str = "percent", **extra) -> dict:

@@ -13,6 +13,21 @@ class RowIdConverter(IntConverter):
 
 register_converter(RowIdConverter, "id")
 
+
+class ChartFileConverter:
+    """What a chart can be downloaded as from the server (webapp/lab/exports.py)."""
+
+    regex = "csv|pdf"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(ChartFileConverter, "chartfile")
+
 urlpatterns = [
     path("teams/", teams.teams, name="teams"),
     path("teams/<id:team_id>/", teams.team, name="team"),
@@ -27,6 +42,7 @@ urlpatterns = [
     path("badnets/<id:pk>/", files.badnet, name="badnet"),
     path("badnets/<id:pk>/profile", files.badnet_profile, name="badnet-profile"),
     path("badnets/<id:pk>/profiles", files.badnet_profiles, name="badnet-profiles"),
+    path("badnets/<id:pk>/charts/<slug:slug>.pdf", files.badnet_chart_pdf, name="badnet-chart-pdf"),
     path("badnets/<id:pk>/scan", detection.badnet_scan, name="badnet-scan"),
     path("badnets/<id:pk>/scans", detection.badnet_scans, name="badnet-scans"),
     path("datasets/", files.datasets, name="datasets"),
@@ -40,7 +56,7 @@ urlpatterns = [
     path("experiments/<id:pk>/progress", experiments.experiment_progress, name="experiment-progress"),
     path("experiments/<id:pk>/figures", experiments.experiment_figures, name="experiment-figures"),
     path("experiments/<id:pk>/report", experiments.experiment_report, name="experiment-report"),
-    path("experiments/<id:pk>/charts/<slug:slug>.csv", experiments.chart_csv, name="chart-csv"),
+    path("experiments/<id:pk>/charts/<slug:slug>.<chartfile:fmt>", experiments.experiment_chart, name="chart"),
     path("experiments/<id:pk>/points.csv", experiments.experiment_export, {"fmt": "csv"}, name="experiment-csv"),
     path("experiments/<id:pk>/points.json", experiments.experiment_export, {"fmt": "json"}, name="experiment-json"),
     path("experiments/<id:pk>/cancel", experiments.experiment_cancel, name="experiment-cancel"),
@@ -49,6 +65,7 @@ urlpatterns = [
     path("experiments/<id:pk>/archive", experiments.experiment_archive, name="experiment-archive"),
     path("runs/<id:pk>/", runs.run, name="run"),
     path("runs/<id:pk>/points.csv", runs.run_csv, name="run-csv"),
+    path("runs/<id:pk>/charts/<slug:slug>.pdf", runs.run_chart_pdf, name="run-chart-pdf"),
     path("runs/<id:pk>/network-at", runs.run_network_at, name="run-network-at"),
     path("runs/<id:pk>/repaired.keras", runs.run_repaired, name="run-repaired"),
     path("runs/<id:pk>/repaired-keras2.h5", runs.run_repaired_keras2, name="run-repaired-keras2"),
@@ -69,7 +86,7 @@ urlpatterns = [
     path("goodnets/<id:pk>/", goodnets.goodnet, name="goodnet"),
     path("goodnets/<id:pk>/strip", goodnets.goodnet_strip, name="goodnet-strip"),
     path("goodnets/<id:pk>/detector", goodnets.goodnet_detector, name="goodnet-detector"),
-    path("goodnets/<id:pk>/charts/<slug:slug>.csv", goodnets.goodnet_csv, name="goodnet-csv"),
+    path("goodnets/<id:pk>/charts/<slug:slug>.<chartfile:fmt>", goodnets.goodnet_chart, name="goodnet-chart"),
     path("goodnets/<id:pk>/bundle.zip", goodnets.goodnet_bundle, name="goodnet-bundle"),
     path("classify/", goodnets.classify, name="classify"),
     *[

@@ -228,12 +228,18 @@ TEAM_PENDING_DETECTIONS = int(os.environ.get("PRUNELAB_TEAM_PENDING_DETECTIONS",
 USER_PENDING_DETECTIONS = int(os.environ.get("PRUNELAB_USER_PENDING_DETECTIONS", 4))
 # Requests per signed-in user that cost the server real work (webapp/core/throttles.py; pages and API alike, DRF
 # rate strings "N/second|minute|hour|day"): image tests load networks, previews plan grids, exports stream
-# model files and bundles.
+# model files and bundles, figures start a Chromium for each PDF.
 REQUEST_RATES = {
     "classify": os.environ.get("PRUNELAB_CLASSIFY_RATE", "30/minute"),
     "preview": os.environ.get("PRUNELAB_PREVIEW_RATE", "120/minute"),
     "export": os.environ.get("PRUNELAB_EXPORT_RATE", "30/minute"),
+    "figure": os.environ.get("PRUNELAB_FIGURE_RATE", "10/minute"),
 }
+# A chart's PDF is drawn by Kaleido in this Chromium (webapp/lab/exports.py): one at a time per web process, a
+# request waiting longer than CHART_RENDER_WAIT seconds is refused (the SVG, drawn in the browser, needs none).
+CHROMIUM_PATH = Path(os.environ.get("PRUNELAB_CHROMIUM", "/usr/bin/chromium"))
+MAX_CHART_RENDERS = int(os.environ.get("PRUNELAB_MAX_CHART_RENDERS", 1))
+CHART_RENDER_WAIT = int(os.environ.get("PRUNELAB_CHART_RENDER_WAIT", 30))
 # GoodNet bundles built at once in one web process (each is built once per content and kept).
 MAX_BUNDLE_BUILDS = int(os.environ.get("PRUNELAB_MAX_BUNDLE_BUILDS", 2))
 MAX_MODEL_PARAMS = int(os.environ.get("PRUNELAB_MAX_MODEL_PARAMS", 200_000_000))

@@ -6,7 +6,7 @@ import math
 from csp.decorators import csp_update
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
-from django.http import HttpResponse, HttpResponseBadRequest
+from django.http import HttpResponseBadRequest
 from django.shortcuts import render
 
 from defenses.selection import select
@@ -15,6 +15,7 @@ from webapp.lab.charts import ca_asr_scatter, figures_payload, parallel
 from webapp.lab.forms import brief, row_id
 from webapp.lab.models import BadNet, Experiment, Run
 from webapp.lab.results import run_summary
+from webapp.lab.views.downloads import chart_file
 
 SORTABLE = {"ca", "asr", "score", "owner", "when", "threshold", "lr", "epochs", "run", "badnet", "experiment"}
 PARAMETER_COLUMNS = ["threshold", "lr", "epochs"]
@@ -99,11 +100,9 @@ def compare(request):
     chosen = [row for row in every if row["run"] in chosen_ids] or every
     show_all = bool(request.GET.get("all")) or chosen is every
     charts = [chart for chart in (ca_asr_scatter(chosen), parallel(chosen)) if chart is not None]
-    wanted = next((chart for chart in charts if chart.slug == request.GET.get("csv")), None)
-    if wanted is not None:
-        response = HttpResponse(wanted.csv(), content_type="text/csv")
-        response["Content-Disposition"] = f'attachment; filename="compare-{wanted.slug}.csv"'
-        return response
+    for fmt in ("csv", "pdf"):  # ?csv=SLUG or ?pdf=SLUG: that chart's file
+        if request.GET.get(fmt):
+            return chart_file(request, charts, request.GET[fmt], fmt, "compare")
     shown = every if show_all else chosen
     columns = differing(chosen, PARAMETER_COLUMNS) if request.GET.get("differences") else PARAMETER_COLUMNS
     asr_columns = trigger_columns(shown)
@@ -132,6 +131,8 @@ def compare(request):
         row["asr_shown"] = [row.get(c) for c in asr_columns]
     query = request.GET.copy()
     query["csv"] = "SLUG"
+    as_pdf = request.GET.copy()
+    as_pdf["pdf"] = "SLUG"
     everything = request.GET.copy()
     everything["all"] = "1"
     context = {
@@ -140,6 +141,7 @@ def compare(request):
         "show_all": show_all,
         "all_url": f"?{everything.urlencode()}",
         "csv_url": f"?{query.urlencode(safe='SLUG')}",
+        "pdf_url": f"?{as_pdf.urlencode(safe='SLUG')}",
         "chosen": chosen,
         "chosen_ids": chosen_ids,
         "sort": key,

@@ -2,7 +2,7 @@
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_POST
@@ -13,7 +13,8 @@ from defenses.search import searchable
 from webapp.core.throttles import PreviewThrottle, throttled
 from webapp.lab import budgets, listing, searches
 from webapp.lab.access import owned_or_404, team_required
-from webapp.lab.charts import csv_text, experiment_charts, figures_payload, importance_bars, search_progress
+from webapp.lab.charts import experiment_charts, figures_payload, importance_bars, search_progress
+from webapp.lab.exports import csv_text
 from webapp.lab.forms import TEMPLATE_TITLES, ExperimentFilterForm, ExperimentForm, data_size, row_id
 from webapp.lab.models import BadNet, Experiment, Run, data_fingerprint
 from webapp.lab.results import (
@@ -27,6 +28,7 @@ from webapp.lab.results import (
     step_rows,
 )
 from webapp.lab.services import cancel, create_experiment, declared_initial, plan_reuse, rerun_failed
+from webapp.lab.views.downloads import chart_file
 
 
 @team_required
@@ -293,14 +295,9 @@ def experiment_figures(request, pk: int):
 
 
 @team_required
-def chart_csv(request, pk: int, slug: str):
+def experiment_chart(request, pk: int, slug: str, fmt: str):
     experiment = owned_or_404(Experiment.objects, request.user, pk=pk)
-    chart = next((c for c in charts_of(experiment) if c.slug == slug), None)
-    if chart is None:
-        raise Http404("This experiment has no such chart (yet).")
-    response = HttpResponse(chart.csv(), content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="experiment-{experiment.pk}-{slug}.csv"'
-    return response
+    return chart_file(request, charts_of(experiment), slug, fmt, f"experiment-{experiment.pk}")
 
 
 @team_required

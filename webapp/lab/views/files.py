@@ -23,6 +23,7 @@ from webapp.lab.models import BadNet, Dataset, Profile
 from webapp.lab.results import own_figures
 from webapp.lab.services import AlreadyStored, add_badnet, add_dataset, request_profile
 from webapp.lab.uploads import store_checked
+from webapp.lab.views.downloads import chart_file
 
 PREVIEW_IMAGES = 24
 
@@ -50,14 +51,29 @@ def badnets(request):
 def profiles_context(badnet: BadNet) -> dict:
     """The BadNet's profiles (of its own team's sets), the charts of the first finished one, and whether
     one is still being computed (the page then polls)."""
-    profiles = list(Profile.objects.filter(badnet=badnet, dataset__team=badnet.team).select_related("dataset"))
-    done = next((p for p in profiles if p.status == Profile.Status.DONE), None)
+    profiles = own_profiles(badnet)
     return {
         "badnet": badnet,
         "profiles": profiles,
         "profiles_waiting": any(p.status == Profile.Status.QUEUED for p in profiles),
-        "figures": figures_payload(activation_profiles(done.means, done.dataset.name)) if done else {},
+        "figures": figures_payload(profile_charts(profiles)),
     }
+
+
+def own_profiles(badnet: BadNet) -> list[Profile]:
+    return list(Profile.objects.filter(badnet=badnet, dataset__team=badnet.team).select_related("dataset"))
+
+
+def profile_charts(profiles: list[Profile]) -> list:
+    """The mean activation per channel of the first finished profile, the one the page shows."""
+    done = next((p for p in profiles if p.status == Profile.Status.DONE), None)
+    return activation_profiles(done.means, done.dataset.name) if done else []
+
+
+@team_required
+def badnet_chart_pdf(request, pk: int, slug: str):
+    badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
+    return chart_file(request, profile_charts(own_profiles(badnet)), slug, "pdf", f"badnet-{badnet.pk}")
 
 
 @team_required

@@ -1,7 +1,7 @@
 """GoodNets (compose from a run or an upload, download the bundle) and the image-test form."""
 
 from django.contrib import messages
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -17,6 +17,7 @@ from webapp.lab.forms import ClassifyForm, GoodNetFromRunForm, GoodNetUploadForm
 from webapp.lab.models import GoodNet
 from webapp.lab.services import request_strip
 from webapp.lab.uploads import store_checked
+from webapp.lab.views.downloads import chart_file
 
 
 def goodnets_page(request, from_run=None, upload=None, status: int = 200):
@@ -78,7 +79,8 @@ def detector_context(goodnet: GoodNet) -> dict:
             (rule, rates["false_alarm"], [rates["detection"].get(name) for name in figures.get("roc", {})])
             for rule, rates in figures.get("rules", {}).items()
         ],
-        "csv_url": reverse("goodnet-csv", args=[goodnet.pk, "SLUG"]),
+        "csv_url": reverse("goodnet-chart", args=[goodnet.pk, "SLUG", "csv"]),
+        "pdf_url": reverse("goodnet-chart", args=[goodnet.pk, "SLUG", "pdf"]),
     }
 
 
@@ -118,14 +120,9 @@ def goodnet_detector(request, pk: int):
 
 
 @team_required
-def goodnet_csv(request, pk: int, slug: str):
+def goodnet_chart(request, pk: int, slug: str, fmt: str):
     row = owned_or_404(GoodNet.objects, request.user, pk=pk)
-    chart = next((c for c in detector_charts(row.figures or {}) if c.slug == slug), None)
-    if chart is None:
-        raise Http404("This GoodNet has no such chart (yet).")
-    response = HttpResponse(chart.csv(), content_type="text/csv")
-    response["Content-Disposition"] = f'attachment; filename="goodnet-{row.pk}-{slug}.csv"'
-    return response
+    return chart_file(request, detector_charts(row.figures or {}), slug, fmt, f"goodnet-{row.pk}")
 
 
 @team_required

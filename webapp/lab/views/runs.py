@@ -13,12 +13,14 @@ from defenses.methods import JOB_KINDS, job_kind
 from defenses.modelcheck import ModelRefused
 from webapp.core.throttles import ExportThrottle, throttled
 from webapp.lab.access import owned_or_404, team_required
-from webapp.lab.charts import csv_text, figures_payload, run_curve
+from webapp.lab.charts import figures_payload, run_curve
+from webapp.lab.exports import csv_text
 from webapp.lab.forms import row_id
 from webapp.lab.inference import keras2_export, run_network
 from webapp.lab.models import Run
 from webapp.lab.results import config_text, run_rows, run_triggers
 from webapp.lab.services import train_network_at
+from webapp.lab.views.downloads import chart_file
 
 
 def repaired_file(run: Run):
@@ -31,7 +33,6 @@ def run(request, pk: int):
     run = owned_or_404(Run.objects.select_related("team", "badnet").prefetch_related("points"), request.user, pk=pk)
     triggers = run_triggers(run)
     rows = run_rows(run)
-    chart = run_curve(rows, triggers, run.kind, held_out="holdout" in run.config)
     seconds = (run.finished_at - run.started_at).total_seconds() if run.started_at and run.finished_at else None
     shown = [row | {"asr_values": [row[f"asr {t}"] for t in triggers]} for row in rows]
     context = {
@@ -44,12 +45,24 @@ def run(request, pk: int):
         "experiments": run.experiments.filter(team=run.team).order_by("pk"),
         "repaired": repaired_file(run),
         "preset": run.badnet.arch,
-        "figures": figures_payload([chart] if chart else []),
+        "figures": figures_payload(run_charts(run, rows)),
         "resumed": sorted({p.metrics["resumed_from"] for p in run.points.all() if p.metrics.get("resumed_from")}),
         "by_epoch": job_kind(run.kind).x[0] == "epoch" if run.kind in JOB_KINDS else False,
         "held_out": run.config.get("holdout"),
     }
     return render(request, "lab/run.html", context)
+
+
+def run_charts(run: Run, rows: list[dict]) -> list:
+    """The run's curve (CA and ASR per point), when it has points to draw."""
+    chart = run_curve(rows, run_triggers(run), run.kind, held_out="holdout" in run.config)
+    return [chart] if chart else []
+
+
+@team_required
+def run_chart_pdf(request, pk: int, slug: str):
+    run = owned_or_404(Run.objects.prefetch_related("points"), request.user, pk=pk)
+    return chart_file(request, run_charts(run, run_rows(run)), slug, "pdf", f"run-{run.pk}")
 
 
 @team_required

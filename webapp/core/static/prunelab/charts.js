@@ -30,6 +30,14 @@ function chartBox(container, slug, chart) {
     });
     tools.appendChild(link);
   }
+  // PDF needs a print engine: the server draws it from the same figure (webapp/lab/exports.py).
+  if (container.dataset.pdf) {
+    const link = document.createElement("a");
+    link.href = container.dataset.pdf.replace("SLUG", slug);
+    link.className = "download-pdf";
+    link.textContent = "PDF";
+    tools.appendChild(link);
+  }
   const note = document.createElement("p");
   note.className = "muted note";
   box.append(tools, plot, note);
