@@ -116,14 +116,16 @@ def reverse_triggers(
 ) -> dict[int, ReversedTrigger]:
     """The reversed trigger of every label of `labels` on `clean` images (n, h, w, c; 0..255), optimised
     `steps` (default: settings.steps) steps in groups of `settings.group` labels; `on_progress(done, of)`
-    hears after each group."""
+    hears before the first group (0 done: the page can say it started) and after each group."""
     steps = settings.steps if steps is None else steps
     found: dict[int, ReversedTrigger] = {}
     for start in range(0, len(labels), settings.group):
-        group = labels[start : start + settings.group]
-        found |= _reverse_group(model, clean, divisor, group, settings, steps, should_stop)
         if on_progress is not None:
             on_progress(len(found), len(labels))
+        group = labels[start : start + settings.group]
+        found |= _reverse_group(model, clean, divisor, group, settings, steps, should_stop)
+    if on_progress is not None:
+        on_progress(len(found), len(labels))
     return found
 
 

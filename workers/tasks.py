@@ -192,7 +192,7 @@ def compute_scan(scan_id: int) -> str:
         info = inspect_dataset(dataset.file.path, report.input_shape, report.n_classes, limits.dataset_limits())
         pixels, _ = load_dataset(info)
         seed_everything(0)
-        result = scan(model, pixels, badnet.divisor, report.n_classes)
+        result = scan(model, pixels, badnet.divisor, report.n_classes, on_stage=row.set_stage)
     except (ModelRefused, DataError) as refusal:
         names = {Path(badnet.file.name).name: badnet.original_name, Path(dataset.file.name).name: dataset.original_name}
         row.status, row.error = TriggerScan.Status.FAILED, with_user_names(str(refusal), names)
@@ -203,7 +203,9 @@ def compute_scan(scan_id: int) -> str:
     else:
         row.status, row.result = TriggerScan.Status.DONE, scan_record(result, pixels[0])
     # an update, not a save: a row deleted meanwhile (deletion refuses it, but a race remains) is not an error
-    stored = TriggerScan.objects.filter(pk=scan_id).update(status=row.status, error=row.error, result=row.result)
+    stored = TriggerScan.objects.filter(pk=scan_id).update(
+        status=row.status, error=row.error, result=row.result, stage=""
+    )
     return row.status if stored else "gone"
 
 

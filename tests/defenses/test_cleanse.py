@@ -61,7 +61,8 @@ def test_the_planted_target_is_the_one_flagged_its_mask_is_small_and_on_the_patc
     stages = []
     result = scan(model, pixels, 255.0, 24, ScanSettings(steps=300, group=24, batch=32), on_stage=stages.append)
     assert result.flagged == [0], {k: round(v, 2) for k, v in result.anomaly.items()}
-    assert stages == ["Neural Cleanse scan: 24 of 24 labels"]  # one group of 24: said when it ends
+    # one group of 24: said when it starts and when it ends
+    assert stages == ["Neural Cleanse scan: 0 of 24 labels", "Neural Cleanse scan: 24 of 24 labels"]
     target = result.triggers[0]
     others = sorted(t.norm for label, t in result.triggers.items() if label != 0)
     assert target.norm < 12 and target.norm < others[0] / 3  # under 10 % of the 120 positions
@@ -75,7 +76,8 @@ def test_a_prescreened_scan_runs_the_smallest_and_a_random_sample_fully_and_stil
     settings = ScanSettings(steps=300, group=6, batch=32, prescreen_above=10, prescreen_steps=60, prescreen_keep=4)
     stages = []
     result = scan(model, pixels, 255.0, 24, settings, on_stage=stages.append)
-    assert stages[:2] == [
+    assert stages[:3] == [
+        "Neural Cleanse scan, short runs: 0 of 24 labels",
         "Neural Cleanse scan, short runs: 6 of 24 labels",
         "Neural Cleanse scan, short runs: 12 of 24 labels",
     ]

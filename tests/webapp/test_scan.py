@@ -40,9 +40,22 @@ class ScanTestCase(BaseTestCase):
         assert scan.status == "queued"
         partial = self.client.get(f"/badnets/{self.bad.pk}/scans").content.decode()
         assert "hx-trigger" in partial and "waiting for a worker" in partial  # the page polls until done
-        assert compute_scan(scan.pk) == "done"
+        seen, real_scan = [], defenses.cleanse.scan
+
+        def watched(*args, on_stage, **kwargs):  # the page, looked at while the labels are being reversed
+            def stage(words: str) -> None:
+                on_stage(words)
+                seen.append(self.client.get(f"/badnets/{self.bad.pk}/scans").content.decode())
+
+            return real_scan(*args, on_stage=stage, **kwargs)
+
+        with mock.patch("defenses.cleanse.scan", watched):
+            assert compute_scan(scan.pk) == "done"
+        assert "being computed by a worker: " in seen[0] and "Neural Cleanse scan: 0 of 24 labels" in seen[0]
+        assert "Neural Cleanse scan: 24 of 24 labels" in seen[-1]
         scan.refresh_from_db()
-        assert scan.result["flagged"] == [0] and scan.result["labels"] == 24 and not scan.result["prescreened"]
+        assert scan.stage == "" and scan.result["flagged"] == [0]
+        assert scan.result["labels"] == 24 and not scan.result["prescreened"]
         top = scan.result["rows"][0]
         assert top["label"] == 0 and top["anomaly"] > 2 and top["l1"] < 12
         response = self.client.get(f"/badnets/{self.bad.pk}/scans")

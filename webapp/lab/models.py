@@ -587,6 +587,9 @@ class TriggerScan(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    stage = models.CharField(
+        max_length=200, blank=True, help_text="labels done while running (cleanse.scan's on_stage)"
+    )
     error = models.TextField(blank=True)
     result = models.JSONField(default=dict, help_text="norms, anomaly indices, flagged labels, pictures")
     created = models.DateTimeField(auto_now_add=True)
@@ -597,6 +600,10 @@ class TriggerScan(models.Model):
 
     def __str__(self):
         return f"Neural Cleanse scan of {self.badnet} on {self.dataset}"
+
+    def set_stage(self, words: str) -> None:
+        """What the running scan has done (cleanse.scan's on_stage), shown on the BadNet's page; a beat too."""
+        TriggerScan.objects.filter(pk=self.pk).update(stage=words[:200], updated=timezone.now())
 
     @property
     def computing(self) -> bool:
