@@ -147,6 +147,13 @@ def test_a_leaderboard_starts_with_one_click_ranks_itself_when_done_and_composes
     page.wait_for_selector('#leaderboard[data-finished="true"]', timeout=30_000)  # no reload: htmx polled it
     ranked = page.locator("#ranking tr.defense").evaluate_all("rows => rows.map(r => r.dataset.method)")
     assert ranked[0] == "ft-sam" and len(ranked) == len(VALID_ASR)  # its validation accuracy is the highest here
+    # every row's DER, as BackdoorBench rates it: CA 96 -> 94, ASR 100 -> 100 - VALID_ASR (test sets)
+    shown = page.locator("#ranking tr.defense").evaluate_all(
+        "rows => rows.map(r => [r.dataset.method, r.querySelector('td.der').textContent.trim()])"
+    )
+    assert {method: der for method, der in shown} == {
+        name: f"{(asr / 100 - 0.02 + 1) / 2:.3f}" for name, asr in VALID_ASR.items()
+    }
     page.shot("6-leaderboard")
     top = board.experiments.get(space__defense="ft-sam").own_runs().get()
     top.artifact_dir().mkdir(parents=True, exist_ok=True)
