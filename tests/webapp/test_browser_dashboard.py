@@ -129,7 +129,20 @@ def test_a_leaderboard_starts_with_one_click_ranks_itself_when_done_and_composes
     page.click("#leaderboard-form button[type=submit]")
     page.wait_for_url("**/leaderboards/*/")
     assert "still running" in page.text_content("#leaderboard")
+    ranks = page.locator("#ranking tr.defense td:first-child").all_text_contents()
+    assert ranks and not any(rank.strip() for rank in ranks)  # nothing ranked before its sweep has ended
+    assert page.locator("#ranking button").count() == 0  # nor offered for composing
     board = Leaderboard.objects.get()
+    board_url = page.url
+    searched = board.experiments.exclude(search={}).first()  # no worker here: everything waits
+    page.goto(f"/experiments/{searched.pk}/")
+    assert "waiting for a worker" in page.text_content("#progress-words")
+    swept = board.experiments.filter(search={}, runs__isnull=False).order_by("pk").last()
+    page.goto(f"/experiments/{swept.pk}/")
+    assert "waiting for a worker" in page.text_content("#progress-words")
+    statuses = page.locator("#progress td.status-queued").all_text_contents()
+    assert statuses and all(status.startswith("queued") and "your team's runs ahead" in status for status in statuses)
+    page.goto(board_url)
     for each in board.experiments.all():  # what the workers would store, while the page polls
         name = each.space["defense"]
         finished(

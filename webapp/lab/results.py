@@ -156,7 +156,8 @@ def progress(experiment: Experiment) -> dict:
         "runs": runs,
         "fraction": fraction,
         "seconds_left": None if search else seconds_left(runs),
-        "waiting": not any(run.status == Run.RUNNING for run in runs) and any(run.place for run in runs),
+        "waiting": not any(run.status == Run.RUNNING for run in runs)
+        and (any(run.place for run in runs) or (search or {}).get("status") == "queued"),
         "finished": experiment.is_finished(),
         "failed": [run for run in runs if run.status in (Run.FAILED, Run.CANCELLED)],
         "search": search,
