@@ -1,5 +1,6 @@
 """`python -m defenses`: inspect, classify, evaluate, repair with any registered defense (`repair --defense
-NAME`, its options made from the defense's own parameters), fine-prune and draw prune-only curves from a shell.
+NAME`, its options made from the defense's own parameters), fine-prune, draw prune-only curves, scan for a
+backdoor (Neural Cleanse), judge inputs with STRIP and export a network for Keras 2, from a shell.
 
 Exit codes: 0 done, 2 refused input (a model that fails the safety checks, a bad dataset or image),
 1 anything else. Every refusal prints one line saying what was wrong and what to do.
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from defenses.data import DEFAULT_HOLDOUT, DataError, inspect_dataset, load_dataset, load_image
+from defenses.export import ExportRefused
 from defenses.modelcheck import ModelRefused
 
 SCALES = {"255": 255.0, "1": 1.0}
@@ -96,11 +98,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_repair_parser(commands)
 
+    add_detection_parsers(commands)
+    export = commands.add_parser("export", help="a model file written for Keras 2 (or Keras 3)")
+    export.add_argument("--model", required=True, type=Path, help="model: .h5 (full or weights-only) or .keras")
+    export.add_argument("--arch", help="architecture preset for a weights-only file (deepid-csaw)")
+    export.add_argument("--keras", required=True, choices=["2", "3"], help="the Keras that will load the file")
+    export.add_argument(
+        "--weights-only",
+        action="store_true",
+        help="Keras 2 save_weights layout (for load_weights into --arch's architecture, checked layer by layer)",
+    )
+    export.add_argument("--out", required=True, type=Path, help="the file to write (.h5 for Keras 2, .keras for 3)")
+
     synth = commands.add_parser("synth", help="write the synthetic face benchmark and its BadNets (CSAW layout)")
     synth.add_argument("--preset", choices=["tiny", "demo", "full"], default="tiny")
     synth.add_argument("--out", required=True, type=Path)
     synth.add_argument("--seed", type=int, help="default: the preset's own seed")
     return parser
+
+
+def add_detection_parsers(commands) -> None:
+    from defenses.cleanse import ScanSettings
+    from defenses.strip import DEFAULT_FRR, OVERLAYS
+
+    scan = commands.add_parser(
+        "scan", help="Neural Cleanse: reverse every label's trigger on clean images and flag the anomalous labels"
+    )
+    add_model_args(scan)
+    scan.add_argument("--valid", required=True, type=Path, help="clean images to reverse triggers on (.h5)")
+    scan.add_argument("--steps", type=int, default=ScanSettings.steps, help="optimisation steps per label")
+    scan.add_argument("--out", type=Path, help="folder for scan.json and the three smallest triggers as PNG")
+
+    strip = commands.add_parser(
+        "strip", help="STRIP: calibrate on clean validation images, then judge sets (rates) and images (each)"
+    )
+    add_model_args(strip)
+    strip.add_argument("--valid", required=True, type=Path, help="clean validation set: overlays and calibration")
+    strip.add_argument("--frr", type=float, default=DEFAULT_FRR, help="percent of clean inputs to reject")
+    strip.add_argument("--overlays", type=int, default=OVERLAYS, help="clean images blended with each input")
+    strip.add_argument("--test", "--clean", dest="clean", type=Path, help="clean test set: its false rejections")
+    strip.add_argument("--poisoned", action="append", default=[], metavar="NAME=PATH", help="detection per set")
+    strip.add_argument("--max-images", type=int, default=500, help="images judged per set, at most")
+    strip.add_argument("images", nargs="*", type=Path, help="PNG or JPEG images to judge one by one")
 
 
 def drop_checkpoints(folder: Path) -> None:
@@ -437,6 +476,111 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_scan(args) -> int:
+    from defenses.cleanse import ScanSettings, scan
+    from defenses.finetune import seed_everything
+
+    if args.steps < 1:
+        raise DataError(f"--steps {args.steps}: give at least 1 step per label")
+    model, report = load_checked_model(args.model, args.arch)
+    pixels, _ = load_dataset(inspect_dataset(args.valid, report.input_shape, report.n_classes))
+    seed_everything(0)
+    result = scan(
+        model,
+        pixels,
+        SCALES[args.scale],
+        report.n_classes,
+        ScanSettings(steps=args.steps),
+        on_stage=lambda words: print(words, file=sys.stderr),
+    )
+    rows = sorted(
+        (
+            {
+                "label": label,
+                "l1": round(trigger.norm, 2),
+                "anomaly": round(result.anomaly.get(label, 0.0), 3),
+                "paper_anomaly": round(result.paper_anomaly.get(label, 0.0), 3),
+                "success": round(trigger.success, 2),
+                "steps": trigger.steps,
+            }
+            for label, trigger in result.triggers.items()
+        ),
+        key=lambda row: -row["anomaly"],
+    )
+    for row in rows[:10]:
+        print(f"label {row['label']}: mask L1 {row['l1']}, anomaly index {row['anomaly']}, success {row['success']}%")
+    flagged = ", ".join(map(str, result.flagged))
+    print(f"flagged (anomaly index above 2): {flagged}" if flagged else "no label is flagged")
+    if args.out:
+        write_scan(args.out, result, rows)
+    return 0
+
+
+def write_scan(folder: Path, result, rows: list[dict]) -> None:
+    """scan.json, and each of the three smallest triggers as its mask and mask x pattern in PNG."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"flagged": result.flagged, "prescreened": result.prescreened, "seconds": result.seconds, "rows": rows}
+    (folder / "scan.json").write_text(json.dumps(record, indent=2))
+    for trigger in sorted(result.triggers.values(), key=lambda t: t.norm)[:3]:
+        mask = np.clip(trigger.mask * 255, 0, 255).astype(np.uint8)
+        Image.fromarray(mask).save(folder / f"label-{trigger.label}-mask.png")
+        drawn = np.clip(trigger.mask[..., None] * trigger.pattern, 0, 255).astype(np.uint8)
+        Image.fromarray(drawn.squeeze(-1) if drawn.shape[-1] == 1 else drawn).save(
+            folder / f"label-{trigger.label}-trigger.png"
+        )
+
+
+def cmd_strip(args) -> int:
+    import numpy as np
+
+    from defenses.finetune import seed_everything
+    from defenses.strip import entropies, fit_strip
+
+    if args.max_images < 1 or not 0 <= args.frr < 100:
+        raise DataError("--max-images must be at least 1 and --frr a percent from 0 to under 100")
+    model, report = load_checked_model(args.model, args.arch)
+    divisor = SCALES[args.scale]
+    valid, _ = load_dataset(inspect_dataset(args.valid, report.input_shape, report.n_classes))
+    seed_everything(0)
+    try:
+        detector, calibration = fit_strip(model, valid, divisor, args.frr, args.overlays)
+    except ValueError as refusal:
+        raise DataError(f"{args.valid.name}: {refusal}") from None
+    print(f"threshold: entropy {detector.threshold:.4f} bits ({args.frr:g} % of {len(calibration)} clean images)")
+    sets = {"clean test": args.clean} if args.clean else {}
+    for name, path in (sets | parse_poisoned(args.poisoned)).items():
+        pixels, _ = load_dataset(inspect_dataset(path, report.input_shape, report.n_classes))
+        judged = detector.poisoned(entropies(model, pixels[: args.max_images], divisor, detector.overlays))
+        what = "false rejections" if name == "clean test" else "detected"
+        print(f"{name}: {what} {100 * np.mean(judged):.2f} % of {len(judged)} images")
+    for path in args.images:
+        image = load_image(path, report.input_shape[:2])
+        bits = float(entropies(model, image.pixels[None], divisor, detector.overlays)[0])
+        verdict = "poisoned" if bits < detector.threshold else "clean"
+        print(f"{path}\t{verdict}\tentropy {bits:.4f}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from defenses.export import save_keras2_model, save_keras2_weights
+
+    model, _ = load_checked_model(args.model, args.arch)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.keras == "3":
+        if args.weights_only or args.out.suffix != ".keras":
+            raise DataError("--keras 3 writes a full .keras file: name --out *.keras, without --weights-only")
+        model.save(args.out)
+    elif args.weights_only:
+        save_keras2_weights(model, args.out, args.arch)
+    else:
+        save_keras2_model(model, args.out)
+    print(f"written: {args.out} (Keras {args.keras}{', weights only' if args.weights_only else ''})")
+    return 0
+
+
 COMMANDS = {
     "inspect": cmd_inspect,
     "classify": cmd_classify,
@@ -445,6 +589,9 @@ COMMANDS = {
     "repair": cmd_repair,
     "prune-curve": cmd_prune_curve,
     "synth": cmd_synth,
+    "scan": cmd_scan,
+    "strip": cmd_strip,
+    "export": cmd_export,
 }
 
 
@@ -452,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ModelRefused, DataError) as refusal:
+    except (ModelRefused, DataError, ExportRefused) as refusal:
         print(f"refused: {refusal}", file=sys.stderr)
         return 2
     except FileNotFoundError as missing:

@@ -125,143 +125,29 @@ def detector_figures(
     return {"rules": rules, "roc": roc, "images": images, "threshold": detector.threshold, "frr": detector.frr}
 
 
-_EVAL_HEADER = '''"""Standalone GoodNet evaluator exported by Prunelab. Needs Python 3.11+, numpy, pillow and Keras:
-Keras 3 reads the .keras files; without Keras 3 (or with GOODNET_KERAS=2) the Keras 2 API (tf_keras, keras 2.x,
-or TensorFlow 2.x's own tf.keras up to 2.15) reads the *_keras2.h5 files. README.txt says which files are here.
-
-Usage: python eval.py IMAGE   -> prints one class in [0, N]; N means "this input is poisoned" (the two networks
-disagree, or, in a bundle with STRIP, the entropy of the BadNet over blends with clean images is under the
-threshold in bundle.json).
-       python eval.py IMAGE IMAGE ... | FOLDER ...   -> one line per image, "path<TAB>class" (a folder's PNG and
-JPEG files in name order).
-An image that cannot be read (missing, not a PNG or JPEG, truncated) is one line on stderr and exit code 2; the
-other images are still answered.
-"""
-
-import importlib
-import json
-import os
-import sys
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
-
-import numpy as np
-
-HERE = Path(__file__).resolve().parent
-'''
-
-_EVAL_MAIN = """
-
-def load_networks(bundle: dict) -> tuple:
-    # Keras 3 reads the .keras files; otherwise the Keras 2 API reads the Keras 2 full-model files
-    if os.environ.get("GOODNET_KERAS") != "2":
-        try:
-            import keras
-        except ImportError:
-            keras = None
-        if keras is not None and int(keras.__version__.split(".")[0]) >= 3:
-            return tuple(
-                keras.models.load_model(HERE / f"{name}.keras", safe_mode=True, compile=False)
-                for name in ("bad_net", "repaired_net")
-            )
-    files = bundle.get("keras2")
-    if not files:
-        sys.exit(f"eval.py: this bundle has no Keras 2 files ({bundle.get('keras2_refused')}); install Keras 3.")
-    keras2 = keras2_api()
-    return tuple(keras2.models.load_model(str(HERE / files[role]), compile=False) for role in ("bad", "repaired"))
-
-
-def keras2_api():
-    for name in ("tf_keras", "keras", "tensorflow.keras"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if str(getattr(module, "__version__", "")).startswith("2."):
-            return module
-    sys.exit("eval.py: no Keras 2 API (tf_keras, keras 2.x, tf.keras 2.x): pip install tf_keras, or use Keras 3.")
-
-
-def refuse(image_path: str, reason: str) -> int:
-    # one line on stderr naming the file and the reason, exit code 2 (a usage error), never a traceback
-    print(f"eval.py: {image_path}: {' '.join(reason.split())}", file=sys.stderr)
-    return 2
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-
-
-def image_paths(arguments: list[str]) -> list[str]:
-    # files as given; a folder's PNG and JPEG files in name order
-    paths = []
-    for argument in arguments:
-        folder = Path(argument)
-        if folder.is_dir():
-            paths += sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        else:
-            paths.append(argument)
-    return paths
-
-
-def labels_of(bundle: dict, images: list) -> list[int]:
-    bad, repaired = load_networks(bundle)
-    pixels = scale_pixels(np.stack([image.pixels for image in images]), bundle["divisor"])
-    flagged = None
-    if "strip" in bundle:  # STRIP on the BadNet: a low entropy over blends with clean images is poisoned too
-        overlays = np.load(HERE / "strip_overlays.npy", allow_pickle=False)
-
-        def predict(blends):
-            return np.asarray(bad.predict_on_batch(scale_pixels(blends, bundle["divisor"])))
-
-        threshold = bundle["strip"]["threshold"]
-        flagged = np.array([strip_entropy(predict, image.pixels, overlays) < threshold for image in images])
-    bad_votes, repaired_votes = np.asarray(bad.predict_on_batch(pixels)), np.asarray(repaired.predict_on_batch(pixels))
-    return [int(label) for label in goodnet_labels(bad_votes, repaired_votes, flagged)]
-
-
-def main(arguments: list[str]) -> int:
-    bundle = json.loads((HERE / "bundle.json").read_text())
-    height, width = bundle["input_shape"][:2]
-    one = len(arguments) == 1 and not Path(arguments[0]).is_dir()  # the grader's form: the class alone
-    paths = image_paths(arguments)
-    if not paths:
-        return refuse(arguments[0], "no PNG or JPEG images in this folder")
-    read, refused = [], 0
-    for path in paths:  # images are read before the networks, so a wrong path or a text file is answered at once
-        if not Path(path).is_file():
-            refuse(path, "no such file")
-            refused += 1
-            continue
-        try:
-            read.append((path, load_image(path, (height, width))))
-        except DataError as refusal:
-            refuse(path, str(refusal))
-            refused += 1
-    if read:
-        for (path, _), label in zip(read, labels_of(bundle, [image for _, image in read]), strict=True):
-            print(label if one else f"{path}\t{label}")
-    return 2 if refused else 0
-
-
-if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit("usage: python eval.py IMAGE [IMAGE ...] | FOLDER")
-    sys.exit(main(sys.argv[1:]))
-"""
+# eval.py is defenses/bundle_eval.py with its library imports replaced by their source
+LIBRARY_START, LIBRARY_END = "# LIBRARY START", "# LIBRARY END"
+LIBRARY_IMPORTS = (
+    "import warnings\nfrom collections.abc import Callable\nfrom dataclasses import dataclass\n"
+    "from typing import BinaryIO\n\n"
+)
 
 
 def eval_script_source() -> str:
-    """eval.py for a bundle, assembled from this library's own functions (one scaling rule everywhere)."""
+    """eval.py for a bundle: defenses/bundle_eval.py (a module of this library, linted and tested in-process)
+    with its imports of the library replaced by those functions' own source, so it runs without Prunelab and
+    judges an image exactly as the library does (one scaling rule everywhere)."""
+    module = (Path(__file__).parent / "bundle_eval.py").read_text()
+    head, rest = module.split(LIBRARY_START, 1)
+    tail = rest.split(LIBRARY_END, 1)[1].split("\n", 1)[1]
     constants = (
         f"IMAGE_SHAPE = {data.IMAGE_SHAPE}\nMAX_IMAGE_PIXELS = {data.MAX_IMAGE_PIXELS}\n"
         f"IMAGE_FORMATS = {data.IMAGE_FORMATS}\n"
     )
     parts = [data.DataError, data.LoadedImage, data.scale_pixels, data.load_image, goodnet_labels]
     parts += [strip.superimpose, strip.entropy, strip.strip_entropy]
-    return _EVAL_HEADER + constants + "\n\n" + "\n\n".join(inspect.getsource(p) for p in parts) + _EVAL_MAIN
+    library = LIBRARY_IMPORTS + constants + "\n\n" + "\n\n".join(inspect.getsource(p) for p in parts)
+    return head + "# Prunelab's own functions, copied from the library at export:\n" + library + "\n" + tail
 
 
 def export_bundle(

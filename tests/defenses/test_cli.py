@@ -1,4 +1,5 @@
-"""`python -m defenses` as a user runs it: help, refusals with exit code 2, and fine-pruning end to end."""
+"""`python -m defenses` as a user runs it: help, refusals with exit code 2, fine-pruning, any defense's repair,
+Neural Cleanse's scan, STRIP and the Keras 2 export end to end."""
 
 import json
 import subprocess
@@ -8,7 +9,7 @@ import pytest
 
 from tests.defenses.tiny import tiny_badnet_files
 
-COMMANDS = ["inspect", "classify", "evaluate", "fineprune", "prune-curve", "repair"]
+COMMANDS = ["inspect", "classify", "evaluate", "fineprune", "prune-curve", "repair", "scan", "strip", "export"]
 
 
 def run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
@@ -192,3 +193,77 @@ def test_prune_curve_and_evaluate(badnet, tmp_path):
     )
     assert evaluated["ca"] == pytest.approx(curve["threshold_curve"][0]["ca"])
     assert evaluated["asr"]["patch"] == pytest.approx(curve["threshold_curve"][0]["asr"]["patch"])
+
+
+@pytest.mark.slow
+def test_scan_finds_the_planted_target_and_strip_tells_triggered_inputs_from_clean_ones(badnet, tmp_path):
+    from PIL import Image
+
+    from tests.defenses.tiny import add_trigger, tiny_data
+
+    out = tmp_path / "scan"
+    done = run_cli("scan", "--model", badnet["model"], "--valid", badnet["valid"], "--steps", "150", "--out", out)
+    assert "Neural Cleanse scan: 0 of 4 labels" in done.stderr and done.stdout.startswith("label ")
+    record = json.loads((out / "scan.json").read_text())
+    smallest = min(record["rows"], key=lambda row: row["l1"])
+    assert len(record["rows"]) == 4 and smallest["label"] == 0  # the target's trigger is the smallest
+    assert (out / "label-0-mask.png").exists() and (out / "label-0-trigger.png").exists()
+    assert len(list(out.glob("*.png"))) == 6  # the three smallest triggers, mask and trigger each
+
+    pixels, _ = tiny_data(2, seed=9)
+    images = []
+    for number, image in enumerate([pixels[0], add_trigger(pixels[1:2])[0]]):
+        images.append(tmp_path / f"image-{number}.png")
+        Image.fromarray(image.astype("uint8")).save(images[-1])
+    sets = ["--valid", badnet["valid"], "--test", badnet["test"], "--poisoned", f"patch={badnet['poisoned']}"]
+    done = run_cli("strip", "--model", badnet["model"], *sets, "--overlays", "50", *images)
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line)
+    assert float(lines["clean test"].split()[2]) <= 10  # false rejections near the 1 % asked
+    assert float(lines["patch"].split()[1]) >= 80, done.stdout  # the triggered test images
+    verdicts = [line.split("\t")[1] for line in done.stdout.splitlines() if "\t" in line]
+    assert verdicts == ["clean", "poisoned"], done.stdout
+
+
+def test_scan_and_strip_refuse_what_they_cannot_use_with_exit_2(badnet, tmp_path, csaw_fixtures):
+    weights = csaw_fixtures / "models" / "sunglasses_bd_weights.h5"
+    refused = run_cli("scan", "--model", weights, "--valid", badnet["valid"], check=False)
+    assert refused.returncode == 2 and "choose its architecture preset" in refused.stderr
+    refused = run_cli("scan", "--model", badnet["model"], "--valid", badnet["valid"], "--steps", "0", check=False)
+    assert refused.returncode == 2 and "--steps 0" in refused.stderr
+    # the CSAW BadNet's 55 x 47 faces do not fit the tiny BadNet's images: refused naming the set
+    refused = run_cli("strip", "--model", weights, "--arch", "deepid-csaw", "--valid", badnet["valid"], check=False)
+    assert refused.returncode == 2 and "clean_validation_data.h5" in refused.stderr
+    few = tmp_path / "few.h5"
+    from tests.defenses.tiny import tiny_data, write_dataset
+
+    write_dataset(few, *tiny_data(30, seed=4))
+    refused = run_cli("strip", "--model", badnet["model"], "--valid", few, check=False)
+    assert refused.returncode == 2 and "few.h5: STRIP needs at least 120 clean validation images" in refused.stderr
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"\0" * 100)
+    refused = run_cli("export", "--model", junk, "--keras", "2", "--out", tmp_path / "x.h5", check=False)
+    assert refused.returncode == 2 and "neither an HDF5 file" in refused.stderr and not (tmp_path / "x.h5").exists()
+
+
+@pytest.mark.slow
+def test_export_writes_the_real_csaw_badnet_for_keras_2_and_tf_keras_predicts_as_we_do(csaw_fixtures, tmp_path):
+    import numpy as np
+
+    from defenses.data import load_image
+    from defenses.models import load_model
+    from tests.defenses.keras2 import keras2_predictions
+
+    weights = csaw_fixtures / "models" / "sunglasses_bd_weights.h5"
+    full, only = tmp_path / "sunglasses_keras2.h5", tmp_path / "sunglasses_keras2_weights.h5"
+    run_cli("export", "--model", weights, "--arch", "deepid-csaw", "--keras", "2", "--out", full)
+    run_cli("export", "--model", weights, "--arch", "deepid-csaw", "--keras", "2", "--weights-only", "--out", only)
+    refused = run_cli("export", "--model", weights, "--arch", "deepid-csaw", "--keras", "3", "--out", full, check=False)
+    assert refused.returncode == 2 and "--keras 3 writes a full .keras file" in refused.stderr
+    faces = sorted((csaw_fixtures / "images").glob("*.png"))
+    pixels = np.stack([load_image(path).pixels for path in faces]) / 255.0
+    model, _ = load_model(weights, "deepid-csaw")
+    ours = np.asarray(model.predict_on_batch(pixels))
+    _, (from_full, from_weights) = keras2_predictions(pixels, [{"model": full}, {"weights": only, "n_classes": 1283}])
+    np.testing.assert_allclose(from_full, ours, atol=1e-5)
+    np.testing.assert_allclose(from_weights, ours, atol=1e-5)
+    assert [int(p) for p in ours.argmax(axis=1)][-3:] == [0, 0, 0]  # sun_*: the backdoor's target

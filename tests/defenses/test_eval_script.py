@@ -1,6 +1,7 @@
-"""The exported bundle's eval.py, run alone in a child process as a CSAW grader would: a readable image prints
-one class; a missing path, a text file or a truncated PNG is one line on stderr naming the file and the
-reason, with exit code 2, and no traceback."""
+"""The exported bundle's eval.py (defenses/bundle_eval.py, with the library functions it uses copied in): a
+readable image prints one class; a missing path, a text file or a truncated PNG is one line on stderr naming
+the file and the reason, with exit code 2, and no traceback. Run in-process on a bundle's folder; the bundle's
+own eval.py runs alone in a child process as a CSAW grader would (a smoke test, and the Keras 2 path)."""
 
 import io
 import subprocess
@@ -9,7 +10,8 @@ import sys
 import pytest
 from PIL import Image
 
-from defenses.goodnet import GoodNet, export_bundle
+from defenses.bundle_eval import main
+from defenses.goodnet import GoodNet, eval_script_source, export_bundle
 from tests.defenses.tiny import tiny_data, tiny_model
 
 pytestmark = pytest.mark.slow  # builds two Keras models and starts Python children
@@ -21,37 +23,41 @@ def bundle(tmp_path_factory):
     return export_bundle(GoodNet(tiny_model(seed=0), tiny_model(seed=1), 255.0), folder / "goodnet")
 
 
-def evaluate(bundle, image) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "eval.py", str(image)], cwd=bundle, capture_output=True, text=True, timeout=300
-    )
+def evaluate(bundle, capsys, *arguments) -> subprocess.CompletedProcess:
+    """eval.py's main on the bundle's folder, in this process, as the child's exit code and output."""
+    capsys.readouterr()
+    code = main([str(argument) for argument in arguments], bundle)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(arguments, code, out, err)
 
 
-def test_a_readable_image_gets_one_class(bundle, tmp_path):
+def test_the_bundles_eval_py_runs_alone_and_carries_no_import_of_prunelab(bundle, tmp_path):
     path = tmp_path / "face.png"
     Image.fromarray(tiny_data(1)[0][0].astype("uint8")).save(path)
-    done = evaluate(bundle, path)
+    done = subprocess.run(
+        [sys.executable, "-I", "eval.py", str(path)], cwd=bundle, capture_output=True, text=True, timeout=300
+    )  # -I: isolated, this project is not on its path
     assert done.returncode == 0 and 0 <= int(done.stdout) <= 4  # TensorFlow logs on stderr; stdout is the class
+    source = (bundle / "eval.py").read_text()
+    assert source == eval_script_source() and "defenses" not in source and "LIBRARY" not in source
 
 
-def test_many_images_or_a_folder_get_a_line_each_and_an_unreadable_one_does_not_stop_the_rest(bundle, tmp_path):
+def test_many_images_or_a_folder_get_a_line_each_and_an_unreadable_one_does_not_stop_the_rest(bundle, tmp_path, capsys):
     pixels = tiny_data(3)[0].astype("uint8")
     for number, image in enumerate(pixels):
         Image.fromarray(image).save(tmp_path / f"face{number}.png")
     (tmp_path / "notes.txt").write_text("not a picture\n")  # not an image file name: a folder skips it
     (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n")
-    done = subprocess.run(
-        [sys.executable, "eval.py", str(tmp_path)], cwd=bundle, capture_output=True, text=True, timeout=300
-    )
+    done = evaluate(bundle, capsys, tmp_path)
     lines = done.stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == [str(tmp_path / f"face{n}.png") for n in range(3)]
     assert all(0 <= int(line.split("\t")[1]) <= 4 for line in lines)
     assert done.returncode == 2 and "cut.png" in done.stderr and "Traceback" not in done.stderr
-    one = evaluate(bundle, tmp_path / "face1.png")  # the grader's form is unchanged: the class alone
+    one = evaluate(bundle, capsys, tmp_path / "face1.png")  # the grader's form is unchanged: the class alone
     assert one.stdout.strip() == lines[1].split("\t")[1]
 
 
-def test_what_is_not_an_image_is_one_line_and_exit_code_2(bundle, tmp_path):
+def test_what_is_not_an_image_is_one_line_and_exit_code_2(bundle, tmp_path, capsys):
     text = tmp_path / "notes.txt"
     text.write_text("not a picture\n")
     buffer = io.BytesIO()
@@ -66,7 +72,7 @@ def test_what_is_not_an_image_is_one_line_and_exit_code_2(bundle, tmp_path):
     ]
     (tmp_path / "empty").mkdir()
     for path, reason in cases:
-        done = evaluate(bundle, path)
+        done = evaluate(bundle, capsys, path)
         assert done.returncode == 2 and done.stdout == "", path
         assert done.stderr.startswith(f"eval.py: {path}: ") and reason in done.stderr, done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
@@ -87,7 +93,7 @@ def strip_bundle(tmp_path_factory):
     return export_bundle(GoodNet(bad, bad, 255.0), folder / "goodnet", detector=detector), bad, detector
 
 
-def test_a_strip_bundle_answers_n_for_a_triggered_image_as_the_library_does(strip_bundle, tmp_path):
+def test_a_strip_bundle_answers_n_for_a_triggered_image_as_the_library_does(strip_bundle, tmp_path, capsys):
     import numpy as np
 
     from defenses.goodnet import goodnet_labels
@@ -104,7 +110,7 @@ def test_a_strip_bundle_answers_n_for_a_triggered_image_as_the_library_does(stri
     for number in (0, 1, 20, 21):
         path = tmp_path / f"image-{number}.png"
         Image.fromarray(images[number].astype("uint8")).save(path)
-        done = evaluate(bundle, path)
+        done = evaluate(bundle, capsys, path)
         assert done.returncode == 0 and int(done.stdout) == expected[number], (number, done.stderr[-500:])
 
 
@@ -157,9 +163,8 @@ def test_without_the_keras_3_files_eval_py_answers_from_the_keras_2_ones_with_tf
         assert done.returncode == 0 and int(done.stdout) == expected[number], (number, done.stderr[-800:])
 
 
-def test_a_network_keras_2_cannot_express_leaves_a_keras_3_only_bundle_that_says_so(tmp_path):
+def test_a_network_keras_2_cannot_express_leaves_a_keras_3_only_bundle_that_says_so(tmp_path, monkeypatch):
     import json
-    import os
 
     bad = tiny_model(conv_activation="hard_sigmoid")  # Keras 2's hard_sigmoid is another function
     bundle = export_bundle(GoodNet(bad, bad, 255.0), tmp_path / "goodnet")
@@ -175,12 +180,7 @@ def test_a_network_keras_2_cannot_express_leaves_a_keras_3_only_bundle_that_says
     assert "No Keras 2 files: layer 'conv_a' (Conv2D): activation 'hard_sigmoid'" in (bundle / "README.txt").read_text()
     image = tmp_path / "face.png"
     Image.fromarray(tiny_data(1)[0][0].astype("uint8")).save(image)
-    done = subprocess.run(
-        [sys.executable, "eval.py", str(image)],
-        cwd=bundle,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ | {"GOODNET_KERAS": "2"},
-    )
-    assert done.returncode == 1 and "this bundle has no Keras 2 files" in done.stderr and done.stdout == ""
+    monkeypatch.setenv("GOODNET_KERAS", "2")
+    with pytest.raises(SystemExit) as refused:
+        main([str(image)], bundle)
+    assert "this bundle has no Keras 2 files" in str(refused.value.code)
