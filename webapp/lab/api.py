@@ -32,8 +32,7 @@ from webapp.lab.forms import (
 )
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run, Team
 from webapp.lab.results import experiment_rows, experiment_selection, progress
-from webapp.lab.services import AlreadyStored, add_badnet, add_dataset, cancel, create_experiment
-from webapp.lab.uploads import store_checked
+from webapp.lab.services import AlreadyStored, cancel, create_experiment, store_badnet, store_dataset
 
 
 class BadNetSerializer(serializers.ModelSerializer):
@@ -242,12 +241,8 @@ class BadNetViewSet(mixins.CreateModelMixin, TeamScoped):
     def create(self, request, *args, **kwargs):
         team = team_for(request)
         form = BadNetForm(request.data, request.FILES, team=team, user=request.user)
-
-        def store(path, data):
-            return add_badnet(team, request.user, path, data["name"], data["arch"], data["divisor"])
-
         try:
-            badnet = form.is_valid() and store_checked(form, store, ModelRefused)
+            badnet = form.is_valid() and store_badnet(form, team, request.user)
         except AlreadyStored as duplicate:
             return already_stored(duplicate, BadNetSerializer)
         if not badnet:
@@ -266,21 +261,8 @@ class DatasetViewSet(mixins.CreateModelMixin, TeamScoped):
     def create(self, request, *args, **kwargs):
         team = team_for(request)
         form = DatasetForm(team, request.data, request.FILES, user=request.user)
-
-        def store(path, data):
-            return add_dataset(
-                team,
-                request.user,
-                path,
-                data["name"],
-                data["role"],
-                data["trigger"],
-                data["target"],
-                badnet=data["badnet"],
-            )
-
         try:
-            dataset = form.is_valid() and store_checked(form, store, DataError)
+            dataset = form.is_valid() and store_dataset(form, team, request.user)
         except AlreadyStored as duplicate:
             return already_stored(duplicate, DatasetSerializer)
         if not dataset:

@@ -12,6 +12,7 @@ from kombu.utils.uuid import uuid
 from defenses.data import DataError, validate_dataset
 from defenses.jobs import Plan
 from defenses.methods import METHODS, job_kind, method_of, plan_space, training_epochs
+from defenses.modelcheck import ModelRefused
 from defenses.models import file_digest, verify_model_file
 from defenses.search import can_search
 from webapp.celery_app import CALIBRATE_STRIP, COMPUTE_PROFILE, COMPUTE_SCAN, EXECUTE_RUN, side_lane
@@ -30,6 +31,7 @@ from webapp.lab.models import (
     detections_lost_before,
     lock_requesters,
 )
+from webapp.lab.uploads import store_checked
 
 SIDE = side_lane("cpu")  # profiles, scans and STRIP run on CPU workers, beside their runs (side_lane)
 
@@ -73,6 +75,27 @@ def add_badnet(team, user, path: Path, name: str, arch: str = "", divisor: float
             n_classes=report.n_classes,
             report=report.as_dict(),
         )
+
+
+def store_badnet(form, team, user) -> BadNet | None:
+    """The BadNet a valid BadNetForm (page or API) describes, checked and stored; None with the refusal on the
+    form; AlreadyStored when the team has the file."""
+
+    def store(path: Path, data: dict) -> BadNet:
+        return add_badnet(team, user, path, data["name"], data["arch"], data["divisor"])
+
+    return store_checked(form, store, ModelRefused)
+
+
+def store_dataset(form, team, user) -> Dataset | None:
+    """The set a valid DatasetForm (page or API) describes, checked and stored; None with the refusal on the
+    form; AlreadyStored when the team has the file."""
+
+    def store(path: Path, data: dict) -> Dataset:
+        fields = {key: data[key] for key in ("role", "trigger", "target", "badnet")}
+        return add_dataset(team, user, path, data["name"], **fields)
+
+    return store_checked(form, store, DataError)
 
 
 def add_dataset(

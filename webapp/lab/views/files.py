@@ -13,7 +13,6 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from defenses.data import DataError, inspect_dataset, sample_pixels, tile
-from defenses.modelcheck import ModelRefused
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import activation_profiles, figures_payload
 from webapp.lab.detection import scans_context
@@ -21,8 +20,7 @@ from webapp.lab.forms import BadNetForm, DatasetForm, brief, row_id
 from webapp.lab.limits import dataset_limits
 from webapp.lab.models import BadNet, Dataset, Profile
 from webapp.lab.results import own_figures
-from webapp.lab.services import AlreadyStored, add_badnet, add_dataset, request_profile
-from webapp.lab.uploads import store_checked
+from webapp.lab.services import AlreadyStored, request_profile, store_badnet, store_dataset
 from webapp.lab.views.downloads import chart_file
 
 PREVIEW_IMAGES = 24
@@ -32,12 +30,8 @@ PREVIEW_IMAGES = 24
 def badnets(request):
     form = BadNetForm(request.POST or None, request.FILES or None, team=request.team, user=request.user)
     if request.method == "POST" and form.is_valid():
-
-        def store(path, data):
-            return add_badnet(request.team, request.user, path, data["name"], data["arch"], data["divisor"])
-
         try:
-            badnet = store_checked(form, store, ModelRefused)
+            badnet = store_badnet(form, request.team, request.user)
         except AlreadyStored as duplicate:
             messages.info(request, str(duplicate))
             return redirect("badnet", duplicate.row.pk)
@@ -143,21 +137,8 @@ def chosen_clean_set(request, badnet: BadNet) -> Dataset | HttpResponseBadReques
 def datasets(request):
     form = DatasetForm(request.team, request.POST or None, request.FILES or None, user=request.user)
     if request.method == "POST" and form.is_valid():
-
-        def store(path, data):
-            return add_dataset(
-                request.team,
-                request.user,
-                path,
-                data["name"],
-                data["role"],
-                data["trigger"],
-                data["target"],
-                badnet=data["badnet"],
-            )
-
         try:
-            dataset = store_checked(form, store, DataError)
+            dataset = store_dataset(form, request.team, request.user)
         except AlreadyStored as duplicate:
             messages.info(request, str(duplicate))
             return redirect("dataset", duplicate.row.pk)
