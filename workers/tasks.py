@@ -75,26 +75,26 @@ def perform(run, loaded=None, keep_checkpoint: bool = False) -> str:
     from defenses.finetune import Cancelled
     from defenses.modelcheck import ModelRefused
     from defenses.runner import load_inputs, run_job
-    from webapp.lab.models import Run
+    from webapp.lab.models import Run, Status
 
     try:
         loaded = loaded or load_inputs(job_inputs(run.inputs))
         run_job(run.kind, run.config, loaded, run.record_point, run.should_stop, run.artifact_dir(), run.set_stage)
     except Cancelled:
         run.finish(Run.CANCELLED, "Cancelled by a user.")
-        return "cancelled"
+        return Status.CANCELLED
     except (ModelRefused, DataError, FileNotFoundError) as refusal:
         run.finish(Run.FAILED, f"Bad input: {with_user_names(str(refusal), run.inputs.get('names', {}))}")
-        return "failed"
+        return Status.FAILED
     except SoftTimeLimitExceeded:
         run.finish(Run.FAILED, f"Stopped at the time limit of {settings.LONGEST_RUN_SECONDS} s.")
-        return "failed"
+        return Status.FAILED
     except Exception as error:  # a bug or a resource problem: the user sees it, an operator finds the trace
         log.exception("run %s failed", run.pk)
         run.finish(Run.FAILED, failure_message(error, run.worker))
-        return "failed"
+        return Status.FAILED
     run.finish(Run.DONE, keep_checkpoint=keep_checkpoint)
-    return "done"
+    return Status.DONE
 
 
 @app.task(
@@ -113,7 +113,7 @@ def run_search(self, experiment_id: int) -> str:
     from defenses.modelcheck import ModelRefused
     from defenses.runner import load_inputs
     from webapp.lab import searches
-    from webapp.lab.models import Experiment
+    from webapp.lab.models import Experiment, Status
 
     experiment = Experiment.objects.filter(pk=experiment_id).first()
     worker = self.request.hostname or socket.gethostname()
@@ -124,15 +124,15 @@ def run_search(self, experiment_id: int) -> str:
         loaded = load_inputs(job_inputs(inputs))
         status = searches.carry_out(experiment, loaded, lambda run: perform(run, loaded, True), worker)
     except (ModelRefused, DataError, FileNotFoundError) as refusal:
-        searches.end(experiment, "failed", f"Bad input: {with_user_names(str(refusal), inputs['names'])}")
-        return "failed"
+        searches.end(experiment, Status.FAILED, f"Bad input: {with_user_names(str(refusal), inputs['names'])}")
+        return Status.FAILED
     except SoftTimeLimitExceeded:
-        searches.end(experiment, "failed", f"Stopped at the time limit of {settings.LONGEST_RUN_SECONDS} s.")
-        return "failed"
+        searches.end(experiment, Status.FAILED, f"Stopped at the time limit of {settings.LONGEST_RUN_SECONDS} s.")
+        return Status.FAILED
     except Exception as error:
         log.exception("search of experiment %s failed", experiment_id)
-        searches.end(experiment, "failed", failure_message(error, worker))
-        return "failed"
+        searches.end(experiment, Status.FAILED, failure_message(error, worker))
+        return Status.FAILED
     return status
 
 
@@ -232,12 +232,13 @@ def calibrate_strip(goodnet_id: int, test_id: int, poisoned_ids: list[int]) -> s
     from defenses.models import load_model
     from defenses.strip import fit_strip
     from webapp.lab import limits
-    from webapp.lab.models import Dataset, GoodNet
+    from webapp.lab.models import Dataset, GoodNet, Status
 
     goodnet = GoodNet.objects.select_related("badnet", "run", "strip_valid").filter(pk=goodnet_id).first()
     if goodnet is None:
         return "gone"  # deleted while queued
-    GoodNet.objects.filter(pk=goodnet_id, strip_status="queued").update(strip_status="running")  # the page says so
+    # the page says so
+    GoodNet.objects.filter(pk=goodnet_id, strip_status=Status.QUEUED).update(strip_status=Status.RUNNING)
     badnet, team, names = goodnet.badnet, goodnet.team_id, {}
     old_file = goodnet.strip_file.name
     try:
@@ -258,15 +259,15 @@ def calibrate_strip(goodnet_id: int, test_id: int, poisoned_ids: list[int]) -> s
         sets = {dataset.metric_name: read(dataset) for dataset in poisoned}
         figures = detector_figures(Pair(bad, repaired, badnet.divisor), detector, read(test), sets)
     except (ModelRefused, DataError, ValueError) as refusal:
-        goodnet.strip_status, goodnet.strip_error = "failed", with_user_names(str(refusal), names)
+        goodnet.strip_status, goodnet.strip_error = Status.FAILED, with_user_names(str(refusal), names)
     except Exception as error:  # the row must not stay "queued": say it stopped, and why
         log.exception("STRIP of GoodNet %s failed", goodnet_id)
-        goodnet.strip_status, goodnet.strip_error = "failed", f"STRIP stopped on the worker ({error})."
+        goodnet.strip_status, goodnet.strip_error = Status.FAILED, f"STRIP stopped on the worker ({error})."
     else:
         buffer = io.BytesIO()
         np.save(buffer, detector.overlays, allow_pickle=False)
         goodnet.strip_file.save("strip.npy", ContentFile(buffer.getvalue()), save=False)
-        goodnet.strip_status, goodnet.strip_threshold, goodnet.figures = "done", detector.threshold, figures
+        goodnet.strip_status, goodnet.strip_threshold, goodnet.figures = Status.DONE, detector.threshold, figures
     fields = ["strip_status", "strip_error", "strip_threshold", "strip_file", "figures"]
     stored = GoodNet.objects.filter(pk=goodnet_id).update(**{name: getattr(goodnet, name) for name in fields})
     if not stored:  # deleted meanwhile: its new overlays belong to no row

@@ -20,7 +20,7 @@ from django.core.files import File
 from django.db import transaction
 
 from webapp.lab.limits import dataset_limits, model_limits
-from webapp.lab.models import BadNet, GoodNet, Run
+from webapp.lab.models import BadNet, GoodNet, Run, Status
 
 TOP_CLASSES = 3
 
@@ -160,7 +160,7 @@ def strip_detector(goodnet: GoodNet):
 
     from defenses.strip import StripDetector
 
-    if goodnet.strip_status != "done" or not goodnet.strip_file:
+    if goodnet.strip_status != Status.DONE or not goodnet.strip_file:
         return None
     with goodnet.strip_file.open("rb") as handle:
         overlays = np.load(handle, allow_pickle=False)

@@ -11,10 +11,10 @@ from django.core.paginator import Page, Paginator
 from django.db.models import Count, Max, Q, QuerySet, Sum
 
 from defenses.methods import method_of
-from webapp.lab.models import Experiment, Run
+from webapp.lab.models import Experiment, Run, Status
 
 PAGE_SIZE = 50
-STATES = ("queued", "running", "done", "failed", "cancelled")  # what the list filters by
+STATES = tuple(Status.values)  # what the list filters by
 MAX_TAGS, TAG = 6, re.compile(r"[a-z0-9][a-z0-9 _.-]{0,29}")
 
 
@@ -53,22 +53,22 @@ def with_run_counts(experiments: QuerySet) -> QuerySet:
 def state_of(row) -> tuple[str, str]:
     """(words, kind) of an annotated row: a search's own state; else running, queued, or what ended."""
     if row.is_search:
-        status = row.search.get("status", "queued")
-        return status, status if status in STATES else "queued"
+        status = row.search.get("status", Status.QUEUED)
+        return status, status if status in STATES else Status.QUEUED
     if row.n_running:
-        return "running", "running"
+        return Status.RUNNING, Status.RUNNING
     if row.n_queued or not row.n_runs:  # no run yet: its submission has not been stored
-        return "queued", "queued"
+        return Status.QUEUED, Status.QUEUED
     stopped = row.n_failed + row.n_cancelled
     if stopped:
-        kind = "failed" if row.n_failed else "cancelled"
+        kind = Status.FAILED if row.n_failed else Status.CANCELLED
         return f"{stopped} of {row.n_runs} failed or cancelled", kind
-    return "done", "done"
+    return Status.DONE, Status.DONE
 
 
 def fraction_of(row) -> float:
     if row.is_search:
-        if row.search.get("status") == "done":
+        if row.search.get("status") == Status.DONE:
             return 1.0
         return min(1.0, row.search.get("spent", 0.0) / (row.search.get("budget") or 1))
     return (row.progress_sum or 0.0) / row.n_runs if row.n_runs else 0.0

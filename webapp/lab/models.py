@@ -199,7 +199,19 @@ def data_fingerprint(badnet, valid, test, poisoned) -> dict:
     }
 
 
-SEARCH_ENDED = ("done", "failed", "cancelled")
+class Status(models.TextChoices):
+    """Every job's state, one vocabulary: runs, searches (Experiment.search["status"]), activation profiles,
+    Neural Cleanse scans and STRIP calibrations (GoodNet.strip_status). A search alone has one more, in its
+    JSON: "cancelling" (asked to stop, its worker has not yet ended it)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+SEARCH_ENDED = (Status.DONE, Status.FAILED, Status.CANCELLED)
 
 
 class Experiment(models.Model):
@@ -281,13 +293,7 @@ class Experiment(models.Model):
 
 
 class Run(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
-
+    Status = Status
     QUEUED, RUNNING, DONE, FAILED, CANCELLED = (
         Status.QUEUED,
         Status.RUNNING,
@@ -536,10 +542,7 @@ class Profile(models.Model):
     badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="profiles")
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        DONE = "done"
-        FAILED = "failed"
+    Status = Status  # queued, then done or failed: a profile is not watched while it runs
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
@@ -576,11 +579,7 @@ class TriggerScan(models.Model):
     badnet = models.ForeignKey(BadNet, on_delete=models.CASCADE, related_name="scans")
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
+    Status = Status
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     # who asked for it last: a user's scans at once are bounded across all their teams
@@ -616,7 +615,8 @@ class TriggerScan(models.Model):
         return self.status in (self.Status.QUEUED, self.Status.RUNNING) and self.updated < detections_lost_before()
 
 
-STRIP_WAITING = ("queued", "running")  # a GoodNet's strip_status while a calibration is asked for and not ended
+# a GoodNet's strip_status while a calibration is asked for and not ended
+STRIP_WAITING = (Status.QUEUED, Status.RUNNING)
 
 
 class GoodNet(models.Model):
@@ -638,7 +638,7 @@ class GoodNet(models.Model):
     strip_frr = models.FloatField(null=True, blank=True, help_text="false-rejection rate asked, percent")
     strip_valid = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     strip_status = models.CharField(
-        max_length=10, blank=True, help_text="queued, running, done or failed; blank: no STRIP"
+        max_length=10, blank=True, choices=Status.choices, help_text="queued, running, done or failed; blank: no STRIP"
     )
     strip_queued_at = models.DateTimeField(null=True, blank=True)
     strip_requested_by = models.ForeignKey(

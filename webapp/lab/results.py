@@ -15,7 +15,7 @@ from defenses.selection import (
     select,
 )
 from webapp.lab import searches
-from webapp.lab.models import Dataset, Experiment, Point, Run
+from webapp.lab.models import Dataset, Experiment, Point, Run, Status
 from webapp.lab.services import experiment_points
 
 
@@ -151,13 +151,13 @@ def progress(experiment: Experiment) -> dict:
     search = None
     if experiment.is_search:  # the budget spent is the progress; the runs are its rungs so far
         search = searches.summary(experiment)
-        fraction = 1.0 if search["status"] == "done" else min(1.0, search["spent"] / (search["budget"] or 1))
+        fraction = 1.0 if search["status"] == Status.DONE else min(1.0, search["spent"] / (search["budget"] or 1))
     return {
         "runs": runs,
         "fraction": fraction,
         "seconds_left": None if search else seconds_left(runs),
         "waiting": not any(run.status == Run.RUNNING for run in runs)
-        and (any(run.place for run in runs) or (search or {}).get("status") == "queued"),
+        and (any(run.place for run in runs) or (search or {}).get("status") == Status.QUEUED),
         "finished": experiment.is_finished(),
         "failed": [run for run in runs if run.status in (Run.FAILED, Run.CANCELLED)],
         "search": search,
@@ -248,14 +248,14 @@ def run_rows(run: Run) -> list[dict]:
     return rows
 
 
-STATE_KEYS = (("status", "queued"), ("spent", 0), ("budget", 0))
+STATE_KEYS = (("status", Status.QUEUED), ("spent", 0), ("budget", 0))
 
 
 def cancelled_words(experiment: Experiment, runs: list[Run]) -> str:
     """What a user stopped, in words: "cancelled: 3 of 7 runs", or a search's "cancelled after 40 of 100 units";
     "" when nothing was cancelled."""
     if experiment.is_search:
-        if experiment.search.get("status") != "cancelled":
+        if experiment.search.get("status") != Status.CANCELLED:
             return ""
         spent, budget = experiment.search.get("spent", 0), experiment.search.get("budget", 0)
         return f"cancelled after {spent:g} of {budget:g} units"

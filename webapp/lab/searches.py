@@ -24,7 +24,7 @@ from defenses.selection import flat_row, objective
 from webapp.celery_app import RUN_SEARCH, side_lane
 from webapp.celery_app import app as celery_app
 from webapp.lab import budgets
-from webapp.lab.models import SEARCH_ENDED, Dataset, Experiment, Point, Run
+from webapp.lab.models import SEARCH_ENDED, Dataset, Experiment, Point, Run, Status
 
 WAIT_SECONDS = 5  # how often a rung that another worker is training is looked at
 TRIAL_STATES = {
@@ -50,7 +50,7 @@ def start(experiment: Experiment) -> None:
     that it counts against the budgets until the search ends."""
     setup = budgets.search_setup(experiment.space, experiment.valid.count, experiment.badnet.n_classes)
     state = dict(experiment.search) | {
-        "status": "queued",
+        "status": Status.QUEUED,
         "error": "",
         "budget": settings_of(experiment).budget,
         "setup": setup,
@@ -70,10 +70,10 @@ def begin(experiment: Experiment, worker: str) -> bool:
         if status in SEARCH_ENDED:
             return False
         if status == "cancelling":  # cancelled while its worker died: it ends here
-            row.search = row.search | {"status": "cancelled", "ended": timezone.now().isoformat()}
+            row.search = row.search | {"status": Status.CANCELLED, "ended": timezone.now().isoformat()}
             row.save(update_fields=["search"])
             return False
-        row.search = row.search | {"status": "running", "worker": worker, "started": timezone.now().isoformat()}
+        row.search = row.search | {"status": Status.RUNNING, "worker": worker, "started": timezone.now().isoformat()}
         row.save(update_fields=["search"])
     experiment.search = row.search
     return True
@@ -136,14 +136,14 @@ def carry_out(experiment: Experiment, loaded, perform, worker: str) -> str:
             on_trial=record,
         )
     except Cancelled:
-        end(experiment, "cancelled", "Cancelled by a user.", trials_of(experiment))
-        return "cancelled"
+        end(experiment, Status.CANCELLED, "Cancelled by a user.", trials_of(experiment))
+        return Status.CANCELLED
     except RungFailed as failure:
-        end(experiment, "failed", str(failure))
-        return "failed"
+        end(experiment, Status.FAILED, str(failure))
+        return Status.FAILED
     record(trials)
-    end(experiment, "done", trials=trials)
-    return "done"
+    end(experiment, Status.DONE, trials=trials)
+    return Status.DONE
 
 
 def rung_runner(experiment: Experiment, perform, worker: str, n_valid: int, n_classes: int):
@@ -251,7 +251,7 @@ def cancel(experiment: Experiment) -> None:
         status = row.search.get("status")
         if status in SEARCH_ENDED:
             return
-        row.search = row.search | {"status": "cancelled" if status == "queued" else "cancelling"}
+        row.search = row.search | {"status": Status.CANCELLED if status == Status.QUEUED else "cancelling"}
         row.save(update_fields=["search"])
     experiment.search = row.search
 
@@ -293,7 +293,7 @@ def summary(experiment: Experiment) -> dict:
         for t in trials
     ]
     return {
-        "status": experiment.search.get("status", "queued"),
+        "status": experiment.search.get("status", Status.QUEUED),
         "budget": experiment.search.get("budget"),
         "spent": experiment.search.get("spent", 0.0),
         "trained": experiment.search.get("trained", experiment.search.get("spent", 0.0)),

@@ -27,6 +27,7 @@ from webapp.lab.models import (
     Leaderboard,
     Profile,
     Run,
+    Status,
     TriggerScan,
     detections_lost_before,
     lock_requesters,
@@ -383,7 +384,7 @@ def request_strip(goodnet: GoodNet, data: dict, user) -> GoodNet:
     GoodNet.objects.filter(pk=goodnet.pk).update(
         strip_frr=data["frr"],
         strip_valid=data["valid"],
-        strip_status="queued",
+        strip_status=Status.QUEUED,
         strip_queued_at=timezone.now(),
         strip_requested_by=user,
         strip_error="",
@@ -429,7 +430,7 @@ def rerun_failed(experiment: Experiment, user) -> int:
     search goes on from its trials (its runs are its rungs: the search queues them). budgets.OverBudget when
     what they have left would pass the team's or the user's budget."""
     if experiment.is_search:
-        if experiment.search.get("status") not in ("failed", "cancelled"):
+        if experiment.search.get("status") not in (Status.FAILED, Status.CANCELLED):
             return 0
         budgets.charge(experiment.team, user, budgets.rerun_units(experiment, []))
         searches.start(experiment)
