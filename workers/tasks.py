@@ -27,6 +27,26 @@ def with_user_names(message: str, names: dict[str, str]) -> str:
     return message
 
 
+def user_names(*rows) -> dict[str, str]:
+    """Stored file name -> the name it was uploaded under, for rows with a `file` and an `original_name`."""
+    return {Path(row.file.name).name: row.original_name for row in rows}
+
+
+def load_checked(badnet, *datasets) -> tuple:
+    """A task's inputs: the BadNet's network (checked under the web's limits, ModelRefused if not) and each
+    dataset's (pixels, labels), checked against the network (DataError if a set does not fit)."""
+    from defenses.data import inspect_dataset, load_dataset
+    from defenses.models import load_model
+    from webapp.lab import limits
+
+    model, report = load_model(badnet.file.path, badnet.arch or None, limits.model_limits())
+    sets = []
+    for dataset in datasets:
+        info = inspect_dataset(dataset.file.path, report.input_shape, report.n_classes, limits.dataset_limits())
+        sets.append(load_dataset(info))
+    return model, report, sets
+
+
 def failure_message(error: Exception, worker: str) -> str:
     """What a user reads on the experiment page when a run failed for a reason that is not their input."""
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
@@ -142,20 +162,16 @@ def compute_profile(profile_id: int) -> str:
     from webapp.lab.models import Profile
 
     profile = Profile.objects.select_related("badnet", "dataset").get(pk=profile_id)
-    from defenses.data import DataError, inspect_dataset, load_dataset
+    from defenses.data import DataError
     from defenses.modelcheck import ModelRefused
-    from defenses.models import load_model
     from defenses.pruning import activation_profile
-    from webapp.lab import limits
 
     badnet, dataset = profile.badnet, profile.dataset
     try:
-        model, report = load_model(badnet.file.path, badnet.arch or None, limits.model_limits())
-        info = inspect_dataset(dataset.file.path, report.input_shape, report.n_classes, limits.dataset_limits())
-        pixels, _ = load_dataset(info)
+        model, _, [(pixels, _)] = load_checked(badnet, dataset)
         means = activation_profile(model, pixels, badnet.divisor)
     except (ModelRefused, DataError) as refusal:
-        names = {Path(badnet.file.name).name: badnet.original_name, Path(dataset.file.name).name: dataset.original_name}
+        names = user_names(badnet, dataset)
         profile.status, profile.error = Profile.Status.FAILED, with_user_names(str(refusal), names)
     else:
         profile.status, profile.means = Profile.Status.DONE, {name: values.tolist() for name, values in means.items()}
@@ -179,23 +195,18 @@ def compute_scan(scan_id: int) -> str:
         return "gone"  # its BadNet or set was deleted while it was queued
     TriggerScan.objects.filter(pk=scan_id).update(status=TriggerScan.Status.RUNNING)
     from defenses.cleanse import scan
-    from defenses.data import DataError, inspect_dataset, load_dataset
+    from defenses.data import DataError
     from defenses.finetune import seed_everything
     from defenses.modelcheck import ModelRefused
-    from defenses.models import load_model
-    from webapp.lab import limits
     from webapp.lab.detection import scan_record
 
     badnet, dataset = row.badnet, row.dataset
     try:
-        model, report = load_model(badnet.file.path, badnet.arch or None, limits.model_limits())
-        info = inspect_dataset(dataset.file.path, report.input_shape, report.n_classes, limits.dataset_limits())
-        pixels, _ = load_dataset(info)
+        model, report, [(pixels, _)] = load_checked(badnet, dataset)
         seed_everything(0)
         result = scan(model, pixels, badnet.divisor, report.n_classes, on_stage=row.set_stage)
     except (ModelRefused, DataError) as refusal:
-        names = {Path(badnet.file.name).name: badnet.original_name, Path(dataset.file.name).name: dataset.original_name}
-        row.status, row.error = TriggerScan.Status.FAILED, with_user_names(str(refusal), names)
+        row.status, row.error = TriggerScan.Status.FAILED, with_user_names(str(refusal), user_names(badnet, dataset))
     except Exception as error:  # the row must not stay "running": say it stopped, and why
         log.exception("scan %s failed", scan_id)
         row.status = TriggerScan.Status.FAILED
@@ -224,7 +235,7 @@ def calibrate_strip(goodnet_id: int, test_id: int, poisoned_ids: list[int]) -> s
     import numpy as np
     from django.core.files.base import ContentFile
 
-    from defenses.data import DataError, inspect_dataset, load_dataset
+    from defenses.data import DataError
     from defenses.finetune import seed_everything
     from defenses.goodnet import GoodNet as Pair
     from defenses.goodnet import detector_figures
@@ -246,18 +257,13 @@ def calibrate_strip(goodnet_id: int, test_id: int, poisoned_ids: list[int]) -> s
         poisoned = list(Dataset.objects.filter(pk__in=poisoned_ids, team_id=team))
         if goodnet.strip_valid is None or test is None or len(poisoned) != len(set(poisoned_ids)):
             raise ValueError("A set chosen for STRIP was deleted before a worker reached it; choose the sets again.")
-        names = {Path(row.file.name).name: row.original_name for row in [badnet, goodnet.strip_valid, test, *poisoned]}
-        bad, report = load_model(badnet.file.path, badnet.arch or None, limits.model_limits())
+        names = user_names(badnet, goodnet.strip_valid, test, *poisoned)
+        bad, _, [(valid, _), clean, *triggered] = load_checked(badnet, goodnet.strip_valid, test, *poisoned)
         repaired, _ = load_model(goodnet.repaired_path, None, limits.model_limits())
-
-        def read(dataset):
-            info = inspect_dataset(dataset.file.path, report.input_shape, report.n_classes, limits.dataset_limits())
-            return load_dataset(info)
-
         seed_everything(0)
-        detector, _ = fit_strip(bad, read(goodnet.strip_valid)[0], badnet.divisor, goodnet.strip_frr)
-        sets = {dataset.metric_name: read(dataset) for dataset in poisoned}
-        figures = detector_figures(Pair(bad, repaired, badnet.divisor), detector, read(test), sets)
+        detector, _ = fit_strip(bad, valid, badnet.divisor, goodnet.strip_frr)
+        sets = {dataset.metric_name: pixels for dataset, pixels in zip(poisoned, triggered, strict=True)}
+        figures = detector_figures(Pair(bad, repaired, badnet.divisor), detector, clean, sets)
     except (ModelRefused, DataError, ValueError) as refusal:
         goodnet.strip_status, goodnet.strip_error = Status.FAILED, with_user_names(str(refusal), names)
     except Exception as error:  # the row must not stay "queued": say it stopped, and why
