@@ -45,7 +45,7 @@ def test_kinds_whose_points_are_not_epochs_have_no_family(files):
 def test_a_run_trained_to_an_earlier_epoch_keeps_that_epochs_network_with_the_same_figures(files):
     """The chosen epoch of a longer run becomes composable: trained again to it (services.train_network_at), with
     the same seed and data, its figures are the longer run's at that epoch and its network is kept."""
-    from webapp.lab.inference import run_network
+    from webapp.lab.composition import run_network
     from webapp.lab.services import submit, train_network_at
     from workers.tasks import perform
 

@@ -14,7 +14,7 @@ from PIL import Image
 from tests.browser import chromium_page, sign_in
 from tests.defenses.tiny import add_trigger, palette_badnet, palette_data, tiny_badnet_files, tiny_data, write_dataset
 from tests.lab.factories import team_with_user
-from webapp.lab.inference import compose_from_upload
+from webapp.lab.composition import compose_from_upload
 from webapp.lab.models import Dataset
 from webapp.lab.services import add_badnet, add_dataset
 

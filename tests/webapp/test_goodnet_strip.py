@@ -13,7 +13,7 @@ from PIL import Image
 import defenses.strip
 from tests.defenses.tiny import add_trigger, tiny_badnet_files, tiny_data, write_dataset
 from tests.webapp.base import BaseTestCase
-from webapp.lab.inference import compose_from_upload
+from webapp.lab.composition import compose_from_upload
 from webapp.lab.models import Dataset, GoodNet
 from webapp.lab.services import add_badnet, add_dataset
 from workers.tasks import calibrate_strip

@@ -105,13 +105,15 @@ class GoodNetTestCase(BaseTestCase):
         import threading
         from unittest import mock
 
-        from webapp.lab import inference
+        from webapp.lab import composition
 
         self.compose(MODELS / "keras2_full_model_repaired_sunglasses.h5")
         goodnet = GoodNet.objects.select_related("badnet", "run").get()
-        with mock.patch.object(inference, "bundle_zip", wraps=inference.bundle_zip) as built:
+        with mock.patch.object(composition, "bundle_zip", wraps=composition.bundle_zip) as built:
             got = []
-            threads = [threading.Thread(target=lambda: got.append(inference.cached_bundle(goodnet))) for _ in range(2)]
+            threads = [
+                threading.Thread(target=lambda: got.append(composition.cached_bundle(goodnet))) for _ in range(2)
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:

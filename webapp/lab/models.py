@@ -665,7 +665,7 @@ class GoodNet(models.Model):
         return Path(self.file.path) if self.file else self.run.artifact_dir() / self.run_file
 
     def bundle_dir(self) -> Path:
-        """Where its bundle is kept once built (webapp.lab.inference.cached_bundle); deleted with it."""
+        """Where its bundle is kept once built (webapp.lab.composition.cached_bundle); deleted with it."""
         return Path(settings.MEDIA_ROOT) / f"team-{self.team_id}" / "bundles" / f"goodnet-{self.pk}"
 
     def bundle_key(self) -> str:

@@ -10,7 +10,7 @@ from django_htmx.http import HttpResponseStopPolling
 from defenses.data import DataError
 from defenses.modelcheck import ModelRefused
 from webapp.core.throttles import ClassifyThrottle, ExportThrottle, throttled
-from webapp.lab import inference
+from webapp.lab import composition, inference
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import detector_charts, figures_payload
 from webapp.lab.forms import ClassifyForm, GoodNetFromRunForm, GoodNetUploadForm, StripForm
@@ -42,7 +42,7 @@ def goodnet_from_run(request):
     form = GoodNetFromRunForm(request.team, request.POST, prefix="run")
     if form.is_valid():
         try:
-            goodnet = inference.compose_from_run(form.cleaned_data["run"], form.cleaned_data["name"], request.user)
+            goodnet = composition.compose_from_run(form.cleaned_data["run"], form.cleaned_data["name"], request.user)
         except ValueError as refusal:
             form.add_error("run", str(refusal))
         else:
@@ -58,7 +58,7 @@ def goodnet_upload(request):
     if form.is_valid():
 
         def store(path, data):
-            return inference.compose_from_upload(data["badnet"], path, data["file"].name, data["name"], request.user)
+            return composition.compose_from_upload(data["badnet"], path, data["file"].name, data["name"], request.user)
 
         goodnet = store_checked(form, store, ModelRefused)
         if goodnet is not None:
@@ -131,7 +131,7 @@ def goodnet_bundle(request, pk: int):
     """The standalone bundle: both networks, bundle.json and eval.py, zipped."""
     goodnet = owned_or_404(GoodNet.objects.select_related("badnet", "run"), request.user, pk=pk)
     try:
-        archive = inference.cached_bundle(goodnet)
+        archive = composition.cached_bundle(goodnet)
     except (ModelRefused, OSError) as refusal:
         messages.error(request, f"The bundle of {goodnet.name} cannot be built now: {refusal}")
         return redirect("goodnet", goodnet.pk)

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from webapp.lab import budgets, inference
+from webapp.lab import budgets, composition
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.forms import LeaderboardForm, row_id
 from webapp.lab.models import BadNet, Dataset, GoodNet, Leaderboard, Run
@@ -54,7 +54,7 @@ def board_context(board: Leaderboard) -> dict:
         row["asr_values"] = [best.get(f"asr {name}") for name in names]
         row["detection_values"] = [best.get(f"detection {name}") for name in names]
         run = Run.objects.filter(pk=best.get("run")).select_related("badnet").first() if best.get("run") else None
-        row["composable"] = bool(run and inference.run_network(run, best.get("position")))
+        row["composable"] = bool(run and composition.run_network(run, best.get("position")))
         row["compose_note"] = ""
         if best and run and not row["composable"] and best.get("epochs") is not None:
             row["compose_note"] = (
@@ -152,7 +152,7 @@ def leaderboard_goodnet(request, pk: int):
         if run is None:
             raise ValueError("That defense has no selected point to compose a GoodNet from.")
         name = f"{row['method'].title} on {board.badnet.name}"[: GoodNet._meta.get_field("name").max_length]
-        goodnet = inference.compose_from_run(run, name, request.user, best.get("position"))
+        goodnet = composition.compose_from_run(run, name, request.user, best.get("position"))
     except ValueError as refusal:
         messages.error(request, str(refusal))
         return redirect("leaderboard", board.pk)

@@ -14,9 +14,9 @@ from defenses.modelcheck import ModelRefused
 from webapp.core.throttles import ExportThrottle, throttled
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import figures_payload, run_curve
+from webapp.lab.composition import keras2_export, run_network
 from webapp.lab.exports import csv_text
 from webapp.lab.forms import row_id
-from webapp.lab.inference import keras2_export, run_network
 from webapp.lab.models import Run
 from webapp.lab.results import config_text, run_rows, run_triggers
 from webapp.lab.services import train_network_at
@@ -24,7 +24,7 @@ from webapp.lab.views.downloads import chart_file
 
 
 def repaired_file(run: Run):
-    """The run's repaired network of its last point, when it keeps one (webapp.lab.inference.run_network)."""
+    """The run's repaired network of its last point, when it keeps one (webapp.lab.composition.run_network)."""
     return run_network(run)
 
 
