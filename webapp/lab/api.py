@@ -20,17 +20,9 @@ from defenses.modelcheck import ModelRefused
 from webapp.core.throttles import ClassifyThrottle
 from webapp.lab import budgets, inference, tus
 from webapp.lab.access import first_team, teams_of
-from webapp.lab.forms import (
-    HOLDOUT_PERCENT,
-    MAX_POINTS,
-    MAX_SEARCH_BUDGET,
-    BadNetForm,
-    ClassifyForm,
-    DatasetForm,
-    ExperimentForm,
-    as_text,
-)
+from webapp.lab.forms import HOLDOUT_PERCENT, MAX_SEARCH_BUDGET, BadNetForm, ClassifyForm, DatasetForm, ExperimentForm
 from webapp.lab.models import BadNet, Dataset, Experiment, GoodNet, Run, Team
+from webapp.lab.parsing import MAX_POINTS, as_text
 from webapp.lab.results import experiment_rows, experiment_selection, progress
 from webapp.lab.services import AlreadyStored, cancel, create_experiment, store_badnet, store_dataset
 

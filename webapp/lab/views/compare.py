@@ -12,8 +12,8 @@ from django.shortcuts import render
 from defenses.selection import select
 from webapp.lab.access import team_required
 from webapp.lab.charts import ca_asr_scatter, figures_payload, parallel
-from webapp.lab.forms import brief, row_id
 from webapp.lab.models import BadNet, Experiment, Run
+from webapp.lab.parsing import brief, row_id
 from webapp.lab.results import run_summary
 from webapp.lab.views.downloads import chart_file
 

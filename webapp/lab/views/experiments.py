@@ -15,8 +15,9 @@ from webapp.lab import budgets, listing, searches
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import experiment_charts, figures_payload, importance_bars, search_progress
 from webapp.lab.exports import csv_text
-from webapp.lab.forms import TEMPLATE_TITLES, ExperimentFilterForm, ExperimentForm, data_size, row_id
+from webapp.lab.forms import TEMPLATE_TITLES, ExperimentFilterForm, ExperimentForm, data_size
 from webapp.lab.models import BadNet, Experiment, Run, data_fingerprint
+from webapp.lab.parsing import row_id
 from webapp.lab.results import (
     befores,
     experiment_rows,

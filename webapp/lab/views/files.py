@@ -16,9 +16,10 @@ from defenses.data import DataError, inspect_dataset, sample_pixels, tile
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import activation_profiles, figures_payload
 from webapp.lab.detection import scans_context
-from webapp.lab.forms import BadNetForm, DatasetForm, brief, row_id
+from webapp.lab.forms import BadNetForm, DatasetForm
 from webapp.lab.limits import dataset_limits
 from webapp.lab.models import BadNet, Dataset, Profile
+from webapp.lab.parsing import brief, row_id
 from webapp.lab.results import own_figures
 from webapp.lab.services import AlreadyStored, request_profile, store_badnet, store_dataset
 from webapp.lab.views.downloads import chart_file

@@ -12,8 +12,9 @@ from django_htmx.http import HttpResponseStopPolling
 
 from webapp.lab import budgets, composition
 from webapp.lab.access import owned_or_404, team_required
-from webapp.lab.forms import LeaderboardForm, row_id
+from webapp.lab.forms import LeaderboardForm
 from webapp.lab.models import BadNet, Dataset, GoodNet, Leaderboard, Run
+from webapp.lab.parsing import row_id
 from webapp.lab.results import leaderboard_rows, point_words
 from webapp.lab.services import declared_initial, same_leaderboard, start_leaderboard
 

@@ -16,8 +16,8 @@ from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import figures_payload, run_curve
 from webapp.lab.composition import keras2_export, run_network
 from webapp.lab.exports import csv_text
-from webapp.lab.forms import row_id
 from webapp.lab.models import Run
+from webapp.lab.parsing import row_id
 from webapp.lab.results import config_text, run_rows, run_triggers
 from webapp.lab.services import train_network_at
 from webapp.lab.views.downloads import chart_file
