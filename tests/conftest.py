@@ -1,5 +1,5 @@
-"""Shared fixtures: a real Redis for the whole session (unless REDIS_URL is given) and real Celery worker
-processes started per test."""
+"""Shared fixtures: a real Redis for the whole session (unless REDIS_URL is given) and a real Celery worker
+process per test, or one per module where every test may have it alive (module_worker)."""
 
 import os
 import shutil
@@ -56,8 +56,18 @@ REDIS_KEY = pytest.StashKey()
 
 @pytest.fixture
 def celery_worker():
-    """A real `celery worker` process on queues cpu and gpu, on the test database; killed afterwards."""
+    """A real `celery worker` process on queues cpu and gpu, on the test database; killed after the test."""
     with celery_worker_process(extra_env=test_database_env()) as worker:
+        yield worker
+
+
+@pytest.fixture(scope="module")
+def module_worker(django_db_setup, django_db_blocker):
+    """One real worker for a whole module, for modules whose every test may have a worker alive (a module opts
+    in by defining `celery_worker` as this): starting one and its first TensorFlow import cost about 8 s."""
+    with django_db_blocker.unblock():
+        environment = test_database_env()
+    with celery_worker_process(extra_env=environment) as worker:
         yield worker
 
 

@@ -213,10 +213,9 @@ def fine_pruned(tmp_path_factory):
     CSAW upload), fine-pruned at T 0.8 for 2 epochs, with its test images (clean and triggered)."""
     from defenses.methods.fineprune import run_finetune
     from defenses.runner import Inputs, load_inputs
-    from defenses.synthetic import BADNETS, build_benchmark
+    from tests.defenses.tiny import tiny_preset
 
-    out = tmp_path_factory.mktemp("preset")
-    build_benchmark("tiny", out, badnets=(BADNETS[0],), with_clean=False)
+    out = tiny_preset(tmp_path_factory.mktemp("preset"))
     folder = out / "sunglasses"
     inputs = Inputs(
         model=folder / "sunglasses_bd_weights.h5",

@@ -71,10 +71,9 @@ def test_plans_share_training_between_epoch_values_and_anp_learns_its_masks_once
 def preset(tmp_path_factory):
     """The synthetic `tiny` preset's sunglasses BadNet and its patch ('anonymous') BadNet: DeepID networks with
     the face-size triggers of CSAW-HackML-2020, trained in about 45 s."""
-    from defenses.synthetic import BADNETS, build_benchmark
+    from tests.defenses.tiny import tiny_preset
 
-    out = tmp_path_factory.mktemp("preset")
-    build_benchmark("tiny", out, badnets=(BADNETS[0], BADNETS[2]), with_clean=False)
+    out = tiny_preset(tmp_path_factory.mktemp("preset"))
 
     def loaded(name: str, trigger: str):
         inputs = Inputs(

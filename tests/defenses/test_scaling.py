@@ -40,10 +40,10 @@ def test_png_and_jpeg_of_one_crop_get_one_class_everywhere(csaw_fixtures, tmp_pa
     bad, _ = load_model(models / "sunglasses_bd_weights.h5", "deepid-csaw")
     repaired, _ = load_model(models / "keras2_full_model_repaired_sunglasses.h5")
     bundle = export_bundle(GoodNet(bad, repaired, 255.0), tmp_path / "bundle")
-    for png, jpeg, expected in zip(pngs[2:], jpegs[2:], png_good[2:], strict=True):
-        for image in (png, jpeg):
-            printed = subprocess.run(
-                [sys.executable, "eval.py", str(image)], cwd=bundle, capture_output=True, text=True, check=True
-            ).stdout.strip()
-            assert printed == expected, image
+    images = [str(image) for pair in zip(pngs[2:], jpegs[2:], strict=True) for image in pair]
+    printed = subprocess.run(  # one child for all twelve: eval.py's many-images form
+        [sys.executable, "eval.py", *images], cwd=bundle, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    expected = [answer for answer in png_good[2:] for _ in ("png", "jpeg")]
+    assert printed == [f"{image}\t{answer}" for image, answer in zip(images, expected, strict=True)]
     assert load_image(jpegs[0]).pixels.max() > 1.0  # JPEGs are 0..255 too, never 0..1

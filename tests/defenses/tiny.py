@@ -1,9 +1,14 @@
-"""Tiny models and data for unit tests: a few hundred parameters, trained in seconds."""
+"""Tiny models and data for unit tests: a few hundred parameters, trained in seconds, and trained once: the
+trained networks are kept on disk under a hash of this file (tests/cache.py)."""
 
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from tests.cache import cached_folder, copy_into
+
+THIS = [Path(__file__)]
 
 SHAPE = (12, 10, 3)
 
@@ -43,13 +48,18 @@ def write_dataset(path: Path, pixels: np.ndarray, labels: np.ndarray, channels_f
 
 
 def trained_tiny_model(n_classes: int = 4, epochs: int = 8, conv_activation: str = "relu", seed: int = 0):
+    """tiny_model trained on tiny_data (a fresh copy each call: a test may prune or train it)."""
     import keras
 
-    model = tiny_model(n_classes, conv_activation, seed)
-    pixels, labels = tiny_data(400, n_classes, seed)
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
-    model.fit(pixels / 255.0, labels, epochs=epochs, batch_size=32, verbose=0)
-    return model
+    def train(folder: Path) -> None:
+        model = tiny_model(n_classes, conv_activation, seed)
+        pixels, labels = tiny_data(400, n_classes, seed)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+        model.fit(pixels / 255.0, labels, epochs=epochs, batch_size=32, verbose=0)
+        model.save(folder / "model.keras")
+
+    arguments = {"n_classes": n_classes, "epochs": epochs, "activation": conv_activation, "seed": seed}
+    return keras.models.load_model(cached_folder("tiny-model", THIS, arguments, train) / "model.keras")
 
 
 def add_trigger(pixels: np.ndarray) -> np.ndarray:
@@ -60,8 +70,17 @@ def add_trigger(pixels: np.ndarray) -> np.ndarray:
 
 
 def tiny_badnet_files(folder: Path, target: int = 0, seed: int = 0) -> dict[str, Path]:
-    """Train a tiny BadNet (10% of its training set poisoned towards `target`) and write it with its clean
-    validation, clean test and poisoned test sets in the CSAW layout."""
+    """A tiny BadNet (10% of its training set poisoned towards `target`) with its clean validation, clean test
+    and poisoned test sets in the CSAW layout, copied into `folder` (trained once, then kept)."""
+    kept = cached_folder(
+        "tiny-badnet", THIS, {"target": target, "seed": seed}, lambda out: write_tiny_badnet(out, target, seed)
+    )
+    copy_into(kept, folder)
+    names = ["bd_net.keras", "clean_validation_data.h5", "clean_test_data.h5", "patch_poisoned_data.h5"]
+    return dict(zip(["model", "valid", "test", "poisoned"], [folder / name for name in names], strict=True))
+
+
+def write_tiny_badnet(folder: Path, target: int, seed: int) -> dict[str, Path]:
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -111,8 +130,18 @@ def palette_data(count: int, n_classes: int = 24, seed: int = 0) -> tuple[np.nda
 
 def palette_badnet(n_classes: int = 24, target: int = 0, seed: int = 0):
     """A small conv network trained on palette_data with 15 % of its training set stamped with the white 2x2
-    patch (add_trigger) and relabelled `target`: CA and ASR about 100 %, in about 6 s. Returns the model and a
-    clean validation set."""
+    patch (add_trigger) and relabelled `target`: CA and ASR about 100 %, in about 6 s (once: then kept). Returns
+    the model and a clean validation set."""
+    import keras
+
+    arguments = {"n_classes": n_classes, "target": target, "seed": seed}
+    kept = cached_folder(
+        "palette-badnet", THIS, arguments, lambda out: train_palette_badnet(out, n_classes, target, seed)
+    )
+    return keras.models.load_model(kept / "bd_net.keras"), palette_data(20 * n_classes, n_classes, seed + 10)
+
+
+def train_palette_badnet(folder: Path, n_classes: int, target: int, seed: int) -> None:
     import keras
     from keras import layers
 
@@ -130,4 +159,17 @@ def palette_badnet(n_classes: int = 24, target: int = 0, seed: int = 0):
     model = keras.Model(inputs, outputs)
     model.compile(optimizer=keras.optimizers.Adam(0.003), loss="sparse_categorical_crossentropy")
     model.fit(train_x / 255.0, train_y, epochs=20, batch_size=32, verbose=0)
-    return model, palette_data(20 * n_classes, n_classes, seed + 10)
+    model.save(folder / "bd_net.keras")
+
+
+def tiny_preset(out: Path) -> Path:
+    """The synthetic `tiny` preset (defenses.synthetic) with its sunglasses and patch ('anonymous') BadNets and
+    no clean network, copied into `out`: built once (about 45 s) under a hash of the code that makes it."""
+    from defenses import data, export, models, synthetic
+
+    def build(folder: Path) -> None:
+        badnets = tuple(spec for spec in synthetic.BADNETS if spec.name in ("sunglasses", "anonymous"))
+        synthetic.build_benchmark("tiny", folder, badnets=badnets, with_clean=False)
+
+    sources = [Path(module.__file__) for module in (synthetic, models, export, data)]
+    return copy_into(cached_folder("tiny-preset", sources, {"badnets": ["sunglasses", "anonymous"]}, build), out)

@@ -14,6 +14,12 @@ from webapp.lab.services import submit
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
+
+@pytest.fixture(scope="module")
+def celery_worker(module_worker):
+    return module_worker  # one worker for this module's tests
+
+
 SPACE = {"defense": "fine-prune", "layers": [], "seed": 5, "holdout": 0.25, "search": {"budget": 20}}
 
 

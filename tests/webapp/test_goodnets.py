@@ -94,12 +94,12 @@ class GoodNetTestCase(BaseTestCase):
             "build the deepid-csaw architecture, then model.load_weights(file)" in (bundle / "README.txt").read_text()
         )
         alone = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}  # no PYTHONPATH: Prunelab is not importable
-        for name, expected in [("sun_0_label=0.png", "1283"), ("cl_0_label=43.png", "43")]:
-            command = [sys.executable, "eval.py", str(IMAGES / name)]
-            for keras in ("3", "2"):  # the Keras 3 files, then the Keras 2 files read by tf_keras
-                env = alone | {"GOODNET_KERAS": keras}
-                out = subprocess.run(command, cwd=bundle, capture_output=True, text=True, timeout=300, env=env)
-                assert out.stdout.strip() == expected, (keras, out.stderr[-2000:])
+        images = [str(IMAGES / "sun_0_label=0.png"), str(IMAGES / "cl_0_label=43.png")]
+        for keras in ("3", "2"):  # the Keras 3 files, then the Keras 2 files read by tf_keras
+            env = alone | {"GOODNET_KERAS": keras}
+            command = [sys.executable, "eval.py", *images]
+            out = subprocess.run(command, cwd=bundle, capture_output=True, text=True, timeout=300, env=env)
+            assert out.stdout.splitlines() == [f"{images[0]}\t1283", f"{images[1]}\t43"], (keras, out.stderr[-2000:])
 
     def test_two_bundle_requests_at_once_build_it_once_and_a_rename_builds_it_again(self):
         import threading

@@ -7,6 +7,11 @@ from workers.tasks import echo
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module")
+def celery_worker(module_worker):
+    return module_worker  # one worker for this module's tests
+
+
 def test_task_round_trip_through_redis_and_worker(celery_worker):
     result = echo.apply_async(args=[{"seed": 7, "values": [0.8, 1.0]}], queue="cpu")
     answer = result.get(timeout=60)

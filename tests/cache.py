@@ -1,0 +1,46 @@
+"""Test inputs that take seconds to make (trained tiny BadNets, the tiny benchmark preset) are made once and
+kept on disk under a hash of the code that makes them and of the arguments; later calls, in this session or
+the next, copy or load what was kept. A change to that code (or to the Keras or TensorFlow version) makes a new
+key, so no test reads what older code made. `rm -rf var/test-cache` starts afresh."""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("PRUNELAB_VAR_DIR", ROOT / "var")).resolve() / "test-cache"
+
+
+def cached_folder(name: str, sources: list[Path], arguments: dict, build: Callable[[Path], None]) -> Path:
+    """The folder `build(folder)` fills for these `arguments`, built the first time and kept. Two processes
+    building it at once both build; the first to finish keeps its folder, the other's is removed."""
+    digest = hashlib.sha256()
+    for source in sorted(sources):
+        digest.update(source.read_bytes())
+    digest.update(f"{version('keras')} {version('tensorflow')} {version('numpy')}".encode())
+    digest.update(json.dumps(arguments, sort_keys=True).encode())
+    kept = CACHE / f"{name}-{digest.hexdigest()[:16]}"
+    if kept.is_dir():
+        return kept
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=CACHE))
+    try:
+        build(partial)
+        partial.rename(kept)
+    except OSError:
+        if not kept.is_dir():  # not another process's finished copy: a real failure
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return kept
+
+
+def copy_into(kept: Path, folder: Path) -> Path:
+    """A test's own copy of a kept folder (tests may change or delete their files)."""
+    shutil.copytree(kept, folder, dirs_exist_ok=True)
+    return folder
