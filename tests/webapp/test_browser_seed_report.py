@@ -23,6 +23,8 @@ def test_the_reports_table_1_is_shown_beside_the_teams(live_server, tmp_path):
         assert table.is_visible()
         chosen = page.locator("#seed-table-1 td.best").inner_text().split()
         assert chosen == ["93.569", "95.000", "+1.431"]  # the report's, the team's, the difference
+        outline = page.locator("#seed-table-1 td.best").evaluate("cell => getComputedStyle(cell).outlineStyle")
+        assert outline == "solid"  # the page says "the outlined cell is its choice": it is drawn
         assert page.locator("#seed-table-1 td").count() == 27
         assert not page.locator("#notify-me").is_visible()  # a finished experiment offers no notification
         page.shot("table-1")

@@ -50,6 +50,10 @@ class ChartPdfTestCase(BaseTestCase):
         badnet = self.study.badnet
         Profile.objects.create(badnet=badnet, dataset=self.study.valid, status="done", means={"conv_3": [0.1, 0.5]})
         self.pdf(f"/badnets/{badnet.pk}/charts/profile-conv_3.pdf")
+        rows = self.client.get(f"/badnets/{badnet.pk}/charts/profile-conv_3.csv").content.decode().splitlines()
+        assert rows == ["layer,channel,mean", "conv_3,0,0.1", "conv_3,1,0.5"]  # the chart's own numbers
+        page = self.client.get(f"/badnets/{badnet.pk}/").content.decode()
+        assert f'data-csv="/badnets/{badnet.pk}/charts/SLUG.csv"' in page
         rates = {"false_alarm": 1.0, "detection": {"sunglasses": 90.0}}
         curve = {"false_alarm": [100.0, 0.0], "detection": [100.0, 0.0], "auc": 0.9}
         figures = {

@@ -81,6 +81,17 @@ class StripTestCase(BaseTestCase):
         goodnet.refresh_from_db()
         assert not first.exists() and Path(goodnet.strip_file.path).exists() and goodnet.strip_frr == 2
 
+    def test_the_form_starts_with_the_badnets_own_sets(self):
+        folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
+        stamped = write_dataset(folder / "p2.h5", add_trigger(tiny_data(50, seed=9)[0]), [1] * 50)
+        other = add_dataset(self.blue, self.alice, stamped, "other", Dataset.POISONED_TEST, trigger="x", target=1)
+        for dataset in (self.valid, self.test, self.patch):  # declared for this BadNet; `other` for none
+            dataset.badnets.add(self.bad)
+        form = self.client.get(f"/goodnets/{self.goodnet.pk}/").context["form"]
+        assert form.initial["valid"] == self.valid.pk and form.initial["test"] == self.test.pk
+        assert form.initial["poisoned"] == [self.patch.pk]
+        assert other in form.fields["poisoned"].queryset  # it fits: offered, not ticked
+
     def test_the_form_refuses_another_teams_set_a_set_too_small_and_a_rate_out_of_range(self):
         folder = Path(self.enterContext(tempfile.TemporaryDirectory()))
         small_file = write_dataset(folder / "s.h5", *tiny_data(50))

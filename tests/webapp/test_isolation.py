@@ -19,7 +19,7 @@ ROUTES = {
     "badnet": ("get", lambda t: {"pk": t.exp.badnet.pk}),
     "badnet-profile": ("post", lambda t: {"pk": t.exp.badnet.pk}),
     "badnet-profiles": ("get", lambda t: {"pk": t.exp.badnet.pk}),
-    "badnet-chart-pdf": ("get", lambda t: {"pk": t.exp.badnet.pk, "slug": "profile-conv_3"}),
+    "badnet-chart": ("get", lambda t: {"pk": t.exp.badnet.pk, "slug": "profile-conv_3", "fmt": "csv"}),
     "badnet-scan": ("post", lambda t: {"pk": t.exp.badnet.pk}),
     "badnet-scans": ("get", lambda t: {"pk": t.exp.badnet.pk}),
     "dataset": ("get", lambda t: {"pk": t.exp.valid.pk}),
@@ -95,7 +95,7 @@ PUBLIC = {"landing", "health", "alive", "login", "logout", "api-schema"}
 # Downloads of real networks: the owner's side is tested with real files (test_goodnets.py, test_run.py).
 REAL_NETWORKS = {"goodnet-bundle", "run-repaired", "run-repaired-keras2", "run-repaired-keras2-weights"}
 # PDFs of charts this setUp has no points or profile for (drawn for the owner in test_chart_pdf.py)
-NO_CHART_HERE = {"run-chart-pdf", "badnet-chart-pdf"}
+NO_CHART_HERE = {"run-chart-pdf", "badnet-chart"}
 
 
 def route_names(patterns=None, namespace="") -> set[str]:

@@ -6,7 +6,7 @@ from defenses.methods import METHODS
 from defenses.search import can_search
 from defenses.selection import der
 from tests.webapp.base import BaseTestCase
-from webapp.lab.models import Dataset, Experiment, Leaderboard, Run
+from webapp.lab.models import Dataset, Experiment, Leaderboard, Point, Run
 from webapp.lab.results import leaderboard_rows
 
 # validation ASR of each defense's points: the ranking must follow it (lower is better), not the test ASR
@@ -104,9 +104,17 @@ class LeaderboardTestCase(BaseTestCase):
         top = rows[0]
         assert top["best"]["false_alarm"] == 1.0 and top["best"]["detection sunglasses"] == 60.0
         assert round(top["der"], 3) == round((0.05 - 0.02 + 1) / 2, 3)  # ASR 100 -> 95 on the test set, CA 96 -> 94
+        # a defense whose runs stored no "before" (incremental pruning's, in a newcomer's walk) is rated against
+        # the BadNet's figures another defense's runs stored: one BadNet and one set of test sets per board
+        for point in Point.objects.filter(run__experiments__space__defense="incremental"):
+            point.metrics.pop("before", None)
+            point.save()
+        incremental = next(row for row in leaderboard_rows(board) if row["method"].name == "incremental")
+        assert not incremental["before"] and incremental["der"] is not None
+        assert round(incremental["der"], 3) == round((VALID_ASR["incremental"] / 100 - 0.02 + 1) / 2, 3)
         page = self.client.get(f"/leaderboards/{board.pk}/").content.decode()
         assert page.index('data-method="ft-sam"') < page.index('data-method="anp"') < page.index('data-method="nad"')
-        assert "no point selected" in page and 'data-finished="true"' in page
+        assert "no point selected" in page and 'data-finished="true"' in page and "<td>1</td>" in page
 
     def test_a_defense_still_running_is_neither_ranked_nor_offered_and_says_how_far_it_is(self):
         board = self.start()
@@ -123,6 +131,9 @@ class LeaderboardTestCase(BaseTestCase):
         anp_row = page[page.index('data-method="anp"') :].split("</tr>")[0]
         assert said in anp_row and "Compose" not in anp_row
         assert 'data-finished="false"' in page
+        # the defenses that have ended are in order, but numbered only when the whole board has ended
+        first = page[page.index('<tr class="defense"') :].split("</tr>")[0]
+        assert "<td>1</td>" not in page and ">so far</small>" in first
         Run.objects.filter(pk=runs[0].pk).update(status=Run.CANCELLED)  # a user stopped it: the row says so
         row = next(r for r in leaderboard_rows(board) if r["method"].name == "anp")
         assert row["cancelled"] == f"cancelled: 1 of {len(runs)} run{'s' if len(runs) != 1 else ''}"

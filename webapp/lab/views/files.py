@@ -66,9 +66,10 @@ def profile_charts(profiles: list[Profile]) -> list:
 
 
 @team_required
-def badnet_chart_pdf(request, pk: int, slug: str):
+def badnet_chart(request, pk: int, slug: str, fmt: str):
+    """An activation profile's chart as CSV or PDF."""
     badnet = owned_or_404(BadNet.objects.select_related("team"), request.user, pk=pk)
-    return chart_file(request, profile_charts(own_profiles(badnet)), slug, "pdf", f"badnet-{badnet.pk}")
+    return chart_file(request, profile_charts(own_profiles(badnet)), slug, fmt, f"badnet-{badnet.pk}")
 
 
 @team_required
