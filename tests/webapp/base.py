@@ -91,3 +91,16 @@ class BaseTestCase(TestCase):
         """Create the experiment's runs (not queued) and store the points `metrics_for(run, position)` gives,
         as a worker would (tests.lab.factories.finished)."""
         return finished(experiment, metrics_for)
+
+
+def stored_detector_figures(trigger: str = "sunglasses") -> dict:
+    """A GoodNet's detector figures as a STRIP calibration stores them (defenses.goodnet.detector_figures)."""
+    rates = {"false_alarm": 1.0, "detection": {trigger: 90.0}}
+    curve = {"false_alarm": [100.0, 0.0], "detection": [100.0, 0.0], "auc": 0.9}
+    return {
+        "rules": {rule: rates for rule in ("disagreement", "STRIP", "either")},
+        "roc": {trigger: {"disagreement": curve, "STRIP": curve}},
+        "images": {"clean": 30, trigger: 30},
+        "threshold": 0.2,
+        "frr": 1.0,
+    }

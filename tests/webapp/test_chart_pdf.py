@@ -8,7 +8,7 @@ from unittest import mock
 
 from django.test import override_settings
 
-from tests.webapp.base import BaseTestCase
+from tests.webapp.base import BaseTestCase, stored_detector_figures
 from tests.webapp.test_experiment import GRID, grid_metrics
 from webapp.core.throttles import PerUserThrottle
 from webapp.lab.models import GoodNet, Profile
@@ -54,15 +54,7 @@ class ChartPdfTestCase(BaseTestCase):
         assert rows == ["layer,channel,mean", "conv_3,0,0.1", "conv_3,1,0.5"]  # the chart's own numbers
         page = self.client.get(f"/badnets/{badnet.pk}/").content.decode()
         assert f'data-csv="/badnets/{badnet.pk}/charts/SLUG.csv"' in page
-        rates = {"false_alarm": 1.0, "detection": {"sunglasses": 90.0}}
-        curve = {"false_alarm": [100.0, 0.0], "detection": [100.0, 0.0], "auc": 0.9}
-        figures = {
-            "rules": {rule: rates for rule in ("disagreement", "STRIP", "either")},
-            "roc": {"sunglasses": {"disagreement": curve, "STRIP": curve}},
-            "images": {"clean": 30, "sunglasses": 30},
-            "threshold": 0.2,
-            "frr": 1.0,
-        }
+        figures = stored_detector_figures()
         goodnet = GoodNet.objects.create(
             team=self.blue, owner=self.alice, name="g", badnet=badnet, run=self.runs[0], sha256="x", figures=figures
         )

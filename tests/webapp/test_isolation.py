@@ -4,7 +4,7 @@ entry here fails `test_every_route_is_checked`."""
 
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from tests.webapp.base import BaseTestCase
+from tests.webapp.base import BaseTestCase, stored_detector_figures
 from webapp.lab.models import Experiment, GoodNet, Leaderboard, Run, Upload
 from webapp.lab.uploads import open_upload
 
@@ -119,15 +119,7 @@ class IsolationTestCase(BaseTestCase):
         Run.objects.filter(pk=runs[0].pk).update(kind="finetune")
         self.board = Leaderboard.objects.create(team=self.blue, owner=self.alice, badnet=self.exp.badnet)
         Experiment.objects.filter(pk=self.exp.pk).update(leaderboard=self.board)
-        rates = {"false_alarm": 1.0, "detection": {"sunglasses": 90.0}}
-        curve = {"false_alarm": [100.0, 0.0], "detection": [100.0, 0.0], "auc": 0.9}
-        figures = {
-            "rules": {rule: rates for rule in ("disagreement", "STRIP", "either")},
-            "roc": {"sunglasses": {"disagreement": curve, "STRIP": curve}},
-            "images": {"clean": 30, "sunglasses": 30},
-            "threshold": 0.2,
-            "frr": 1.0,
-        }
+        figures = stored_detector_figures()
         self.upload = open_upload(self.alice, self.blue, Upload.DATASET, "set.h5", 10)
         self.goodnet = GoodNet.objects.create(
             team=self.blue, owner=self.alice, name="g", badnet=self.exp.badnet, run=runs[0], sha256="x", figures=figures
