@@ -142,7 +142,14 @@ def plan_variant(space: dict) -> Plan:
     return plan(parameter_space(space))
 
 
+THRESHOLD_RULE = (
+    "Threshold rule of the seed report (every conv layer at T times its mean activation), not the paper's "
+    "incremental pruning of the last layer (that is the 'incremental' defense)."
+)
+
+
 def variant(name: str, title: str, summary: str, parameters: tuple, sweep: dict) -> Method:
+    """A registered defense of this module; one that prunes says how its pruning departs from the paper."""
     return register(
         Method(
             name=name,
@@ -155,8 +162,7 @@ def variant(name: str, title: str, summary: str, parameters: tuple, sweep: dict)
             charts=CHARTS,
             jobs=(FINETUNE, PRUNE_CURVE),
             sweep=sweep,
-            deviations="Threshold rule of the seed report (every conv layer at T times its mean activation), "
-            "not the paper's incremental pruning of the last layer (that is the 'incremental' defense).",
+            deviations=THRESHOLD_RULE if THRESHOLDS in parameters else "",
         )
     )
 

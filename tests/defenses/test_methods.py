@@ -260,3 +260,10 @@ def test_ibau_unlearns_the_sunglasses_backdoor_in_three_rounds(preset):
     )
     assert points[0]["before"]["asr"]["sunglasses"] > 95
     assert asr(points[3]) < 10 and points[3]["ca"] > 85, (asr(points[3]), points[3]["ca"])
+
+
+def test_only_the_variants_that_prune_say_how_their_pruning_departs_from_the_paper():
+    from defenses.methods import METHODS
+
+    assert "Threshold rule" in METHODS["fine-prune"].deviations and "Threshold rule" in METHODS["prune-only"].deviations
+    assert METHODS["fine-tune"].deviations == ""  # it prunes nothing: a newcomer read the rule on its page

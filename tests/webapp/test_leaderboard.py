@@ -123,10 +123,11 @@ class LeaderboardTestCase(BaseTestCase):
         self.finish_board(board)
         anp = board.experiments.get(space__defense="anp")
         runs = list(anp.own_runs().order_by("pk"))
-        Run.objects.filter(pk=runs[0].pk).update(status=Run.RUNNING)  # one of its runs is still going
+        # one of its runs is still going, between two points (what the count cannot show is said beside it)
+        Run.objects.filter(pk=runs[0].pk).update(status=Run.RUNNING, stage="Neural Cleanse scan: 32 of 40 labels")
         row = next(r for r in leaderboard_rows(board) if r["method"].name == "anp")
         said = f"running: {len(runs) - 1} of {len(runs)} run{'s' if len(runs) != 1 else ''} done"
-        assert row["best"] is None and row["state"] == said
+        assert row["best"] is None and row["state"] == f"{said} (Neural Cleanse scan: 32 of 40 labels)"
         page = self.client.get(f"/leaderboards/{board.pk}/").content.decode()
         anp_row = page[page.index('data-method="anp"') :].split("</tr>")[0]
         assert said in anp_row and "Compose" not in anp_row

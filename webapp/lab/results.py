@@ -265,15 +265,17 @@ def cancelled_words(experiment: Experiment, runs: list[Run]) -> str:
 
 def unfinished_words(experiment: Experiment, runs: list[Run]) -> str:
     """Where an unfinished experiment stands, from its runs' real status: "running: 3 of 7 runs done", "queued:
-    0 of 7 runs done", or a search's "running: 40 of 100 units spent"."""
+    0 of 7 runs done", or a search's "running: 40 of 100 units spent"; with what a running run is doing between
+    its points (Run.stage: a Neural Cleanse scan's labels), which no count shows."""
+    stage = next((run.stage for run in runs if run.status == Run.RUNNING and run.stage), "")
+    doing = f" ({stage})" if stage else ""
     if experiment.is_search:
         search = experiment.search
-        return (
-            f"{search.get('status', 'queued')}: {search.get('spent', 0):g} of {search.get('budget', 0):g} units spent"
-        )
+        spent, budget = search.get("spent", 0), search.get("budget", 0)
+        return f"{search.get('status', Status.QUEUED)}: {spent:g} of {budget:g} units spent{doing}"
     state = Run.RUNNING if any(run.status == Run.RUNNING for run in runs) else Run.QUEUED
     done = sum(run.status == Run.DONE for run in runs)
-    return f"{state}: {done} of {len(runs)} run{'s' if len(runs) != 1 else ''} done"
+    return f"{state}: {done} of {len(runs)} run{'s' if len(runs) != 1 else ''} done{doing}"
 
 
 def goodnet_label(goodnet) -> str:
