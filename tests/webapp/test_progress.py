@@ -6,7 +6,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from tests.webapp.base import BaseTestCase
-from webapp.lab.models import Run
+from webapp.lab.models import Experiment, Run
 from webapp.lab.results import progress
 from webapp.lab.services import submit
 
@@ -31,6 +31,13 @@ class ProgressTestCase(BaseTestCase):
             and "next in your team's line" in page
             and "left" not in page.split("progress-words")[1][:200]
         )
+        # a search of the team holds a worker for all its trials (its rungs are never queued): said, not counted
+        searching = self.experiment({"epochs": [10]})
+        Experiment.objects.filter(pk=searching.pk).update(
+            space=searching.space | {"search": {"budget": 40}}, search={"status": "running"}
+        )
+        page = self.client.get(f"/experiments/{self.exp.pk}/").content.decode()
+        assert "1 search of your team holds workers for all its trials and may start first" in page
 
     def test_time_left_is_the_measured_pace_times_the_points_left_whatever_the_queue_took(self):
         now = timezone.now()

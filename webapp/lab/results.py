@@ -152,9 +152,11 @@ def progress(experiment: Experiment) -> dict:
     if experiment.is_search:  # the budget spent is the progress; the runs are its rungs so far
         search = searches.summary(experiment)
         fraction = 1.0 if search["status"] == Status.DONE else min(1.0, search["spent"] / (search["budget"] or 1))
+    waiting_runs = any(run.place for run in runs)
     return {
         "runs": runs,
         "fraction": fraction,
+        "searches_first": searches_holding_workers(experiment) if waiting_runs else 0,
         "seconds_left": None if search else seconds_left(runs),
         "waiting": not any(run.status == Run.RUNNING for run in runs)
         and (any(run.place for run in runs) or (search or {}).get("status") == Status.QUEUED),
@@ -162,6 +164,13 @@ def progress(experiment: Experiment) -> dict:
         "failed": [run for run in runs if run.status in (Run.FAILED, Run.CANCELLED)],
         "search": search,
     }
+
+
+def searches_holding_workers(experiment: Experiment) -> int:
+    """The team's other searches that are queued or running: each holds a worker for all its trials (their
+    rungs are run inside the search's task, not queued), so a run's place in line does not count them."""
+    others = Experiment.objects.filter(team_id=experiment.team_id, search__status__in=[Status.QUEUED, Status.RUNNING])
+    return others.exclude(pk=experiment.pk).count()
 
 
 def run_summary(run: Run) -> dict:
