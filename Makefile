@@ -19,7 +19,7 @@ run: $(STAMP) $(CHROMIUM)
 test: $(STAMP) $(CHROMIUM) $(COMPOSE)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m tests.run $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -13,7 +13,10 @@ from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("PRUNELAB_VAR_DIR", ROOT / "var")).resolve() / "test-cache"
+# tests/run.py points its two sessions at one cache (PRUNELAB_TEST_CACHE)
+CACHE = Path(
+    os.environ.get("PRUNELAB_TEST_CACHE") or Path(os.environ.get("PRUNELAB_VAR_DIR", ROOT / "var")) / "test-cache"
+).resolve()
 
 
 def cached_folder(name: str, sources: list[Path], arguments: dict, build: Callable[[Path], None]) -> Path:

@@ -1,0 +1,55 @@
+"""`make test`'s pytest: the suite as two pytest sessions side by side, each with its own Redis, test database
+and media (PRUNELAB_VAR_DIR=var/test-1, var/test-2), sharing the kept tiny networks (var/test-cache). On 2
+cores the library's tests (mostly TensorFlow training) and the web app's (mostly waiting on workers, Redis and
+Chromium) overlap well; the two groups take about the same time alone.
+
+    python -m tests.run [PYTEST ARGS]    # e.g. -m "not slow"; each session gets the same arguments
+
+Each session's output is written to var/test-N/pytest.log and printed when it ends; the exit code is the first
+failing session's. A single session (`pytest`) still runs everything, as before."""
+
+import os
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUPS = [
+    ["tests/defenses", "tests/docker", "tests/fuzz", "tests/stack", "tests/workers", "tests/test_imports.py"],
+    ["tests/webapp", "tests/lab"],
+]
+
+
+def covers_every_test_folder() -> None:
+    """A new folder under tests/ must join a group, or it would silently not run."""
+    named = {Path(path).name for group in GROUPS for path in group}
+    present = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    present |= {p.name for p in (ROOT / "tests").glob("test_*.py")}
+    if present - named:
+        sys.exit(f"tests/run.py: {sorted(present - named)} belong to no group; add them to GROUPS")
+
+
+def main(arguments: list[str]) -> int:
+    covers_every_test_folder()
+    var = Path(os.environ.get("PRUNELAB_VAR_DIR", ROOT / "var")).resolve()
+    started, sessions = time.monotonic(), []
+    with ExitStack() as logs:
+        for number, paths in enumerate(GROUPS, start=1):
+            folder = var / f"test-{number}"
+            folder.mkdir(parents=True, exist_ok=True)
+            env = dict(os.environ, PRUNELAB_VAR_DIR=str(folder), PRUNELAB_TEST_CACHE=str(var / "test-cache"))
+            log = logs.enter_context(open(folder / "pytest.log", "w"))
+            command = [sys.executable, "-m", "pytest", *arguments, *paths]
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            sessions.append((paths, Path(log.name), process))
+        codes = [process.wait() for _, _, process in sessions]
+    for (paths, log, _), code in zip(sessions, codes, strict=True):
+        print(f"\n===== {' '.join(paths)}: exit {code} =====\n{log.read_text()}", flush=True)
+    print(f"===== both sessions ended in {time.monotonic() - started:.0f} s =====")
+    return next((code for code in codes if code != 0), 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
