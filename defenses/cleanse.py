@@ -204,6 +204,29 @@ def _reverse_group(model, clean, divisor, labels, settings, steps, should_stop):
     return result
 
 
+def ranked_rows(result: Scan) -> list[dict]:
+    """Every label's figures, most anomalous first: mask L1, anomaly index (of log L1), the paper's index (of
+    raw L1), the reversed trigger's success rate, its steps and whether it is flagged (pages and CLI alike)."""
+    ranked = sorted(result.triggers, key=lambda label: -result.anomaly[label])
+    return [
+        {
+            "label": label,
+            "l1": round(result.triggers[label].norm, 2),
+            "anomaly": round(result.anomaly[label], 2),
+            "paper_anomaly": round(result.paper_anomaly[label], 2),
+            "success": round(result.triggers[label].success, 1),
+            "steps": result.triggers[label].steps,
+            "flagged": label in result.flagged,
+        }
+        for label in ranked
+    ]
+
+
+def smallest_labels(result: Scan, count: int) -> list[int]:
+    """The `count` labels whose reversed triggers have the smallest masks (the likeliest targets to look at)."""
+    return sorted(result.triggers, key=lambda label: result.triggers[label].norm)[:count]
+
+
 def scan(
     model,
     clean: np.ndarray,

@@ -477,7 +477,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from defenses.cleanse import ScanSettings, scan
+    from defenses.cleanse import ScanSettings, ranked_rows, scan
     from defenses.finetune import seed_everything
 
     if args.steps < 1:
@@ -493,20 +493,7 @@ def cmd_scan(args) -> int:
         ScanSettings(steps=args.steps),
         on_stage=lambda words: print(words, file=sys.stderr),
     )
-    rows = sorted(
-        (
-            {
-                "label": label,
-                "l1": round(trigger.norm, 2),
-                "anomaly": round(result.anomaly.get(label, 0.0), 3),
-                "paper_anomaly": round(result.paper_anomaly.get(label, 0.0), 3),
-                "success": round(trigger.success, 2),
-                "steps": trigger.steps,
-            }
-            for label, trigger in result.triggers.items()
-        ),
-        key=lambda row: -row["anomaly"],
-    )
+    rows = ranked_rows(result)
     for row in rows[:10]:
         print(f"label {row['label']}: mask L1 {row['l1']}, anomaly index {row['anomaly']}, success {row['success']}%")
     flagged = ", ".join(map(str, result.flagged))
@@ -521,10 +508,12 @@ def write_scan(folder: Path, result, rows: list[dict]) -> None:
     import numpy as np
     from PIL import Image
 
+    from defenses.cleanse import smallest_labels
+
     folder.mkdir(parents=True, exist_ok=True)
     record = {"flagged": result.flagged, "prescreened": result.prescreened, "seconds": result.seconds, "rows": rows}
     (folder / "scan.json").write_text(json.dumps(record, indent=2))
-    for trigger in sorted(result.triggers.values(), key=lambda t: t.norm)[:3]:
+    for trigger in (result.triggers[label] for label in smallest_labels(result, 3)):
         mask = np.clip(trigger.mask * 255, 0, 255).astype(np.uint8)
         Image.fromarray(mask).save(folder / f"label-{trigger.label}-mask.png")
         drawn = np.clip(trigger.mask[..., None] * trigger.pattern, 0, 255).astype(np.uint8)

@@ -76,11 +76,18 @@ def tiny_badnet_files(folder: Path, target: int = 0, seed: int = 0) -> dict[str,
         "tiny-badnet", THIS, {"target": target, "seed": seed}, lambda out: write_tiny_badnet(out, target, seed)
     )
     copy_into(kept, folder)
-    names = ["bd_net.keras", "clean_validation_data.h5", "clean_test_data.h5", "patch_poisoned_data.h5"]
-    return dict(zip(["model", "valid", "test", "poisoned"], [folder / name for name in names], strict=True))
+    return {role: folder / name for role, name in TINY_BADNET_FILES.items()}
 
 
-def write_tiny_badnet(folder: Path, target: int, seed: int) -> dict[str, Path]:
+TINY_BADNET_FILES = {
+    "model": "bd_net.keras",
+    "valid": "clean_validation_data.h5",
+    "test": "clean_test_data.h5",
+    "poisoned": "patch_poisoned_data.h5",
+}
+
+
+def write_tiny_badnet(folder: Path, target: int, seed: int) -> None:
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -91,15 +98,12 @@ def write_tiny_badnet(folder: Path, target: int, seed: int) -> dict[str, Path]:
     model = tiny_model(seed=seed)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
     model.fit(train_x / 255.0, train_y, epochs=12, batch_size=32, verbose=0)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "bd_net.keras")
+    files = {role: folder / name for role, name in TINY_BADNET_FILES.items()}
+    model.save(files["model"])
     valid, test = tiny_data(200, seed=seed + 1), tiny_data(200, seed=seed + 2)
-    return {
-        "model": folder / "bd_net.keras",
-        "valid": write_dataset(folder / "clean_validation_data.h5", *valid),
-        "test": write_dataset(folder / "clean_test_data.h5", *test),
-        "poisoned": write_dataset(folder / "patch_poisoned_data.h5", add_trigger(test[0]), np.full(200, target)),
-    }
+    write_dataset(files["valid"], *valid)
+    write_dataset(files["test"], *test)
+    write_dataset(files["poisoned"], add_trigger(test[0]), np.full(200, target))
 
 
 def png_declaring(width: int, height: int) -> bytes:

@@ -10,12 +10,10 @@ PICTURED = 3  # besides the flagged labels, the labels with the smallest masks g
 def scan_record(result, example) -> dict:
     """A finished scan as JSON for its row: the labels ranked by anomaly index, the flagged ones, and
     pictures (mask, trigger = mask x pattern, `example` stamped) of the flagged and smallest labels."""
-    from defenses.cleanse import stamp
+    from defenses.cleanse import ranked_rows, smallest_labels, stamp
     from webapp.lab.inference import thumbnail
 
-    ranked = sorted(result.triggers, key=lambda label: -result.anomaly[label])
-    smallest = sorted(result.triggers, key=lambda label: result.triggers[label].norm)[:PICTURED]
-    pictured = list(dict.fromkeys(result.flagged + smallest))
+    pictured = list(dict.fromkeys(result.flagged + smallest_labels(result, PICTURED)))
     pictures = {}
     for label in pictured:
         trigger = result.triggers[label]
@@ -32,18 +30,7 @@ def scan_record(result, example) -> dict:
         "prescreened": result.prescreened,
         "seconds": round(result.seconds, 1),
         "median_l1": norms[len(norms) // 2],
-        "rows": [
-            {
-                "label": label,
-                "l1": round(result.triggers[label].norm, 2),
-                "anomaly": round(result.anomaly[label], 2),
-                "paper_anomaly": round(result.paper_anomaly[label], 2),
-                "success": round(result.triggers[label].success, 1),
-                "steps": result.triggers[label].steps,
-                "flagged": label in result.flagged,
-            }
-            for label in ranked[:10]
-        ],
+        "rows": ranked_rows(result)[:10],
         "pictures": pictures,
     }
 

@@ -159,7 +159,7 @@ def progress(experiment: Experiment) -> dict:
         "searches_first": searches_holding_workers(experiment) if waiting_runs else 0,
         "seconds_left": None if search else seconds_left(runs),
         "waiting": not any(run.status == Run.RUNNING for run in runs)
-        and (any(run.place for run in runs) or (search or {}).get("status") == Status.QUEUED),
+        and (waiting_runs or (search or {}).get("status") == Status.QUEUED),
         "finished": experiment.is_finished(),
         "failed": [run for run in runs if run.status in (Run.FAILED, Run.CANCELLED)],
         "search": search,

@@ -14,7 +14,7 @@ from webapp.lab import composition, inference
 from webapp.lab.access import owned_or_404, team_required
 from webapp.lab.charts import detector_charts, figures_payload
 from webapp.lab.forms import ClassifyForm, GoodNetFromRunForm, GoodNetUploadForm, StripForm
-from webapp.lab.models import Dataset, GoodNet
+from webapp.lab.models import GoodNet
 from webapp.lab.services import declared_initial, request_strip
 from webapp.lab.uploads import store_checked
 from webapp.lab.views.downloads import chart_file
@@ -88,12 +88,8 @@ def detector_context(goodnet: GoodNet) -> dict:
 def goodnet(request, pk: int, form: StripForm | None = None, status: int = 200):
     """A GoodNet: its networks, its bundle, and STRIP (the form, its state, the detector figures)."""
     goodnet = owned_or_404(GoodNet.objects.select_related("badnet", "run", "team"), request.user, pk=pk)
-    # the BadNet's own sets (declared for it), then the last calibration's choices
-    declared = declared_initial(goodnet.badnet)
-    poisoned = set(
-        Dataset.objects.filter(pk__in=declared["poisoned"], role=Dataset.POISONED_TEST).values_list("pk", flat=True)
-    )
-    chosen = declared | {"poisoned": sorted(poisoned), "frr": goodnet.strip_frr or 1.0}
+    # the BadNet's own sets (declared for it; the form ticks those it offers), then the last calibration's
+    chosen = declared_initial(goodnet.badnet) | {"frr": goodnet.strip_frr or 1.0}
     if goodnet.strip_valid_id:
         chosen["valid"] = goodnet.strip_valid_id
     context = detector_context(goodnet) | {"form": form or StripForm(goodnet, initial=chosen)}
