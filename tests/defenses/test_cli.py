@@ -2,21 +2,13 @@
 Neural Cleanse's scan, STRIP and the Keras 2 export end to end."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.defenses.cli import run_cli, run_cli_process
 from tests.defenses.tiny import tiny_badnet_files
 
 COMMANDS = ["inspect", "classify", "evaluate", "fineprune", "prune-curve", "repair", "scan", "strip", "export"]
-
-
-def run_cli(*args, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "defenses", *map(str, args)], capture_output=True, text=True)
-    if check:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return done
 
 
 @pytest.fixture(scope="module")
@@ -26,20 +18,20 @@ def badnet(tmp_path_factory):
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command):
-    done = run_cli(command, "--help")
+    done = run_cli_process(command, "--help")
     assert done.stdout.startswith("usage: python -m defenses " + command)
 
 
 def test_refusals_exit_2_with_the_reason(tmp_path, csaw_fixtures):
     weights = csaw_fixtures / "models" / "sunglasses_bd_weights.h5"
-    done = run_cli("inspect", weights, check=False)
+    done = run_cli_process("inspect", weights, check=False)
     assert done.returncode == 2
     assert "refused: sunglasses_bd_weights.h5 holds weights only; choose its architecture preset" in done.stderr
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"\0" * 100)
-    done = run_cli("inspect", junk, check=False)
+    done = run_cli_process("inspect", junk, check=False)
     assert done.returncode == 2 and "neither an HDF5 file" in done.stderr
-    done = run_cli("inspect", tmp_path / "missing.h5", check=False)
+    done = run_cli_process("inspect", tmp_path / "missing.h5", check=False)
     assert done.returncode == 2 and "no such file" in done.stderr
 
 

@@ -10,6 +10,7 @@ from defenses.data import load_image
 from defenses.goodnet import GoodNet, export_bundle
 from defenses.metrics import predict_labels
 from defenses.models import load_model, verify_model_file
+from tests.defenses import cli
 
 pytestmark = pytest.mark.slow
 
@@ -104,9 +105,7 @@ def test_weights_only_file_without_preset_is_refused_with_advice(csaw_fixtures):
 
 
 def run_cli(*args) -> list[str]:
-    done = subprocess.run([sys.executable, "-m", "defenses", *map(str, args)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip().splitlines()
+    return cli.run_cli(*args).stdout.strip().splitlines()
 
 
 def test_the_sandboxed_loader_gets_none_of_the_callers_secrets(monkeypatch, tmp_path):

@@ -10,6 +10,7 @@ from PIL import Image
 from defenses.data import load_image
 from defenses.goodnet import GoodNet, export_bundle
 from defenses.models import load_model
+from tests.defenses.cli import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -25,9 +26,7 @@ def test_png_and_jpeg_of_one_crop_get_one_class_everywhere(csaw_fixtures, tmp_pa
 
     def classify(*extra):
         args = ["--model", models / "sunglasses_bd_weights.h5", "--arch", "deepid-csaw", *extra, *pngs, *jpegs]
-        done = subprocess.run(
-            [sys.executable, "-m", "defenses", "classify", *map(str, args)], capture_output=True, text=True, check=True
-        )
+        done = run_cli("classify", *args)
         answers = [line.split("\t")[1] for line in done.stdout.splitlines()]
         return answers[: len(pngs)], answers[len(pngs) :]
 
