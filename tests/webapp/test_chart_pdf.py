@@ -2,16 +2,28 @@
 renders (about 2 s each), the refusal when the server has no Chromium, and the per-user rate."""
 
 import re
+import tempfile
 import uuid
 from pathlib import Path
 from unittest import mock
 
+from django.conf import settings
 from django.test import override_settings
 
 from tests.webapp.base import BaseTestCase, stored_detector_figures
 from tests.webapp.test_experiment import GRID, grid_metrics
 from webapp.core.throttles import PerUserThrottle
 from webapp.lab.models import GoodNet, Profile
+
+
+def browser_failing(path: Path, mark: Path, times: str) -> Path:
+    """A stand-in for the server's Chromium that exits at once (leaving `mark`) the first time, or every time,
+    and otherwise is the real one."""
+    real = settings.CHROMIUM_PATH
+    once = f'[ -e "{mark}" ] || {{ touch "{mark}"; exit 1; }}; exec "{real}" "$@"'
+    path.write_text("#!/bin/sh\n" + (once if times == "once" else f'touch "{mark}"; exit 1') + "\n")
+    path.chmod(0o755)
+    return path
 
 
 def pages_of(pdf: bytes) -> int:
@@ -74,6 +86,17 @@ class ChartPdfTestCase(BaseTestCase):
         text = response.content.decode()
         assert "/nonexistent/chromium is missing" in text and "apt-get install chromium" in text and "SVG" in text
         assert self.client.get(f"/experiments/{self.study.pk}/charts/vs-threshold.csv").status_code == 200
+
+    def test_a_chromium_that_fails_once_is_started_again_and_one_that_always_fails_is_a_503_with_advice(self):
+        folder = Path(tempfile.mkdtemp())
+        once = browser_failing(folder / "once", folder / "failed-once", times="once")
+        with override_settings(CHROMIUM_PATH=once):
+            self.pdf(f"/experiments/{self.study.pk}/charts/vs-threshold.pdf")
+        assert (folder / "failed-once").exists()  # the first Chromium did fail; the second drew the chart
+        with override_settings(CHROMIUM_PATH=browser_failing(folder / "always", folder / "failed", times="always")):
+            response = self.client.get(f"/experiments/{self.study.pk}/charts/vs-threshold.pdf")
+        assert response.status_code == 503
+        assert "Chromium failed to draw this chart" in response.content.decode() and "SVG" in response.content.decode()
 
     @override_settings(CHROMIUM_PATH=Path("/nonexistent/chromium"))
     def test_pdfs_count_against_the_users_figure_rate_and_csvs_do_not(self):

@@ -4,6 +4,7 @@ plotly.js itself (charts.js); PDF needs a print engine, hence the server."""
 
 import csv
 import io
+import logging
 import threading
 
 from django.conf import settings
@@ -15,6 +16,10 @@ CONTENT_TYPES = {"csv": "text/csv", "pdf": "application/pdf"}
 # A chart's PDF page: the size the SVG and PNG downloads have (charts.js), in CSS pixels.
 PDF_WIDTH, PDF_HEIGHT = 1000, 600
 RENDERS = threading.BoundedSemaphore(settings.MAX_CHART_RENDERS)  # Chromiums at once in this process
+# Kaleido 1.5 can ask a freshly loaded tab for its script before the tab's new page has it ("kaleido_scopes is
+# not defined"): seen once in the suite on a loaded 2-core machine. A second Chromium draws it.
+RENDER_ATTEMPTS = 2
+log = logging.getLogger(__name__)
 
 
 class RenderRefused(Exception):
@@ -50,12 +55,21 @@ def chart_pdf(figure) -> bytes:
         )
     if not RENDERS.acquire(timeout=settings.CHART_RENDER_WAIT):
         raise RenderRefused("The server is drawing other PDFs: try again in a minute, or download the SVG.")
+    options = {"format": "pdf", "width": PDF_WIDTH, "height": PDF_HEIGHT}
+    browser = {"path": str(settings.CHROMIUM_PATH), "mathjax": False, "timeout": settings.CHART_RENDER_WAIT}
     try:
-        options = {"format": "pdf", "width": PDF_WIDTH, "height": PDF_HEIGHT}
-        browser = {"path": str(settings.CHROMIUM_PATH), "mathjax": False, "timeout": settings.CHART_RENDER_WAIT}
-        return kaleido.calc_fig_sync(figure, opts=options, kopts=browser)
+        for attempt in range(RENDER_ATTEMPTS):
+            try:
+                return kaleido.calc_fig_sync(figure, opts=options, kopts=browser)
+            except Exception as error:  # Chromium's failures reach us as many kinds; the user's advice is one
+                log.warning("PDF render %d of %d failed: %r", attempt + 1, RENDER_ATTEMPTS, error)
+                failure = error
     finally:
         RENDERS.release()
+    raise RenderRefused(
+        f"Chromium failed to draw this chart ({type(failure).__name__}) twice: try again in a minute, or download "
+        "the SVG, which your browser draws."
+    )
 
 
 def chart_download(chart, fmt: str, stem: str) -> HttpResponse:
