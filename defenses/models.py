@@ -5,6 +5,7 @@ against an allow-list, then a child process with memory and time limits (`sandbo
 `safe_mode=True, compile=False`; only a file that passed both is loaded in this process.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -173,6 +174,58 @@ def load_and_describe_unsandboxed(path: str | Path, arch: str | None = None, lim
 
 
 _verified: dict[tuple[str, str | None, Limits], ModelReport] = {}  # (sha256 of file, arch, caps) -> report
+_verdict_folder: Path | None = None  # where remember_verdicts keeps passes on disk; None: this process only
+
+
+def remember_verdicts(folder: str | Path | None) -> None:
+    """Keep every sandbox pass in `folder` as well as in this process, so that the other processes of one
+    deployment (each worker, the web server, after restarts) skip the sandbox for a file one of them passed:
+    about 4 s of CPU a file and process. Only passes are kept. A pass is keyed by the file's SHA-256, the
+    preset, the caps and the checking code itself (this module, modelcheck and sandbox, and the Keras
+    version), so a changed file or allow-list is checked again. `folder` must be writable by the app alone:
+    what lies there is believed. None forgets the folder."""
+    global _verdict_folder
+    _verdict_folder = None if folder is None else Path(folder)
+    if _verdict_folder is not None:
+        _verdict_folder.mkdir(parents=True, exist_ok=True)
+
+
+@functools.cache
+def checker_version() -> str:
+    """A digest of the code that decides a sandbox pass, and of the Keras it runs."""
+    from importlib.metadata import version
+
+    from defenses import modelcheck, sandbox
+
+    digest = hashlib.sha256(version("keras").encode())
+    for module_file in (__file__, modelcheck.__file__, sandbox.__file__):
+        digest.update(Path(module_file).read_bytes())
+    return digest.hexdigest()
+
+
+def _verdict_path(key: tuple[str, str | None, Limits]) -> Path | None:
+    if _verdict_folder is None:
+        return None
+    digest, arch, limits = key
+    name = hashlib.sha256(json.dumps([digest, arch, asdict(limits), checker_version()]).encode()).hexdigest()
+    return _verdict_folder / f"{name}.json"
+
+
+def _kept_verdict(key) -> ModelReport | None:
+    path = _verdict_path(key)
+    try:
+        return ModelReport.from_dict(json.loads(path.read_text())) if path else None
+    except (OSError, ValueError, TypeError, KeyError):  # none kept, or a torn write: check it again
+        return None
+
+
+def _keep_verdict(key, report: ModelReport) -> None:
+    path = _verdict_path(key)
+    if path is None:
+        return
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".part", delete=False) as part:
+        part.write(json.dumps(report.as_dict()))
+    os.replace(part.name, path)  # readers see the whole verdict or none
 
 
 def file_digest(path: str | Path) -> str:
@@ -213,6 +266,8 @@ def verify_model_file(
     if memory_bytes is None:
         memory_bytes = SANDBOX_MEMORY_BYTES + SANDBOX_MEMORY_PER_FILE_BYTE * path.stat().st_size
     key = (file_digest(path), arch, limits)
+    if key not in _verified and (kept := _kept_verdict(key)) is not None:
+        _verified[key] = kept
     if key in _verified:
         return _verified[key]
     with tempfile.TemporaryDirectory(prefix="prunelab-sandbox-") as scratch:
@@ -249,6 +304,7 @@ def verify_model_file(
         raise ModelRefused(outcome["reason"])
     report = ModelReport.from_dict(outcome["report"])
     _verified[key] = report
+    _keep_verdict(key, report)
     return report
 
 

@@ -195,6 +195,7 @@ keras.Model(inp, out).save({str(tmp_path / "regressor.keras")!r})
 @pytest.mark.slow
 def test_a_loader_that_exceeds_its_memory_limit_is_refused(csaw_fixtures, monkeypatch):
     monkeypatch.setattr(models, "_verified", {})  # other tests may have verified this file in this process
+    monkeypatch.setattr(models, "_verdict_folder", None)  # or in another process of this test session
     with pytest.raises(ModelRefused, match="memory limit"):
         verify_model_file(csaw_fixtures / "models" / KERAS2_MODEL, memory_bytes=300 * 2**20)
 
@@ -247,3 +248,37 @@ def test_a_layer_fed_a_shape_without_dimensions_is_sized_not_crashed_on():
 
     assert _infer("Dense", {"units": 3}, [()]) == ((3,), 6)
     assert _infer("GlobalAveragePooling2D", {}, [()]) == ((1,), 0)
+
+
+@pytest.mark.slow
+def test_a_pass_kept_on_disk_spares_other_processes_the_sandbox_and_anything_changed_is_checked_again(
+    tmp_path, monkeypatch
+):
+    from defenses.modelcheck import Limits
+    from tests.defenses.tiny import tiny_badnet_files, trained_tiny_model
+
+    model = tiny_badnet_files(tmp_path / "tiny")["model"]
+    folder = tmp_path / "verdicts"
+    another_process = "import sys; from defenses import models; models.remember_verdicts(sys.argv[2]); "
+    another_process += "print(models.verify_model_file(sys.argv[1]).n_classes)"
+    done = subprocess.run([sys.executable, "-c", another_process, model, folder], capture_output=True, text=True)
+    assert done.stdout.split()[-1:] == ["4"] and len(list(folder.glob("*.json"))) == 1, done.stderr[-2000:]
+
+    real_run, sandboxes = subprocess.run, []
+    monkeypatch.setattr(models.subprocess, "run", lambda *a, **k: sandboxes.append(a) or real_run(*a, **k))
+    monkeypatch.setattr(models, "_verified", {})
+    monkeypatch.setattr(models, "_verdict_folder", None)
+    models.remember_verdicts(folder)
+    assert verify_model_file(model).n_classes == 4 and sandboxes == []  # the other process's pass
+    verify_model_file(model, limits=Limits(max_layers=100))
+    assert len(sandboxes) == 1  # other caps: another question
+    other = tmp_path / "other.keras"
+    trained_tiny_model(seed=1).save(other)
+    verify_model_file(other)
+    assert len(sandboxes) == 2  # another file
+    for verdict in folder.glob("*.json"):
+        verdict.write_text('{"kind": "keras-zip"')  # torn
+    monkeypatch.setattr(models, "_verified", {})
+    assert verify_model_file(model).n_classes == 4 and len(sandboxes) == 3  # checked again, and kept again
+    kept = models._verdict_path((models.file_digest(model), None, models.DEFAULT_LIMITS))
+    assert json.loads(kept.read_text())["n_classes"] == 4

@@ -170,6 +170,9 @@ STORAGES = {
 }
 MEDIA_ROOT = Path(os.environ.get("PRUNELAB_MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "media/"
+# Model files that passed the sandbox, by SHA-256 (defenses.models.remember_verdicts): every process that shares
+# VAR_DIR (the workers, the web server, after restarts) skips the sandbox's ~4 s for a file another one passed.
+MODEL_VERDICT_DIR = VAR_DIR / "model-verdicts"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/experiments/"
 LOGOUT_REDIRECT_URL = "/login/"
