@@ -181,9 +181,9 @@ def remember_verdicts(folder: str | Path | None) -> None:
     """Keep every sandbox pass in `folder` as well as in this process, so that the other processes of one
     deployment (each worker, the web server, after restarts) skip the sandbox for a file one of them passed:
     about 4 s of CPU a file and process. Only passes are kept. A pass is keyed by the file's SHA-256, the
-    preset, the caps and the checking code itself (this module, modelcheck and sandbox, and the Keras
-    version), so a changed file or allow-list is checked again. `folder` must be writable by the app alone:
-    what lies there is believed. None forgets the folder."""
+    preset, the caps and the checking code itself (this module, modelcheck, hdf5check and sandbox, and the
+    Keras version), so a changed file or allow-list is checked again. `folder` must be writable by the app
+    alone: what lies there is believed. None forgets the folder."""
     global _verdict_folder
     _verdict_folder = None if folder is None else Path(folder)
     if _verdict_folder is not None:
@@ -195,11 +195,9 @@ def checker_version() -> str:
     """A digest of the code that decides a sandbox pass, and of the Keras it runs."""
     from importlib.metadata import version
 
-    from defenses import modelcheck, sandbox
-
     digest = hashlib.sha256(version("keras").encode())
-    for module_file in (__file__, modelcheck.__file__, sandbox.__file__):
-        digest.update(Path(module_file).read_bytes())
+    for module in ("models.py", "modelcheck.py", "sandbox.py", "hdf5check.py"):
+        digest.update(Path(__file__).with_name(module).read_bytes())
     return digest.hexdigest()
 
 
