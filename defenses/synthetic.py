@@ -271,9 +271,12 @@ def train_network(
     """The deepid-csaw network trained with Adam on 0..1 inputs (the four HackML BadNets' scaling)."""
     import keras
 
+    from defenses.finetune import seed_everything
     from defenses.models import build_deepid_csaw
 
-    keras.utils.set_random_seed(seed)
+    # deterministic kernels too: without them a network depended on what the process had run before (a
+    # test's tiny preset differed by the order of the tests, and two defenses' tests failed on one of them)
+    seed_everything(seed)
     model = build_deepid_csaw(n_classes=n_classes)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: on_epoch and on_epoch(epoch + 1))

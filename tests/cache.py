@@ -3,6 +3,7 @@ kept on disk under a hash of the code that makes them and of the arguments; late
 the next, copy or load what was kept. A change to that code (or to the Keras or TensorFlow version) makes a new
 key, so no test reads what older code made. `rm -rf var/test-cache` starts afresh."""
 
+import fcntl
 import hashlib
 import json
 import os
@@ -13,15 +14,15 @@ from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# tests/run.py points its two sessions at one cache (PRUNELAB_TEST_CACHE)
+# tests/run.py points all its sessions at one cache (PRUNELAB_TEST_CACHE)
 CACHE = Path(
     os.environ.get("PRUNELAB_TEST_CACHE") or Path(os.environ.get("PRUNELAB_VAR_DIR", ROOT / "var")) / "test-cache"
 ).resolve()
 
 
 def cached_folder(name: str, sources: list[Path], arguments: dict, build: Callable[[Path], None]) -> Path:
-    """The folder `build(folder)` fills for these `arguments`, built the first time and kept. Two processes
-    building it at once both build; the first to finish keeps its folder, the other's is removed."""
+    """The folder `build(folder)` fills for these `arguments`, built the first time and kept. A process that
+    asks while another builds it waits for that build (tests/run.py's sessions share the cache)."""
     digest = hashlib.sha256()
     for source in sorted(sources):
         digest.update(source.read_bytes())
@@ -31,15 +32,16 @@ def cached_folder(name: str, sources: list[Path], arguments: dict, build: Callab
     if kept.is_dir():
         return kept
     CACHE.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=CACHE))
-    try:
-        build(partial)
-        partial.rename(kept)
-    except OSError:
-        if not kept.is_dir():  # not another process's finished copy: a real failure
-            raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    with open(CACHE / f".{kept.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when this process ends, whatever happens to it
+        if kept.is_dir():  # built by the process we waited for
+            return kept
+        partial = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=CACHE))
+        try:
+            build(partial)
+            partial.rename(kept)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return kept
 
 

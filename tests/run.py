@@ -1,7 +1,7 @@
 """`make test`'s pytest: the suite as three pytest sessions side by side, each with its own Redis, test database
 and media (PRUNELAB_VAR_DIR=var/test-1, -2, -3), sharing the kept tiny networks (var/test-cache). On 2 cores
 the library's training tests keep a core busy while the web app's tests mostly wait on workers, Redis and
-Chromium; a third session fills those waits (two sessions left the cores idle a third of the time).
+Chromium; a third session fills those waits (with two, the cores were idle a quarter of the time).
 
     python -m tests.run [PYTEST ARGS]    # e.g. -m "not slow"; each session gets the same arguments
 
@@ -18,22 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # A group may name a folder and another group files inside it: the folder's group skips those files.
 GROUPS = [
-    [
-        "tests/defenses/test_methods.py",
-        "tests/defenses/test_export.py",
-        "tests/defenses/test_synthetic.py",
-        "tests/defenses/test_finetune.py",
-    ],  # the tiny preset's users and the training defenses
-    [
-        "tests/defenses",
-        "tests/docker",
-        "tests/fuzz",
-        "tests/stack",
-        "tests/workers",
-        "tests/test_imports.py",
-        "tests/lab",
-    ],
-    ["tests/webapp"],
+    ["tests/defenses/test_methods.py", "tests/defenses/test_synthetic.py"],  # the defenses on the tiny preset
+    ["tests/defenses", "tests/docker", "tests/fuzz", "tests/workers", "tests/test_imports.py", "tests/lab"],
+    ["tests/webapp", "tests/stack"],
 ]
 # Three sessions and their Celery workers already keep both cores busy: TensorFlow's own thread pools (one
 # thread a core, spinning while they wait for work) would only take turns with each other. One thread each made
