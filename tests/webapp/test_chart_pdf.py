@@ -2,7 +2,9 @@
 renders (about 2 s each), the refusal when the server has no Chromium, and the per-user rate."""
 
 import re
+import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from unittest import mock
@@ -97,6 +99,11 @@ class ChartPdfTestCase(BaseTestCase):
             response = self.client.get(f"/experiments/{self.study.pk}/charts/vs-threshold.pdf")
         assert response.status_code == 503
         assert "Chromium failed to draw this chart" in response.content.decode() and "SVG" in response.content.decode()
+        # Kaleido runs in a child: a failed Chromium once left choreographer's threads in the web process (a test
+        # session that never exited); none may be here
+        assert "kaleido" not in sys.modules and "choreographer" not in sys.modules
+        left = [thread.name for thread in threading.enumerate() if not thread.daemon and thread.name != "MainThread"]
+        assert left == [], left
 
     @override_settings(CHROMIUM_PATH=Path("/nonexistent/chromium"))
     def test_pdfs_count_against_the_users_figure_rate_and_csvs_do_not(self):

@@ -5,7 +5,10 @@ plotly.js itself (charts.js); PDF needs a print engine, hence the server."""
 import csv
 import io
 import logging
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -19,6 +22,7 @@ RENDERS = threading.BoundedSemaphore(settings.MAX_CHART_RENDERS)  # Chromiums at
 # Kaleido 1.5 can ask a freshly loaded tab for its script before the tab's new page has it ("kaleido_scopes is
 # not defined"): seen once in the suite on a loaded 2-core machine. A second Chromium draws it.
 RENDER_ATTEMPTS = 2
+RENDERER = Path(__file__).with_name("pdf_render.py")
 log = logging.getLogger(__name__)
 
 
@@ -43,11 +47,10 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def chart_pdf(figure) -> bytes:
-    """The figure as a one-page vector PDF. Kaleido loads plotly.js from the plotly package and MathJax not at
-    all (its default is a CDN): nothing leaves the server. One render at a time per process (a Chromium is about
-    200 MB and 2 s); a request that waits longer than CHART_RENDER_WAIT seconds is refused."""
-    import kaleido
-
+    """The figure as a one-page vector PDF, drawn by Kaleido in a child process (pdf_render.py). plotly.js comes
+    from the plotly package and MathJax not at all: nothing leaves the server. One render at a time per process
+    (a Chromium is about 200 MB and 2 s); a request that waits longer than CHART_RENDER_WAIT seconds is refused,
+    and so is a chart Chromium failed to draw twice."""
     if not settings.CHROMIUM_PATH.exists():
         raise RenderRefused(
             f"PDF needs Chromium on the server and {settings.CHROMIUM_PATH} is missing: ask the administrator to "
@@ -55,20 +58,23 @@ def chart_pdf(figure) -> bytes:
         )
     if not RENDERS.acquire(timeout=settings.CHART_RENDER_WAIT):
         raise RenderRefused("The server is drawing other PDFs: try again in a minute, or download the SVG.")
-    options = {"format": "pdf", "width": PDF_WIDTH, "height": PDF_HEIGHT}
-    browser = {"path": str(settings.CHROMIUM_PATH), "mathjax": False, "timeout": settings.CHART_RENDER_WAIT}
+    wait = settings.CHART_RENDER_WAIT
+    command = [sys.executable, str(RENDERER), str(settings.CHROMIUM_PATH), str(PDF_WIDTH), str(PDF_HEIGHT), str(wait)]
     try:
-        for attempt in range(RENDER_ATTEMPTS):
+        for attempt in range(1, RENDER_ATTEMPTS + 1):
             try:
-                return kaleido.calc_fig_sync(figure, opts=options, kopts=browser)
-            except Exception as error:  # Chromium's failures reach us as many kinds; the user's advice is one
-                log.warning("PDF render %d of %d failed: %r", attempt + 1, RENDER_ATTEMPTS, error)
-                failure = error
+                done = subprocess.run(command, input=figure.to_json().encode(), capture_output=True, timeout=wait + 15)
+            except subprocess.TimeoutExpired:
+                log.warning("PDF render %d of %d took over %d s", attempt, RENDER_ATTEMPTS, wait + 15)
+                continue
+            if done.returncode == 0 and done.stdout.startswith(b"%PDF-"):
+                return done.stdout
+            log.warning("PDF render %d of %d failed: %s", attempt, RENDER_ATTEMPTS, done.stderr.decode()[-500:])
     finally:
         RENDERS.release()
     raise RenderRefused(
-        f"Chromium failed to draw this chart ({type(failure).__name__}) twice: try again in a minute, or download "
-        "the SVG, which your browser draws."
+        "Chromium failed to draw this chart twice: try again in a minute, or download the SVG, which your browser "
+        "draws."
     )
 
 
