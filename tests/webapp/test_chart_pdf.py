@@ -1,6 +1,7 @@
 """A chart as a vector PDF, drawn by Kaleido in Debian's chromium from the same figure the page draws: real
 renders (about 2 s each), the refusal when the server has no Chromium, and the per-user rate."""
 
+import os
 import re
 import sys
 import tempfile
@@ -23,7 +24,7 @@ def browser_failing(path: Path, mark: Path, times: str) -> Path:
     and otherwise is the real one."""
     real = settings.CHROMIUM_PATH
     once = f'[ -e "{mark}" ] || {{ touch "{mark}"; exit 1; }}; exec "{real}" "$@"'
-    path.write_text("#!/bin/sh\n" + (once if times == "once" else f'touch "{mark}"; exit 1') + "\n")
+    path.write_text("#!/bin/sh\n" + (once if times == "once" else f'env > "{mark}"; exit 1') + "\n")
     path.chmod(0o755)
     return path
 
@@ -95,8 +96,11 @@ class ChartPdfTestCase(BaseTestCase):
         with override_settings(CHROMIUM_PATH=once):
             self.pdf(f"/experiments/{self.study.pk}/charts/vs-threshold.pdf")
         assert (folder / "failed-once").exists()  # the first Chromium did fail; the second drew the chart
-        with override_settings(CHROMIUM_PATH=browser_failing(folder / "always", folder / "failed", times="always")):
+        always = browser_failing(folder / "always", folder / "failed", times="always")
+        secret = {"DATABASE_URL": "postgres://user:s3cret@db/prunelab"}
+        with override_settings(CHROMIUM_PATH=always), mock.patch.dict(os.environ, secret):
             response = self.client.get(f"/experiments/{self.study.pk}/charts/vs-threshold.pdf")
+        assert "s3cret" not in (folder / "failed").read_text()  # the browser drawing users' words gets no secrets
         assert response.status_code == 503
         assert "Chromium failed to draw this chart" in response.content.decode() and "SVG" in response.content.decode()
         # Kaleido runs in a child: a failed Chromium once left choreographer's threads in the web process (a test

@@ -7,11 +7,14 @@ import io
 import logging
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 from django.conf import settings
 from django.http import HttpResponse
+
+from defenses.models import sandbox_environment
 
 # OWASP's CSV injection rule: a spreadsheet runs a cell that begins with one of these as a formula
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -58,15 +61,20 @@ def chart_pdf(figure) -> bytes:
         )
     if not RENDERS.acquire(timeout=settings.CHART_RENDER_WAIT):
         raise RenderRefused("The server is drawing other PDFs: try again in a minute, or download the SVG.")
-    wait = settings.CHART_RENDER_WAIT
-    command = [sys.executable, str(RENDERER), str(settings.CHROMIUM_PATH), str(PDF_WIDTH), str(PDF_HEIGHT), str(wait)]
+    figure_json, limit = figure.to_json().encode(), settings.CHART_RENDER_WAIT + 15
+    page = [str(PDF_WIDTH), str(PDF_HEIGHT), str(settings.CHART_RENDER_WAIT)]  # and Kaleido's own wait
+    command = [sys.executable, str(RENDERER), str(settings.CHROMIUM_PATH), *page]
     try:
         for attempt in range(1, RENDER_ATTEMPTS + 1):
-            try:
-                done = subprocess.run(command, input=figure.to_json().encode(), capture_output=True, timeout=wait + 15)
-            except subprocess.TimeoutExpired:
-                log.warning("PDF render %d of %d took over %d s", attempt, RENDER_ATTEMPTS, wait + 15)
-                continue
+            # the figure carries what users typed: its Chromium gets none of the server's secrets (as a sandbox)
+            with tempfile.TemporaryDirectory(prefix="prunelab-pdf-") as scratch:
+                try:
+                    done = subprocess.run(
+                        command, input=figure_json, capture_output=True, timeout=limit, env=sandbox_environment(scratch)
+                    )
+                except subprocess.TimeoutExpired:
+                    log.warning("PDF render %d of %d took over %d s", attempt, RENDER_ATTEMPTS, limit)
+                    continue
             if done.returncode == 0 and done.stdout.startswith(b"%PDF-"):
                 return done.stdout
             log.warning("PDF render %d of %d failed: %s", attempt, RENDER_ATTEMPTS, done.stderr.decode()[-500:])
